@@ -1,0 +1,351 @@
+//! Items as memcached's meta protocol sees them.
+//!
+//! [`ItemView`] is what a meta get reports, whichever store answered. [`Item`] and its
+//! operations reproduce memcached's own rules (recache `R`, vivify-on-miss `N`, stale `X`,
+//! win `W` / already-won `Z`, CAS, add) as pure functions of the current time, so that the
+//! embedded store behaves exactly like memcached and the rules can be tested without a clock.
+//!
+//! Times are milliseconds on a monotonic clock chosen by the caller.
+
+use bytes::Bytes;
+
+/// Who gets to refresh a stale or missing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Win {
+    /// This reader won the right to refresh (memcached's `W`).
+    Won,
+    /// Another reader already won it (memcached's `Z`).
+    Lost,
+}
+
+/// What a meta get reports about an item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemView {
+    /// The stored bytes.
+    pub value: Bytes,
+    /// memcached's client flags.
+    pub client_flags: u32,
+    /// Whole seconds until the item expires; `None` if it never does.
+    pub ttl_remaining: Option<u64>,
+    /// The item's CAS value.
+    pub cas: u64,
+    /// Whether the item was invalidated (`X`).
+    pub stale: bool,
+    /// The recache election, if this read took part in one.
+    pub win: Option<Win>,
+}
+
+/// Options of a meta get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GetOpts {
+    /// `R<n>`: win the recache if fewer than `n` seconds remain.
+    pub recache_below: Option<u64>,
+    /// `N<n>`: on a miss, create an empty placeholder living `n` seconds and win it.
+    pub vivify_for: Option<u64>,
+}
+
+/// How a write treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Store whatever is there (`ms … MS`).
+    Set,
+    /// Store only if nothing is there (`ms … ME`).
+    Add,
+}
+
+/// A write request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The bytes to store.
+    pub value: Bytes,
+    /// memcached's client flags.
+    pub client_flags: u32,
+    /// Seconds the store keeps the item (the hard ttl).
+    pub ttl: u64,
+    /// Set or add.
+    pub mode: WriteMode,
+    /// `C<cas>`: store only if the item exists with this CAS value.
+    pub cas: Option<u64>,
+}
+
+/// The result of a write, as memcached reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteStatus {
+    /// `HD`: stored.
+    Stored,
+    /// `NS`: not stored (add on an existing item).
+    NotStored,
+    /// `EX`: the CAS value did not match.
+    Exists,
+    /// `NF`: a CAS write on a missing item.
+    NotFound,
+}
+
+/// An item in the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The stored bytes.
+    pub value: Bytes,
+    /// memcached's client flags.
+    pub client_flags: u32,
+    /// When the item expires (milliseconds); `None` = never.
+    pub expires_at: Option<u64>,
+    /// The CAS value.
+    pub cas: u64,
+    /// Invalidated (`X`).
+    pub stale: bool,
+    /// A win token was handed out (`W` sent; later readers get `Z`).
+    pub token_sent: bool,
+}
+
+/// What an operation does to the stored item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Leave it as it is.
+    Keep,
+    /// Replace it (or create it).
+    Put(Item),
+    /// Remove it.
+    Remove,
+}
+
+const MS_PER_S: u64 = 1000;
+
+impl Item {
+    /// Whether the item is gone at `now`.
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// Whole seconds left, rounded up (memcached's `t`).
+    pub fn ttl_remaining(&self, now: u64) -> Option<u64> {
+        self.expires_at
+            .map(|at| at.saturating_sub(now).div_ceil(MS_PER_S))
+    }
+
+    fn view(&self, now: u64, win: Option<Win>) -> ItemView {
+        ItemView {
+            value: self.value.clone(),
+            client_flags: self.client_flags,
+            ttl_remaining: self.ttl_remaining(now),
+            cas: self.cas,
+            stale: self.stale,
+            win,
+        }
+    }
+}
+
+fn expiry(now: u64, ttl_seconds: u64) -> Option<u64> {
+    Some(now.saturating_add(ttl_seconds.saturating_mul(MS_PER_S)))
+}
+
+fn live(item: Option<&Item>, now: u64) -> Option<&Item> {
+    item.filter(|it| !it.expired(now))
+}
+
+/// `mg`: reads an item and runs the recache election. `new_cas` is used if a placeholder is
+/// created.
+pub fn get(
+    item: Option<&Item>,
+    opts: GetOpts,
+    now: u64,
+    new_cas: u64,
+) -> (Option<ItemView>, Change) {
+    let Some(it) = live(item, now) else {
+        return match opts.vivify_for {
+            Some(n) => {
+                let placeholder = Item {
+                    value: Bytes::new(),
+                    client_flags: 0,
+                    expires_at: expiry(now, n),
+                    cas: new_cas,
+                    stale: false,
+                    token_sent: true,
+                };
+                (
+                    Some(placeholder.view(now, Some(Win::Won))),
+                    Change::Put(placeholder),
+                )
+            }
+            None => (
+                None,
+                if item.is_some() {
+                    Change::Remove
+                } else {
+                    Change::Keep
+                },
+            ),
+        };
+    };
+    let below = opts
+        .recache_below
+        .is_some_and(|n| it.ttl_remaining(now).is_some_and(|t| t < n));
+    if (below || it.stale) && !it.token_sent {
+        let mut won = it.clone();
+        won.token_sent = true;
+        (Some(it.view(now, Some(Win::Won))), Change::Put(won))
+    } else if it.token_sent {
+        (Some(it.view(now, Some(Win::Lost))), Change::Keep)
+    } else {
+        (Some(it.view(now, None)), Change::Keep)
+    }
+}
+
+/// `ms`: stores an item. `new_cas` becomes the item's CAS value when it is stored.
+pub fn set(item: Option<&Item>, write: &Write, now: u64, new_cas: u64) -> (WriteStatus, Change) {
+    let current = live(item, now);
+    let status = match (current, write.cas, write.mode) {
+        (None, Some(_), _) => WriteStatus::NotFound,
+        (Some(it), Some(cas), _) if it.cas != cas => WriteStatus::Exists,
+        (Some(_), None, WriteMode::Add) => WriteStatus::NotStored,
+        _ => WriteStatus::Stored,
+    };
+    if status != WriteStatus::Stored {
+        return (status, Change::Keep);
+    }
+    let stored = Item {
+        value: write.value.clone(),
+        client_flags: write.client_flags,
+        expires_at: expiry(now, write.ttl),
+        cas: new_cas,
+        stale: false,
+        token_sent: false,
+    };
+    (WriteStatus::Stored, Change::Put(stored))
+}
+
+/// `md`: removes an item; reports whether one was there.
+pub fn delete(item: Option<&Item>, now: u64) -> (bool, Change) {
+    match (live(item, now), item) {
+        (Some(_), _) => (true, Change::Remove),
+        (None, Some(_)) => (false, Change::Remove),
+        (None, None) => (false, Change::Keep),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: u64 = 1_000_000;
+
+    fn apply(slot: &mut Option<Item>, change: Change) {
+        match change {
+            Change::Keep => {}
+            Change::Put(it) => *slot = Some(it),
+            Change::Remove => *slot = None,
+        }
+    }
+
+    fn write(value: &'static [u8], ttl: u64) -> Write {
+        Write {
+            value: Bytes::from_static(value),
+            client_flags: 0,
+            ttl,
+            mode: WriteMode::Set,
+            cas: None,
+        }
+    }
+
+    #[test]
+    fn set_get_expire() {
+        let mut slot = None;
+        let (st, ch) = set(slot.as_ref(), &write(b"v", 60), T0, 1);
+        assert_eq!(st, WriteStatus::Stored);
+        apply(&mut slot, ch);
+        let (view, _) = get(slot.as_ref(), GetOpts::default(), T0 + 500, 9);
+        let view = view.expect("hit");
+        assert_eq!(
+            (view.value.as_ref(), view.ttl_remaining, view.cas, view.win),
+            (&b"v"[..], Some(60), 1, None)
+        );
+        assert_eq!(
+            get(slot.as_ref(), GetOpts::default(), T0 + 59_999, 9)
+                .0
+                .map(|v| v.ttl_remaining),
+            Some(Some(1))
+        );
+        assert_eq!(
+            get(slot.as_ref(), GetOpts::default(), T0 + 60_000, 9).0,
+            None
+        );
+    }
+
+    #[test]
+    fn recache_elects_one_winner_until_the_next_set() {
+        let mut slot = None;
+        apply(&mut slot, set(None, &write(b"v", 20), T0, 1).1);
+        let opts = GetOpts {
+            recache_below: Some(30),
+            vivify_for: None,
+        };
+        let (v, ch) = get(slot.as_ref(), opts, T0, 2);
+        assert_eq!(v.map(|v| v.win), Some(Some(Win::Won)));
+        apply(&mut slot, ch);
+        for _ in 0..3 {
+            let (v, ch) = get(slot.as_ref(), opts, T0, 2);
+            assert_eq!(v.map(|v| v.win), Some(Some(Win::Lost)));
+            assert_eq!(ch, Change::Keep);
+            // A plain read also sees that the token was sent.
+            assert_eq!(
+                get(slot.as_ref(), GetOpts::default(), T0, 2)
+                    .0
+                    .map(|v| v.win),
+                Some(Some(Win::Lost))
+            );
+        }
+        let ch = set(slot.as_ref(), &write(b"w", 60), T0, 3).1;
+        apply(&mut slot, ch);
+        assert_eq!(get(slot.as_ref(), opts, T0, 4).0.map(|v| v.win), Some(None));
+    }
+
+    #[test]
+    fn vivify_creates_a_won_placeholder_once() {
+        let mut slot = None;
+        let opts = GetOpts {
+            recache_below: None,
+            vivify_for: Some(5),
+        };
+        let (v, ch) = get(slot.as_ref(), opts, T0, 7);
+        let v = v.expect("placeholder");
+        assert_eq!((v.value.len(), v.win, v.cas), (0, Some(Win::Won), 7));
+        apply(&mut slot, ch);
+        assert_eq!(
+            get(slot.as_ref(), opts, T0 + 10, 8).0.map(|v| v.win),
+            Some(Some(Win::Lost))
+        );
+        // Placeholder expires after its fill time; the next caller wins again.
+        let (v, _) = get(slot.as_ref(), opts, T0 + 5_000, 9);
+        assert_eq!(v.map(|v| (v.win, v.cas)), Some((Some(Win::Won), 9)));
+    }
+
+    #[test]
+    fn cas_and_add() {
+        let mut slot = None;
+        let mut w = write(b"v", 60);
+        w.cas = Some(5);
+        assert_eq!(set(slot.as_ref(), &w, T0, 1).0, WriteStatus::NotFound);
+        let ch = set(slot.as_ref(), &write(b"v", 60), T0, 5).1;
+        apply(&mut slot, ch);
+        w.cas = Some(4);
+        assert_eq!(set(slot.as_ref(), &w, T0, 6).0, WriteStatus::Exists);
+        w.cas = Some(5);
+        assert_eq!(set(slot.as_ref(), &w, T0, 6).0, WriteStatus::Stored);
+        let mut add = write(b"a", 60);
+        add.mode = WriteMode::Add;
+        assert_eq!(set(slot.as_ref(), &add, T0, 7).0, WriteStatus::NotStored);
+        assert_eq!(
+            set(slot.as_ref(), &add, T0 + 60_000, 7).0,
+            WriteStatus::Stored
+        );
+    }
+
+    #[test]
+    fn delete_reports_presence() {
+        let mut slot = None;
+        assert_eq!(delete(slot.as_ref(), T0), (false, Change::Keep));
+        apply(&mut slot, set(None, &write(b"v", 1), T0, 1).1);
+        assert_eq!(delete(slot.as_ref(), T0), (true, Change::Remove));
+        assert_eq!(delete(slot.as_ref(), T0 + 1_000), (false, Change::Remove));
+    }
+}

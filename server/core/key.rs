@@ -1,0 +1,397 @@
+//! Key derivation: `(namespace, version, user key)` → the key memcached stores.
+//!
+//! The stored key is `<namespace>:<version>:<key>` when that fits memcached (at most 250 bytes),
+//! and `<namespace>:<version>#<sha256(key) in unpadded base64url>` when it does not. Namespaces
+//! and versions only contain `[A-Za-z0-9._-]`, so the first `:` ends the namespace and the next
+//! `:` or `#` ends the version: the stored key can be parsed back ([`parse_stored_key`]), which
+//! makes the encoding injective (up to SHA-256 collisions for hashed keys).
+//!
+//! How the stored key travels on the wire is a separate choice: keys made only of printable
+//! ASCII other than space go as they are; any other key (spaces, `\r\n`, NUL, non-UTF-8) goes
+//! base64-encoded with the meta protocol's `b` flag, so that no key byte can ever reach
+//! memcached as protocol syntax. Both forms name the same memcached item.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::{BufMut, Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// memcached's longest key, in bytes.
+pub const MEMCACHED_MAX_KEY: usize = 250;
+/// Longest stored key sent base64-encoded: the base64 of 186 bytes is 248 characters, and the
+/// encoded form must itself fit in 250.
+pub const MAX_BASE64_KEY: usize = 186;
+/// Longest namespace or version, in bytes.
+pub const MAX_LABEL_LEN: usize = 64;
+
+/// Why a namespace or version is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// The label is empty where one is required.
+    #[error("must not be empty")]
+    Empty,
+    /// The label is longer than [`MAX_LABEL_LEN`].
+    #[error("must be at most {MAX_LABEL_LEN} bytes long, got {0}")]
+    TooLong(usize),
+    /// The label contains a byte outside `[A-Za-z0-9._-]`.
+    #[error("may only contain A-Z, a-z, 0-9, '.', '_' and '-' (byte {0:#04x} at position {1})")]
+    BadByte(u8, usize),
+}
+
+/// True for the bytes a namespace or version may contain.
+fn is_label_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+/// Checks a namespace (`allow_empty`) or version (non-empty) label.
+pub fn validate_label(label: &[u8], allow_empty: bool) -> Result<(), LabelError> {
+    if label.is_empty() && !allow_empty {
+        return Err(LabelError::Empty);
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Err(LabelError::TooLong(label.len()));
+    }
+    match label.iter().position(|&b| !is_label_byte(b)) {
+        Some(pos) => Err(LabelError::BadByte(label[pos], pos)),
+        None => Ok(()),
+    }
+}
+
+/// The key space of a call: a namespace (may be empty) and an application version.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeySpace {
+    namespace: String,
+    version: String,
+}
+
+impl KeySpace {
+    /// Builds a key space, validating both labels.
+    pub fn new(namespace: &str, version: &str) -> Result<Self, KeySpaceError> {
+        validate_label(namespace.as_bytes(), true).map_err(KeySpaceError::Namespace)?;
+        validate_label(version.as_bytes(), false).map_err(KeySpaceError::Version)?;
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            version: version.to_owned(),
+        })
+    }
+
+    /// The namespace (possibly empty).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The application version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Derives the memcached key of `key` in this key space. `key` must not be empty (callers
+    /// check limits before).
+    pub fn store_key(&self, key: &[u8]) -> StoreKey {
+        let prefix_len = self.namespace.len() + 1 + self.version.len();
+        let plain_len = prefix_len + 1 + key.len();
+        let mut stored = BytesMut::with_capacity(plain_len.min(prefix_len + 44));
+        stored.put_slice(self.namespace.as_bytes());
+        stored.put_u8(b':');
+        stored.put_slice(self.version.as_bytes());
+        let text_safe = key.iter().all(|&b| is_text_key_byte(b));
+        let wire = if plain_len <= MEMCACHED_MAX_KEY && text_safe {
+            stored.put_u8(b':');
+            stored.put_slice(key);
+            WireForm::Text
+        } else if plain_len <= MAX_BASE64_KEY {
+            stored.put_u8(b':');
+            stored.put_slice(key);
+            WireForm::Base64
+        } else {
+            stored.put_u8(b'#');
+            let digest = Sha256::digest(key);
+            stored.put_slice(URL_SAFE_NO_PAD.encode(digest).as_bytes());
+            WireForm::Text
+        };
+        StoreKey {
+            stored: stored.freeze(),
+            wire,
+        }
+    }
+}
+
+/// Why a key space is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeySpaceError {
+    /// The namespace is not acceptable.
+    #[error("namespace {0}")]
+    Namespace(LabelError),
+    /// The version is not acceptable.
+    #[error("version {0}")]
+    Version(LabelError),
+}
+
+/// Bytes memcached accepts in a text key: printable ASCII other than space.
+fn is_text_key_byte(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b)
+}
+
+/// How a stored key is written in a memcached command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WireForm {
+    /// As it is (every byte is printable ASCII other than space).
+    Text,
+    /// base64-encoded, with the meta protocol's `b` flag.
+    Base64,
+}
+
+/// The key of an item in memcached (or in the embedded store).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StoreKey {
+    stored: Bytes,
+    wire: WireForm,
+}
+
+impl StoreKey {
+    /// The key as memcached stores it (binary; what consistent hashing uses).
+    pub fn stored(&self) -> &Bytes {
+        &self.stored
+    }
+
+    /// How the key goes on the wire.
+    pub fn wire_form(&self) -> WireForm {
+        self.wire
+    }
+
+    /// The token to write in a memcached command: always printable ASCII without spaces, at
+    /// most 250 bytes.
+    pub fn wire_token(&self) -> String {
+        match self.wire {
+            WireForm::Text => self
+                .stored
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>(),
+            WireForm::Base64 => STANDARD.encode(&self.stored),
+        }
+    }
+}
+
+impl fmt::Display for StoreKey {
+    /// Never prints the key itself (keys may carry user data): only its length and form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{}-byte {:?} key>", self.stored.len(), self.wire)
+    }
+}
+
+/// The parts of a stored key, recovered by [`parse_stored_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedStoredKey<'a> {
+    /// The namespace.
+    pub namespace: &'a [u8],
+    /// The version.
+    pub version: &'a [u8],
+    /// The user key, or its hash.
+    pub tail: KeyTail<'a>,
+}
+
+/// The end of a stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyTail<'a> {
+    /// The user key as it was given.
+    Plain(&'a [u8]),
+    /// The unpadded base64url SHA-256 of a key too long to store as it is.
+    Hashed(&'a [u8]),
+}
+
+/// Parses a stored key back into its parts (the left inverse of [`KeySpace::store_key`]).
+pub fn parse_stored_key(stored: &[u8]) -> Option<ParsedStoredKey<'_>> {
+    let ns_end = stored.iter().position(|&b| b == b':')?;
+    let rest = &stored[ns_end + 1..];
+    let ver_end = rest.iter().position(|&b| b == b':' || b == b'#')?;
+    let tail = &rest[ver_end + 1..];
+    Some(ParsedStoredKey {
+        namespace: &stored[..ns_end],
+        version: &rest[..ver_end],
+        tail: if rest[ver_end] == b':' {
+            KeyTail::Plain(tail)
+        } else {
+            KeyTail::Hashed(tail)
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn space(ns: &str, v: &str) -> KeySpace {
+        KeySpace::new(ns, v).expect("valid key space")
+    }
+
+    #[test]
+    fn labels_are_validated() {
+        let cases: &[(&str, bool, Result<(), LabelError>)] = &[
+            ("v1", false, Ok(())),
+            ("1.2.3-rc_1", false, Ok(())),
+            ("", true, Ok(())),
+            ("", false, Err(LabelError::Empty)),
+            ("a:b", false, Err(LabelError::BadByte(b':', 1))),
+            ("a#b", true, Err(LabelError::BadByte(b'#', 1))),
+            ("a b", false, Err(LabelError::BadByte(b' ', 1))),
+            ("é", false, Err(LabelError::BadByte(0xc3, 0))),
+        ];
+        for (label, allow_empty, want) in cases {
+            assert_eq!(
+                &validate_label(label.as_bytes(), *allow_empty),
+                want,
+                "{label:?}"
+            );
+        }
+        assert_eq!(
+            validate_label("x".repeat(65).as_bytes(), false),
+            Err(LabelError::TooLong(65))
+        );
+        assert!(validate_label("x".repeat(64).as_bytes(), false).is_ok());
+    }
+
+    #[test]
+    fn forms_are_chosen_by_content_and_length() {
+        let s = space("app", "v1");
+        let k = s.store_key(b"user:42");
+        assert_eq!(k.stored().as_ref(), b"app:v1:user:42");
+        assert_eq!(k.wire_form(), WireForm::Text);
+        assert_eq!(k.wire_token(), "app:v1:user:42");
+
+        let k = s.store_key(b"with space\r\n\0");
+        assert_eq!(k.wire_form(), WireForm::Base64);
+        assert_eq!(k.stored().as_ref(), b"app:v1:with space\r\n\0");
+
+        let long = vec![b'x'; 300];
+        let k = s.store_key(&long);
+        assert_eq!(k.wire_form(), WireForm::Text);
+        assert!(k.stored().starts_with(b"app:v1#"));
+        assert_eq!(k.stored().len(), "app:v1#".len() + 43);
+    }
+
+    #[test]
+    fn text_keys_up_to_250_bytes_stay_plain() {
+        let s = space("", "1");
+        let fits = vec![b'k'; MEMCACHED_MAX_KEY - 3];
+        assert_eq!(s.store_key(&fits).stored().len(), MEMCACHED_MAX_KEY);
+        assert!(matches!(
+            parse_stored_key(s.store_key(&fits).stored()).map(|p| p.tail),
+            Some(KeyTail::Plain(_))
+        ));
+        let over = vec![b'k'; MEMCACHED_MAX_KEY - 2];
+        assert!(matches!(
+            parse_stored_key(s.store_key(&over).stored()).map(|p| p.tail),
+            Some(KeyTail::Hashed(_))
+        ));
+    }
+
+    #[test]
+    fn display_hides_the_key() {
+        let k = space("ns", "v").store_key(b"secret-user-id");
+        assert!(!k.to_string().contains("secret"));
+    }
+
+    fn label(allow_empty: bool) -> impl Strategy<Value = String> {
+        let min = usize::from(!allow_empty);
+        proptest::collection::vec(
+            prop_oneof![
+                proptest::char::range('a', 'z'),
+                proptest::char::range('A', 'Z'),
+                proptest::char::range('0', '9'),
+                Just('.'),
+                Just('_'),
+                Just('-'),
+            ],
+            min..=MAX_LABEL_LEN,
+        )
+        .prop_map(|cs| cs.into_iter().collect())
+    }
+
+    fn user_key() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 1..64),
+            proptest::collection::vec(any::<u8>(), 150..400),
+            proptest::collection::vec(0x21u8..0x7f, 1..300),
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(b' '),
+                    Just(b'\r'),
+                    Just(b'\n'),
+                    Just(0u8),
+                    Just(b':'),
+                    Just(b'#')
+                ],
+                1..40
+            ),
+        ]
+    }
+
+    fn wire_is_memcached_safe(k: &StoreKey) -> bool {
+        let token = k.wire_token();
+        !token.is_empty()
+            && token.len() <= MEMCACHED_MAX_KEY
+            && token.bytes().all(is_text_key_byte)
+            && k.stored().len() <= MEMCACHED_MAX_KEY
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The stored key parses back to exactly the triple it came from.
+        #[test]
+        fn encoding_has_a_left_inverse(ns in label(true), v in label(false), key in user_key()) {
+            let k = space(&ns, &v).store_key(&key);
+            let parsed = parse_stored_key(k.stored()).expect("parses");
+            prop_assert_eq!(parsed.namespace, ns.as_bytes());
+            prop_assert_eq!(parsed.version, v.as_bytes());
+            match parsed.tail {
+                KeyTail::Plain(tail) => prop_assert_eq!(tail, &key[..]),
+                KeyTail::Hashed(tail) => {
+                    let hash = URL_SAFE_NO_PAD.encode(Sha256::digest(&key));
+                    prop_assert_eq!(tail, hash.as_bytes());
+                }
+            }
+        }
+
+        /// Two different triples never share a stored key.
+        #[test]
+        fn encoding_is_injective(
+            a in (label(true), label(false), user_key()),
+            b in (label(true), label(false), user_key()),
+        ) {
+            let ka = space(&a.0, &a.1).store_key(&a.2);
+            let kb = space(&b.0, &b.1).store_key(&b.2);
+            prop_assert_eq!(a == b, ka.stored() == kb.stored());
+        }
+
+        /// Moving bytes between the version and the key (the ambiguity of plain concatenation,
+        /// `"1" + "1key"` against `"11" + "key"`) always changes the stored key.
+        #[test]
+        fn moving_bytes_between_version_and_key_changes_the_key(
+            v in label(false),
+            first in proptest::sample::select(b"abcXYZ019._-".to_vec()),
+            rest in user_key(),
+        ) {
+            let mut key = vec![first];
+            key.extend_from_slice(&rest);
+            prop_assume!(v.len() < MAX_LABEL_LEN);
+            let joined = space("", &v).store_key(&key);
+            let moved = space("", &format!("{v}{}", char::from(first))).store_key(&rest);
+            prop_assert_ne!(joined.stored(), moved.stored());
+        }
+
+        /// Whatever the key, what reaches memcached is a single safe token.
+        #[test]
+        fn wire_token_is_always_memcached_safe(ns in label(true), v in label(false), key in user_key()) {
+            let k = space(&ns, &v).store_key(&key);
+            prop_assert!(wire_is_memcached_safe(&k), "unsafe wire token for {:?}", k);
+            if k.wire_form() == WireForm::Base64 {
+                let decoded = STANDARD.decode(k.wire_token()).expect("valid base64");
+                prop_assert_eq!(&decoded[..], &k.stored()[..]);
+            }
+        }
+    }
+}

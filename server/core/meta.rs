@@ -1,0 +1,137 @@
+//! Per-call gRPC metadata: which key space a call works in.
+//!
+//! Parsing is a pure function over the raw header bytes, run once per call by the call
+//! metadata layer (`layers::call_meta`).
+
+use super::key::{KeySpace, LabelError, validate_label};
+
+/// Metadata key choosing the application version.
+pub const VERSION_HEADER: &str = "x-cache-version";
+/// Metadata key choosing the namespace.
+pub const NAMESPACE_HEADER: &str = "x-cache-namespace";
+/// Response metadata key set when a read failed open.
+pub const DEGRADED_HEADER: &str = "x-cache-degraded";
+
+/// Why the call metadata is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    /// A header is present but its value is not acceptable.
+    #[error("metadata `{header}`: {reason}")]
+    Invalid {
+        /// The header name.
+        header: &'static str,
+        /// What is wrong with it.
+        reason: LabelError,
+    },
+}
+
+/// Resolves the key space of a call from its (optional) headers and the configured defaults.
+/// A header that is present always wins, and must be valid: an empty `x-cache-namespace`
+/// selects the empty namespace, an empty `x-cache-version` is an error.
+pub fn key_space(
+    version: Option<&[u8]>,
+    namespace: Option<&[u8]>,
+    defaults: &KeySpace,
+) -> Result<KeySpace, MetaError> {
+    let check = |header: &'static str, value: &[u8], allow_empty: bool| {
+        validate_label(value, allow_empty).map_err(|reason| MetaError::Invalid { header, reason })
+    };
+    if let Some(v) = version {
+        check(VERSION_HEADER, v, false)?;
+    }
+    if let Some(ns) = namespace {
+        check(NAMESPACE_HEADER, ns, true)?;
+    }
+    if version.is_none() && namespace.is_none() {
+        return Ok(defaults.clone());
+    }
+    // Both labels were validated above (or come from the validated defaults), so they are
+    // ASCII and the conversion cannot fail.
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let version = version.map_or_else(|| defaults.version().to_owned(), text);
+    let namespace = namespace.map_or_else(|| defaults.namespace().to_owned(), text);
+    KeySpace::new(&namespace, &version).map_err(|e| match e {
+        super::key::KeySpaceError::Namespace(reason) => MetaError::Invalid {
+            header: NAMESPACE_HEADER,
+            reason,
+        },
+        super::key::KeySpaceError::Version(reason) => MetaError::Invalid {
+            header: VERSION_HEADER,
+            reason,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn defaults() -> KeySpace {
+        KeySpace::new("shop", "7").expect("valid")
+    }
+
+    #[test]
+    fn table() {
+        let d = defaults();
+        let ok = |ns: &str, v: &str| Ok(KeySpace::new(ns, v).expect("valid"));
+        assert_eq!(key_space(None, None, &d), ok("shop", "7"));
+        assert_eq!(key_space(Some(b"8"), None, &d), ok("shop", "8"));
+        assert_eq!(key_space(None, Some(b"blog"), &d), ok("blog", "7"));
+        assert_eq!(key_space(None, Some(b""), &d), ok("", "7"));
+        assert_eq!(
+            key_space(Some(b"v2.1-rc_3"), Some(b"a"), &d),
+            ok("a", "v2.1-rc_3")
+        );
+        assert!(matches!(
+            key_space(Some(b""), None, &d),
+            Err(MetaError::Invalid {
+                header: VERSION_HEADER,
+                reason: LabelError::Empty
+            })
+        ));
+        assert!(matches!(
+            key_space(Some(b"1:2"), None, &d),
+            Err(MetaError::Invalid {
+                header: VERSION_HEADER,
+                ..
+            })
+        ));
+        assert!(matches!(
+            key_space(None, Some(b"a b"), &d),
+            Err(MetaError::Invalid {
+                header: NAMESPACE_HEADER,
+                ..
+            })
+        ));
+        assert!(matches!(
+            key_space(Some(&[b'x'; 65]), None, &d),
+            Err(MetaError::Invalid {
+                header: VERSION_HEADER,
+                reason: LabelError::TooLong(65)
+            })
+        ));
+    }
+
+    proptest! {
+        /// Any header bytes either yield a key space using exactly those bytes, or an error;
+        /// never a panic, never a silently altered label.
+        #[test]
+        fn arbitrary_headers(v in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)),
+                             ns in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80))) {
+            let d = defaults();
+            match key_space(v.as_deref(), ns.as_deref(), &d) {
+                Ok(space) => {
+                    prop_assert_eq!(space.version().as_bytes(), v.as_deref().unwrap_or(b"7"));
+                    prop_assert_eq!(space.namespace().as_bytes(), ns.as_deref().unwrap_or(b"shop"));
+                }
+                Err(MetaError::Invalid { header, .. }) => {
+                    let bad_v = v.as_deref().is_some_and(|v| validate_label(v, false).is_err());
+                    let bad_ns = ns.as_deref().is_some_and(|n| validate_label(n, true).is_err());
+                    let expected = if header == VERSION_HEADER { bad_v } else { bad_ns && !bad_v };
+                    prop_assert!(expected, "error names the wrong header: {}", header);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Request-path layers around the gRPC service.
+//!
+//! - [`call_meta`]: parses `x-cache-version` / `x-cache-namespace` once per call and attaches
+//!   the resulting key space to the request (bad metadata → `INVALID_ARGUMENT` before any
+//!   handler runs).
+
+pub mod call_meta;

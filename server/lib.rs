@@ -1,0 +1,106 @@
+//! mintcache: a versioned mint cache over memcached, served over gRPC.
+//!
+//! Module map:
+//! - [`core`]: pure logic (key encoding, ttl arithmetic, value envelope, memcached item rules,
+//!   mint decisions, lease tokens, metadata parsing). No I/O, no clock reads.
+//! - [`store`]: the [`store::Store`] trait and its backends, the memcached pool
+//!   ([`store::MemcachedStore`]: ketama ring, per-node connection pools) and the embedded
+//!   in-process store ([`store::EmbeddedStore`]).
+//! - [`cache`]: [`cache::MintCache`], which validates requests and runs the mint protocol over
+//!   a store.
+//! - [`grpc`]: the tonic service, proto <-> domain conversion, and the error-to-status mapping.
+//! - [`layers`]: request-path layers (call metadata).
+//! - [`config`]: figment configuration, validated before anything starts.
+//!
+//! [`run`] serves a configuration on a listener until a shutdown future resolves; the
+//! `mintcache-server` binary is a thin wrapper around it.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod core;
+pub mod grpc;
+pub mod layers;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::cache::{MintCache, Settings};
+use crate::config::Config;
+use crate::grpc::CacheService;
+use crate::grpc::proto::cache_server::CacheServer;
+use crate::layers::call_meta::CallMetaInterceptor;
+use crate::store::{EmbeddedStore, MemcachedStore, Store};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The gRPC transport failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `config` on `listener` until `shutdown` resolves. `config` must be validated
+/// ([`Config::load`] does it).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    if config.memcached.servers.is_empty() {
+        tracing::warn!(
+            "no memcached servers configured (memcached.servers): using the EMBEDDED in-process \
+             store. It is NOT shared between replicas, so versions, refresh elections and \
+             invalidations only hold within this process. Configure memcached.servers for production."
+        );
+        let store = EmbeddedStore::new(config.embedded.max_bytes);
+        serve(config, store, listener, shutdown).await
+    } else {
+        let servers: Vec<String> = config
+            .memcached
+            .servers
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(servers = ?servers, "using memcached pool");
+        let store = MemcachedStore::new(&config.memcached);
+        serve(config, store, listener, shutdown).await
+    }
+}
+
+async fn serve<S: Store>(
+    config: Config,
+    store: S,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let cache = Arc::new(MintCache::new(store, Settings::from_config(&config)));
+    // Room for the largest accepted value and key plus protobuf framing.
+    let max_message = config.limits.max_value_bytes + config.limits.max_key_bytes + 64 * 1024;
+    let service = CacheServer::new(CacheService::new(cache))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+    let service = tonic_interceptor(
+        service,
+        CallMetaInterceptor::new(config.default_key_space()),
+    );
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving mintcache.v1.Cache");
+    }
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+fn tonic_interceptor<S>(
+    service: S,
+    interceptor: CallMetaInterceptor,
+) -> tonic::service::interceptor::InterceptedService<S, CallMetaInterceptor> {
+    tonic::service::interceptor::InterceptedService::new(service, interceptor)
+}
