@@ -53,7 +53,7 @@ impl Node {
     /// A server at `addr` (`host:port`) with up to `pool_size` connections.
     pub fn new(addr: &str, pool_size: usize, connect_timeout: Duration, timeout: Duration) -> Self {
         let pool = Pool::builder(ConnManager {
-            addr: addr.to_owned(),
+            addr: format!("tcp://{addr}"),
         })
         .max_size(pool_size)
         .timeouts(Timeouts {

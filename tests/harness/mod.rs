@@ -1,0 +1,293 @@
+//! Test harness: real memcached processes on free loopback ports, mintcache servers (in-process
+//! or as the real binary), and gRPC clients. memcached missing is a test failure, never a skip.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod calls;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mintcache::config::Config;
+use mintcache_client::proto::cache_client::CacheClient;
+use mintcache_client::{NAMESPACE_HEADER, VERSION_HEADER};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// How long a process gets to start answering.
+const STARTUP: Duration = Duration::from_secs(10);
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited during startup: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port} within {STARTUP:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A memcached process on a free port, killed on drop.
+pub struct Memcached {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Memcached {
+    /// Starts `memcached` (64 MiB, TCP only, loopback). Panics with instructions when the
+    /// binary is missing: these tests must fail, not skip, without memcached.
+    pub fn start() -> Self {
+        let port = free_port();
+        let mut cmd = Command::new("memcached");
+        cmd.args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-m",
+            "64",
+            "-t",
+            "2",
+        ]);
+        if running_as_root() {
+            cmd.args(["-u", "root"]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start memcached ({e}); install it (apt-get install memcached) — see README")
+            });
+        wait_for_port(port, &mut child, "memcached");
+        Self {
+            child: Some(child),
+            port,
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The output of memcached's `stats` command.
+    pub fn stats(&self) -> HashMap<String, String> {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to memcached");
+        stream.write_all(b"stats\r\n").expect("write stats");
+        let mut stats = HashMap::new();
+        for line in BufReader::new(stream).lines() {
+            let line = line.expect("read stats");
+            if line == "END" {
+                break;
+            }
+            let mut parts = line.splitn(3, ' ');
+            if let (Some("STAT"), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next()) {
+                stats.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        stats
+    }
+
+    /// Items currently stored.
+    pub fn curr_items(&self) -> u64 {
+        self.stats()["curr_items"]
+            .parse()
+            .expect("numeric curr_items")
+    }
+
+    /// Sends raw protocol text and returns the reply up to `until`.
+    pub fn raw(&self, command: &str, until: &str) -> String {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to memcached");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        stream.write_all(command.as_bytes()).expect("write");
+        let mut reader = BufReader::new(stream);
+        let mut out = String::new();
+        while !out.ends_with(until) {
+            let mut line = String::new();
+            if reader.read_line(&mut line).expect("read") == 0 {
+                break;
+            }
+            out.push_str(&line);
+        }
+        out
+    }
+
+    /// Kills the process.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A configuration for tests: the given memcached servers (none = embedded store).
+pub fn config(memcached: &[&Memcached]) -> Config {
+    let mut config = Config::default();
+    config.memcached.servers = memcached
+        .iter()
+        .map(|m| m.addr().parse().expect("valid server spec"))
+        .collect();
+    config
+}
+
+/// Sends the server's logs to the test output (shown for failing tests).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A mintcache server running in this process on a free port; stops on drop.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    /// Serves `config` on 127.0.0.1 with an ephemeral port.
+    pub async fn start(config: Config) -> Self {
+        init_logs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            mintcache::run(config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Self {
+            addr,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// A gRPC client connected to this server.
+    pub async fn client(&self) -> CacheClient<Channel> {
+        connect(self.addr).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Connects a client, retrying briefly while the server starts.
+pub async fn connect(addr: SocketAddr) -> CacheClient<Channel> {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        match CacheClient::connect(format!("http://{addr}")).await {
+            Ok(client) => return client,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot connect to {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The `mintcache-server` binary running as a child process; killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the binary with `MINTCACHE_*` variables (the listen address is chosen here).
+    pub fn start(env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mintcache-server"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MINTCACHE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("MINTCACHE_LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start mintcache-server");
+        wait_for_port(port, &mut child, "mintcache-server");
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    /// A gRPC client connected to this process.
+    pub async fn client(&self) -> CacheClient<Channel> {
+        connect(self.addr).await
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wraps a message with optional version and namespace metadata.
+pub fn req<T>(message: T, version: Option<&str>, namespace: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(v) = version {
+        request
+            .metadata_mut()
+            .insert(VERSION_HEADER, v.parse().expect("ascii metadata"));
+    }
+    if let Some(ns) = namespace {
+        request
+            .metadata_mut()
+            .insert(NAMESPACE_HEADER, ns.parse().expect("ascii metadata"));
+    }
+    request
+}

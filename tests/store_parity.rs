@@ -1,0 +1,258 @@
+//! One set of end-to-end cases over gRPC, run against the memcached pool and against the
+//! embedded store: both backends must behave the same.
+
+mod harness;
+
+use harness::calls::{Calls, assert_hit, assert_miss, assert_status};
+use harness::{Memcached, TestServer, config};
+use mintcache_client::proto::{Outcome, SetRequest};
+use tonic::Code;
+
+/// Every case, against one server.
+async fn cases(server: &TestServer) {
+    let c = Calls::new(server.client().await);
+    set_get_delete(&c).await;
+    flags_and_ttl_round_trip(&c).await;
+    add_only_when_absent(&c).await;
+    versions_and_namespaces_are_isolated(&c).await;
+    awkward_keys_work_and_stay_distinct(&c).await;
+    forty_day_ttl_is_a_hit(&c).await;
+    limits_and_errors(&c).await;
+    bad_metadata_is_invalid_argument(&c).await;
+}
+
+async fn set_get_delete(c: &Calls) {
+    assert_miss(&c.get(b"user:1").await);
+    c.set(b"user:1", b"alice").await;
+    assert_hit(&c.get(b"user:1").await, b"alice");
+    c.set(b"user:1", b"alice v2").await;
+    assert_hit(&c.get(b"user:1").await, b"alice v2");
+    assert!(c.delete(b"user:1").await, "delete finds the key");
+    assert_miss(&c.get(b"user:1").await);
+    assert!(!c.delete(b"user:1").await, "second delete finds nothing");
+    // Empty values are values.
+    c.set(b"empty", b"").await;
+    assert_hit(&c.get(b"empty").await, b"");
+}
+
+async fn flags_and_ttl_round_trip(c: &Calls) {
+    let stored = c
+        .try_set_with(SetRequest {
+            key: b"flagged".to_vec(),
+            value: b"v".to_vec(),
+            ttl_seconds: 120,
+            grace_seconds: 10,
+            flags: 0xdead_beef,
+            lease_token: Vec::new(),
+        })
+        .await
+        .expect("set");
+    assert!(stored);
+    let r = c.get(b"flagged").await;
+    assert_hit(&r, b"v");
+    assert_eq!(r.flags, 0xdead_beef);
+    assert!(
+        (118..=120).contains(&r.ttl_seconds),
+        "fresh ttl reported: {}",
+        r.ttl_seconds
+    );
+    // ttl 0 means the server default (300 s).
+    c.set(b"default-ttl", b"v").await;
+    let r = c.get(b"default-ttl").await;
+    assert!(
+        (298..=300).contains(&r.ttl_seconds),
+        "default ttl reported: {}",
+        r.ttl_seconds
+    );
+}
+
+async fn add_only_when_absent(c: &Calls) {
+    assert!(c.add(b"added", b"first").await);
+    assert!(!c.add(b"added", b"second").await);
+    assert_hit(&c.get(b"added").await, b"first");
+}
+
+async fn versions_and_namespaces_are_isolated(c: &Calls) {
+    let v1 = c.clone().version("v1");
+    let v2 = c.clone().version("v2");
+    let other_ns = c.clone().version("v1").namespace("billing");
+    v1.set(b"shared-name", b"from v1").await;
+    assert_miss(&v2.get(b"shared-name").await);
+    assert_miss(&other_ns.get(b"shared-name").await);
+    v2.set(b"shared-name", b"from v2").await;
+    other_ns.set(b"shared-name", b"from billing").await;
+    assert_hit(&v1.get(b"shared-name").await, b"from v1");
+    assert_hit(&v2.get(b"shared-name").await, b"from v2");
+    assert_hit(&other_ns.get(b"shared-name").await, b"from billing");
+    // Deleting in one version leaves the others alone (the original forgot the prefix here).
+    assert!(v2.delete(b"shared-name").await);
+    assert_hit(&v1.get(b"shared-name").await, b"from v1");
+    assert_miss(&v2.get(b"shared-name").await);
+    // The default version is the configured one ("1"): naming it explicitly is the same.
+    c.set(b"defaulted", b"d").await;
+    assert_hit(&c.clone().version("1").get(b"defaulted").await, b"d");
+    // "1" + "1key" and "11" + "key" are different keys.
+    c.clone().version("1").set(b"1key", b"a").await;
+    assert_miss(&c.clone().version("11").get(b"key").await);
+}
+
+async fn awkward_keys_work_and_stay_distinct(c: &Calls) {
+    let long_a = vec![b'a'; 251];
+    let mut long_b = long_a.clone();
+    *long_b.last_mut().expect("non-empty") = b'b';
+    let max = vec![0xffu8; 4096];
+    let keys: Vec<Vec<u8>> = vec![
+        b"with space".to_vec(),
+        b"with\r\nset injected 0 0 1\r\nx".to_vec(),
+        b"nul\0byte".to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x80],
+        "ünïcödé 🔑".as_bytes().to_vec(),
+        b"with space ".to_vec(),
+        b"with_space".to_vec(),
+        b":colon:".to_vec(),
+        b"#hash".to_vec(),
+        b"mg x v".to_vec(),
+        vec![b'k'; 240],
+        vec![b'k'; 250],
+        long_a,
+        long_b,
+        vec![b' '; 300],
+        max,
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        c.set(key, format!("value {i}").as_bytes()).await;
+    }
+    for (i, key) in keys.iter().enumerate() {
+        assert_hit(&c.get(key).await, format!("value {i}").as_bytes());
+    }
+    // The injection attempt did not create the key it tried to smuggle in.
+    assert_miss(&c.get(b"injected").await);
+    for key in &keys {
+        assert!(c.delete(key).await);
+    }
+    for key in &keys {
+        assert_miss(&c.get(key).await);
+    }
+}
+
+async fn forty_day_ttl_is_a_hit(c: &Calls) {
+    let forty_days = 40 * 24 * 3600;
+    assert!(
+        c.try_set(b"long-lived", b"v", forty_days)
+            .await
+            .expect("set")
+    );
+    let r = c.get(b"long-lived").await;
+    assert_hit(&r, b"v");
+    assert!(
+        r.ttl_seconds > forty_days - 5,
+        "ttl {} should be about 40 days",
+        r.ttl_seconds
+    );
+}
+
+async fn limits_and_errors(c: &Calls) {
+    assert_status(
+        c.try_get(b"").await,
+        Code::InvalidArgument,
+        "key must not be empty",
+    );
+    assert_status(
+        c.try_set(b"", b"v", 0).await,
+        Code::InvalidArgument,
+        "key must not be empty",
+    );
+    assert_status(
+        c.try_delete(b"").await,
+        Code::InvalidArgument,
+        "key must not be empty",
+    );
+    let too_long = vec![b'k'; 4097];
+    assert_status(
+        c.try_get(&too_long).await,
+        Code::InvalidArgument,
+        "max_key_bytes",
+    );
+    assert_status(
+        c.try_set(&too_long, b"v", 0).await,
+        Code::InvalidArgument,
+        "max_key_bytes",
+    );
+    let max_value = vec![7u8; mintcache::config::DEFAULT_MAX_VALUE_BYTES];
+    assert!(
+        c.try_set(b"big", &max_value, 0)
+            .await
+            .expect("largest value is accepted")
+    );
+    assert_hit(&c.get(b"big").await, &max_value);
+    let too_big = vec![7u8; mintcache::config::DEFAULT_MAX_VALUE_BYTES + 1];
+    assert_status(
+        c.try_set(b"big", &too_big, 0).await,
+        Code::InvalidArgument,
+        "max_value_bytes",
+    );
+    assert_status(
+        c.try_set(b"neg", b"v", -1).await,
+        Code::InvalidArgument,
+        "ttl_seconds must not be negative",
+    );
+    let neg_grace = SetRequest {
+        key: b"neg".to_vec(),
+        value: b"v".to_vec(),
+        grace_seconds: -5,
+        ..Default::default()
+    };
+    assert_status(
+        c.try_set_with(neg_grace).await,
+        Code::InvalidArgument,
+        "grace_seconds",
+    );
+    let bad_lease = SetRequest {
+        key: b"lease".to_vec(),
+        value: b"v".to_vec(),
+        lease_token: b"forged".to_vec(),
+        ..Default::default()
+    };
+    assert_status(
+        c.try_set_with(bad_lease).await,
+        Code::InvalidArgument,
+        "lease_token",
+    );
+    // Failed writes stored nothing.
+    assert_miss(&c.get(b"neg").await);
+    assert_hit(&c.get(b"big").await, &max_value);
+}
+
+async fn bad_metadata_is_invalid_argument(c: &Calls) {
+    for bad in ["", "a b", "v:1", "v#1", &"x".repeat(65)] {
+        let r = c.clone().version(bad).try_get(b"k").await;
+        assert_status(r, Code::InvalidArgument, "x-cache-version");
+    }
+    let r = c.clone().namespace("bad namespace").try_get(b"k").await;
+    assert_status(r, Code::InvalidArgument, "x-cache-namespace");
+    let r = c
+        .clone()
+        .namespace("no:colons")
+        .try_set(b"k", b"v", 0)
+        .await;
+    assert_status(r, Code::InvalidArgument, "x-cache-namespace");
+    // An empty namespace header is the empty namespace, which is valid.
+    assert_eq!(
+        c.clone().namespace("").get(b"k").await.outcome(),
+        Outcome::Miss
+    );
+}
+
+#[tokio::test]
+async fn memcached_backend() {
+    let mc = Memcached::start();
+    let server = TestServer::start(config(&[&mc])).await;
+    cases(&server).await;
+    assert!(mc.curr_items() > 0, "the values went to memcached");
+}
+
+#[tokio::test]
+async fn embedded_backend() {
+    let server = TestServer::start(config(&[])).await;
+    cases(&server).await;
+}
