@@ -26,7 +26,7 @@ pub const ENV_PREFIX: &str = "MINTCACHE_";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The sources could not be read or do not match the schema (unknown key, wrong type).
-    #[error("{0}")]
+    #[error("{}", describe(.0))]
     Load(#[from] Box<figment::Error>),
     /// A value has the right type but is not acceptable.
     #[error("invalid value for `{key}`: {reason}")]
@@ -36,6 +36,31 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// Renders every figment error as `key: problem (source)`, keys in lower-case dotted form.
+fn describe(e: &figment::Error) -> String {
+    let lines: Vec<String> = (*e)
+        .clone()
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_ascii_lowercase();
+            let source = e.metadata.as_ref().map(|m| match &m.source {
+                Some(src) => format!("{} {src}", m.name),
+                None => m.name.to_string(),
+            });
+            let mut line = if key.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("`{key}`: {}", e.kind)
+            };
+            if let Some(source) = source {
+                line.push_str(&format!(" (in {source})"));
+            }
+            line
+        })
+        .collect();
+    lines.join("; ")
 }
 
 /// The whole configuration.
@@ -389,6 +414,10 @@ mod tests {
     use super::*;
     use figment::Jail;
 
+    /// A config file, environment variables, and the key the error must name.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
         let mut out = Err(String::new());
         Jail::expect_with(|jail| {
@@ -445,7 +474,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        let cases: &[Case<'_>] = &[
             ("[cache]\nbogus = 1\n", &[], "bogus"),
             ("[nope]\n", &[], "nope"),
             ("", &[("MINTCACHE_CACHE__NOPE", "1")], "nope"),

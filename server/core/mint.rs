@@ -301,14 +301,14 @@ mod tests {
             // in an order chosen by `order`.
             let mut outcomes = Vec::new();
             let mut electing = Vec::new();
-            for i in 0..readers {
+            for (i, go_now) in order.iter().take(readers).enumerate() {
                 let (v, ch) = item::get(slot.as_ref(), GetOpts::default(), now, 2);
                 if let Change::Put(it) = ch { slot = Some(it); }
                 match decide(v, false) {
                     Step::Done(l) => outcomes.push(l.outcome),
                     Step::Elect { recache_below } => electing.push((i, recache_below)),
                 }
-                if order[i] {
+                if *go_now {
                     if let Some((_, r)) = electing.pop() {
                         let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), vivify_for: None }, now, 2);
                         if let Change::Put(it) = ch { slot = Some(it); }

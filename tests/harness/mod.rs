@@ -62,7 +62,11 @@ impl Memcached {
     /// Starts `memcached` (64 MiB, TCP only, loopback). Panics with instructions when the
     /// binary is missing: these tests must fail, not skip, without memcached.
     pub fn start() -> Self {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// Starts memcached on a given port (e.g. to restart one that was stopped).
+    pub fn start_on(port: u16) -> Self {
         let mut cmd = Command::new("memcached");
         cmd.args([
             "-l",

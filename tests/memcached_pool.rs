@@ -1,0 +1,167 @@
+//! The memcached pool end to end: distribution over nodes, sharing between server processes,
+//! what reaches memcached, and behaviour when memcached fails.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::calls::{Calls, assert_hit, assert_miss, assert_status};
+use harness::{Memcached, ServerProcess, TestServer, config};
+use tonic::Code;
+
+#[tokio::test]
+async fn keys_spread_over_three_nodes() {
+    let nodes = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let server = TestServer::start(config(&[&nodes[0], &nodes[1], &nodes[2]])).await;
+    let c = Calls::new(server.client().await);
+    let n = 600;
+    for i in 0..n {
+        c.set(format!("item:{i}").as_bytes(), b"v").await;
+    }
+    let counts: Vec<u64> = nodes.iter().map(Memcached::curr_items).collect();
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        n,
+        "every key stored exactly once: {counts:?}"
+    );
+    for count in &counts {
+        assert!(*count >= n / 6, "uneven spread over 3 nodes: {counts:?}");
+    }
+    for i in 0..n {
+        assert_hit(&c.get(format!("item:{i}").as_bytes()).await, b"v");
+    }
+}
+
+#[tokio::test]
+async fn two_server_processes_share_a_version_and_not_across_versions() {
+    let nodes = [Memcached::start(), Memcached::start()];
+    let servers = format!("{},{}", nodes[0].addr(), nodes[1].addr());
+    let a = ServerProcess::start(&[("MINTCACHE_MEMCACHED__SERVERS", servers.clone())]);
+    let b = ServerProcess::start(&[("MINTCACHE_MEMCACHED__SERVERS", servers)]);
+    let a_v1 = Calls::new(a.client().await).version("release-41");
+    let b_v1 = Calls::new(b.client().await).version("release-41");
+    let b_v2 = Calls::new(b.client().await).version("release-42");
+    for i in 0..50 {
+        a_v1.set(
+            format!("page:{i}").as_bytes(),
+            format!("html {i}").as_bytes(),
+        )
+        .await;
+    }
+    for i in 0..50 {
+        assert_hit(
+            &b_v1.get(format!("page:{i}").as_bytes()).await,
+            format!("html {i}").as_bytes(),
+        );
+        assert_miss(&b_v2.get(format!("page:{i}").as_bytes()).await);
+    }
+    assert!(b_v1.delete(b"page:7").await);
+    assert_miss(&a_v1.get(b"page:7").await);
+}
+
+#[tokio::test]
+async fn what_reaches_memcached() {
+    let mc = Memcached::start();
+    let server = TestServer::start(config(&[&mc])).await;
+    let c = Calls::new(server.client().await)
+        .version("v9")
+        .namespace("shop");
+    c.set(b"cart:1", b"abc").await;
+    // Plain keys are readable in memcached as <namespace>:<version>:<key>, in the v1 envelope
+    // (client flags 0x6d630001, 8-byte header: grace 30, flags 0).
+    let raw = mc.raw("mg shop:v9:cart:1 v f\r\n", "abc\r\n");
+    assert!(
+        raw.starts_with("VA 11 f1835204609\r\n"),
+        "raw item: {raw:?}"
+    );
+    assert!(raw.contains("\0\0\0\x1e\0\0\0\0abc"), "raw item: {raw:?}");
+    // A key with protocol syntax in it is stored under its binary form, and nothing it
+    // contains was executed: the other item survives a key that spells flush_all.
+    c.set(b"x\r\nflush_all\r\n", b"evil").await;
+    assert_hit(&c.get(b"cart:1").await, b"abc");
+    assert_hit(&c.get(b"x\r\nflush_all\r\n").await, b"evil");
+    assert_eq!(mc.curr_items(), 2);
+    // The binary key is reachable with the meta protocol's base64 form.
+    let b64 = "c2hvcDp2OTp4DQpmbHVzaF9hbGwNCg=="; // base64("shop:v9:x\r\nflush_all\r\n")
+    let raw = mc.raw(&format!("mg {b64} b s\r\n"), "\r\n");
+    assert!(raw.starts_with("HD"), "binary key present: {raw:?}");
+    // Keys longer than memcached allows are hashed under the same namespace and version.
+    c.set(&[b'z'; 1000], b"long").await;
+    let dump = mc.raw("lru_crawler metadump all\r\n", "END\r\n");
+    assert!(
+        dump.contains("key=shop%3Av9%23"),
+        "hashed key present: {dump}"
+    );
+}
+
+#[tokio::test]
+async fn reads_fail_open_writes_fail_and_the_pool_recovers() {
+    let mut mc = Memcached::start();
+    let port = mc.port;
+    let server = TestServer::start(config(&[&mc])).await;
+    let c = Calls::new(server.client().await);
+    c.set(b"k", b"v").await;
+    mc.stop();
+
+    let (r, degraded) = c.try_get_full(b"k").await.expect("reads fail open");
+    assert_miss(&r);
+    assert!(degraded, "a failed read is flagged x-cache-degraded");
+    assert_status(
+        c.try_set(b"k", b"v", 0).await,
+        Code::Unavailable,
+        "cache backend unavailable",
+    );
+    assert_status(
+        c.try_delete(b"k").await,
+        Code::Unavailable,
+        "cache backend unavailable",
+    );
+
+    // memcached comes back on the same port: broken connections were discarded, new ones work.
+    let _back = Memcached::start_on(port);
+    c.set(b"k", b"back").await;
+    assert_hit(&c.get(b"k").await, b"back");
+}
+
+#[tokio::test]
+async fn reads_can_fail_closed() {
+    let mut mc = Memcached::start();
+    let mut cfg = config(&[&mc]);
+    cfg.cache.fail_open = false;
+    let server = TestServer::start(cfg).await;
+    let c = Calls::new(server.client().await);
+    mc.stop();
+    assert_status(
+        c.try_get(b"k").await,
+        Code::Unavailable,
+        "cache backend unavailable",
+    );
+}
+
+#[tokio::test]
+async fn a_silent_node_times_out() {
+    // A server that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    let mut cfg = mintcache::config::Config::default();
+    cfg.memcached.servers = vec![addr.to_string().parse().expect("spec")];
+    cfg.memcached.timeout_ms = 200;
+    let server = TestServer::start(cfg).await;
+    let c = Calls::new(server.client().await);
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        let (r, degraded) = c.try_get_full(b"k").await.expect("read fails open");
+        assert_miss(&r);
+        assert!(degraded);
+        assert_status(
+            c.try_set(b"k", b"v", 0).await,
+            Code::Unavailable,
+            "unavailable",
+        );
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "calls to a silent node must end with the operation timeout"
+    );
+    drop(silent);
+}
