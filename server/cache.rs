@@ -4,8 +4,10 @@
 use bytes::Bytes;
 
 use crate::config::Config;
+use futures_util::future::join_all;
+
 use crate::core::envelope;
-use crate::core::item::{GetOpts, Write, WriteMode, WriteStatus};
+use crate::core::item::{Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus};
 use crate::core::key::{KeySpace, StoreKey};
 use crate::core::lease::{LeaseToken, LeaseTokenError};
 use crate::core::mint::{self, Lookup, Step};
@@ -45,6 +47,12 @@ pub enum CacheError {
     /// A lease token is malformed.
     #[error(transparent)]
     Lease(#[from] LeaseTokenError),
+    /// `Increment` on a missing counter without an initial value.
+    #[error("counter does not exist (pass initial_value to create it)")]
+    NoCounter,
+    /// `Increment` on a value that is not a counter.
+    #[error("the key holds a value that is not a counter")]
+    NotACounter,
     /// The backend failed a write (or a read, when reads fail closed).
     #[error("cache backend unavailable")]
     Unavailable(#[source] StoreError),
@@ -141,6 +149,16 @@ impl<S: Store> MintCache<S> {
         Ok(space.store_key(key))
     }
 
+    /// The options of a first read, and whether the caller asked for cold-miss protection.
+    fn read_opts(&self, lease_on_miss: Option<bool>) -> (GetOpts, bool) {
+        let protect = lease_on_miss.unwrap_or(self.settings.lease_on_miss);
+        let opts = GetOpts {
+            vivify_for: protect.then_some(self.settings.fill_timeout),
+            ..GetOpts::default()
+        };
+        (opts, protect)
+    }
+
     /// Reads a key, running the mint protocol.
     pub async fn get(
         &self,
@@ -149,15 +167,21 @@ impl<S: Store> MintCache<S> {
         lease_on_miss: Option<bool>,
     ) -> Result<Read, CacheError> {
         let key = self.key(space, key)?;
-        let vivify_for = lease_on_miss
-            .unwrap_or(self.settings.lease_on_miss)
-            .then_some(self.settings.fill_timeout);
-        let first = GetOpts {
-            recache_below: None,
-            vivify_for,
-        };
-        let step = match self.store.get(&key, first).await {
-            Ok(view) => mint::decide(view, false),
+        let (opts, protect) = self.read_opts(lease_on_miss);
+        let first = self.store.get(&key, opts).await;
+        self.finish_read(&key, first, opts, protect).await
+    }
+
+    /// Turns a first read into an answer, holding the refresh election when it is needed.
+    async fn finish_read(
+        &self,
+        key: &StoreKey,
+        first: Result<Option<ItemView>, StoreError>,
+        opts: GetOpts,
+        protect: bool,
+    ) -> Result<Read, CacheError> {
+        let step = match first {
+            Ok(view) => mint::decide(view, false, protect),
             Err(e) => return self.read_failed(e),
         };
         let lookup = match step {
@@ -165,10 +189,10 @@ impl<S: Store> MintCache<S> {
             Step::Elect { recache_below } => {
                 let elect = GetOpts {
                     recache_below: Some(recache_below),
-                    vivify_for,
+                    ..opts
                 };
-                match self.store.get(&key, elect).await {
-                    Ok(view) => match mint::decide(view, true) {
+                match self.store.get(key, elect).await {
+                    Ok(view) => match mint::decide(view, true, protect) {
                         Step::Done(lookup) => lookup,
                         // `decide` always answers an elected read.
                         Step::Elect { .. } => Lookup::miss(),
@@ -181,6 +205,42 @@ impl<S: Store> MintCache<S> {
             lookup,
             degraded: false,
         })
+    }
+
+    /// Reads many keys; one answer per key, in order. A bad key fails only itself.
+    pub async fn get_many(
+        &self,
+        space: &KeySpace,
+        keys: &[Bytes],
+        lease_on_miss: Option<bool>,
+    ) -> Vec<Result<Read, CacheError>> {
+        let (opts, protect) = self.read_opts(lease_on_miss);
+        let mut out: Vec<Option<Result<Read, CacheError>>> = Vec::with_capacity(keys.len());
+        let mut valid = Vec::new();
+        for key in keys {
+            match self.key(space, key) {
+                Ok(k) => {
+                    valid.push((out.len(), k));
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let store_keys: Vec<StoreKey> = valid.iter().map(|(_, k)| k.clone()).collect();
+        let firsts = self.store.get_many(&store_keys, opts).await;
+        let answers = join_all(
+            valid
+                .iter()
+                .zip(firsts)
+                .map(|((_, key), first)| self.finish_read(key, first, opts, protect)),
+        )
+        .await;
+        for ((pos, _), answer) in valid.iter().zip(answers) {
+            out[*pos] = Some(answer);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(CacheError::EmptyKey)))
+            .collect()
     }
 
     fn read_failed(&self, e: StoreError) -> Result<Read, CacheError> {
@@ -215,14 +275,27 @@ impl<S: Store> MintCache<S> {
                 source,
             },
         )?;
-        let lease = LeaseToken::parse(&args.lease_token)?;
+        if grace > envelope::MAX_GRACE_SECONDS {
+            return Err(CacheError::Ttl {
+                field: "grace_seconds",
+                source: TtlError::TooLong {
+                    got: args.grace_seconds,
+                    max: envelope::MAX_GRACE_SECONDS,
+                },
+            });
+        }
+        let (mode, cas) = match LeaseToken::parse(&args.lease_token)? {
+            None => (mode, None),
+            Some(LeaseToken::Cas(cas)) => (mode, Some(cas)),
+            Some(LeaseToken::Absent) => (WriteMode::Add, None),
+        };
         let (value, client_flags) = envelope::encode(&args.value, grace, args.flags);
         Ok(Write {
             value,
             client_flags,
             ttl: ttl::hard_ttl(ttl, grace),
             mode,
-            cas: lease.map(LeaseToken::cas),
+            cas,
         })
     }
 
@@ -252,6 +325,36 @@ impl<S: Store> MintCache<S> {
         Ok(status == WriteStatus::Stored)
     }
 
+    /// Stores many values; one answer per item, in order. A bad item fails only itself.
+    pub async fn set_many(&self, space: &KeySpace, items: &[SetArgs]) -> Vec<Result<bool, CacheError>> {
+        let mut out: Vec<Option<Result<bool, CacheError>>> = Vec::with_capacity(items.len());
+        let mut valid = Vec::new();
+        for args in items {
+            let prepared = self
+                .key(space, &args.key)
+                .and_then(|k| Ok((k, self.write(args, WriteMode::Set)?)));
+            match prepared {
+                Ok(pair) => {
+                    valid.push((out.len(), pair));
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let writes: Vec<(StoreKey, Write)> = valid.iter().map(|(_, pair)| pair.clone()).collect();
+        let results = self.store.set_many(&writes).await;
+        for ((pos, _), result) in valid.iter().zip(results) {
+            out[*pos] = Some(
+                result
+                    .map(|st| st == WriteStatus::Stored)
+                    .map_err(CacheError::Unavailable),
+            );
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(CacheError::EmptyKey)))
+            .collect()
+    }
+
     /// Removes a key; whether it held a value.
     pub async fn delete(&self, space: &KeySpace, key: &[u8]) -> Result<bool, CacheError> {
         let key = self.key(space, key)?;
@@ -259,5 +362,105 @@ impl<S: Store> MintCache<S> {
             .delete(&key)
             .await
             .map_err(CacheError::Unavailable)
+    }
+
+    /// Removes many keys; one answer per key, in order. A bad key fails only itself.
+    pub async fn delete_many(&self, space: &KeySpace, keys: &[Bytes]) -> Vec<Result<bool, CacheError>> {
+        let mut out: Vec<Option<Result<bool, CacheError>>> = Vec::with_capacity(keys.len());
+        let mut valid = Vec::new();
+        for key in keys {
+            match self.key(space, key) {
+                Ok(k) => {
+                    valid.push((out.len(), k));
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        let store_keys: Vec<StoreKey> = valid.iter().map(|(_, k)| k.clone()).collect();
+        let results = self.store.delete_many(&store_keys).await;
+        for ((pos, _), result) in valid.iter().zip(results) {
+            out[*pos] = Some(result.map_err(CacheError::Unavailable));
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(CacheError::EmptyKey)))
+            .collect()
+    }
+
+    /// A look at an item's flags, ttl and election state, without its value.
+    async fn peek(&self, key: &StoreKey) -> Result<Option<ItemView>, CacheError> {
+        let opts = GetOpts {
+            no_value: true,
+            ..GetOpts::default()
+        };
+        self.store.get(key, opts).await.map_err(CacheError::Unavailable)
+    }
+
+    /// Soft purge: marks a key stale for the rest of its grace period. The next reader gets
+    /// `REFRESH`, the others `STALE`. Whether the key held a value.
+    pub async fn invalidate(&self, space: &KeySpace, key: &[u8]) -> Result<bool, CacheError> {
+        let key = self.key(space, key)?;
+        let Some(item) = self.peek(&key).await? else {
+            return Ok(false);
+        };
+        // The item keeps being served as stale for its grace period (or what is left of its
+        // life, if less). The peek may itself have taken part in an election on an item
+        // already invalidated; the invalidation below re-opens it.
+        let grace = envelope::grace_of(item.client_flags).unwrap_or(self.settings.default_grace);
+        let stale_ttl = item.ttl_remaining.map_or(grace, |t| t.min(grace)).max(1);
+        self.store
+            .invalidate(&key, stale_ttl)
+            .await
+            .map_err(CacheError::Unavailable)
+    }
+
+    /// Gives an existing key a new fresh ttl (its grace is kept). Whether the key existed.
+    pub async fn touch(&self, space: &KeySpace, key: &[u8], ttl_seconds: i64) -> Result<bool, CacheError> {
+        let key = self.key(space, key)?;
+        let ttl = ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl)
+            .map_err(|source| CacheError::Ttl { field: "ttl_seconds", source })?;
+        let Some(item) = self.peek(&key).await? else {
+            return Ok(false);
+        };
+        let grace = envelope::grace_of(item.client_flags).unwrap_or(0);
+        let hard = ttl::hard_ttl(ttl, grace);
+        let result = if item.win == Some(Win::Won) {
+            // The item was invalidated and the peek took its refresh election: keep it stale
+            // with the new ttl and re-open the election for the real readers.
+            self.store.invalidate(&key, hard).await
+        } else {
+            let opts = GetOpts {
+                touch: Some(hard),
+                no_value: true,
+                ..GetOpts::default()
+            };
+            self.store.get(&key, opts).await.map(|found| found.is_some())
+        };
+        result.map_err(CacheError::Unavailable)
+    }
+
+    /// Adds `delta` to a counter, creating it with `initial` when given. The new value.
+    pub async fn increment(
+        &self,
+        space: &KeySpace,
+        key: &[u8],
+        delta: i64,
+        initial: Option<u64>,
+        ttl_seconds: i64,
+    ) -> Result<u64, CacheError> {
+        let key = self.key(space, key)?;
+        let ttl = ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl)
+            .map_err(|source| CacheError::Ttl { field: "ttl_seconds", source })?;
+        let create = initial.map(|initial| Create { initial, ttl });
+        match self
+            .store
+            .incr(&key, delta, create)
+            .await
+            .map_err(CacheError::Unavailable)?
+        {
+            IncrStatus::Value(v) => Ok(v),
+            IncrStatus::NotFound => Err(CacheError::NoCounter),
+            IncrStatus::NotNumeric => Err(CacheError::NotACounter),
+        }
     }
 }

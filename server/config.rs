@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::core::envelope::MAX_GRACE_SECONDS;
 use crate::core::key::{KeySpace, validate_label};
 use crate::core::ttl::MAX_TTL_SECONDS;
 
@@ -352,10 +353,10 @@ impl Config {
                 format!("must be in {ttl_range:?}"),
             );
         }
-        if self.cache.grace_seconds > MAX_TTL_SECONDS {
+        if self.cache.grace_seconds > MAX_GRACE_SECONDS {
             return invalid(
                 "cache.grace_seconds",
-                format!("must be at most {MAX_TTL_SECONDS}"),
+                format!("must be at most {MAX_GRACE_SECONDS}"),
             );
         }
         if !(1..=3600).contains(&self.cache.fill_timeout_seconds) {

@@ -4,23 +4,30 @@
 //!
 //! | client flags | value bytes | meaning |
 //! |---|---|---|
-//! | [`FORMAT_V1`] (`0x6d630001`) | `grace: u32 BE`, `flags: u32 BE`, payload | a value set through mintcache |
+//! | `0x6d` in the top byte, grace seconds in the low 24 bits | `flags: u32 BE`, then the payload | a value set through mintcache (format 1) |
 //! | `0`, empty value | — | a placeholder memcached created for a cold-miss lease (`mg … N`) |
 //! | `0`, non-empty value | the number, in ASCII | a counter (`Increment`; counters are not minted) |
 //! | anything else | — | a format this server does not know: read as a miss |
 //!
-//! The grace travels with the value because memcached only keeps the hard expiry
-//! (ttl + grace): the soft expiry is `hard remaining - grace`. A new server version that
-//! changes the format must add a new flags value and keep reading this one, so that during a
-//! rolling upgrade old and new replicas read each other's items; an old replica reads a newer
-//! format as a miss (and recomputes) rather than as garbage.
+//! The grace travels with the item because memcached only keeps the hard expiry
+//! (ttl + grace): the soft expiry is `hard remaining - grace`. It sits in the client flags so
+//! that operations needing it (`Invalidate`, `Touch`) can read it with `mg <key> f`, without
+//! fetching the value. The caller's own flags sit in a 4-byte header in front of the payload.
+//!
+//! Rolling upgrades: a server version that changes the format must use a new top byte and keep
+//! reading this one, and write the old format until every replica reads the new one. An older
+//! replica reads an unknown format as a miss (and recomputes it) rather than as garbage.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Client flags marking a version-1 envelope ("mc", format 1).
-pub const FORMAT_V1: u32 = 0x6d63_0001;
-/// Bytes the version-1 header adds before the payload.
-pub const HEADER_LEN: usize = 8;
+/// Top byte of the client flags of a format-1 item (`'m'`).
+pub const FORMAT_1: u32 = 0x6d00_0000;
+/// Mask of the format byte.
+const FORMAT_MASK: u32 = 0xff00_0000;
+/// Largest grace format 1 can carry: 2^24 - 1 seconds (about 194 days).
+pub const MAX_GRACE_SECONDS: u64 = 0x00ff_ffff;
+/// Bytes the format-1 header adds before the payload.
+pub const HEADER_LEN: usize = 4;
 
 /// What an item's bytes turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,30 +49,48 @@ pub enum Decoded {
     Unknown,
 }
 
-/// Wraps a payload in a version-1 envelope; returns the bytes and the client flags to store.
+/// The client flags of a format-1 item with this grace (clamped to [`MAX_GRACE_SECONDS`];
+/// callers validate before).
+pub fn client_flags(grace: u64) -> u32 {
+    FORMAT_1 | u32::try_from(grace.min(MAX_GRACE_SECONDS)).unwrap_or(0)
+}
+
+/// The grace recorded in an item's client flags: `Some` for format-1 items, `Some(0)` for
+/// counters and placeholders (flags 0), `None` for unknown formats.
+pub fn grace_of(client_flags: u32) -> Option<u64> {
+    match client_flags & FORMAT_MASK {
+        FORMAT_1 => Some(u64::from(client_flags & !FORMAT_MASK)),
+        0 if client_flags == 0 => Some(0),
+        _ => None,
+    }
+}
+
+/// Wraps a payload in a format-1 envelope; returns the bytes and the client flags to store.
 pub fn encode(payload: &[u8], grace: u64, flags: u32) -> (Bytes, u32) {
     let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
-    out.put_u32(u32::try_from(grace).unwrap_or(u32::MAX));
     out.put_u32(flags);
     out.put_slice(payload);
-    (out.freeze(), FORMAT_V1)
+    (out.freeze(), client_flags(grace))
 }
 
 /// Reads an item's bytes according to its client flags.
 pub fn decode(client_flags: u32, mut data: Bytes) -> Decoded {
-    match client_flags {
-        FORMAT_V1 if data.len() >= HEADER_LEN => {
+    if client_flags == 0 {
+        return if data.is_empty() {
+            Decoded::Placeholder
+        } else {
+            Decoded::Counter(data)
+        };
+    }
+    match grace_of(client_flags) {
+        Some(grace) if data.len() >= HEADER_LEN => {
             let header = data.split_to(HEADER_LEN);
-            let grace = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
-            let flags = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
             Decoded::Value {
-                grace: u64::from(grace),
-                flags,
+                grace,
+                flags: u32::from_be_bytes([header[0], header[1], header[2], header[3]]),
                 payload: data,
             }
         }
-        0 if data.is_empty() => Decoded::Placeholder,
-        0 => Decoded::Counter(data),
         _ => Decoded::Unknown,
     }
 }
@@ -82,15 +107,11 @@ mod tests {
             decode(0, Bytes::from_static(b"42")),
             Decoded::Counter(Bytes::from_static(b"42"))
         );
-        assert_eq!(
-            decode(FORMAT_V1, Bytes::from_static(b"short")),
-            Decoded::Unknown
-        );
-        assert_eq!(
-            decode(0x6d63_0002, Bytes::from_static(b"12345678x")),
-            Decoded::Unknown
-        );
+        assert_eq!(decode(FORMAT_1 | 30, Bytes::from_static(b"abc")), Decoded::Unknown);
+        assert_eq!(decode(0x6e00_0001, Bytes::from_static(b"12345678x")), Decoded::Unknown);
+        assert_eq!(decode(7, Bytes::from_static(b"12345678x")), Decoded::Unknown);
         let (bytes, cf) = encode(b"", 30, 7);
+        assert_eq!(cf, 0x6d00_001e);
         assert_eq!(
             decode(cf, bytes),
             Decoded::Value {
@@ -99,13 +120,17 @@ mod tests {
                 payload: Bytes::new()
             }
         );
+        assert_eq!(grace_of(client_flags(MAX_GRACE_SECONDS + 5)), Some(MAX_GRACE_SECONDS));
+        assert_eq!(grace_of(0), Some(0));
+        assert_eq!(grace_of(0x0000_0005), None);
     }
 
     proptest! {
         #[test]
-        fn round_trip(payload in proptest::collection::vec(any::<u8>(), 0..512), grace in 0u64..=u32::MAX as u64, flags: u32) {
+        fn round_trip(payload in proptest::collection::vec(any::<u8>(), 0..512), grace in 0u64..=MAX_GRACE_SECONDS, flags: u32) {
             let (bytes, cf) = encode(&payload, grace, flags);
             prop_assert_eq!(bytes.len(), payload.len() + HEADER_LEN);
+            prop_assert_eq!(grace_of(cf), Some(grace));
             prop_assert_eq!(decode(cf, bytes), Decoded::Value { grace, flags, payload: Bytes::from(payload) });
         }
     }

@@ -42,6 +42,10 @@ pub struct GetOpts {
     pub recache_below: Option<u64>,
     /// `N<n>`: on a miss, create an empty placeholder living `n` seconds and win it.
     pub vivify_for: Option<u64>,
+    /// `T<n>`: give the item a new ttl of `n` seconds.
+    pub touch: Option<u64>,
+    /// Leave out the value (no `v` flag): a peek at flags, ttl and election state.
+    pub no_value: bool,
 }
 
 /// How a write treats an existing item.
@@ -180,15 +184,96 @@ pub fn get(
     let below = opts
         .recache_below
         .is_some_and(|n| it.ttl_remaining(now).is_some_and(|t| t < n));
-    if (below || it.stale) && !it.token_sent {
-        let mut won = it.clone();
-        won.token_sent = true;
-        (Some(it.view(now, Some(Win::Won))), Change::Put(won))
-    } else if it.token_sent {
-        (Some(it.view(now, Some(Win::Lost))), Change::Keep)
-    } else {
-        (Some(it.view(now, None)), Change::Keep)
+    let mut next = it.clone();
+    if let Some(ttl) = opts.touch {
+        next.expires_at = expiry(now, ttl);
     }
+    let win = if (below || it.stale) && !it.token_sent {
+        next.token_sent = true;
+        Some(Win::Won)
+    } else if it.token_sent {
+        Some(Win::Lost)
+    } else {
+        None
+    };
+    let mut view = next.view(now, win);
+    if opts.no_value {
+        view.value = Bytes::new();
+    }
+    let change = if next == *it { Change::Keep } else { Change::Put(next) };
+    (Some(view), change)
+}
+
+/// `md … I T<n>`: marks an item stale (the next reader wins the refresh), gives it `stale_ttl`
+/// more seconds and a new CAS value; reports whether an item was there.
+pub fn invalidate(item: Option<&Item>, stale_ttl: u64, now: u64, new_cas: u64) -> (bool, Change) {
+    match live(item, now) {
+        Some(it) => {
+            let mut next = it.clone();
+            next.stale = true;
+            next.token_sent = false;
+            next.cas = new_cas;
+            next.expires_at = expiry(now, stale_ttl);
+            (true, Change::Put(next))
+        }
+        None => (false, Change::Keep),
+    }
+}
+
+/// The result of an arithmetic operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncrStatus {
+    /// The counter's new value.
+    Value(u64),
+    /// No counter and no initial value (`NF`).
+    NotFound,
+    /// The item is not a decimal number (`CLIENT_ERROR … non-numeric value`).
+    NotNumeric,
+}
+
+/// Creation parameters of an arithmetic operation on a missing counter (`N<ttl> J<initial>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Create {
+    /// The value the counter starts with (the delta is not applied).
+    pub initial: u64,
+    /// Seconds the new counter lives.
+    pub ttl: u64,
+}
+
+/// `ma`: adds `delta` to a decimal counter; increments wrap at 2^64, decrements stop at 0.
+pub fn incr(item: Option<&Item>, delta: i64, create: Option<Create>, now: u64, new_cas: u64) -> (IncrStatus, Change) {
+    let Some(it) = live(item, now) else {
+        return match create {
+            Some(c) => {
+                let counter = Item {
+                    value: Bytes::from(c.initial.to_string()),
+                    client_flags: 0,
+                    expires_at: expiry(now, c.ttl),
+                    cas: new_cas,
+                    stale: false,
+                    token_sent: false,
+                };
+                (IncrStatus::Value(c.initial), Change::Put(counter))
+            }
+            None => (IncrStatus::NotFound, Change::Keep),
+        };
+    };
+    let current = std::str::from_utf8(&it.value)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok());
+    let Some(current) = current else {
+        return (IncrStatus::NotNumeric, Change::Keep);
+    };
+    let value = if delta >= 0 {
+        current.wrapping_add(delta.unsigned_abs())
+    } else {
+        current.saturating_sub(delta.unsigned_abs())
+    };
+    let mut next = it.clone();
+    next.value = Bytes::from(value.to_string());
+    next.cas = new_cas;
+    (IncrStatus::Value(value), Change::Put(next))
 }
 
 /// `ms`: stores an item. `new_cas` becomes the item's CAS value when it is stored.
@@ -277,7 +362,7 @@ mod tests {
         apply(&mut slot, set(None, &write(b"v", 20), T0, 1).1);
         let opts = GetOpts {
             recache_below: Some(30),
-            vivify_for: None,
+            ..GetOpts::default()
         };
         let (v, ch) = get(slot.as_ref(), opts, T0, 2);
         assert_eq!(v.map(|v| v.win), Some(Some(Win::Won)));
@@ -303,8 +388,8 @@ mod tests {
     fn vivify_creates_a_won_placeholder_once() {
         let mut slot = None;
         let opts = GetOpts {
-            recache_below: None,
             vivify_for: Some(5),
+            ..GetOpts::default()
         };
         let (v, ch) = get(slot.as_ref(), opts, T0, 7);
         let v = v.expect("placeholder");
@@ -338,6 +423,64 @@ mod tests {
             set(slot.as_ref(), &add, T0 + 60_000, 7).0,
             WriteStatus::Stored
         );
+    }
+
+    #[test]
+    fn invalidate_reopens_the_election_and_bumps_cas() {
+        let mut slot = None;
+        apply(&mut slot, set(None, &write(b"v", 100), T0, 1).1);
+        let (found, ch) = invalidate(slot.as_ref(), 30, T0, 2);
+        assert!(found);
+        apply(&mut slot, ch);
+        // Any read (even a peek without the value) of an invalidated item takes part in the
+        // election, as in memcached.
+        let peek = GetOpts { no_value: true, ..GetOpts::default() };
+        let (v, ch) = get(slot.as_ref(), peek, T0, 3);
+        let v = v.expect("present");
+        assert_eq!((v.stale, v.win, v.cas, v.ttl_remaining, v.value.len()), (true, Some(Win::Won), 2, Some(30), 0));
+        apply(&mut slot, ch);
+        assert_eq!(get(slot.as_ref(), GetOpts::default(), T0, 3).0.map(|v| v.win), Some(Some(Win::Lost)));
+        // A second invalidation opens a new election.
+        let ch = invalidate(slot.as_ref(), 50, T0, 4).1;
+        apply(&mut slot, ch);
+        assert_eq!(get(slot.as_ref(), GetOpts::default(), T0, 5).0.map(|v| (v.win, v.cas)), Some((Some(Win::Won), 4)));
+        // A lease from before the invalidation no longer matches.
+        let mut late = write(b"late", 100);
+        late.cas = Some(2);
+        assert_eq!(set(slot.as_ref(), &late, T0, 6).0, WriteStatus::Exists);
+        assert_eq!(invalidate(None, 30, T0, 7), (false, Change::Keep));
+    }
+
+    #[test]
+    fn touch_sets_a_new_ttl() {
+        let mut slot = None;
+        apply(&mut slot, set(None, &write(b"v", 10), T0, 1).1);
+        let (v, ch) = get(slot.as_ref(), GetOpts { touch: Some(80), no_value: true, ..GetOpts::default() }, T0 + 1_000, 2);
+        assert_eq!(v.map(|v| v.ttl_remaining), Some(Some(80)));
+        apply(&mut slot, ch);
+        assert_eq!(slot.as_ref().map(|it| it.expires_at), Some(Some(T0 + 81_000)));
+    }
+
+    #[test]
+    fn counters() {
+        let mut slot = None;
+        assert_eq!(incr(None, 1, None, T0, 1), (IncrStatus::NotFound, Change::Keep));
+        let (st, ch) = incr(None, 3, Some(Create { initial: 5, ttl: 60 }), T0, 1);
+        assert_eq!(st, IncrStatus::Value(5));
+        apply(&mut slot, ch);
+        let (st, ch) = incr(slot.as_ref(), 3, None, T0, 2);
+        assert_eq!(st, IncrStatus::Value(8));
+        apply(&mut slot, ch);
+        let (st, ch) = incr(slot.as_ref(), -100, None, T0, 3);
+        assert_eq!(st, IncrStatus::Value(0));
+        apply(&mut slot, ch);
+        let (st, ch) = incr(slot.as_ref(), i64::MIN, None, T0, 4);
+        assert_eq!(st, IncrStatus::Value(0));
+        apply(&mut slot, ch);
+        let max = Item { value: Bytes::from(u64::MAX.to_string()), ..slot.clone().expect("counter") };
+        assert_eq!(incr(Some(&max), 2, None, T0, 5).0, IncrStatus::Value(1));
+        let text = Item { value: Bytes::from_static(b"\0\0\0\0abc"), ..max };
+        assert_eq!(incr(Some(&text), 1, None, T0, 6), (IncrStatus::NotNumeric, Change::Keep));
     }
 
     #[test]

@@ -1,16 +1,25 @@
 //! Lease tokens: the opaque handle a `REFRESH` or `MISS` hands to its caller.
 //!
-//! A token is one format byte (`1`) followed by the item's CAS value (u64 big-endian) as the
-//! store reported it. A `Set` carrying a token stores only if the item's CAS is still that one:
-//! an `Invalidate`, `Delete` or other `Set` in between changes the CAS, so a value computed
-//! before it can never become fresh.
+//! A `Set` that carries a token stores only if nothing happened to the key since the read
+//! that handed it out:
+//! - format `1` + CAS (u64 big-endian), from a `REFRESH` or a cold-miss `MISS` (which created a
+//!   placeholder): the item must still have that CAS value. An `Invalidate`, `Delete` or other
+//!   `Set` in between changes it, so a value computed before them never becomes fresh.
+//! - format `2` alone, from a plain `MISS`: the key must still hold no value (the write is an
+//!   add), so a value computed from older data never overwrites one stored since.
 
-const FORMAT: u8 = 1;
-const LEN: usize = 9;
+const CAS_FORMAT: u8 = 1;
+const ABSENT_FORMAT: u8 = 2;
+const CAS_LEN: usize = 9;
 
-/// A lease on one item: the CAS value the refresher must still find when it stores.
+/// What a lease holder expects to find when it stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseToken(u64);
+pub enum LeaseToken {
+    /// The item with this CAS value.
+    Cas(u64),
+    /// No item.
+    Absent,
+}
 
 /// Why a lease token is not acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -18,32 +27,28 @@ pub struct LeaseToken(u64);
 pub struct LeaseTokenError;
 
 impl LeaseToken {
-    /// The lease on an item with this CAS value.
-    pub fn new(cas: u64) -> Self {
-        Self(cas)
-    }
-
-    /// The CAS value the item must still have.
-    pub fn cas(self) -> u64 {
-        self.0
-    }
-
     /// The opaque bytes handed to callers.
-    pub fn to_bytes(self) -> [u8; LEN] {
-        let mut out = [0u8; LEN];
-        out[0] = FORMAT;
-        out[1..].copy_from_slice(&self.0.to_be_bytes());
-        out
+    pub fn to_bytes(self) -> Vec<u8> {
+        match self {
+            Self::Cas(cas) => {
+                let mut out = Vec::with_capacity(CAS_LEN);
+                out.push(CAS_FORMAT);
+                out.extend_from_slice(&cas.to_be_bytes());
+                out
+            }
+            Self::Absent => vec![ABSENT_FORMAT],
+        }
     }
 
     /// Reads a token from a request; empty means "no lease".
     pub fn parse(bytes: &[u8]) -> Result<Option<Self>, LeaseTokenError> {
         match bytes {
             [] => Ok(None),
-            [FORMAT, rest @ ..] if bytes.len() == LEN => {
+            [ABSENT_FORMAT] => Ok(Some(Self::Absent)),
+            [CAS_FORMAT, rest @ ..] if bytes.len() == CAS_LEN => {
                 let mut cas = [0u8; 8];
                 cas.copy_from_slice(rest);
-                Ok(Some(Self(u64::from_be_bytes(cas))))
+                Ok(Some(Self::Cas(u64::from_be_bytes(cas))))
             }
             _ => Err(LeaseTokenError),
         }
@@ -56,21 +61,31 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn malformed_tokens_are_refused() {
+    fn formats() {
         assert_eq!(LeaseToken::parse(b""), Ok(None));
+        assert_eq!(LeaseToken::parse(b"\x02"), Ok(Some(LeaseToken::Absent)));
+        assert_eq!(LeaseToken::Absent.to_bytes(), b"\x02");
         assert_eq!(
             LeaseToken::parse(b"\x02\0\0\0\0\0\0\0\x01"),
             Err(LeaseTokenError)
         );
         assert_eq!(LeaseToken::parse(b"\x01\0"), Err(LeaseTokenError));
         assert_eq!(LeaseToken::parse(&[1u8; 10]), Err(LeaseTokenError));
+        assert_eq!(LeaseToken::parse(b"\x03"), Err(LeaseTokenError));
     }
 
     proptest! {
         #[test]
         fn round_trip(cas: u64) {
-            let token = LeaseToken::new(cas);
+            let token = LeaseToken::Cas(cas);
             prop_assert_eq!(LeaseToken::parse(&token.to_bytes()), Ok(Some(token)));
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..20)) {
+            if let Ok(Some(token)) = LeaseToken::parse(&bytes) {
+                prop_assert_eq!(token.to_bytes(), bytes);
+            }
         }
     }
 }

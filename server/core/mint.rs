@@ -53,7 +53,7 @@ pub struct Lookup {
     pub flags: u32,
     /// Seconds the value stays fresh (0 if stale or absent).
     pub ttl_seconds: u64,
-    /// The lease for `Refresh` and for a `Miss` that created a placeholder.
+    /// The lease for `Refresh` and `Miss`.
     pub lease: Option<LeaseToken>,
 }
 
@@ -92,19 +92,20 @@ pub enum Step {
 }
 
 /// Decides what a read means. `elected` is true for the second read of [`Step::Elect`]: its
-/// answer is final.
-pub fn decide(view: Option<ItemView>, elected: bool) -> Step {
+/// answer is final. `cold_miss_protection` is whether this caller asked for it: only such
+/// callers are told to wait (`Pending`) for another caller's fill.
+pub fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool) -> Step {
     let Some(view) = view else {
-        return Step::Done(Lookup::miss());
+        return Step::Done(Lookup::outcome_only(MintOutcome::Miss, Some(LeaseToken::Absent)));
     };
-    let lease = Some(LeaseToken::new(view.cas));
     match decode(view.client_flags, view.value) {
         Decoded::Placeholder => Step::Done(match view.win {
-            Some(Win::Won) => Lookup::outcome_only(MintOutcome::Miss, lease),
-            Some(Win::Lost) => Lookup::outcome_only(MintOutcome::Pending, None),
-            // A placeholder nobody holds a lease on (cannot come from memcached, which
-            // always elects when it creates one): treat as absent.
-            None => Lookup::miss(),
+            Some(Win::Won) => Lookup::outcome_only(MintOutcome::Miss, Some(LeaseToken::Cas(view.cas))),
+            Some(Win::Lost) if cold_miss_protection => Lookup::outcome_only(MintOutcome::Pending, None),
+            // Someone else's fill, and this caller did not ask to wait for it; or a placeholder
+            // nobody holds (memcached always elects when it creates one). A plain set
+            // overwrites it.
+            Some(Win::Lost) | None => Lookup::miss(),
         }),
         Decoded::Unknown => Step::Done(Lookup::miss()),
         Decoded::Counter(value) => Step::Done(Lookup {
@@ -143,7 +144,7 @@ pub fn decide(view: Option<ItemView>, elected: bool) -> Step {
                 } else {
                     0
                 },
-                lease: (outcome == MintOutcome::Refresh).then_some(LeaseToken::new(view.cas)),
+                lease: (outcome == MintOutcome::Refresh).then_some(LeaseToken::Cas(view.cas)),
             })
         }
     }
@@ -259,29 +260,36 @@ mod tests {
                 Some(Miss),
             ),
         ];
-        for (name, v, elected, want) in cases {
-            assert_eq!(outcome(decide(v, elected)), want, "{name}");
+        for (name, v, flag, want) in cases {
+            // The placeholder rows use the flag for "caller did not ask for protection".
+            let (elected, protection) = if name.starts_with("placeholder") { (false, !flag) } else { (flag, true) };
+            assert_eq!(outcome(decide(v, elected, protection)), want, "{name}");
         }
     }
 
     #[test]
     fn answers_carry_what_callers_need() {
-        let Step::Done(hit) = decide(Some(view(90, 30, None, false)), false) else {
+        let Step::Done(miss) = decide(None, false, false) else {
+            panic!("miss expected")
+        };
+        assert_eq!((miss.outcome, miss.lease), (MintOutcome::Miss, Some(LeaseToken::Absent)));
+        let Step::Done(hit) = decide(Some(view(90, 30, None, false)), false, false) else {
             panic!("hit expected")
         };
         assert_eq!(
             (hit.value.as_ref(), hit.flags, hit.ttl_seconds, hit.lease),
             (&b"payload"[..], 3, 60, None)
         );
-        let Step::Done(refresh) = decide(Some(view(10, 30, Some(Win::Won), false)), false) else {
-            panic!()
+        let Step::Done(refresh) = decide(Some(view(10, 30, Some(Win::Won), false)), false, false)
+        else {
+            panic!("refresh expected")
         };
         assert_eq!(
             (refresh.value.as_ref(), refresh.ttl_seconds, refresh.lease),
-            (&b"payload"[..], 0, Some(LeaseToken::new(42)))
+            (&b"payload"[..], 0, Some(LeaseToken::Cas(42)))
         );
         assert_eq!(
-            decide(Some(view(10, 30, None, false)), false),
+            decide(Some(view(10, 30, None, false)), false, false),
             Step::Elect { recache_below: 31 }
         );
     }
@@ -304,22 +312,22 @@ mod tests {
             for (i, go_now) in order.iter().take(readers).enumerate() {
                 let (v, ch) = item::get(slot.as_ref(), GetOpts::default(), now, 2);
                 if let Change::Put(it) = ch { slot = Some(it); }
-                match decide(v, false) {
+                match decide(v, false, false) {
                     Step::Done(l) => outcomes.push(l.outcome),
                     Step::Elect { recache_below } => electing.push((i, recache_below)),
                 }
                 if *go_now {
                     if let Some((_, r)) = electing.pop() {
-                        let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), vivify_for: None }, now, 2);
+                        let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), ..GetOpts::default() }, now, 2);
                         if let Change::Put(it) = ch { slot = Some(it); }
-                        if let Step::Done(l) = decide(v, true) { outcomes.push(l.outcome); }
+                        if let Step::Done(l) = decide(v, true, false) { outcomes.push(l.outcome); }
                     }
                 }
             }
             while let Some((_, r)) = electing.pop() {
-                let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), vivify_for: None }, now, 2);
+                let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), ..GetOpts::default() }, now, 2);
                 if let Change::Put(it) = ch { slot = Some(it); }
-                if let Step::Done(l) = decide(v, true) { outcomes.push(l.outcome); }
+                if let Step::Done(l) = decide(v, true, false) { outcomes.push(l.outcome); }
             }
             prop_assert_eq!(outcomes.len(), readers);
             prop_assert_eq!(outcomes.iter().filter(|o| **o == MintOutcome::Refresh).count(), 1);

@@ -16,9 +16,14 @@ pub enum TtlError {
     /// Negative seconds.
     #[error("must not be negative, got {0}")]
     Negative(i64),
-    /// More than [`MAX_TTL_SECONDS`].
-    #[error("must be at most {MAX_TTL_SECONDS} seconds (10 years), got {0}")]
-    TooLong(i64),
+    /// More than the longest accepted length.
+    #[error("must be at most {max} seconds, got {got}")]
+    TooLong {
+        /// The requested seconds.
+        got: i64,
+        /// The limit.
+        max: u64,
+    },
 }
 
 /// Resolves requested seconds: 0 means `default`, negatives and absurd lengths are refused.
@@ -26,7 +31,10 @@ pub fn resolve_seconds(requested: i64, default: u64) -> Result<u64, TtlError> {
     match requested {
         0 => Ok(default),
         n if n < 0 => Err(TtlError::Negative(n)),
-        n if n as u64 > MAX_TTL_SECONDS => Err(TtlError::TooLong(n)),
+        n if n as u64 > MAX_TTL_SECONDS => Err(TtlError::TooLong {
+            got: n,
+            max: MAX_TTL_SECONDS,
+        }),
         n => Ok(n as u64),
     }
 }
@@ -66,7 +74,10 @@ mod tests {
         assert_eq!(resolve_seconds(-1, 300), Err(TtlError::Negative(-1)));
         assert_eq!(
             resolve_seconds(MAX_TTL_SECONDS as i64 + 1, 300),
-            Err(TtlError::TooLong(MAX_TTL_SECONDS as i64 + 1))
+            Err(TtlError::TooLong {
+                got: MAX_TTL_SECONDS as i64 + 1,
+                max: MAX_TTL_SECONDS
+            })
         );
         assert_eq!(
             resolve_seconds(MAX_TTL_SECONDS as i64, 300),

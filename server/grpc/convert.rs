@@ -1,7 +1,8 @@
 //! Conversion between protobuf messages and domain types, in one file.
 
 use super::proto;
-use crate::cache::SetArgs;
+use super::status::key_error;
+use crate::cache::{CacheError, Read, SetArgs};
 use crate::core::mint::{Lookup, MintOutcome};
 
 impl From<MintOutcome> for proto::Outcome {
@@ -28,10 +29,7 @@ impl From<Lookup> for proto::GetResponse {
             value: l.value,
             flags: l.flags,
             ttl_seconds: seconds(l.ttl_seconds),
-            lease_token: l
-                .lease
-                .map(|t| bytes::Bytes::copy_from_slice(&t.to_bytes()))
-                .unwrap_or_default(),
+            lease_token: l.lease.map(|t| t.to_bytes().into()).unwrap_or_default(),
         }
     }
 }
@@ -46,6 +44,58 @@ impl From<proto::SetRequest> for SetArgs {
             flags: r.flags,
             lease_token: r.lease_token,
         }
+    }
+}
+
+impl From<proto::SetManyItem> for SetArgs {
+    fn from(r: proto::SetManyItem) -> Self {
+        Self {
+            key: r.key,
+            value: r.value,
+            ttl_seconds: r.ttl_seconds,
+            grace_seconds: r.grace_seconds,
+            flags: r.flags,
+            lease_token: r.lease_token,
+        }
+    }
+}
+
+/// One result of a batched read.
+pub fn get_many_result(key: bytes::Bytes, read: Result<Read, CacheError>) -> proto::GetManyResult {
+    match read {
+        Ok(read) => {
+            let r = proto::GetResponse::from(read.lookup);
+            proto::GetManyResult {
+                key,
+                error: None,
+                outcome: r.outcome,
+                value: r.value,
+                flags: r.flags,
+                ttl_seconds: r.ttl_seconds,
+                lease_token: r.lease_token,
+            }
+        }
+        Err(e) => proto::GetManyResult {
+            key,
+            error: Some(key_error(e)),
+            ..Default::default()
+        },
+    }
+}
+
+/// One result of a batched store.
+pub fn set_many_result(key: bytes::Bytes, stored: Result<bool, CacheError>) -> proto::SetManyResult {
+    match stored {
+        Ok(stored) => proto::SetManyResult { key, error: None, stored },
+        Err(e) => proto::SetManyResult { key, error: Some(key_error(e)), stored: false },
+    }
+}
+
+/// One result of a batched removal.
+pub fn delete_many_result(key: bytes::Bytes, deleted: Result<bool, CacheError>) -> proto::DeleteManyResult {
+    match deleted {
+        Ok(deleted) => proto::DeleteManyResult { key, error: None, deleted },
+        Err(e) => proto::DeleteManyResult { key, error: Some(key_error(e)), deleted: false },
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
+use super::convert;
 use super::proto::{self, cache_server};
 use super::status::missing_call_meta;
 use crate::cache::{MintCache, SetArgs};
@@ -32,10 +33,6 @@ fn key_space<T>(request: &Request<T>) -> Result<KeySpace, Status> {
         .get::<KeySpace>()
         .cloned()
         .ok_or_else(missing_call_meta)
-}
-
-fn not_yet(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not available in this server version"))
 }
 
 #[tonic::async_trait]
@@ -91,43 +88,86 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
 
     async fn touch(
         &self,
-        _request: Request<proto::TouchRequest>,
+        request: Request<proto::TouchRequest>,
     ) -> Result<Response<proto::TouchResponse>, Status> {
-        Err(not_yet("Touch"))
+        let space = key_space(&request)?;
+        let req = request.into_inner();
+        let touched = self.cache.touch(&space, &req.key, req.ttl_seconds).await?;
+        Ok(Response::new(proto::TouchResponse { touched }))
     }
 
     async fn invalidate(
         &self,
-        _request: Request<proto::InvalidateRequest>,
+        request: Request<proto::InvalidateRequest>,
     ) -> Result<Response<proto::InvalidateResponse>, Status> {
-        Err(not_yet("Invalidate"))
+        let space = key_space(&request)?;
+        let invalidated = self.cache.invalidate(&space, &request.into_inner().key).await?;
+        Ok(Response::new(proto::InvalidateResponse { invalidated }))
     }
 
     async fn increment(
         &self,
-        _request: Request<proto::IncrementRequest>,
+        request: Request<proto::IncrementRequest>,
     ) -> Result<Response<proto::IncrementResponse>, Status> {
-        Err(not_yet("Increment"))
+        let space = key_space(&request)?;
+        let req = request.into_inner();
+        let value = self
+            .cache
+            .increment(&space, &req.key, req.delta, req.initial_value, req.ttl_seconds)
+            .await?;
+        Ok(Response::new(proto::IncrementResponse { value }))
     }
 
     async fn get_many(
         &self,
-        _request: Request<proto::GetManyRequest>,
+        request: Request<proto::GetManyRequest>,
     ) -> Result<Response<proto::GetManyResponse>, Status> {
-        Err(not_yet("GetMany"))
+        let space = key_space(&request)?;
+        let req = request.into_inner();
+        let reads = self.cache.get_many(&space, &req.keys, req.lease_on_miss).await;
+        let degraded = reads.iter().any(|r| r.as_ref().is_ok_and(|r| r.degraded));
+        let results = req
+            .keys
+            .into_iter()
+            .zip(reads)
+            .map(|(key, read)| convert::get_many_result(key, read))
+            .collect();
+        let mut response = Response::new(proto::GetManyResponse { results });
+        if degraded {
+            response
+                .metadata_mut()
+                .insert(DEGRADED_HEADER, MetadataValue::from_static("1"));
+        }
+        Ok(response)
     }
 
     async fn set_many(
         &self,
-        _request: Request<proto::SetManyRequest>,
+        request: Request<proto::SetManyRequest>,
     ) -> Result<Response<proto::SetManyResponse>, Status> {
-        Err(not_yet("SetMany"))
+        let space = key_space(&request)?;
+        let items: Vec<SetArgs> = request.into_inner().items.into_iter().map(SetArgs::from).collect();
+        let stored = self.cache.set_many(&space, &items).await;
+        let results = items
+            .into_iter()
+            .zip(stored)
+            .map(|(item, stored)| convert::set_many_result(item.key, stored))
+            .collect();
+        Ok(Response::new(proto::SetManyResponse { results }))
     }
 
     async fn delete_many(
         &self,
-        _request: Request<proto::DeleteManyRequest>,
+        request: Request<proto::DeleteManyRequest>,
     ) -> Result<Response<proto::DeleteManyResponse>, Status> {
-        Err(not_yet("DeleteMany"))
+        let space = key_space(&request)?;
+        let keys = request.into_inner().keys;
+        let deleted = self.cache.delete_many(&space, &keys).await;
+        let results = keys
+            .into_iter()
+            .zip(deleted)
+            .map(|(key, deleted)| convert::delete_many_result(key, deleted))
+            .collect();
+        Ok(Response::new(proto::DeleteManyResponse { results }))
     }
 }

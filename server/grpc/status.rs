@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use super::proto;
 use crate::cache::CacheError;
 use crate::core::meta::MetaError;
 
@@ -14,6 +15,8 @@ impl From<CacheError> for Status {
             | CacheError::ValueTooLarge { .. }
             | CacheError::Ttl { .. }
             | CacheError::Lease(_) => Status::invalid_argument(e.to_string()),
+            CacheError::NoCounter => Status::not_found(e.to_string()),
+            CacheError::NotACounter => Status::failed_precondition(e.to_string()),
             CacheError::Unavailable(source) => {
                 tracing::warn!(error = %source, "backend unavailable");
                 Status::unavailable("cache backend unavailable")
@@ -25,6 +28,15 @@ impl From<CacheError> for Status {
 impl From<MetaError> for Status {
     fn from(e: MetaError) -> Self {
         Status::invalid_argument(e.to_string())
+    }
+}
+
+/// The per-key error of a batched call.
+pub fn key_error(e: CacheError) -> proto::KeyError {
+    let status = Status::from(e);
+    proto::KeyError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
     }
 }
 

@@ -14,7 +14,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 
 use super::{Store, StoreError};
-use crate::core::item::{self, Change, GetOpts, Item, ItemView, Write, WriteStatus};
+use crate::core::item::{self, Change, Create, GetOpts, IncrStatus, Item, ItemView, Write, WriteStatus};
 use crate::core::key::StoreKey;
 
 /// Bytes counted per entry on top of key and value, for moka's weigher.
@@ -145,5 +145,22 @@ impl Store for EmbeddedStore {
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
         Ok(self.apply(key, |it, now, _| item::delete(it, now)).await)
+    }
+
+    async fn invalidate(&self, key: &StoreKey, stale_ttl: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .apply(key, |it, now, cas| item::invalidate(it, stale_ttl, now, cas))
+            .await)
+    }
+
+    async fn incr(
+        &self,
+        key: &StoreKey,
+        delta: i64,
+        create: Option<Create>,
+    ) -> Result<IncrStatus, StoreError> {
+        Ok(self
+            .apply(key, |it, now, cas| item::incr(it, delta, create, now, cas))
+            .await)
     }
 }

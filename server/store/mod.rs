@@ -6,7 +6,9 @@
 
 use std::future::Future;
 
-use crate::core::item::{GetOpts, ItemView, Write, WriteStatus};
+use futures_util::future::join_all;
+
+use crate::core::item::{Create, GetOpts, IncrStatus, ItemView, Write, WriteStatus};
 use crate::core::key::StoreKey;
 
 pub mod embedded;
@@ -63,4 +65,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// Meta delete (`md <key>`); whether the key held an item.
     fn delete(&self, key: &StoreKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Invalidation (`md <key> I T<stale_ttl>`): marks the item stale, re-opens the refresh
+    /// election, bumps its CAS value; whether the key held an item.
+    fn invalidate(
+        &self,
+        key: &StoreKey,
+        stale_ttl: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Arithmetic (`ma <key> [N<ttl> J<initial>] D<delta> M(I|D) v`).
+    fn incr(
+        &self,
+        key: &StoreKey,
+        delta: i64,
+        create: Option<Create>,
+    ) -> impl Future<Output = Result<IncrStatus, StoreError>> + Send;
+
+    /// Meta get of many keys, answers in request order. The default runs the single gets
+    /// concurrently; backends that can pipeline override it.
+    fn get_many(
+        &self,
+        keys: &[StoreKey],
+        opts: GetOpts,
+    ) -> impl Future<Output = Vec<Result<Option<ItemView>, StoreError>>> + Send {
+        join_all(keys.iter().map(move |k| self.get(k, opts)))
+    }
+
+    /// Meta set of many items, answers in request order.
+    fn set_many(
+        &self,
+        items: &[(StoreKey, Write)],
+    ) -> impl Future<Output = Vec<Result<WriteStatus, StoreError>>> + Send {
+        join_all(items.iter().map(|(k, w)| self.set(k, w)))
+    }
+
+    /// Meta delete of many keys, answers in request order.
+    fn delete_many(
+        &self,
+        keys: &[StoreKey],
+    ) -> impl Future<Output = Vec<Result<bool, StoreError>>> + Send {
+        join_all(keys.iter().map(|k| self.delete(k)))
+    }
 }

@@ -10,15 +10,18 @@ mod node;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_memcached::{Error as McError, MetaProtocol, MetaValue, Status};
+use std::collections::HashMap;
+
+use async_memcached::{Error as McError, ErrorKind, MetaProtocol, MetaValue, Status};
 use bytes::Bytes;
+use futures_util::future::join_all;
 
 pub use ketama::{KetamaRing, ketama_hash};
 pub use node::{Conn, ConnManager, Node};
 
 use super::{Store, StoreError};
 use crate::config::MemcachedConfig;
-use crate::core::item::{GetOpts, ItemView, Win, Write, WriteMode, WriteStatus};
+use crate::core::item::{Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus};
 use crate::core::key::{StoreKey, WireForm};
 use crate::core::ttl::memcached_exptime;
 
@@ -54,8 +57,75 @@ impl MemcachedStore {
 
     /// The server owning `key`.
     pub fn node_for(&self, key: &StoreKey) -> &Node {
-        let index = self.ring.server_for(key.stored()).unwrap_or(0);
-        &self.nodes[index]
+        &self.nodes[self.node_index(key)]
+    }
+
+    fn node_index(&self, key: &StoreKey) -> usize {
+        self.ring.server_for(key.stored()).unwrap_or(0)
+    }
+
+    /// Groups request positions by a batch key (node and everything the batch's shared flags
+    /// depend on), keeping request order inside each group.
+    fn group<G: std::hash::Hash + Eq + Clone>(
+        positions: impl Iterator<Item = (usize, G)>,
+    ) -> Vec<(G, Vec<usize>)> {
+        let mut groups: Vec<(G, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<G, usize> = HashMap::new();
+        for (pos, g) in positions {
+            match index.get(&g) {
+                Some(&i) => groups[i].1.push(pos),
+                None => {
+                    index.insert(g.clone(), groups.len());
+                    groups.push((g, vec![pos]));
+                }
+            }
+        }
+        groups
+    }
+}
+
+/// The meta flags of a get.
+fn get_flags(opts: GetOpts, b64: bool) -> Vec<String> {
+    let mut flags: Vec<String> = ["f", "t", "c"].iter().map(|f| (*f).to_owned()).collect();
+    if !opts.no_value {
+        flags.push("v".to_owned());
+    }
+    flags.extend(opts.recache_below.map(|n| format!("R{n}")));
+    flags.extend(opts.vivify_for.map(|n| format!("N{}", memcached_exptime(n, now_unix()))));
+    flags.extend(opts.touch.map(|n| format!("T{}", memcached_exptime(n, now_unix()))));
+    if b64 {
+        flags.push("b".to_owned());
+    }
+    flags
+}
+
+fn as_strs(flags: &[String]) -> Vec<&str> {
+    flags.iter().map(String::as_str).collect()
+}
+
+/// The shared meta flags of a plain set (what a pipelined batch of sets may have in common).
+fn set_flags(write: &Write, b64: bool) -> Vec<String> {
+    let mut flags = vec![
+        format!("T{}", memcached_exptime(write.ttl, now_unix())),
+        format!("F{}", write.client_flags),
+    ];
+    if write.mode == WriteMode::Add {
+        flags.push("ME".to_owned());
+    }
+    flags.extend(write.cas.map(|c| format!("C{c}")));
+    if b64 {
+        flags.push("b".to_owned());
+    }
+    flags
+}
+
+fn write_status(status: Option<&Status>) -> Option<WriteStatus> {
+    match status {
+        None | Some(Status::Stored) => Some(WriteStatus::Stored),
+        Some(Status::NotStored) => Some(WriteStatus::NotStored),
+        Some(Status::Exists) => Some(WriteStatus::Exists),
+        Some(Status::NotFound) => Some(WriteStatus::NotFound),
+        Some(_) => None,
     }
 }
 
@@ -91,17 +161,10 @@ impl Store for MemcachedStore {
 
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {
         let (token, b64) = key_token(key);
-        let mut flags = vec!["v", "f", "t", "c"];
-        let recache = opts.recache_below.map(|n| format!("R{n}"));
-        let vivify = opts.vivify_for.map(|n| format!("N{n}"));
-        flags.extend(recache.as_deref());
-        flags.extend(vivify.as_deref());
-        if b64 {
-            flags.push("b");
-        }
+        let flags = get_flags(opts, b64);
         self.node_for(key)
             .run(|mut client| async move {
-                let found = client.meta_get(&token, false, None, Some(&flags)).await?;
+                let found = client.meta_get(&token, false, None, Some(&as_strs(&flags))).await?;
                 Ok(found.map(view))
             })
             .await
@@ -109,28 +172,16 @@ impl Store for MemcachedStore {
 
     async fn set(&self, key: &StoreKey, write: &Write) -> Result<WriteStatus, StoreError> {
         let (token, b64) = key_token(key);
-        let ttl = format!("T{}", memcached_exptime(write.ttl, now_unix()));
-        let client_flags = format!("F{}", write.client_flags);
-        let cas = write.cas.map(|c| format!("C{c}"));
-        let mut flags = vec![ttl.as_str(), client_flags.as_str()];
-        if write.mode == WriteMode::Add {
-            flags.push("ME");
-        }
-        flags.extend(cas.as_deref());
-        if b64 {
-            flags.push("b");
-        }
+        let flags = set_flags(write, b64);
         let value = write.value.clone();
         self.node_for(key)
             .run(|mut client| async move {
-                match client
-                    .meta_set(&token, &value[..], false, None, Some(&flags))
-                    .await
-                {
+                match client.meta_set(&token, &value[..], false, None, Some(&as_strs(&flags))).await {
                     Ok(_) => Ok(WriteStatus::Stored),
-                    Err(McError::Protocol(Status::NotStored)) => Ok(WriteStatus::NotStored),
-                    Err(McError::Protocol(Status::Exists)) => Ok(WriteStatus::Exists),
-                    Err(McError::Protocol(Status::NotFound)) => Ok(WriteStatus::NotFound),
+                    Err(McError::Protocol(status)) => match write_status(Some(&status)) {
+                        Some(st) => Ok(st),
+                        None => Err(McError::Protocol(status)),
+                    },
                     Err(e) => Err(e),
                 }
             })
@@ -149,5 +200,171 @@ impl Store for MemcachedStore {
                 }
             })
             .await
+    }
+
+    async fn invalidate(&self, key: &StoreKey, stale_ttl: u64) -> Result<bool, StoreError> {
+        let (token, b64) = key_token(key);
+        let mut flags = vec!["I".to_owned(), format!("T{}", memcached_exptime(stale_ttl, now_unix()))];
+        if b64 {
+            flags.push("b".to_owned());
+        }
+        self.node_for(key)
+            .run(|mut client| async move {
+                match client.meta_delete(&token, false, None, Some(&as_strs(&flags))).await {
+                    Ok(_) => Ok(true),
+                    Err(McError::Protocol(Status::NotFound)) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await
+    }
+
+    async fn incr(
+        &self,
+        key: &StoreKey,
+        delta: i64,
+        create: Option<Create>,
+    ) -> Result<IncrStatus, StoreError> {
+        let (token, b64) = key_token(key);
+        let mut flags = vec!["v".to_owned()];
+        if let Some(c) = create {
+            flags.push(format!("N{}", memcached_exptime(c.ttl, now_unix())));
+            flags.push(format!("J{}", c.initial));
+        }
+        if b64 {
+            flags.push("b".to_owned());
+        }
+        let node = self.node_for(key);
+        let addr = node.addr().to_owned();
+        let answer = node
+            .run(|mut client| async move {
+                let flags = as_strs(&flags);
+                let magnitude = Some(delta.unsigned_abs());
+                let result = if delta >= 0 {
+                    client.meta_increment(&token, false, None, magnitude, Some(&flags)).await
+                } else {
+                    client.meta_decrement(&token, false, None, magnitude, Some(&flags)).await
+                };
+                match result {
+                    Ok(value) => Ok(Some(value.and_then(|v| v.data))),
+                    Err(McError::Protocol(Status::NotFound)) => Ok(None),
+                    Err(McError::Protocol(Status::Error(ErrorKind::Client(msg))))
+                        if msg.contains("non-numeric") =>
+                    {
+                        Ok(Some(None))
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        match answer {
+            None => Ok(IncrStatus::NotFound),
+            Some(None) => Ok(IncrStatus::NotNumeric),
+            Some(Some(digits)) => std::str::from_utf8(&digits)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .map(IncrStatus::Value)
+                .ok_or(StoreError::Protocol {
+                    node: addr,
+                    reason: "arithmetic answer is not a number".to_owned(),
+                }),
+        }
+    }
+
+    async fn get_many(
+        &self,
+        keys: &[StoreKey],
+        opts: GetOpts,
+    ) -> Vec<Result<Option<ItemView>, StoreError>> {
+        let groups = Self::group(keys.iter().enumerate().map(|(i, k)| {
+            (i, (self.node_index(k), k.wire_form() == WireForm::Base64))
+        }));
+        let batches = groups.into_iter().map(|((node, b64), positions)| async move {
+            let mut tokens: Vec<String> = positions.iter().map(|&i| keys[i].wire_token()).collect();
+            tokens.sort_unstable();
+            tokens.dedup();
+            let flags = get_flags(opts, b64);
+            let found = self.nodes[node]
+                .run(|mut client| async move {
+                    client.meta_get_multi(&tokens, Some(&as_strs(&flags))).await
+                })
+                .await;
+            (positions, found)
+        });
+        let mut out: Vec<Result<Option<ItemView>, StoreError>> = keys.iter().map(|_| Ok(None)).collect();
+        for (positions, found) in join_all(batches).await {
+            match found {
+                Ok(values) => {
+                    let by_key: HashMap<Vec<u8>, MetaValue> = values
+                        .into_iter()
+                        .filter_map(|v| v.key.clone().map(|k| (k, v)))
+                        .collect();
+                    for i in positions {
+                        let token = keys[i].wire_token();
+                        out[i] = Ok(by_key.get(token.as_bytes()).cloned().map(view));
+                    }
+                }
+                Err(e) => {
+                    for i in positions {
+                        out[i] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    async fn set_many(&self, items: &[(StoreKey, Write)]) -> Vec<Result<WriteStatus, StoreError>> {
+        // Writes that share node, key form, expiry, flags and mode (and carry no CAS) go in one
+        // pipeline; the rest are sent one by one, concurrently.
+        let groups = Self::group(items.iter().enumerate().map(|(i, (k, w))| {
+            let b64 = k.wire_form() == WireForm::Base64;
+            let batchable = w.cas.is_none();
+            let shared = batchable.then(|| set_flags(w, b64));
+            (i, (self.node_index(k), shared, if batchable { 0 } else { i }))
+        }));
+        let batches = groups.into_iter().map(|((node, shared, _), positions)| async move {
+            let Some(flags) = shared else {
+                let (k, w) = &items[positions[0]];
+                return vec![(positions[0], self.set(k, w).await)];
+            };
+            let tokens: Vec<String> = positions.iter().map(|&i| items[i].0.wire_token()).collect();
+            let pairs: Vec<(&str, &[u8])> = positions
+                .iter()
+                .zip(&tokens)
+                .map(|(&i, t)| (t.as_str(), &items[i].1.value[..]))
+                .collect();
+            let refused = self.nodes[node]
+                .run(|mut client| async move {
+                    client.meta_set_multi(&pairs, Some(&as_strs(&flags))).await
+                })
+                .await;
+            match refused {
+                Ok(refused) => {
+                    let by_key: HashMap<Vec<u8>, Option<Status>> = refused
+                        .into_iter()
+                        .filter_map(|v| v.key.map(|k| (k, v.status)))
+                        .collect();
+                    positions
+                        .iter()
+                        .zip(&tokens)
+                        .map(|(&i, t)| {
+                            let status = by_key.get(t.as_bytes()).cloned().flatten();
+                            let st = write_status(status.as_ref()).ok_or_else(|| StoreError::Protocol {
+                                node: self.nodes[node].addr().to_owned(),
+                                reason: format!("unexpected answer to a pipelined set: {status:?}"),
+                            });
+                            (i, st)
+                        })
+                        .collect()
+                }
+                Err(e) => positions.iter().map(|&i| (i, Err(e.clone()))).collect(),
+            }
+        });
+        let mut out: Vec<Result<WriteStatus, StoreError>> = items.iter().map(|_| Ok(WriteStatus::Stored)).collect();
+        for (i, result) in join_all(batches).await.into_iter().flatten() {
+            out[i] = result;
+        }
+        out
     }
 }
