@@ -7,7 +7,9 @@ use crate::config::Config;
 use futures_util::future::join_all;
 
 use crate::core::envelope;
-use crate::core::item::{Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus};
+use crate::core::item::{
+    Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus,
+};
 use crate::core::key::{KeySpace, StoreKey};
 use crate::core::lease::{LeaseToken, LeaseTokenError};
 use crate::core::mint::{self, Lookup, Step};
@@ -326,7 +328,11 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Stores many values; one answer per item, in order. A bad item fails only itself.
-    pub async fn set_many(&self, space: &KeySpace, items: &[SetArgs]) -> Vec<Result<bool, CacheError>> {
+    pub async fn set_many(
+        &self,
+        space: &KeySpace,
+        items: &[SetArgs],
+    ) -> Vec<Result<bool, CacheError>> {
         let mut out: Vec<Option<Result<bool, CacheError>>> = Vec::with_capacity(items.len());
         let mut valid = Vec::new();
         for args in items {
@@ -365,7 +371,11 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Removes many keys; one answer per key, in order. A bad key fails only itself.
-    pub async fn delete_many(&self, space: &KeySpace, keys: &[Bytes]) -> Vec<Result<bool, CacheError>> {
+    pub async fn delete_many(
+        &self,
+        space: &KeySpace,
+        keys: &[Bytes],
+    ) -> Vec<Result<bool, CacheError>> {
         let mut out: Vec<Option<Result<bool, CacheError>>> = Vec::with_capacity(keys.len());
         let mut valid = Vec::new();
         for key in keys {
@@ -393,7 +403,10 @@ impl<S: Store> MintCache<S> {
             no_value: true,
             ..GetOpts::default()
         };
-        self.store.get(key, opts).await.map_err(CacheError::Unavailable)
+        self.store
+            .get(key, opts)
+            .await
+            .map_err(CacheError::Unavailable)
     }
 
     /// Soft purge: marks a key stale for the rest of its grace period. The next reader gets
@@ -415,10 +428,20 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Gives an existing key a new fresh ttl (its grace is kept). Whether the key existed.
-    pub async fn touch(&self, space: &KeySpace, key: &[u8], ttl_seconds: i64) -> Result<bool, CacheError> {
+    pub async fn touch(
+        &self,
+        space: &KeySpace,
+        key: &[u8],
+        ttl_seconds: i64,
+    ) -> Result<bool, CacheError> {
         let key = self.key(space, key)?;
-        let ttl = ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl)
-            .map_err(|source| CacheError::Ttl { field: "ttl_seconds", source })?;
+        let ttl =
+            ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl).map_err(|source| {
+                CacheError::Ttl {
+                    field: "ttl_seconds",
+                    source,
+                }
+            })?;
         let Some(item) = self.peek(&key).await? else {
             return Ok(false);
         };
@@ -434,7 +457,10 @@ impl<S: Store> MintCache<S> {
                 no_value: true,
                 ..GetOpts::default()
             };
-            self.store.get(&key, opts).await.map(|found| found.is_some())
+            self.store
+                .get(&key, opts)
+                .await
+                .map(|found| found.is_some())
         };
         result.map_err(CacheError::Unavailable)
     }
@@ -449,8 +475,13 @@ impl<S: Store> MintCache<S> {
         ttl_seconds: i64,
     ) -> Result<u64, CacheError> {
         let key = self.key(space, key)?;
-        let ttl = ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl)
-            .map_err(|source| CacheError::Ttl { field: "ttl_seconds", source })?;
+        let ttl =
+            ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl).map_err(|source| {
+                CacheError::Ttl {
+                    field: "ttl_seconds",
+                    source,
+                }
+            })?;
         let create = initial.map(|initial| Create { initial, ttl });
         match self
             .store

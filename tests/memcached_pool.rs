@@ -161,3 +161,72 @@ async fn a_silent_node_times_out() {
     );
     drop(silent);
 }
+
+#[tokio::test]
+async fn batches_over_three_nodes_with_one_down() {
+    use harness::calls::item;
+    use mintcache::core::key::KeySpace;
+    use mintcache::store::memcached::KetamaRing;
+    use mintcache_client::proto::Outcome;
+
+    let mut nodes = [Memcached::start(), Memcached::start(), Memcached::start()];
+    let addrs: Vec<String> = nodes.iter().map(Memcached::addr).collect();
+    let server = TestServer::start(config(&[&nodes[0], &nodes[1], &nodes[2]])).await;
+    let c = Calls::new(server.client().await).version("b1");
+
+    // Where each key lives, computed the way the server does.
+    let ring = KetamaRing::new(addrs.iter().map(|a| (a.as_str(), 1)));
+    let space = KeySpace::new("", "b1").expect("valid");
+    let keys: Vec<Vec<u8>> = (0..90).map(|i| format!("k{i}").into_bytes()).collect();
+    let owner = |k: &[u8]| ring.server_for(space.store_key(k).stored()).expect("node");
+    let on_down: Vec<bool> = keys.iter().map(|k| owner(k) == 2).collect();
+    assert!(on_down.iter().any(|d| *d) && on_down.iter().any(|d| !*d));
+
+    let results = c.set_many(keys.iter().map(|k| item(k, k)).collect()).await;
+    assert!(results.iter().all(|r| r.stored && r.error.is_none()));
+    let per_node: Vec<u64> = nodes.iter().map(Memcached::curr_items).collect();
+    for (i, count) in per_node.iter().enumerate() {
+        let expected = keys.iter().filter(|k| owner(k) == i).count() as u64;
+        assert_eq!(*count, expected, "node {i} holds exactly its keys");
+    }
+
+    nodes[2].stop();
+
+    // Reads: keys on the stopped node fail open (MISS, degraded), the others are hits.
+    let (results, degraded) = c.get_many(&keys).await;
+    assert!(degraded, "the response says some reads failed open");
+    for ((key, r), down) in keys.iter().zip(&results).zip(&on_down) {
+        assert_eq!(&r.key, key);
+        if *down {
+            assert_eq!(r.outcome(), Outcome::Miss);
+        } else {
+            assert_eq!((r.outcome(), &r.value), (Outcome::Hit, key));
+        }
+    }
+    // Writes and deletes: only the keys on the stopped node fail, with UNAVAILABLE.
+    let mut items: Vec<_> = keys.iter().map(|k| item(k, b"v2")).collect();
+    items.push(item(b"", b"bad key"));
+    let results = c.set_many(items).await;
+    for (r, down) in results.iter().zip(on_down.iter().chain([&false])) {
+        match (&r.error, r.key.is_empty(), *down) {
+            (Some(e), true, _) => assert_eq!(e.code, Code::InvalidArgument as i32),
+            (Some(e), false, true) => {
+                assert_eq!(e.code, Code::Unavailable as i32);
+                assert_eq!(e.message, "cache backend unavailable");
+            }
+            (None, false, false) => assert!(r.stored),
+            other => panic!("unexpected result {other:?} for {r:?}"),
+        }
+    }
+    let results = c.delete_many(&keys).await;
+    for (r, down) in results.iter().zip(&on_down) {
+        if *down {
+            assert_eq!(
+                r.error.as_ref().map(|e| e.code),
+                Some(Code::Unavailable as i32)
+            );
+        } else {
+            assert!(r.deleted && r.error.is_none());
+        }
+    }
+}

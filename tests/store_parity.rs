@@ -3,9 +3,9 @@
 
 mod harness;
 
-use harness::calls::{Calls, assert_hit, assert_miss, assert_status};
+use harness::calls::{Calls, assert_hit, assert_miss, assert_status, item};
 use harness::{Memcached, TestServer, config};
-use mintcache_client::proto::{Outcome, SetRequest};
+use mintcache_client::proto::{Outcome, SetManyItem, SetRequest};
 use tonic::Code;
 
 /// Every case, against one server.
@@ -19,6 +19,199 @@ async fn cases(server: &TestServer) {
     forty_day_ttl_is_a_hit(&c).await;
     limits_and_errors(&c).await;
     bad_metadata_is_invalid_argument(&c).await;
+    counters(&c).await;
+    touch_keeps_grace(&c).await;
+    batches_answer_in_order_and_fail_per_key(&c).await;
+}
+
+async fn counters(c: &Calls) {
+    assert_status(
+        c.try_increment(b"hits", 1, None, 0).await,
+        Code::NotFound,
+        "initial_value",
+    );
+    assert_eq!(
+        c.try_increment(b"hits", 1, Some(10), 0)
+            .await
+            .expect("create"),
+        10
+    );
+    assert_eq!(
+        c.try_increment(b"hits", 5, Some(10), 0).await.expect("add"),
+        15
+    );
+    assert_eq!(
+        c.try_increment(b"hits", -3, None, 0)
+            .await
+            .expect("subtract"),
+        12
+    );
+    assert_eq!(
+        c.try_increment(b"hits", -100, None, 0)
+            .await
+            .expect("floor"),
+        0
+    );
+    // Counters read back as their decimal text.
+    assert_hit(&c.get(b"hits").await, b"0");
+    // Versions isolate counters too.
+    assert_status(
+        c.clone()
+            .version("other")
+            .try_increment(b"hits", 1, None, 0)
+            .await,
+        Code::NotFound,
+        "counter",
+    );
+    // A minted value is not a counter.
+    c.set(b"not-a-counter", b"42").await;
+    assert_status(
+        c.try_increment(b"not-a-counter", 1, None, 0).await,
+        Code::FailedPrecondition,
+        "not a counter",
+    );
+    assert_status(
+        c.try_increment(b"", 1, None, 0).await,
+        Code::InvalidArgument,
+        "key",
+    );
+    assert_status(
+        c.try_increment(b"hits", 1, None, -1).await,
+        Code::InvalidArgument,
+        "ttl_seconds",
+    );
+}
+
+async fn touch_keeps_grace(c: &Calls) {
+    assert!(!c.try_touch(b"untouched", 100).await.expect("touch"));
+    let set = SetRequest {
+        key: b"touched".to_vec(),
+        value: b"v".to_vec(),
+        ttl_seconds: 10,
+        grace_seconds: 20,
+        ..Default::default()
+    };
+    assert!(c.try_set_with(set).await.expect("set"));
+    assert!(c.try_touch(b"touched", 1000).await.expect("touch"));
+    let r = c.get(b"touched").await;
+    assert_hit(&r, b"v");
+    assert!(
+        (998..=1000).contains(&r.ttl_seconds),
+        "new fresh ttl, grace kept: {}",
+        r.ttl_seconds
+    );
+    assert_status(
+        c.try_touch(b"touched", -5).await,
+        Code::InvalidArgument,
+        "ttl_seconds",
+    );
+    // Touching an invalidated value keeps it stale and leaves its refresh to a reader.
+    assert!(c.invalidate(b"touched").await);
+    assert!(c.try_touch(b"touched", 1000).await.expect("touch"));
+    assert_eq!(c.get(b"touched").await.outcome(), Outcome::Refresh);
+    assert_eq!(c.get(b"touched").await.outcome(), Outcome::Stale);
+}
+
+async fn batches_answer_in_order_and_fail_per_key(c: &Calls) {
+    let keys: Vec<Vec<u8>> = (0..50).map(|i| format!("batch:{i}").into_bytes()).collect();
+    let mut items: Vec<_> = keys.iter().map(|k| item(k, k)).collect();
+    items.insert(10, item(b"", b"empty key"));
+    items.insert(
+        20,
+        item(
+            b"batch:big",
+            &vec![0u8; mintcache::config::DEFAULT_MAX_VALUE_BYTES + 1],
+        ),
+    );
+    items.push(item(b"with space\r\n", b"awkward"));
+    let results = c.set_many(items.clone()).await;
+    assert_eq!(results.len(), items.len());
+    for (item, r) in items.iter().zip(&results) {
+        assert_eq!(r.key, item.key, "results in request order");
+        match item.key.as_slice() {
+            b"" => assert_eq!(
+                r.error.as_ref().map(|e| e.code),
+                Some(Code::InvalidArgument as i32)
+            ),
+            b"batch:big" => {
+                let e = r.error.as_ref().expect("oversize value fails");
+                assert!(e.message.contains("max_value_bytes"), "{e:?}");
+            }
+            _ => assert!(r.stored && r.error.is_none(), "{r:?}"),
+        }
+    }
+    let mut wanted = keys.clone();
+    wanted.reverse();
+    wanted.insert(5, b"batch:absent".to_vec());
+    wanted.insert(7, Vec::new());
+    wanted.push(b"with space\r\n".to_vec());
+    wanted.push(b"batch:3".to_vec()); // duplicates answer twice
+    let (results, degraded) = c.get_many(&wanted).await;
+    assert!(!degraded);
+    assert_eq!(results.len(), wanted.len());
+    for (key, r) in wanted.iter().zip(&results) {
+        assert_eq!(&r.key, key);
+        match key.as_slice() {
+            b"batch:absent" => assert_eq!(r.outcome(), Outcome::Miss),
+            b"" => assert_eq!(
+                r.error.as_ref().map(|e| e.code),
+                Some(Code::InvalidArgument as i32)
+            ),
+            b"with space\r\n" => assert_eq!(
+                (r.outcome(), r.value.as_slice()),
+                (Outcome::Hit, &b"awkward"[..])
+            ),
+            _ => assert_eq!((r.outcome(), &r.value), (Outcome::Hit, key), "{r:?}"),
+        }
+    }
+    let mut doomed = keys[..25].to_vec();
+    doomed.push(b"batch:absent".to_vec());
+    let results = c.delete_many(&doomed).await;
+    for (key, r) in doomed.iter().zip(&results) {
+        assert_eq!(&r.key, key);
+        assert_eq!(r.deleted, key != b"batch:absent", "{r:?}");
+    }
+    let (results, _) = c.get_many(&keys).await;
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.outcome() == Outcome::Hit)
+            .count(),
+        25
+    );
+    assert!(results[..25].iter().all(|r| r.outcome() == Outcome::Miss));
+
+    // Cold-miss protection in a batch: the first batch holds the leases, the next one waits.
+    let cold: Vec<Vec<u8>> = (0..10)
+        .map(|i| format!("batch-cold:{i}").into_bytes())
+        .collect();
+    let (first, _) = c.get_many_with(&cold, Some(true)).await;
+    assert!(
+        first
+            .iter()
+            .all(|r| r.outcome() == Outcome::Miss && !r.lease_token.is_empty()),
+        "{first:?}"
+    );
+    let (second, _) = c.get_many_with(&cold, Some(true)).await;
+    assert!(
+        second.iter().all(|r| r.outcome() == Outcome::Pending),
+        "{second:?}"
+    );
+    let fills = cold
+        .iter()
+        .zip(&first)
+        .map(|(k, r)| SetManyItem {
+            lease_token: r.lease_token.clone(),
+            ..item(k, b"filled")
+        })
+        .collect();
+    assert!(c.set_many(fills).await.iter().all(|r| r.stored));
+    let (third, _) = c.get_many_with(&cold, Some(true)).await;
+    assert!(
+        third
+            .iter()
+            .all(|r| r.outcome() == Outcome::Hit && r.value == b"filled")
+    );
 }
 
 async fn set_get_delete(c: &Calls) {

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `0x6d` in the top byte, grace seconds in the low 24 bits | `flags: u32 BE`, then the payload | a value set through mintcache (format 1) |
 //! | `0`, empty value | — | a placeholder memcached created for a cold-miss lease (`mg … N`) |
-//! | `0`, non-empty value | the number, in ASCII | a counter (`Increment`; counters are not minted) |
+//! | `0`, non-empty value | the number, in ASCII (possibly space-padded by memcached) | a counter (`Increment`; counters are not minted) |
 //! | anything else | — | a format this server does not know: read as a miss |
 //!
 //! The grace travels with the item because memcached only keeps the hard expiry
@@ -76,11 +76,15 @@ pub fn encode(payload: &[u8], grace: u64, flags: u32) -> (Bytes, u32) {
 /// Reads an item's bytes according to its client flags.
 pub fn decode(client_flags: u32, mut data: Bytes) -> Decoded {
     if client_flags == 0 {
-        return if data.is_empty() {
-            Decoded::Placeholder
-        } else {
-            Decoded::Counter(data)
-        };
+        if data.is_empty() {
+            return Decoded::Placeholder;
+        }
+        // memcached may leave a decremented counter space-padded to its old length.
+        let digits = data
+            .iter()
+            .rposition(|&b| b != b' ')
+            .map_or(0, |last| last + 1);
+        return Decoded::Counter(data.slice(..digits));
     }
     match grace_of(client_flags) {
         Some(grace) if data.len() >= HEADER_LEN => {
@@ -107,9 +111,22 @@ mod tests {
             decode(0, Bytes::from_static(b"42")),
             Decoded::Counter(Bytes::from_static(b"42"))
         );
-        assert_eq!(decode(FORMAT_1 | 30, Bytes::from_static(b"abc")), Decoded::Unknown);
-        assert_eq!(decode(0x6e00_0001, Bytes::from_static(b"12345678x")), Decoded::Unknown);
-        assert_eq!(decode(7, Bytes::from_static(b"12345678x")), Decoded::Unknown);
+        assert_eq!(
+            decode(0, Bytes::from_static(b"9  ")),
+            Decoded::Counter(Bytes::from_static(b"9"))
+        );
+        assert_eq!(
+            decode(FORMAT_1 | 30, Bytes::from_static(b"abc")),
+            Decoded::Unknown
+        );
+        assert_eq!(
+            decode(0x6e00_0001, Bytes::from_static(b"12345678x")),
+            Decoded::Unknown
+        );
+        assert_eq!(
+            decode(7, Bytes::from_static(b"12345678x")),
+            Decoded::Unknown
+        );
         let (bytes, cf) = encode(b"", 30, 7);
         assert_eq!(cf, 0x6d00_001e);
         assert_eq!(
@@ -120,7 +137,10 @@ mod tests {
                 payload: Bytes::new()
             }
         );
-        assert_eq!(grace_of(client_flags(MAX_GRACE_SECONDS + 5)), Some(MAX_GRACE_SECONDS));
+        assert_eq!(
+            grace_of(client_flags(MAX_GRACE_SECONDS + 5)),
+            Some(MAX_GRACE_SECONDS)
+        );
         assert_eq!(grace_of(0), Some(0));
         assert_eq!(grace_of(0x0000_0005), None);
     }

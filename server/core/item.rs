@@ -200,7 +200,11 @@ pub fn get(
     if opts.no_value {
         view.value = Bytes::new();
     }
-    let change = if next == *it { Change::Keep } else { Change::Put(next) };
+    let change = if next == *it {
+        Change::Keep
+    } else {
+        Change::Put(next)
+    };
     (Some(view), change)
 }
 
@@ -241,7 +245,13 @@ pub struct Create {
 }
 
 /// `ma`: adds `delta` to a decimal counter; increments wrap at 2^64, decrements stop at 0.
-pub fn incr(item: Option<&Item>, delta: i64, create: Option<Create>, now: u64, new_cas: u64) -> (IncrStatus, Change) {
+pub fn incr(
+    item: Option<&Item>,
+    delta: i64,
+    create: Option<Create>,
+    now: u64,
+    new_cas: u64,
+) -> (IncrStatus, Change) {
     let Some(it) = live(item, now) else {
         return match create {
             Some(c) => {
@@ -434,16 +444,32 @@ mod tests {
         apply(&mut slot, ch);
         // Any read (even a peek without the value) of an invalidated item takes part in the
         // election, as in memcached.
-        let peek = GetOpts { no_value: true, ..GetOpts::default() };
+        let peek = GetOpts {
+            no_value: true,
+            ..GetOpts::default()
+        };
         let (v, ch) = get(slot.as_ref(), peek, T0, 3);
         let v = v.expect("present");
-        assert_eq!((v.stale, v.win, v.cas, v.ttl_remaining, v.value.len()), (true, Some(Win::Won), 2, Some(30), 0));
+        assert_eq!(
+            (v.stale, v.win, v.cas, v.ttl_remaining, v.value.len()),
+            (true, Some(Win::Won), 2, Some(30), 0)
+        );
         apply(&mut slot, ch);
-        assert_eq!(get(slot.as_ref(), GetOpts::default(), T0, 3).0.map(|v| v.win), Some(Some(Win::Lost)));
+        assert_eq!(
+            get(slot.as_ref(), GetOpts::default(), T0, 3)
+                .0
+                .map(|v| v.win),
+            Some(Some(Win::Lost))
+        );
         // A second invalidation opens a new election.
         let ch = invalidate(slot.as_ref(), 50, T0, 4).1;
         apply(&mut slot, ch);
-        assert_eq!(get(slot.as_ref(), GetOpts::default(), T0, 5).0.map(|v| (v.win, v.cas)), Some((Some(Win::Won), 4)));
+        assert_eq!(
+            get(slot.as_ref(), GetOpts::default(), T0, 5)
+                .0
+                .map(|v| (v.win, v.cas)),
+            Some((Some(Win::Won), 4))
+        );
         // A lease from before the invalidation no longer matches.
         let mut late = write(b"late", 100);
         late.cas = Some(2);
@@ -455,17 +481,41 @@ mod tests {
     fn touch_sets_a_new_ttl() {
         let mut slot = None;
         apply(&mut slot, set(None, &write(b"v", 10), T0, 1).1);
-        let (v, ch) = get(slot.as_ref(), GetOpts { touch: Some(80), no_value: true, ..GetOpts::default() }, T0 + 1_000, 2);
+        let (v, ch) = get(
+            slot.as_ref(),
+            GetOpts {
+                touch: Some(80),
+                no_value: true,
+                ..GetOpts::default()
+            },
+            T0 + 1_000,
+            2,
+        );
         assert_eq!(v.map(|v| v.ttl_remaining), Some(Some(80)));
         apply(&mut slot, ch);
-        assert_eq!(slot.as_ref().map(|it| it.expires_at), Some(Some(T0 + 81_000)));
+        assert_eq!(
+            slot.as_ref().map(|it| it.expires_at),
+            Some(Some(T0 + 81_000))
+        );
     }
 
     #[test]
     fn counters() {
         let mut slot = None;
-        assert_eq!(incr(None, 1, None, T0, 1), (IncrStatus::NotFound, Change::Keep));
-        let (st, ch) = incr(None, 3, Some(Create { initial: 5, ttl: 60 }), T0, 1);
+        assert_eq!(
+            incr(None, 1, None, T0, 1),
+            (IncrStatus::NotFound, Change::Keep)
+        );
+        let (st, ch) = incr(
+            None,
+            3,
+            Some(Create {
+                initial: 5,
+                ttl: 60,
+            }),
+            T0,
+            1,
+        );
         assert_eq!(st, IncrStatus::Value(5));
         apply(&mut slot, ch);
         let (st, ch) = incr(slot.as_ref(), 3, None, T0, 2);
@@ -477,10 +527,19 @@ mod tests {
         let (st, ch) = incr(slot.as_ref(), i64::MIN, None, T0, 4);
         assert_eq!(st, IncrStatus::Value(0));
         apply(&mut slot, ch);
-        let max = Item { value: Bytes::from(u64::MAX.to_string()), ..slot.clone().expect("counter") };
+        let max = Item {
+            value: Bytes::from(u64::MAX.to_string()),
+            ..slot.clone().expect("counter")
+        };
         assert_eq!(incr(Some(&max), 2, None, T0, 5).0, IncrStatus::Value(1));
-        let text = Item { value: Bytes::from_static(b"\0\0\0\0abc"), ..max };
-        assert_eq!(incr(Some(&text), 1, None, T0, 6), (IncrStatus::NotNumeric, Change::Keep));
+        let text = Item {
+            value: Bytes::from_static(b"\0\0\0\0abc"),
+            ..max
+        };
+        assert_eq!(
+            incr(Some(&text), 1, None, T0, 6),
+            (IncrStatus::NotNumeric, Change::Keep)
+        );
     }
 
     #[test]

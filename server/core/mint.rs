@@ -96,12 +96,19 @@ pub enum Step {
 /// callers are told to wait (`Pending`) for another caller's fill.
 pub fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool) -> Step {
     let Some(view) = view else {
-        return Step::Done(Lookup::outcome_only(MintOutcome::Miss, Some(LeaseToken::Absent)));
+        return Step::Done(Lookup::outcome_only(
+            MintOutcome::Miss,
+            Some(LeaseToken::Absent),
+        ));
     };
     match decode(view.client_flags, view.value) {
         Decoded::Placeholder => Step::Done(match view.win {
-            Some(Win::Won) => Lookup::outcome_only(MintOutcome::Miss, Some(LeaseToken::Cas(view.cas))),
-            Some(Win::Lost) if cold_miss_protection => Lookup::outcome_only(MintOutcome::Pending, None),
+            Some(Win::Won) => {
+                Lookup::outcome_only(MintOutcome::Miss, Some(LeaseToken::Cas(view.cas)))
+            }
+            Some(Win::Lost) if cold_miss_protection => {
+                Lookup::outcome_only(MintOutcome::Pending, None)
+            }
             // Someone else's fill, and this caller did not ask to wait for it; or a placeholder
             // nobody holds (memcached always elects when it creates one). A plain set
             // overwrites it.
@@ -262,7 +269,11 @@ mod tests {
         ];
         for (name, v, flag, want) in cases {
             // The placeholder rows use the flag for "caller did not ask for protection".
-            let (elected, protection) = if name.starts_with("placeholder") { (false, !flag) } else { (flag, true) };
+            let (elected, protection) = if name.starts_with("placeholder") {
+                (false, !flag)
+            } else {
+                (flag, true)
+            };
             assert_eq!(outcome(decide(v, elected, protection)), want, "{name}");
         }
     }
@@ -272,7 +283,10 @@ mod tests {
         let Step::Done(miss) = decide(None, false, false) else {
             panic!("miss expected")
         };
-        assert_eq!((miss.outcome, miss.lease), (MintOutcome::Miss, Some(LeaseToken::Absent)));
+        assert_eq!(
+            (miss.outcome, miss.lease),
+            (MintOutcome::Miss, Some(LeaseToken::Absent))
+        );
         let Step::Done(hit) = decide(Some(view(90, 30, None, false)), false, false) else {
             panic!("hit expected")
         };

@@ -84,18 +84,40 @@ pub fn get_many_result(key: bytes::Bytes, read: Result<Read, CacheError>) -> pro
 }
 
 /// One result of a batched store.
-pub fn set_many_result(key: bytes::Bytes, stored: Result<bool, CacheError>) -> proto::SetManyResult {
+pub fn set_many_result(
+    key: bytes::Bytes,
+    stored: Result<bool, CacheError>,
+) -> proto::SetManyResult {
     match stored {
-        Ok(stored) => proto::SetManyResult { key, error: None, stored },
-        Err(e) => proto::SetManyResult { key, error: Some(key_error(e)), stored: false },
+        Ok(stored) => proto::SetManyResult {
+            key,
+            error: None,
+            stored,
+        },
+        Err(e) => proto::SetManyResult {
+            key,
+            error: Some(key_error(e)),
+            stored: false,
+        },
     }
 }
 
 /// One result of a batched removal.
-pub fn delete_many_result(key: bytes::Bytes, deleted: Result<bool, CacheError>) -> proto::DeleteManyResult {
+pub fn delete_many_result(
+    key: bytes::Bytes,
+    deleted: Result<bool, CacheError>,
+) -> proto::DeleteManyResult {
     match deleted {
-        Ok(deleted) => proto::DeleteManyResult { key, error: None, deleted },
-        Err(e) => proto::DeleteManyResult { key, error: Some(key_error(e)), deleted: false },
+        Ok(deleted) => proto::DeleteManyResult {
+            key,
+            error: None,
+            deleted,
+        },
+        Err(e) => proto::DeleteManyResult {
+            key,
+            error: Some(key_error(e)),
+            deleted: false,
+        },
     }
 }
 

@@ -101,7 +101,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         request: Request<proto::InvalidateRequest>,
     ) -> Result<Response<proto::InvalidateResponse>, Status> {
         let space = key_space(&request)?;
-        let invalidated = self.cache.invalidate(&space, &request.into_inner().key).await?;
+        let invalidated = self
+            .cache
+            .invalidate(&space, &request.into_inner().key)
+            .await?;
         Ok(Response::new(proto::InvalidateResponse { invalidated }))
     }
 
@@ -113,7 +116,13 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         let req = request.into_inner();
         let value = self
             .cache
-            .increment(&space, &req.key, req.delta, req.initial_value, req.ttl_seconds)
+            .increment(
+                &space,
+                &req.key,
+                req.delta,
+                req.initial_value,
+                req.ttl_seconds,
+            )
             .await?;
         Ok(Response::new(proto::IncrementResponse { value }))
     }
@@ -124,7 +133,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::GetManyResponse>, Status> {
         let space = key_space(&request)?;
         let req = request.into_inner();
-        let reads = self.cache.get_many(&space, &req.keys, req.lease_on_miss).await;
+        let reads = self
+            .cache
+            .get_many(&space, &req.keys, req.lease_on_miss)
+            .await;
         let degraded = reads.iter().any(|r| r.as_ref().is_ok_and(|r| r.degraded));
         let results = req
             .keys
@@ -146,7 +158,12 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         request: Request<proto::SetManyRequest>,
     ) -> Result<Response<proto::SetManyResponse>, Status> {
         let space = key_space(&request)?;
-        let items: Vec<SetArgs> = request.into_inner().items.into_iter().map(SetArgs::from).collect();
+        let items: Vec<SetArgs> = request
+            .into_inner()
+            .items
+            .into_iter()
+            .map(SetArgs::from)
+            .collect();
         let stored = self.cache.set_many(&space, &items).await;
         let results = items
             .into_iter()

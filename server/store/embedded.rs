@@ -14,7 +14,9 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 
 use super::{Store, StoreError};
-use crate::core::item::{self, Change, Create, GetOpts, IncrStatus, Item, ItemView, Write, WriteStatus};
+use crate::core::item::{
+    self, Change, Create, GetOpts, IncrStatus, Item, ItemView, Write, WriteStatus,
+};
 use crate::core::key::StoreKey;
 
 /// Bytes counted per entry on top of key and value, for moka's weigher.
@@ -149,7 +151,9 @@ impl Store for EmbeddedStore {
 
     async fn invalidate(&self, key: &StoreKey, stale_ttl: u64) -> Result<bool, StoreError> {
         Ok(self
-            .apply(key, |it, now, cas| item::invalidate(it, stale_ttl, now, cas))
+            .apply(key, |it, now, cas| {
+                item::invalidate(it, stale_ttl, now, cas)
+            })
             .await)
     }
 

@@ -142,3 +142,101 @@ pub fn assert_status<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, needl
         status.message()
     );
 }
+
+impl Calls {
+    pub async fn try_increment(
+        &self,
+        key: &[u8],
+        delta: i64,
+        initial: Option<u64>,
+        ttl: i64,
+    ) -> Result<u64, Status> {
+        let r = self.wrap(IncrementRequest {
+            key: key.to_vec(),
+            delta,
+            initial_value: initial,
+            ttl_seconds: ttl,
+        });
+        self.client
+            .clone()
+            .increment(r)
+            .await
+            .map(|r| r.into_inner().value)
+    }
+
+    pub async fn try_touch(&self, key: &[u8], ttl: i64) -> Result<bool, Status> {
+        let r = self.wrap(TouchRequest {
+            key: key.to_vec(),
+            ttl_seconds: ttl,
+        });
+        self.client
+            .clone()
+            .touch(r)
+            .await
+            .map(|r| r.into_inner().touched)
+    }
+
+    pub async fn invalidate(&self, key: &[u8]) -> bool {
+        let r = self.wrap(InvalidateRequest { key: key.to_vec() });
+        self.client
+            .clone()
+            .invalidate(r)
+            .await
+            .expect("invalidate")
+            .into_inner()
+            .invalidated
+    }
+
+    /// A batched read, with whether the server flagged it degraded.
+    pub async fn get_many(&self, keys: &[Vec<u8>]) -> (Vec<GetManyResult>, bool) {
+        self.get_many_with(keys, None).await
+    }
+
+    /// A batched read with explicit cold-miss protection.
+    pub async fn get_many_with(
+        &self,
+        keys: &[Vec<u8>],
+        lease_on_miss: Option<bool>,
+    ) -> (Vec<GetManyResult>, bool) {
+        let r = self.wrap(GetManyRequest {
+            keys: keys.to_vec(),
+            lease_on_miss,
+        });
+        let response = self.client.clone().get_many(r).await.expect("get_many");
+        let degraded = response.metadata().get(DEGRADED_HEADER).is_some();
+        (response.into_inner().results, degraded)
+    }
+
+    pub async fn set_many(&self, items: Vec<SetManyItem>) -> Vec<SetManyResult> {
+        let r = self.wrap(SetManyRequest { items });
+        self.client
+            .clone()
+            .set_many(r)
+            .await
+            .expect("set_many")
+            .into_inner()
+            .results
+    }
+
+    pub async fn delete_many(&self, keys: &[Vec<u8>]) -> Vec<DeleteManyResult> {
+        let r = self.wrap(DeleteManyRequest {
+            keys: keys.to_vec(),
+        });
+        self.client
+            .clone()
+            .delete_many(r)
+            .await
+            .expect("delete_many")
+            .into_inner()
+            .results
+    }
+}
+
+/// A batch item with default ttl and grace.
+pub fn item(key: &[u8], value: &[u8]) -> SetManyItem {
+    SetManyItem {
+        key: key.to_vec(),
+        value: value.to_vec(),
+        ..Default::default()
+    }
+}

@@ -21,7 +21,9 @@ pub use node::{Conn, ConnManager, Node};
 
 use super::{Store, StoreError};
 use crate::config::MemcachedConfig;
-use crate::core::item::{Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus};
+use crate::core::item::{
+    Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus,
+};
 use crate::core::key::{StoreKey, WireForm};
 use crate::core::ttl::memcached_exptime;
 
@@ -91,8 +93,14 @@ fn get_flags(opts: GetOpts, b64: bool) -> Vec<String> {
         flags.push("v".to_owned());
     }
     flags.extend(opts.recache_below.map(|n| format!("R{n}")));
-    flags.extend(opts.vivify_for.map(|n| format!("N{}", memcached_exptime(n, now_unix()))));
-    flags.extend(opts.touch.map(|n| format!("T{}", memcached_exptime(n, now_unix()))));
+    flags.extend(
+        opts.vivify_for
+            .map(|n| format!("N{}", memcached_exptime(n, now_unix()))),
+    );
+    flags.extend(
+        opts.touch
+            .map(|n| format!("T{}", memcached_exptime(n, now_unix()))),
+    );
     if b64 {
         flags.push("b".to_owned());
     }
@@ -164,7 +172,9 @@ impl Store for MemcachedStore {
         let flags = get_flags(opts, b64);
         self.node_for(key)
             .run(|mut client| async move {
-                let found = client.meta_get(&token, false, None, Some(&as_strs(&flags))).await?;
+                let found = client
+                    .meta_get(&token, false, None, Some(&as_strs(&flags)))
+                    .await?;
                 Ok(found.map(view))
             })
             .await
@@ -176,7 +186,10 @@ impl Store for MemcachedStore {
         let value = write.value.clone();
         self.node_for(key)
             .run(|mut client| async move {
-                match client.meta_set(&token, &value[..], false, None, Some(&as_strs(&flags))).await {
+                match client
+                    .meta_set(&token, &value[..], false, None, Some(&as_strs(&flags)))
+                    .await
+                {
                     Ok(_) => Ok(WriteStatus::Stored),
                     Err(McError::Protocol(status)) => match write_status(Some(&status)) {
                         Some(st) => Ok(st),
@@ -204,13 +217,19 @@ impl Store for MemcachedStore {
 
     async fn invalidate(&self, key: &StoreKey, stale_ttl: u64) -> Result<bool, StoreError> {
         let (token, b64) = key_token(key);
-        let mut flags = vec!["I".to_owned(), format!("T{}", memcached_exptime(stale_ttl, now_unix()))];
+        let mut flags = vec![
+            "I".to_owned(),
+            format!("T{}", memcached_exptime(stale_ttl, now_unix())),
+        ];
         if b64 {
             flags.push("b".to_owned());
         }
         self.node_for(key)
             .run(|mut client| async move {
-                match client.meta_delete(&token, false, None, Some(&as_strs(&flags))).await {
+                match client
+                    .meta_delete(&token, false, None, Some(&as_strs(&flags)))
+                    .await
+                {
                     Ok(_) => Ok(true),
                     Err(McError::Protocol(Status::NotFound)) => Ok(false),
                     Err(e) => Err(e),
@@ -241,9 +260,13 @@ impl Store for MemcachedStore {
                 let flags = as_strs(&flags);
                 let magnitude = Some(delta.unsigned_abs());
                 let result = if delta >= 0 {
-                    client.meta_increment(&token, false, None, magnitude, Some(&flags)).await
+                    client
+                        .meta_increment(&token, false, None, magnitude, Some(&flags))
+                        .await
                 } else {
-                    client.meta_decrement(&token, false, None, magnitude, Some(&flags)).await
+                    client
+                        .meta_decrement(&token, false, None, magnitude, Some(&flags))
+                        .await
                 };
                 match result {
                     Ok(value) => Ok(Some(value.and_then(|v| v.data))),
@@ -276,22 +299,28 @@ impl Store for MemcachedStore {
         keys: &[StoreKey],
         opts: GetOpts,
     ) -> Vec<Result<Option<ItemView>, StoreError>> {
-        let groups = Self::group(keys.iter().enumerate().map(|(i, k)| {
-            (i, (self.node_index(k), k.wire_form() == WireForm::Base64))
-        }));
-        let batches = groups.into_iter().map(|((node, b64), positions)| async move {
-            let mut tokens: Vec<String> = positions.iter().map(|&i| keys[i].wire_token()).collect();
-            tokens.sort_unstable();
-            tokens.dedup();
-            let flags = get_flags(opts, b64);
-            let found = self.nodes[node]
-                .run(|mut client| async move {
-                    client.meta_get_multi(&tokens, Some(&as_strs(&flags))).await
-                })
-                .await;
-            (positions, found)
-        });
-        let mut out: Vec<Result<Option<ItemView>, StoreError>> = keys.iter().map(|_| Ok(None)).collect();
+        let groups = Self::group(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (i, (self.node_index(k), k.wire_form() == WireForm::Base64))),
+        );
+        let batches = groups
+            .into_iter()
+            .map(|((node, b64), positions)| async move {
+                let mut tokens: Vec<String> =
+                    positions.iter().map(|&i| keys[i].wire_token()).collect();
+                tokens.sort_unstable();
+                tokens.dedup();
+                let flags = get_flags(opts, b64);
+                let found = self.nodes[node]
+                    .run(|mut client| async move {
+                        client.meta_get_multi(&tokens, Some(&as_strs(&flags))).await
+                    })
+                    .await;
+                (positions, found)
+            });
+        let mut out: Vec<Result<Option<ItemView>, StoreError>> =
+            keys.iter().map(|_| Ok(None)).collect();
         for (positions, found) in join_all(batches).await {
             match found {
                 Ok(values) => {
@@ -321,47 +350,58 @@ impl Store for MemcachedStore {
             let b64 = k.wire_form() == WireForm::Base64;
             let batchable = w.cas.is_none();
             let shared = batchable.then(|| set_flags(w, b64));
-            (i, (self.node_index(k), shared, if batchable { 0 } else { i }))
+            (
+                i,
+                (self.node_index(k), shared, if batchable { 0 } else { i }),
+            )
         }));
-        let batches = groups.into_iter().map(|((node, shared, _), positions)| async move {
-            let Some(flags) = shared else {
-                let (k, w) = &items[positions[0]];
-                return vec![(positions[0], self.set(k, w).await)];
-            };
-            let tokens: Vec<String> = positions.iter().map(|&i| items[i].0.wire_token()).collect();
-            let pairs: Vec<(&str, &[u8])> = positions
-                .iter()
-                .zip(&tokens)
-                .map(|(&i, t)| (t.as_str(), &items[i].1.value[..]))
-                .collect();
-            let refused = self.nodes[node]
-                .run(|mut client| async move {
-                    client.meta_set_multi(&pairs, Some(&as_strs(&flags))).await
-                })
-                .await;
-            match refused {
-                Ok(refused) => {
-                    let by_key: HashMap<Vec<u8>, Option<Status>> = refused
-                        .into_iter()
-                        .filter_map(|v| v.key.map(|k| (k, v.status)))
-                        .collect();
-                    positions
-                        .iter()
-                        .zip(&tokens)
-                        .map(|(&i, t)| {
-                            let status = by_key.get(t.as_bytes()).cloned().flatten();
-                            let st = write_status(status.as_ref()).ok_or_else(|| StoreError::Protocol {
-                                node: self.nodes[node].addr().to_owned(),
-                                reason: format!("unexpected answer to a pipelined set: {status:?}"),
-                            });
-                            (i, st)
-                        })
-                        .collect()
+        let batches = groups
+            .into_iter()
+            .map(|((node, shared, _), positions)| async move {
+                let Some(flags) = shared else {
+                    let (k, w) = &items[positions[0]];
+                    return vec![(positions[0], self.set(k, w).await)];
+                };
+                let tokens: Vec<String> =
+                    positions.iter().map(|&i| items[i].0.wire_token()).collect();
+                let pairs: Vec<(&str, &[u8])> = positions
+                    .iter()
+                    .zip(&tokens)
+                    .map(|(&i, t)| (t.as_str(), &items[i].1.value[..]))
+                    .collect();
+                let refused = self.nodes[node]
+                    .run(|mut client| async move {
+                        client.meta_set_multi(&pairs, Some(&as_strs(&flags))).await
+                    })
+                    .await;
+                match refused {
+                    Ok(refused) => {
+                        let by_key: HashMap<Vec<u8>, Option<Status>> = refused
+                            .into_iter()
+                            .filter_map(|v| v.key.map(|k| (k, v.status)))
+                            .collect();
+                        positions
+                            .iter()
+                            .zip(&tokens)
+                            .map(|(&i, t)| {
+                                let status = by_key.get(t.as_bytes()).cloned().flatten();
+                                let st = write_status(status.as_ref()).ok_or_else(|| {
+                                    StoreError::Protocol {
+                                        node: self.nodes[node].addr().to_owned(),
+                                        reason: format!(
+                                            "unexpected answer to a pipelined set: {status:?}"
+                                        ),
+                                    }
+                                });
+                                (i, st)
+                            })
+                            .collect()
+                    }
+                    Err(e) => positions.iter().map(|&i| (i, Err(e.clone()))).collect(),
                 }
-                Err(e) => positions.iter().map(|&i| (i, Err(e.clone()))).collect(),
-            }
-        });
-        let mut out: Vec<Result<WriteStatus, StoreError>> = items.iter().map(|_| Ok(WriteStatus::Stored)).collect();
+            });
+        let mut out: Vec<Result<WriteStatus, StoreError>> =
+            items.iter().map(|_| Ok(WriteStatus::Stored)).collect();
         for (i, result) in join_all(batches).await.into_iter().flatten() {
             out[i] = result;
         }
