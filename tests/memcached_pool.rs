@@ -237,7 +237,9 @@ async fn a_fresh_hit_costs_one_round_trip() {
     let server = TestServer::start(config(&[&mc])).await;
     let c = Calls::new(server.client().await);
     c.set(b"hot", b"v").await;
-    let gets = |s: &std::collections::HashMap<String, String>| -> u64 { s["cmd_get"].parse().expect("number") };
+    let gets = |s: &std::collections::HashMap<String, String>| -> u64 {
+        s["cmd_get"].parse().expect("number")
+    };
     let before = gets(&mc.stats());
     for _ in 0..100 {
         assert_hit(&c.get(b"hot").await, b"v");

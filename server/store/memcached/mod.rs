@@ -407,4 +407,56 @@ impl Store for MemcachedStore {
         }
         out
     }
+
+    async fn delete_many(&self, keys: &[StoreKey]) -> Vec<Result<bool, StoreError>> {
+        // memcached has no pipelined form of `md` in async-memcached's API, so a batch of
+        // deletes is a pipeline of `ms <key> 0 MR T-1`: replace (only if the key exists) with an
+        // already-expired empty item. memcached answers `HD` (suppressed in quiet mode) where a
+        // key existed and `NS` where it did not, exactly what `md` reports; the replaced item
+        // can no longer be read, added over as absent, or matched by a CAS.
+        let groups = Self::group(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (i, (self.node_index(k), k.wire_form() == WireForm::Base64))),
+        );
+        let batches = groups
+            .into_iter()
+            .map(|((node, b64), positions)| async move {
+                let mut tokens: Vec<String> =
+                    positions.iter().map(|&i| keys[i].wire_token()).collect();
+                tokens.sort_unstable();
+                tokens.dedup();
+                let pairs: Vec<(&str, &[u8])> =
+                    tokens.iter().map(|t| (t.as_str(), &b""[..])).collect();
+                let mut flags = vec!["MR", "T-1"];
+                if b64 {
+                    flags.push("b");
+                }
+                let refused =
+                    self.nodes[node]
+                        .run(|mut client| async move {
+                            client.meta_set_multi(&pairs, Some(&flags)).await
+                        })
+                        .await;
+                (positions, refused)
+            });
+        let mut out: Vec<Result<bool, StoreError>> = keys.iter().map(|_| Ok(false)).collect();
+        for (positions, refused) in join_all(batches).await {
+            match refused {
+                Ok(refused) => {
+                    let absent: std::collections::HashSet<Vec<u8>> =
+                        refused.into_iter().filter_map(|v| v.key).collect();
+                    for i in positions {
+                        out[i] = Ok(!absent.contains(keys[i].wire_token().as_bytes()));
+                    }
+                }
+                Err(e) => {
+                    for i in positions {
+                        out[i] = Err(e.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
 }
