@@ -248,7 +248,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary with `MINTCACHE_*` variables (the listen address is chosen here).
     pub fn start(env: &[(&str, String)]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), env)
+    }
+
+    /// Starts the binary listening on `port` (e.g. to restart a server on its old address).
+    pub fn start_on(port: u16, env: &[(&str, String)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mintcache-server"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -270,6 +274,14 @@ impl ServerProcess {
     /// A gRPC client connected to this process.
     pub async fn client(&self) -> CacheClient<Channel> {
         connect(self.addr).await
+    }
+}
+
+impl ServerProcess {
+    /// Kills the process and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
