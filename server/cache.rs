@@ -6,6 +6,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use futures_util::future::join_all;
 
+use crate::core::auth::{self, DebugMode, Effect, OpKind};
 use crate::core::envelope;
 use crate::core::item::{
     Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus,
@@ -55,9 +56,32 @@ pub enum CacheError {
     /// `Increment` on a value that is not a counter.
     #[error("the key holds a value that is not a counter")]
     NotACounter,
+    /// `Increment` while the cache is off for the call.
+    #[error("the cache is off for this call (x-cache-debug: off): Increment cannot answer")]
+    CacheOff,
     /// The backend failed a write (or a read, when reads fail closed).
     #[error("cache backend unavailable")]
     Unavailable(#[source] StoreError),
+}
+
+/// The context of one call: its key space and debug mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// Namespace and version.
+    pub space: KeySpace,
+    /// The per-call debug mode (admin callers only; checked before).
+    pub debug: Option<DebugMode>,
+}
+
+impl Call {
+    /// A call in `space` without debug mode.
+    pub fn new(space: KeySpace) -> Self {
+        Self { space, debug: None }
+    }
+
+    fn effect(&self, op: OpKind) -> Effect {
+        auth::effect(self.debug, op)
+    }
 }
 
 /// The answer to a read.
@@ -67,6 +91,19 @@ pub struct Read {
     pub lookup: Lookup,
     /// The backend failed and the read was answered as a miss (fail open).
     pub degraded: bool,
+}
+
+impl Read {
+    /// The answer to a read under a debug mode: nothing cached, no lease.
+    fn debug_miss() -> Self {
+        Self {
+            lookup: Lookup {
+                lease: None,
+                ..Lookup::miss()
+            },
+            degraded: false,
+        }
+    }
 }
 
 /// A store request, as the API gives it (0 = defaults).
@@ -164,11 +201,14 @@ impl<S: Store> MintCache<S> {
     /// Reads a key, running the mint protocol.
     pub async fn get(
         &self,
-        space: &KeySpace,
+        call: &Call,
         key: &[u8],
         lease_on_miss: Option<bool>,
     ) -> Result<Read, CacheError> {
-        let key = self.key(space, key)?;
+        let key = self.key(&call.space, key)?;
+        if call.effect(OpKind::Read) == Effect::Miss {
+            return Ok(Read::debug_miss());
+        }
         let (opts, protect) = self.read_opts(lease_on_miss);
         let first = self.store.get(&key, opts).await;
         self.finish_read(&key, first, opts, protect).await
@@ -212,7 +252,7 @@ impl<S: Store> MintCache<S> {
     /// Reads many keys; one answer per key, in order. A bad key fails only itself.
     pub async fn get_many(
         &self,
-        space: &KeySpace,
+        call: &Call,
         keys: &[Bytes],
         lease_on_miss: Option<bool>,
     ) -> Vec<Result<Read, CacheError>> {
@@ -220,13 +260,22 @@ impl<S: Store> MintCache<S> {
         let mut out: Vec<Option<Result<Read, CacheError>>> = Vec::with_capacity(keys.len());
         let mut valid = Vec::new();
         for key in keys {
-            match self.key(space, key) {
+            match self.key(&call.space, key) {
                 Ok(k) => {
                     valid.push((out.len(), k));
                     out.push(None);
                 }
                 Err(e) => out.push(Some(Err(e))),
             }
+        }
+        if call.effect(OpKind::Read) == Effect::Miss {
+            for (pos, _) in &valid {
+                out[*pos] = Some(Ok(Read::debug_miss()));
+            }
+            return out
+                .into_iter()
+                .map(|r| r.unwrap_or(Err(CacheError::EmptyKey)))
+                .collect();
         }
         let store_keys: Vec<StoreKey> = valid.iter().map(|(_, k)| k.clone()).collect();
         let firsts = self.store.get_many(&store_keys, opts).await;
@@ -302,23 +351,26 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Stores a value; `false` when a lease token was outdated.
-    pub async fn set(&self, space: &KeySpace, args: &SetArgs) -> Result<bool, CacheError> {
-        self.store_with(space, args, WriteMode::Set).await
+    pub async fn set(&self, call: &Call, args: &SetArgs) -> Result<bool, CacheError> {
+        self.store_with(call, args, WriteMode::Set).await
     }
 
     /// Stores a value only if the key holds none; whether it stored.
-    pub async fn add(&self, space: &KeySpace, args: &SetArgs) -> Result<bool, CacheError> {
-        self.store_with(space, args, WriteMode::Add).await
+    pub async fn add(&self, call: &Call, args: &SetArgs) -> Result<bool, CacheError> {
+        self.store_with(call, args, WriteMode::Add).await
     }
 
     async fn store_with(
         &self,
-        space: &KeySpace,
+        call: &Call,
         args: &SetArgs,
         mode: WriteMode,
     ) -> Result<bool, CacheError> {
-        let key = self.key(space, &args.key)?;
+        let key = self.key(&call.space, &args.key)?;
         let write = self.write(args, mode)?;
+        if call.effect(OpKind::Write) == Effect::Skip {
+            return Ok(false);
+        }
         let status = self
             .store
             .set(&key, &write)
@@ -328,16 +380,12 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Stores many values; one answer per item, in order. A bad item fails only itself.
-    pub async fn set_many(
-        &self,
-        space: &KeySpace,
-        items: &[SetArgs],
-    ) -> Vec<Result<bool, CacheError>> {
+    pub async fn set_many(&self, call: &Call, items: &[SetArgs]) -> Vec<Result<bool, CacheError>> {
         let mut out: Vec<Option<Result<bool, CacheError>>> = Vec::with_capacity(items.len());
         let mut valid = Vec::new();
         for args in items {
             let prepared = self
-                .key(space, &args.key)
+                .key(&call.space, &args.key)
                 .and_then(|k| Ok((k, self.write(args, WriteMode::Set)?)));
             match prepared {
                 Ok(pair) => {
@@ -346,6 +394,9 @@ impl<S: Store> MintCache<S> {
                 }
                 Err(e) => out.push(Some(Err(e))),
             }
+        }
+        if call.effect(OpKind::Write) == Effect::Skip {
+            valid.clear();
         }
         let writes: Vec<(StoreKey, Write)> = valid.iter().map(|(_, pair)| pair.clone()).collect();
         let results = self.store.set_many(&writes).await;
@@ -356,14 +407,15 @@ impl<S: Store> MintCache<S> {
                     .map_err(CacheError::Unavailable),
             );
         }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Err(CacheError::EmptyKey)))
-            .collect()
+        out.into_iter().map(|r| r.unwrap_or(Ok(false))).collect()
     }
 
     /// Removes a key; whether it held a value.
-    pub async fn delete(&self, space: &KeySpace, key: &[u8]) -> Result<bool, CacheError> {
-        let key = self.key(space, key)?;
+    pub async fn delete(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
+        let key = self.key(&call.space, key)?;
+        if call.effect(OpKind::Write) == Effect::Skip {
+            return Ok(false);
+        }
         self.store
             .delete(&key)
             .await
@@ -371,15 +423,11 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Removes many keys; one answer per key, in order. A bad key fails only itself.
-    pub async fn delete_many(
-        &self,
-        space: &KeySpace,
-        keys: &[Bytes],
-    ) -> Vec<Result<bool, CacheError>> {
+    pub async fn delete_many(&self, call: &Call, keys: &[Bytes]) -> Vec<Result<bool, CacheError>> {
         let mut out: Vec<Option<Result<bool, CacheError>>> = Vec::with_capacity(keys.len());
         let mut valid = Vec::new();
         for key in keys {
-            match self.key(space, key) {
+            match self.key(&call.space, key) {
                 Ok(k) => {
                     valid.push((out.len(), k));
                     out.push(None);
@@ -387,14 +435,15 @@ impl<S: Store> MintCache<S> {
                 Err(e) => out.push(Some(Err(e))),
             }
         }
+        if call.effect(OpKind::Write) == Effect::Skip {
+            valid.clear();
+        }
         let store_keys: Vec<StoreKey> = valid.iter().map(|(_, k)| k.clone()).collect();
         let results = self.store.delete_many(&store_keys).await;
         for ((pos, _), result) in valid.iter().zip(results) {
             out[*pos] = Some(result.map_err(CacheError::Unavailable));
         }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Err(CacheError::EmptyKey)))
-            .collect()
+        out.into_iter().map(|r| r.unwrap_or(Ok(false))).collect()
     }
 
     /// A look at an item's flags, ttl and election state, without its value.
@@ -411,8 +460,11 @@ impl<S: Store> MintCache<S> {
 
     /// Soft purge: marks a key stale for the rest of its grace period. The next reader gets
     /// `REFRESH`, the others `STALE`. Whether the key held a value.
-    pub async fn invalidate(&self, space: &KeySpace, key: &[u8]) -> Result<bool, CacheError> {
-        let key = self.key(space, key)?;
+    pub async fn invalidate(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
+        let key = self.key(&call.space, key)?;
+        if call.effect(OpKind::Write) == Effect::Skip {
+            return Ok(false);
+        }
         let Some(item) = self.peek(&key).await? else {
             return Ok(false);
         };
@@ -430,11 +482,11 @@ impl<S: Store> MintCache<S> {
     /// Gives an existing key a new fresh ttl (its grace is kept). Whether the key existed.
     pub async fn touch(
         &self,
-        space: &KeySpace,
+        call: &Call,
         key: &[u8],
         ttl_seconds: i64,
     ) -> Result<bool, CacheError> {
-        let key = self.key(space, key)?;
+        let key = self.key(&call.space, key)?;
         let ttl =
             ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl).map_err(|source| {
                 CacheError::Ttl {
@@ -468,13 +520,13 @@ impl<S: Store> MintCache<S> {
     /// Adds `delta` to a counter, creating it with `initial` when given. The new value.
     pub async fn increment(
         &self,
-        space: &KeySpace,
+        call: &Call,
         key: &[u8],
         delta: i64,
         initial: Option<u64>,
         ttl_seconds: i64,
     ) -> Result<u64, CacheError> {
-        let key = self.key(space, key)?;
+        let key = self.key(&call.space, key)?;
         let ttl =
             ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl).map_err(|source| {
                 CacheError::Ttl {
@@ -482,6 +534,9 @@ impl<S: Store> MintCache<S> {
                     source,
                 }
             })?;
+        if call.effect(OpKind::Counter) == Effect::Refuse {
+            return Err(CacheError::CacheOff);
+        }
         let create = initial.map(|initial| Create { initial, ttl });
         match self
             .store

@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::core::auth::{AuthPolicy, TokenDigests};
 use crate::core::envelope::MAX_GRACE_SECONDS;
 use crate::core::key::{KeySpace, validate_label};
 use crate::core::ttl::MAX_TTL_SECONDS;
@@ -80,6 +81,45 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Tokens, admin rights.
+    pub auth: AuthConfig,
+    /// TLS on the gRPC port.
+    pub tls: TlsConfig,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// SHA-256 digests (hex) of admin tokens: `echo -n TOKEN | sha256sum`. Admins may use
+    /// `x-cache-debug`. None configured: debug mode is refused to everyone.
+    #[serde(deserialize_with = "strings_from_list_or_string")]
+    pub admin_token_sha256: Vec<String>,
+    /// SHA-256 digests (hex) of client tokens.
+    #[serde(deserialize_with = "strings_from_list_or_string")]
+    pub client_token_sha256: Vec<String>,
+    /// Refuse `Cache` calls that present no token (or verified client certificate).
+    /// Health and reflection stay open.
+    pub require_token: bool,
+    /// Subjects of TLS client certificates with admin rights, as the server renders them
+    /// (e.g. `CN=ops-admin` or `CN=ops-admin, O=Example`). Needs `tls.client_ca`.
+    #[serde(deserialize_with = "strings_from_list_or_string")]
+    pub admin_subjects: Vec<String>,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the server. With `key`, turns TLS on.
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of the server.
+    pub key: Option<std::path::PathBuf>,
+    /// PEM CA bundle that client certificates must chain to (mutual TLS).
+    pub client_ca: Option<std::path::PathBuf>,
+    /// With `client_ca`: accept clients without a certificate too (they are then ordinary,
+    /// token-authenticated callers). Default: a certificate is required.
+    pub client_cert_optional: bool,
 }
 
 /// `[server]`
@@ -229,6 +269,43 @@ pub enum LogFormat {
     Json,
 }
 
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        match (&self.cert, &self.key) {
+            (Some(_), None) => {
+                return invalid("tls.key", "tls.cert is set, tls.key is missing".into());
+            }
+            (None, Some(_)) => {
+                return invalid("tls.cert", "tls.key is set, tls.cert is missing".into());
+            }
+            _ => {}
+        }
+        if self.client_ca.is_some() && self.cert.is_none() {
+            return invalid("tls.client_ca", "needs tls.cert and tls.key".into());
+        }
+        for (key, path) in [
+            ("tls.cert", &self.cert),
+            ("tls.key", &self.key),
+            ("tls.client_ca", &self.client_ca),
+        ] {
+            if let Some(path) = path {
+                match std::fs::read_to_string(path) {
+                    Ok(pem) if pem.contains("-----BEGIN ") => {}
+                    Ok(_) => return invalid(key, format!("{} is not a PEM file", path.display())),
+                    Err(e) => return invalid(key, format!("cannot read {}: {e}", path.display())),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One memcached server: `host:port` with an optional `:weight` (default 1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerSpec {
@@ -286,24 +363,29 @@ impl<'de> Deserialize<'de> for ServerSpec {
     }
 }
 
-fn servers_from_list_or_string<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<ServerSpec>, D::Error> {
+/// A list of strings from a TOML list, or from one comma-separated string (environment).
+fn strings_from_list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrString {
         List(Vec<String>),
         One(String),
     }
-    let items = match ListOrString::deserialize(d)? {
+    Ok(match ListOrString::deserialize(d)? {
         ListOrString::List(items) => items,
         ListOrString::One(s) => s
             .split(',')
-            .filter(|p| !p.trim().is_empty())
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
             .map(str::to_owned)
             .collect(),
-    };
-    items
+    })
+}
+
+fn servers_from_list_or_string<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<ServerSpec>, D::Error> {
+    strings_from_list_or_string(d)?
         .iter()
         .map(|s| s.parse().map_err(serde::de::Error::custom))
         .collect()
@@ -395,7 +477,30 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", e.to_string());
         }
+        if let Err(e) = TokenDigests::from_hex(&self.auth.admin_token_sha256) {
+            return invalid("auth.admin_token_sha256", e.to_string());
+        }
+        if let Err(e) = TokenDigests::from_hex(&self.auth.client_token_sha256) {
+            return invalid("auth.client_token_sha256", e.to_string());
+        }
+        if !self.auth.admin_subjects.is_empty() && self.tls.client_ca.is_none() {
+            return invalid(
+                "auth.admin_subjects",
+                "needs tls.client_ca (admin rights by client certificate need mutual TLS)".into(),
+            );
+        }
+        self.tls.validate()?;
         Ok(())
+    }
+
+    /// The authorization rules of this configuration (validated).
+    pub fn auth_policy(&self) -> AuthPolicy {
+        AuthPolicy {
+            admins: TokenDigests::from_hex(&self.auth.admin_token_sha256).unwrap_or_default(),
+            clients: TokenDigests::from_hex(&self.auth.client_token_sha256).unwrap_or_default(),
+            require_token: self.auth.require_token,
+            admin_subjects: self.auth.admin_subjects.clone(),
+        }
     }
 
     /// The key space used when a call names none.
@@ -505,6 +610,32 @@ mod tests {
             ),
             ("[server]\nlisten = \"not an address\"\n", &[], "listen"),
             ("[log]\nformat = \"xml\"\n", &[], "format"),
+            (
+                "[auth]\nadmin_token_sha256 = [\"abc\"]\n",
+                &[],
+                "auth.admin_token_sha256",
+            ),
+            (
+                "",
+                &[("MINTCACHE_AUTH__CLIENT_TOKEN_SHA256", "nothex")],
+                "auth.client_token_sha256",
+            ),
+            (
+                "[auth]\nadmin_subjects = [\"CN=x\"]\n",
+                &[],
+                "auth.admin_subjects",
+            ),
+            (
+                "[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.pem\"\n",
+                &[],
+                "tls.cert",
+            ),
+            ("[tls]\ncert = \"/nonexistent.pem\"\n", &[], "tls.key"),
+            (
+                "[tls]\nclient_ca = \"/nonexistent.pem\"\n",
+                &[],
+                "tls.client_ca",
+            ),
         ];
         for (toml, env, key) in cases {
             let err = load_in_jail(toml, env).expect_err(toml);

@@ -33,8 +33,11 @@ use crate::cache::{MintCache, Settings};
 use crate::config::Config;
 use crate::grpc::CacheService;
 use crate::grpc::proto::cache_server::CacheServer;
+use crate::layers::auth::AuthLayer;
 use crate::layers::call_meta::CallMetaInterceptor;
 use crate::store::{EmbeddedStore, MemcachedStore, Store};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,19 @@ pub enum RunError {
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A TLS file could not be read.
+    #[error("{key}: cannot read {path}: {source}")]
+    TlsFile {
+        /// The configuration key.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Serves `config` on `listener` until `shutdown` resolves. `config` must be validated
@@ -81,26 +97,61 @@ async fn serve<S: Store>(
     let cache = Arc::new(MintCache::new(store, Settings::from_config(&config)));
     // Room for the largest accepted value and key plus protobuf framing.
     let max_message = config.limits.max_value_bytes + config.limits.max_key_bytes + 64 * 1024;
-    let service = CacheServer::new(CacheService::new(cache))
+    let cache_service = CacheServer::new(CacheService::new(cache))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-    let service = tonic_interceptor(
-        service,
+    let cache_service = InterceptedService::new(
+        cache_service,
         CallMetaInterceptor::new(config.default_key_space()),
     );
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving mintcache.v1.Cache");
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CacheServer<CacheService<S>>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls_config(&config)? {
+        builder = builder.tls_config(tls)?;
     }
-    tonic::transport::Server::builder()
-        .add_service(service)
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, tls = config.tls.enabled(), "serving mintcache.v1.Cache");
+    }
+    builder
+        // Authentication and admin-only debug modes, for Cache calls only: health and
+        // reflection stay open.
+        .layer(AuthLayer::new(config.auth_policy()))
+        .add_service(cache_service)
+        .add_service(health_service)
+        .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
 }
 
-fn tonic_interceptor<S>(
-    service: S,
-    interceptor: CallMetaInterceptor,
-) -> tonic::service::interceptor::InterceptedService<S, CallMetaInterceptor> {
-    tonic::service::interceptor::InterceptedService::new(service, interceptor)
+/// The TLS settings of the gRPC port, if TLS is on.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, RunError> {
+    let tls = &config.tls;
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Ok(None);
+    };
+    let read = |key: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| RunError::TlsFile {
+            key,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut server = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("tls.cert", cert)?,
+        read("tls.key", key)?,
+    ));
+    if let Some(ca) = &tls.client_ca {
+        server = server
+            .client_ca_root(Certificate::from_pem(read("tls.client_ca", ca)?))
+            .client_auth_optional(tls.client_cert_optional);
+    }
+    Ok(Some(server))
 }

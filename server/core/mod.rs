@@ -6,8 +6,10 @@
 //! - [`item`]: memcached's meta-protocol item semantics (used as-is by the embedded store);
 //! - [`mint`]: how a read of an item becomes a `HIT`, `STALE`, `REFRESH`, `MISS` or `PENDING`;
 //! - [`lease`]: the opaque lease tokens handed to refreshers;
-//! - [`meta`]: per-call gRPC metadata parsing.
+//! - [`meta`]: per-call gRPC metadata parsing;
+//! - [`auth`]: bearer tokens, admin rights and per-call debug modes.
 
+pub mod auth;
 pub mod envelope;
 pub mod item;
 pub mod key;

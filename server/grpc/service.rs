@@ -1,5 +1,5 @@
 //! The tonic service for `mintcache.v1.Cache`: unwraps requests, calls [`MintCache`], wraps
-//! answers. Call metadata (the key space) was parsed by [`crate::layers::call_meta`].
+//! answers. The call context (key space, debug mode) was set by [`crate::layers`].
 
 use std::sync::Arc;
 
@@ -9,7 +9,8 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::proto::{self, cache_server};
 use super::status::missing_call_meta;
-use crate::cache::{MintCache, SetArgs};
+use crate::cache::{Call, MintCache, SetArgs};
+use crate::core::auth::Grant;
 use crate::core::key::KeySpace;
 use crate::core::meta::DEGRADED_HEADER;
 use crate::store::Store;
@@ -26,13 +27,22 @@ impl<S> CacheService<S> {
     }
 }
 
-/// The key space the call metadata layer attached to the request.
-fn key_space<T>(request: &Request<T>) -> Result<KeySpace, Status> {
-    request
+/// The call context the layers attached to the request: the key space (call metadata
+/// interceptor) and the debug mode (auth layer).
+fn call_of<T>(request: &Request<T>) -> Result<Call, Status> {
+    let space = request
         .extensions()
         .get::<KeySpace>()
         .cloned()
-        .ok_or_else(missing_call_meta)
+        .ok_or_else(missing_call_meta)?;
+    let grant = request
+        .extensions()
+        .get::<Grant>()
+        .ok_or_else(missing_call_meta)?;
+    Ok(Call {
+        space,
+        debug: grant.debug,
+    })
 }
 
 #[tonic::async_trait]
@@ -41,9 +51,9 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let req = request.into_inner();
-        let read = self.cache.get(&space, &req.key, req.lease_on_miss).await?;
+        let read = self.cache.get(&call, &req.key, req.lease_on_miss).await?;
         let mut response = Response::new(proto::GetResponse::from(read.lookup));
         if read.degraded {
             response
@@ -57,10 +67,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::SetRequest>,
     ) -> Result<Response<proto::SetResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let stored = self
             .cache
-            .set(&space, &SetArgs::from(request.into_inner()))
+            .set(&call, &SetArgs::from(request.into_inner()))
             .await?;
         Ok(Response::new(proto::SetResponse { stored }))
     }
@@ -69,8 +79,8 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
-        let space = key_space(&request)?;
-        let deleted = self.cache.delete(&space, &request.into_inner().key).await?;
+        let call = call_of(&request)?;
+        let deleted = self.cache.delete(&call, &request.into_inner().key).await?;
         Ok(Response::new(proto::DeleteResponse { deleted }))
     }
 
@@ -78,10 +88,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::AddRequest>,
     ) -> Result<Response<proto::AddResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let stored = self
             .cache
-            .add(&space, &SetArgs::from(request.into_inner()))
+            .add(&call, &SetArgs::from(request.into_inner()))
             .await?;
         Ok(Response::new(proto::AddResponse { stored }))
     }
@@ -90,9 +100,9 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::TouchRequest>,
     ) -> Result<Response<proto::TouchResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let req = request.into_inner();
-        let touched = self.cache.touch(&space, &req.key, req.ttl_seconds).await?;
+        let touched = self.cache.touch(&call, &req.key, req.ttl_seconds).await?;
         Ok(Response::new(proto::TouchResponse { touched }))
     }
 
@@ -100,10 +110,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::InvalidateRequest>,
     ) -> Result<Response<proto::InvalidateResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let invalidated = self
             .cache
-            .invalidate(&space, &request.into_inner().key)
+            .invalidate(&call, &request.into_inner().key)
             .await?;
         Ok(Response::new(proto::InvalidateResponse { invalidated }))
     }
@@ -112,12 +122,12 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::IncrementRequest>,
     ) -> Result<Response<proto::IncrementResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let req = request.into_inner();
         let value = self
             .cache
             .increment(
-                &space,
+                &call,
                 &req.key,
                 req.delta,
                 req.initial_value,
@@ -131,11 +141,11 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::GetManyRequest>,
     ) -> Result<Response<proto::GetManyResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let req = request.into_inner();
         let reads = self
             .cache
-            .get_many(&space, &req.keys, req.lease_on_miss)
+            .get_many(&call, &req.keys, req.lease_on_miss)
             .await;
         let degraded = reads.iter().any(|r| r.as_ref().is_ok_and(|r| r.degraded));
         let results = req
@@ -157,14 +167,14 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::SetManyRequest>,
     ) -> Result<Response<proto::SetManyResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let items: Vec<SetArgs> = request
             .into_inner()
             .items
             .into_iter()
             .map(SetArgs::from)
             .collect();
-        let stored = self.cache.set_many(&space, &items).await;
+        let stored = self.cache.set_many(&call, &items).await;
         let results = items
             .into_iter()
             .zip(stored)
@@ -177,9 +187,9 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::DeleteManyRequest>,
     ) -> Result<Response<proto::DeleteManyResponse>, Status> {
-        let space = key_space(&request)?;
+        let call = call_of(&request)?;
         let keys = request.into_inner().keys;
-        let deleted = self.cache.delete_many(&space, &keys).await;
+        let deleted = self.cache.delete_many(&call, &keys).await;
         let results = keys
             .into_iter()
             .zip(deleted)

@@ -16,7 +16,9 @@ impl From<CacheError> for Status {
             | CacheError::Ttl { .. }
             | CacheError::Lease(_) => Status::invalid_argument(e.to_string()),
             CacheError::NoCounter => Status::not_found(e.to_string()),
-            CacheError::NotACounter => Status::failed_precondition(e.to_string()),
+            CacheError::NotACounter | CacheError::CacheOff => {
+                Status::failed_precondition(e.to_string())
+            }
             CacheError::Unavailable(source) => {
                 tracing::warn!(error = %source, "backend unavailable");
                 Status::unavailable("cache backend unavailable")

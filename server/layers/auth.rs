@@ -1,0 +1,141 @@
+//! The auth layer: authenticates `mintcache.v1.Cache` calls, checks admin rights for
+//! `x-cache-debug`, attaches the resulting [`Grant`] to the request, and names the applied
+//! debug mode in the response (`x-cache-debug-applied`). The decisions are the pure
+//! [`AuthPolicy::authorize`]; this layer only gathers its inputs.
+//!
+//! It is a tower layer rather than an interceptor because it writes response metadata. Other
+//! services (health, reflection) pass through untouched. Tokens are never logged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::HeaderValue;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tower::{Layer, Service};
+
+use crate::core::auth::{
+    AUTHORIZATION_HEADER, AuthError, AuthPolicy, DEBUG_APPLIED_HEADER, DEBUG_HEADER, Grant,
+    Presented,
+};
+
+/// Path prefix of the calls this layer guards.
+const CACHE_PATH_PREFIX: &str = "/mintcache.v1.Cache/";
+
+/// Adds [`AuthService`] around a service.
+#[derive(Clone, Debug)]
+pub struct AuthLayer {
+    policy: Arc<AuthPolicy>,
+}
+
+impl AuthLayer {
+    /// Enforces `policy`.
+    pub fn new(policy: AuthPolicy) -> Self {
+        Self {
+            policy: Arc::new(policy),
+        }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct AuthService<S> {
+    inner: S,
+    policy: Arc<AuthPolicy>,
+}
+
+/// The subject of the verified TLS client certificate of the connection, if any.
+fn peer_subject<B>(request: &http::Request<B>) -> Option<String> {
+    let info = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.subject().to_string())
+}
+
+fn status_of(e: AuthError) -> tonic::Status {
+    match e {
+        AuthError::AuthorizationTooLong
+        | AuthError::MalformedAuthorization
+        | AuthError::UnknownToken
+        | AuthError::MissingToken => tonic::Status::unauthenticated(e.to_string()),
+        AuthError::DebugNotAllowed => tonic::Status::permission_denied(e.to_string()),
+        AuthError::BadDebugValue => tonic::Status::invalid_argument(e.to_string()),
+    }
+}
+
+impl<S, B, R> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone is the one that was not polled ready; keep the ready one for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !request.uri().path().starts_with(CACHE_PATH_PREFIX) {
+            return Box::pin(inner.call(request));
+        }
+        let headers = request.headers();
+        let authorization: Vec<&[u8]> = headers
+            .get_all(AUTHORIZATION_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let debug: Vec<&[u8]> = headers
+            .get_all(DEBUG_HEADER)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let subject = peer_subject(&request);
+        let decision = self.policy.authorize(&Presented {
+            authorization: &authorization,
+            debug: &debug,
+            peer_subject: subject.as_deref(),
+        });
+        let grant: Grant = match decision {
+            Ok(grant) => grant,
+            Err(e) => {
+                tracing::debug!(path = request.uri().path(), reason = %e, "call refused");
+                let response = status_of(e).into_http::<R>();
+                return Box::pin(async move { Ok(response) });
+            }
+        };
+        request.extensions_mut().insert(grant);
+        let future = inner.call(request);
+        Box::pin(async move {
+            let mut response = future.await?;
+            if let Some(mode) = grant.debug {
+                response.headers_mut().insert(
+                    DEBUG_APPLIED_HEADER,
+                    HeaderValue::from_static(mode.as_str()),
+                );
+            }
+            Ok(response)
+        })
+    }
+}
