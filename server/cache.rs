@@ -494,6 +494,9 @@ impl<S: Store> MintCache<S> {
                     source,
                 }
             })?;
+        if call.effect(OpKind::Write) == Effect::Skip {
+            return Ok(false);
+        }
         let Some(item) = self.peek(&key).await? else {
             return Ok(false);
         };
