@@ -29,17 +29,30 @@ impl Pki {
     fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "mintcache test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
-        Self { dir: tempfile::tempdir().expect("tempdir"), ca }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "mintcache test CA");
+        let ca =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            ca,
+        }
     }
 
     fn issue(&self, names: &[&str], common_name: &str) -> Pem {
-        let mut params = CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+                .expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.ca).expect("signed");
-        Pem { cert: cert.pem(), key: key.serialize_pem() }
+        Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
     }
 
     fn write(&self, name: &str, contents: &str) -> PathBuf {
@@ -67,8 +80,14 @@ impl Pki {
     }
 }
 
-async fn tls_client(server: &TestServer, ca: &str, identity: Option<&Pem>) -> Result<CacheClient<Channel>, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+async fn tls_client(
+    server: &TestServer,
+    ca: &str,
+    identity: Option<&Pem>,
+) -> Result<CacheClient<Channel>, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
     if let Some(id) = identity {
         tls = tls.identity(Identity::from_pem(&id.cert, &id.key));
     }
@@ -81,12 +100,16 @@ async fn tls_client(server: &TestServer, ca: &str, identity: Option<&Pem>) -> Re
 }
 
 fn get(key: &[u8]) -> GetRequest {
-    GetRequest { key: key.to_vec(), lease_on_miss: None }
+    GetRequest {
+        key: key.to_vec(),
+        lease_on_miss: None,
+    }
 }
 
 fn debug_off<T>(m: T) -> Request<T> {
     let mut r = Request::new(m);
-    r.metadata_mut().insert("x-cache-debug", "off".parse().expect("ascii"));
+    r.metadata_mut()
+        .insert("x-cache-debug", "off".parse().expect("ascii"));
     r
 }
 
@@ -95,16 +118,31 @@ async fn tls_serves_tls_clients_only() {
     let mc = Memcached::start();
     let pki = Pki::new();
     let server = TestServer::start(pki.server_config(&mc, None)).await;
-    let mut c = tls_client(&server, &pki.ca_pem(), None).await.expect("TLS connect");
-    let set = SetRequest { key: b"k".to_vec(), value: b"over tls".to_vec(), ..Default::default() };
+    let mut c = tls_client(&server, &pki.ca_pem(), None)
+        .await
+        .expect("TLS connect");
+    let set = SetRequest {
+        key: b"k".to_vec(),
+        value: b"over tls".to_vec(),
+        ..Default::default()
+    };
     assert!(c.set(set).await.expect("set").into_inner().stored);
     let r = c.get(get(b"k")).await.expect("get").into_inner();
-    assert_eq!((r.outcome(), r.value.as_slice()), (Outcome::Hit, &b"over tls"[..]));
+    assert_eq!(
+        (r.outcome(), r.value.as_slice()),
+        (Outcome::Hit, &b"over tls"[..])
+    );
 
     // A plaintext client gets nowhere.
-    let plain = Channel::from_shared(format!("http://{}", server.addr)).expect("uri").connect().await;
+    let plain = Channel::from_shared(format!("http://{}", server.addr))
+        .expect("uri")
+        .connect()
+        .await;
     if let Ok(channel) = plain {
-        let e = CacheClient::new(channel).get(get(b"k")).await.expect_err("plaintext refused");
+        let e = CacheClient::new(channel)
+            .get(get(b"k"))
+            .await
+            .expect_err("plaintext refused");
         assert_ne!(e.code(), Code::Ok);
     }
     // A client that does not trust the server's CA refuses it.
@@ -114,7 +152,10 @@ async fn tls_serves_tls_clients_only() {
         Err(_) => true,
         Ok(mut c) => c.get(get(b"k")).await.is_err(),
     };
-    assert!(refused, "a server certificate from an unknown CA is refused");
+    assert!(
+        refused,
+        "a server certificate from an unknown CA is refused"
+    );
 }
 
 #[tokio::test]
@@ -124,8 +165,13 @@ async fn mutual_tls_requires_a_client_certificate() {
     let server = TestServer::start(pki.server_config(&mc, Some(true))).await;
 
     let app = pki.issue(&[], "app-1");
-    let mut c = tls_client(&server, &pki.ca_pem(), Some(&app)).await.expect("mTLS connect");
-    assert_eq!(c.get(get(b"k")).await.expect("get").into_inner().outcome(), Outcome::Miss);
+    let mut c = tls_client(&server, &pki.ca_pem(), Some(&app))
+        .await
+        .expect("mTLS connect");
+    assert_eq!(
+        c.get(get(b"k")).await.expect("get").into_inner().outcome(),
+        Outcome::Miss
+    );
     // A certificate without an admin subject gives no debug rights.
     let e = c.get(debug_off(get(b"k"))).await.expect_err("not an admin");
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -136,7 +182,10 @@ async fn mutual_tls_requires_a_client_certificate() {
         Err(_) => true,
         Ok(mut c) => c.get(get(b"k")).await.is_err(),
     };
-    assert!(refused, "a client without a certificate is refused when mTLS is required");
+    assert!(
+        refused,
+        "a client without a certificate is refused when mTLS is required"
+    );
 
     // A certificate from another CA is refused too.
     let rogue_pki = Pki::new();
@@ -145,7 +194,10 @@ async fn mutual_tls_requires_a_client_certificate() {
         Err(_) => true,
         Ok(mut c) => c.get(get(b"k")).await.is_err(),
     };
-    assert!(refused, "a client certificate from an unknown CA is refused");
+    assert!(
+        refused,
+        "a client certificate from an unknown CA is refused"
+    );
 }
 
 #[tokio::test]
@@ -154,16 +206,30 @@ async fn admin_rights_by_certificate_subject() {
     let pki = Pki::new();
     let server = TestServer::start(pki.server_config(&mc, Some(true))).await;
     let admin = pki.issue(&[], "ops-admin");
-    let mut c = tls_client(&server, &pki.ca_pem(), Some(&admin)).await.expect("mTLS connect");
-    let set = SetRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+    let mut c = tls_client(&server, &pki.ca_pem(), Some(&admin))
+        .await
+        .expect("mTLS connect");
+    let set = SetRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
     assert!(c.set(set).await.expect("set").into_inner().stored);
-    let r = c.get(debug_off(get(b"k"))).await.expect("admin by subject may use debug");
+    let r = c
+        .get(debug_off(get(b"k")))
+        .await
+        .expect("admin by subject may use debug");
     assert_eq!(
-        r.metadata().get("x-cache-debug-applied").and_then(|v| v.to_str().ok()),
+        r.metadata()
+            .get("x-cache-debug-applied")
+            .and_then(|v| v.to_str().ok()),
         Some("off")
     );
     assert_eq!(r.into_inner().outcome(), Outcome::Miss);
-    assert_eq!(c.get(get(b"k")).await.expect("get").into_inner().outcome(), Outcome::Hit);
+    assert_eq!(
+        c.get(get(b"k")).await.expect("get").into_inner().outcome(),
+        Outcome::Hit
+    );
 }
 
 #[tokio::test]
@@ -171,8 +237,16 @@ async fn optional_client_certificates() {
     let mc = Memcached::start();
     let pki = Pki::new();
     let server = TestServer::start(pki.server_config(&mc, Some(false))).await;
-    let mut c = tls_client(&server, &pki.ca_pem(), None).await.expect("TLS without a client certificate");
-    assert_eq!(c.get(get(b"k")).await.expect("get").into_inner().outcome(), Outcome::Miss);
-    let e = c.get(debug_off(get(b"k"))).await.expect_err("anonymous is not an admin");
+    let mut c = tls_client(&server, &pki.ca_pem(), None)
+        .await
+        .expect("TLS without a client certificate");
+    assert_eq!(
+        c.get(get(b"k")).await.expect("get").into_inner().outcome(),
+        Outcome::Miss
+    );
+    let e = c
+        .get(debug_off(get(b"k")))
+        .await
+        .expect_err("anonymous is not an admin");
     assert_eq!(e.code(), Code::PermissionDenied);
 }
