@@ -85,6 +85,52 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS on the gRPC port.
     pub tls: TlsConfig,
+    /// The admin HTTP port: metrics, liveness and readiness.
+    pub admin: AdminConfig,
+    /// OpenTelemetry export.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector (e.g. `http://otel-collector:4317`).
+    /// Empty: no export (metrics are still served at `/metrics`).
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported telemetry.
+    pub service_name: String,
+    /// Fraction of traces sampled when the caller did not decide (parent-based), 0.0..=1.0.
+    pub sample_ratio: f64,
+    /// Seconds between metric exports over OTLP.
+    pub export_interval_seconds: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "mintcache".to_owned(),
+            sample_ratio: 1.0,
+            export_interval_seconds: 15,
+        }
+    }
 }
 
 /// `[auth]`
@@ -130,6 +176,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Seconds in-flight calls get to finish on shutdown.
     pub shutdown_grace_seconds: u64,
+    /// Calls served at once; calls beyond it are shed at once with `RESOURCE_EXHAUSTED`.
+    pub max_concurrent_calls: usize,
+    /// Largest gRPC message accepted or sent, in bytes. Must leave room for the largest value.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +187,8 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             shutdown_grace_seconds: 20,
+            max_concurrent_calls: 1024,
+            max_message_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -154,6 +206,24 @@ pub struct MemcachedConfig {
     pub timeout_ms: u64,
     /// Connections per memcached server.
     pub pool_size: usize,
+    /// Consecutive failures after which a server is ejected (0: never eject).
+    pub failure_limit: u32,
+    /// Milliseconds an ejected server is left alone before it is tried again.
+    pub retry_timeout_ms: u64,
+    /// Where the keys of an ejected server go: `fail` (reads miss, writes fail, as if the
+    /// server were down) or `remap` (onto the remaining servers, like twemproxy's
+    /// `auto_eject_hosts`).
+    pub ejected_keys: EjectedKeys,
+}
+
+/// What happens to the keys of an ejected memcached server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EjectedKeys {
+    /// Reads of its keys miss (fail open), writes fail: no other server sees them.
+    Fail,
+    /// Its keys are served by the remaining servers until it returns.
+    Remap,
 }
 
 impl Default for MemcachedConfig {
@@ -163,6 +233,9 @@ impl Default for MemcachedConfig {
             connect_timeout_ms: 1000,
             timeout_ms: 500,
             pool_size: 16,
+            failure_limit: 3,
+            retry_timeout_ms: 5000,
+            ejected_keys: EjectedKeys::Fail,
         }
     }
 }
@@ -490,6 +563,45 @@ impl Config {
             );
         }
         self.tls.validate()?;
+        if self.server.max_concurrent_calls == 0 {
+            return invalid("server.max_concurrent_calls", "must be at least 1".into());
+        }
+        let needed = self.limits.max_value_bytes + self.limits.max_key_bytes + 1024;
+        if self.server.max_message_bytes < needed {
+            return invalid(
+                "server.max_message_bytes",
+                format!(
+                    "must be at least {needed} (limits.max_value_bytes + limits.max_key_bytes + 1024)"
+                ),
+            );
+        }
+        if self.memcached.retry_timeout_ms == 0 {
+            return invalid("memcached.retry_timeout_ms", "must be at least 1".into());
+        }
+        if self.admin.listen == self.server.listen {
+            return invalid("admin.listen", "must differ from server.listen".into());
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            return invalid("telemetry.sample_ratio", "must be in 0.0..=1.0".into());
+        }
+        if self.telemetry.export_interval_seconds == 0 {
+            return invalid(
+                "telemetry.export_interval_seconds",
+                "must be at least 1".into(),
+            );
+        }
+        if !self.telemetry.otlp_endpoint.is_empty()
+            && !(self.telemetry.otlp_endpoint.starts_with("http://")
+                || self.telemetry.otlp_endpoint.starts_with("https://"))
+        {
+            return invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL".into(),
+            );
+        }
+        if self.telemetry.service_name.is_empty() {
+            return invalid("telemetry.service_name", "must not be empty".into());
+        }
         Ok(())
     }
 

@@ -95,8 +95,8 @@ async fn serve<S: Store>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let cache = Arc::new(MintCache::new(store, Settings::from_config(&config)));
-    // Room for the largest accepted value and key plus protobuf framing.
-    let max_message = config.limits.max_value_bytes + config.limits.max_key_bytes + 64 * 1024;
+    // Validated to leave room for the largest accepted value and key.
+    let max_message = config.server.max_message_bytes;
     let cache_service = CacheServer::new(CacheService::new(cache))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
