@@ -1,26 +1,49 @@
 //! Client for [mintcache](https://github.com/mintcache/mintcache), a versioned mint cache over
 //! memcached served over gRPC.
 //!
-//! This crate re-exports the generated protobuf types and the raw tonic client
-//! ([`CacheClient`]) for the `mintcache.v1.Cache` service, and the names of the per-call
-//! metadata keys the server understands.
+//! - [`Client`] — the typed wrapper: one method per RPC with typed results ([`Lookup`],
+//!   [`Outcome`], `bool`s, [`KeyError`]s), default and per-call version / namespace / debug
+//!   mode, deadlines, load balancing over several endpoints, TLS, bounded jittered retries on
+//!   `UNAVAILABLE` ([`Backoff`]), and [`Client::get_or_compute`], which follows the mint
+//!   protocol so that an expiring key is recomputed once, fleet-wide.
+//! - [`ClientBuilder`] — how a [`Client`] is configured.
+//! - [`proto`] — the generated protobuf messages and the raw tonic client ([`CacheClient`]) of
+//!   the `mintcache.v1.Cache` service, for anything the wrapper does not cover.
+//! - [`cli`] (feature `cli`, on by default) — the `mintcache` command-line tool.
+//! - Header name constants ([`VERSION_HEADER`], ...) for raw-client users.
 //!
 //! ```no_run
-//! # // no_run: needs a running mintcache server.
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use mintcache_client::{CacheClient, GetRequest, Outcome, VERSION_HEADER};
+//! # // no_run: needs a mintcache server on 127.0.0.1:50051 (the e2e tests in tests/ run one).
+//! use std::time::Duration;
+//! use mintcache_client::{Client, Outcome};
 //!
-//! let mut client = CacheClient::connect("http://127.0.0.1:50051").await?;
-//! let mut request = tonic::Request::new(GetRequest { key: b"user:42".to_vec(), ..Default::default() });
-//! request.metadata_mut().insert(VERSION_HEADER, "v2".parse()?);
-//! let response = client.get(request).await?.into_inner();
-//! if response.outcome() == Outcome::Hit {
-//!     println!("{} bytes", response.value.len());
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), mintcache_client::Error> {
+//! let cache = Client::builder()
+//!     .endpoints(["http://10.0.0.1:50051", "http://10.0.0.2:50051"])
+//!     .version("r42")
+//!     .build()?;
+//! cache.set("user:42", "Ada", Duration::from_secs(60)).await?;
+//! let lookup = cache.get("user:42").await?;
+//! if lookup.outcome == Outcome::Hit {
+//!     println!("{}", String::from_utf8_lossy(&lookup.value));
 //! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Without the TLS and CLI dependencies: `mintcache-client = { version = "…",
+//! default-features = false }` (features `tls`, `cli`).
 #![forbid(unsafe_code)]
+
+mod backoff;
+mod builder;
+#[cfg(feature = "cli")]
+pub mod cli;
+mod client;
+mod error;
+mod mint;
+mod types;
 
 /// The generated protobuf messages and gRPC client of package `mintcache.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -28,8 +51,16 @@ pub mod proto {
     tonic::include_proto!("mintcache.v1");
 }
 
+pub use backoff::Backoff;
+pub use builder::ClientBuilder;
+pub use client::Client;
+pub use error::{BoxError, Error};
 pub use proto::cache_client::CacheClient;
-pub use proto::*;
+pub use tonic_health::pb::health_check_response::ServingStatus;
+pub use types::{
+    DebugMode, KeyError, LeaseToken, Lookup, Outcome, ParseDebugModeError, ParseLeaseTokenError,
+    SetOptions,
+};
 
 /// Metadata key selecting the application version that namespaces keys.
 pub const VERSION_HEADER: &str = "x-cache-version";
@@ -37,5 +68,9 @@ pub const VERSION_HEADER: &str = "x-cache-version";
 pub const NAMESPACE_HEADER: &str = "x-cache-namespace";
 /// Metadata key selecting a per-call debug mode (`off` or `write-only`, admin callers only).
 pub const DEBUG_HEADER: &str = "x-cache-debug";
+/// Metadata key carrying the caller's credentials (`Bearer <token>`).
+pub const AUTHORIZATION_HEADER: &str = "authorization";
 /// Response metadata key set to `1` when a read was answered as a miss because the backend failed.
 pub const DEGRADED_HEADER: &str = "x-cache-degraded";
+/// Response metadata key naming the debug mode the server applied to the call.
+pub const DEBUG_APPLIED_HEADER: &str = "x-cache-debug-applied";

@@ -1,0 +1,25 @@
+//! `mintcache`: the command-line client. All logic is in `mintcache_client::cli`.
+
+use std::process::ExitCode;
+
+use mintcache_client::cli::{Exit, run};
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("mintcache: error: cannot start the async runtime: {e}");
+            return ExitCode::from(Exit::Error.code());
+        }
+    };
+    let exit = runtime.block_on(run(
+        std::env::args_os(),
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    ));
+    ExitCode::from(exit.code())
+}

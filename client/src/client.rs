@@ -1,0 +1,689 @@
+//! [`Client`]: one typed method per RPC, per-call overrides, deadlines and `UNAVAILABLE`
+//! retries. The mint helper (`get_or_compute`) is in `mint.rs`.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::proto::cache_client::CacheClient;
+use crate::proto::{self};
+use crate::types::{Lookup, SetOptions, wire_seconds};
+use crate::{
+    AUTHORIZATION_HEADER, Backoff, ClientBuilder, DEBUG_HEADER, DEGRADED_HEADER, DebugMode, Error,
+    KeyError, NAMESPACE_HEADER, VERSION_HEADER,
+};
+
+/// What every call sends unless overridden: version, namespace, token, debug mode, cold-miss
+/// protection.
+#[derive(Clone, Default)]
+pub(crate) struct CallDefaults {
+    pub(crate) version: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) debug: Option<DebugMode>,
+    pub(crate) lease_on_miss: Option<bool>,
+}
+
+impl CallDefaults {
+    /// The request metadata, in a fixed order.
+    pub(crate) fn headers(&self) -> Result<Vec<(&'static str, AsciiMetadataValue)>, Error> {
+        // gRPC allows printable ASCII in text metadata; http would also pass bytes >= 0x80.
+        let value = |header: &'static str, text: &str| {
+            text.bytes()
+                .all(|b| b == b' ' || b.is_ascii_graphic())
+                .then(|| AsciiMetadataValue::try_from(text).ok())
+                .flatten()
+                .ok_or(Error::InvalidMetadata { header })
+        };
+        let mut headers = Vec::with_capacity(4);
+        if let Some(v) = &self.version {
+            headers.push((VERSION_HEADER, value(VERSION_HEADER, v)?));
+        }
+        if let Some(ns) = &self.namespace {
+            headers.push((NAMESPACE_HEADER, value(NAMESPACE_HEADER, ns)?));
+        }
+        if let Some(mode) = self.debug {
+            headers.push((DEBUG_HEADER, AsciiMetadataValue::from_static(mode.as_str())));
+        }
+        if let Some(token) = &self.token {
+            let mut bearer = value(AUTHORIZATION_HEADER, &format!("Bearer {token}"))?;
+            bearer.set_sensitive(true);
+            headers.push((AUTHORIZATION_HEADER, bearer));
+        }
+        Ok(headers)
+    }
+}
+
+impl fmt::Debug for CallDefaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallDefaults")
+            .field("version", &self.version)
+            .field("namespace", &self.namespace)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("debug", &self.debug)
+            .field("lease_on_miss", &self.lease_on_miss)
+            .finish()
+    }
+}
+
+/// Whether a failed call may be sent again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Retried on `UNAVAILABLE`: repeating it cannot change the result beyond the booleans it
+    /// reports (a repeated `Delete` may say `deleted = false`).
+    OnUnavailable,
+    /// Never retried: `Increment` would count twice if the first attempt reached the server.
+    Never,
+}
+
+/// A mintcache client: typed calls, per-call overrides, deadlines, `UNAVAILABLE` retries and
+/// the mint protocol helper ([`get_or_compute`](Self::get_or_compute)).
+///
+/// Cheap to clone (clones share connections). The `with_*` methods return a copy that differs
+/// in one setting, for a single call or a scope:
+///
+/// ```no_run
+/// # // no_run: needs a mintcache server on 127.0.0.1:50051 (the e2e tests in tests/ run one).
+/// use std::time::Duration;
+/// use mintcache_client::{Client, DebugMode, Outcome};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), mintcache_client::Error> {
+/// let cache = Client::builder().endpoint("http://127.0.0.1:50051").version("r42").connect().await?;
+/// cache.set("user:42", r#"{"name":"Ada"}"#, Duration::from_secs(60)).await?;
+/// let lookup = cache.get("user:42").await?;
+/// assert_eq!(lookup.outcome, Outcome::Hit);
+///
+/// // The same key in another version's key space is a miss.
+/// assert_eq!(cache.with_version("r43").get("user:42").await?.outcome, Outcome::Miss);
+/// // An admin overwrites a value without reading the cache (needs an admin token).
+/// cache.with_debug(DebugMode::WriteOnly).set("user:42", "fixed", Duration::from_secs(60)).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    defaults: CallDefaults,
+    timeout: Option<Duration>,
+    retry: Backoff,
+    pub(crate) pending: Backoff,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("defaults", &self.defaults)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes the response metadata's degraded flag.
+fn degraded(metadata: &MetadataMap) -> bool {
+    metadata
+        .get(DEGRADED_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"1")
+}
+
+impl Client {
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    pub(crate) fn new(
+        channel: Channel,
+        defaults: CallDefaults,
+        timeout: Option<Duration>,
+        retry: Backoff,
+        pending: Backoff,
+    ) -> Self {
+        Self {
+            channel,
+            defaults,
+            timeout,
+            retry,
+            pending,
+        }
+    }
+
+    /// A copy of this client that sends calls in `version`'s key space.
+    pub fn with_version(&self, version: impl Into<String>) -> Self {
+        let mut c = self.clone();
+        c.defaults.version = Some(version.into());
+        c
+    }
+
+    /// A copy of this client that sends calls in `namespace`.
+    pub fn with_namespace(&self, namespace: impl Into<String>) -> Self {
+        let mut c = self.clone();
+        c.defaults.namespace = Some(namespace.into());
+        c
+    }
+
+    /// A copy of this client whose calls run in a debug mode (`x-cache-debug`). The server
+    /// honours it for admin callers only (see [`ClientBuilder::token`]) and answers
+    /// `PERMISSION_DENIED` to anyone else.
+    pub fn with_debug(&self, mode: DebugMode) -> Self {
+        let mut c = self.clone();
+        c.defaults.debug = Some(mode);
+        c
+    }
+
+    /// A copy of this client with another deadline per call.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        let mut c = self.clone();
+        c.timeout = Some(timeout);
+        c
+    }
+
+    /// A copy of this client whose reads ask for (or decline) cold-miss protection.
+    pub fn with_lease_on_miss(&self, on: bool) -> Self {
+        let mut c = self.clone();
+        c.defaults.lease_on_miss = Some(on);
+        c
+    }
+
+    /// The raw generated client on this client's connections (no default metadata, no retries).
+    pub fn raw(&self) -> CacheClient<Channel> {
+        CacheClient::new(self.channel.clone())
+    }
+
+    /// Wraps a message with this client's metadata and the time left until `deadline`.
+    pub(crate) fn request<M>(
+        &self,
+        message: M,
+        deadline: Option<Instant>,
+    ) -> Result<Request<M>, Error> {
+        let mut request = Request::new(message);
+        for (key, value) in self.defaults.headers()? {
+            request.metadata_mut().insert(key, value);
+        }
+        if let Some(deadline) = deadline {
+            request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+        Ok(request)
+    }
+
+    /// Runs one unary call with the deadline and, when allowed, the `UNAVAILABLE` retries.
+    async fn unary<M, R, F, Fut>(
+        &self,
+        retry: Retry,
+        message: M,
+        mut rpc: F,
+    ) -> Result<Response<R>, Error>
+    where
+        M: Clone,
+        F: FnMut(Channel, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, Status>>,
+    {
+        let deadline = self.timeout.map(|t| Instant::now() + t);
+        let attempts = match retry {
+            Retry::OnUnavailable => self.retry.attempts(),
+            Retry::Never => 1,
+        };
+        let mut failed = 0;
+        loop {
+            let call = rpc(
+                self.channel.clone(),
+                self.request(message.clone(), deadline)?,
+            );
+            let result = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, call)
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_exceeded(self.timeout))),
+                None => call.await,
+            };
+            let status = match result {
+                Ok(response) => return Ok(response),
+                // tonic's channel enforces the `grpc-timeout` header too, and reports it as
+                // CANCELLED: past our deadline, that is our DEADLINE_EXCEEDED.
+                Err(status)
+                    if status.code() == Code::Cancelled
+                        && deadline.is_some_and(|d| Instant::now() >= d) =>
+                {
+                    return Err(deadline_exceeded(self.timeout).into());
+                }
+                Err(status) => transport_failure_as_unavailable(status),
+            };
+            failed += 1;
+            if status.code() != Code::Unavailable || failed >= attempts {
+                return Err(status.into());
+            }
+            let delay = self.retry.delay(failed);
+            if deadline.is_some_and(|d| Instant::now() + delay >= d) {
+                return Err(status.into());
+            }
+            tracing::debug!(attempt = failed, ?delay, error = %status.message(), "mintcache call unavailable, retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Reads a key. See [`Outcome`](crate::Outcome) for what to do with the answer, or use
+    /// [`get_or_compute`](Self::get_or_compute), which does it.
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Lookup, Error> {
+        let message = proto::GetRequest {
+            key: key.into(),
+            lease_on_miss: self.defaults.lease_on_miss,
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).get(r).await
+            })
+            .await?;
+        let degraded = degraded(response.metadata());
+        let r = response.into_inner();
+        Lookup::from_wire(
+            r.outcome,
+            r.value,
+            r.flags,
+            r.ttl_seconds,
+            r.lease_token,
+            degraded,
+        )
+    }
+
+    /// Stores a value, fresh for `ttl` (rounded up to whole seconds; zero: the server default)
+    /// with the server's default grace. Returns whether it was stored.
+    pub async fn set(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        ttl: Duration,
+    ) -> Result<bool, Error> {
+        self.set_with(key, value, &SetOptions::ttl(ttl)).await
+    }
+
+    /// Stores a value with explicit ttl, grace, flags and lease token. Returns whether it was
+    /// stored: `false` when a lease token was given and the key changed since that read.
+    pub async fn set_with(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        options: &SetOptions,
+    ) -> Result<bool, Error> {
+        let message = proto::SetRequest {
+            key: key.into(),
+            value: value.into(),
+            ttl_seconds: wire_seconds(options.ttl),
+            grace_seconds: wire_seconds(options.grace),
+            flags: options.flags,
+            lease_token: lease_bytes(options),
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).set(r).await
+            })
+            .await?;
+        Ok(response.into_inner().stored)
+    }
+
+    /// Stores a value only if the key holds none. Returns whether it was stored. (The lease
+    /// token of `options` is not used.)
+    pub async fn add(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        options: &SetOptions,
+    ) -> Result<bool, Error> {
+        let message = proto::AddRequest {
+            key: key.into(),
+            value: value.into(),
+            ttl_seconds: wire_seconds(options.ttl),
+            grace_seconds: wire_seconds(options.grace),
+            flags: options.flags,
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).add(r).await
+            })
+            .await?;
+        Ok(response.into_inner().stored)
+    }
+
+    /// Removes a key. Returns whether it held a value.
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
+        let message = proto::DeleteRequest { key: key.into() };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).delete(r).await
+            })
+            .await?;
+        Ok(response.into_inner().deleted)
+    }
+
+    /// Gives an existing key a new fresh ttl. Returns whether the key existed.
+    pub async fn touch(&self, key: impl Into<Vec<u8>>, ttl: Duration) -> Result<bool, Error> {
+        let message = proto::TouchRequest {
+            key: key.into(),
+            ttl_seconds: wire_seconds(ttl),
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).touch(r).await
+            })
+            .await?;
+        Ok(response.into_inner().touched)
+    }
+
+    /// Soft purge: marks a key stale, so the next reader gets `REFRESH` and the others keep
+    /// the stale value meanwhile. Returns whether the key held a value.
+    pub async fn invalidate(&self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
+        let message = proto::InvalidateRequest { key: key.into() };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).invalidate(r).await
+            })
+            .await?;
+        Ok(response.into_inner().invalidated)
+    }
+
+    /// Adds `delta` (negative to subtract; counters stop at 0) to an existing counter and
+    /// returns its new value, or `None` when there is no such counter.
+    ///
+    /// Never retried: if an `UNAVAILABLE` attempt had reached the server, a retry would
+    /// count twice.
+    pub async fn increment(
+        &self,
+        key: impl Into<Vec<u8>>,
+        delta: i64,
+    ) -> Result<Option<u64>, Error> {
+        match self
+            .increment_call(key.into(), delta, None, Duration::ZERO)
+            .await
+        {
+            Ok(value) => Ok(Some(value)),
+            Err(Error::Status(s)) if s.code() == Code::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds `delta` to a counter, creating it with `initial` (and lifetime `ttl`; zero: the
+    /// server default) when it does not exist — then `delta` is not applied. Returns the new
+    /// value. Never retried (see [`increment`](Self::increment)).
+    pub async fn increment_or_create(
+        &self,
+        key: impl Into<Vec<u8>>,
+        delta: i64,
+        initial: u64,
+        ttl: Duration,
+    ) -> Result<u64, Error> {
+        self.increment_call(key.into(), delta, Some(initial), ttl)
+            .await
+    }
+
+    async fn increment_call(
+        &self,
+        key: Vec<u8>,
+        delta: i64,
+        initial_value: Option<u64>,
+        ttl: Duration,
+    ) -> Result<u64, Error> {
+        let message = proto::IncrementRequest {
+            key,
+            delta,
+            initial_value,
+            ttl_seconds: wire_seconds(ttl),
+        };
+        let response = self
+            .unary(Retry::Never, message, |ch, r| async move {
+                CacheClient::new(ch).increment(r).await
+            })
+            .await?;
+        Ok(response.into_inner().value)
+    }
+
+    /// Reads many keys in one call; one result per key, in order. A bad key fails only itself.
+    pub async fn get_many<I, K>(&self, keys: I) -> Result<Vec<Result<Lookup, KeyError>>, Error>
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<Vec<u8>>,
+    {
+        let message = proto::GetManyRequest {
+            keys: keys.into_iter().map(Into::into).collect(),
+            lease_on_miss: self.defaults.lease_on_miss,
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).get_many(r).await
+            })
+            .await?;
+        let degraded = degraded(response.metadata());
+        response
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| match r.error {
+                Some(e) => Ok(Err(KeyError::from(e))),
+                None => Lookup::from_wire(
+                    r.outcome,
+                    r.value,
+                    r.flags,
+                    r.ttl_seconds,
+                    r.lease_token,
+                    degraded,
+                )
+                .map(Ok),
+            })
+            .collect()
+    }
+
+    /// Stores many values in one call; one result (stored or not) per item, in order.
+    pub async fn set_many<I, K, V>(&self, items: I) -> Result<Vec<Result<bool, KeyError>>, Error>
+    where
+        I: IntoIterator<Item = (K, V, SetOptions)>,
+        K: Into<Vec<u8>>,
+        V: Into<Vec<u8>>,
+    {
+        let message = proto::SetManyRequest {
+            items: items
+                .into_iter()
+                .map(|(key, value, options)| proto::SetManyItem {
+                    key: key.into(),
+                    value: value.into(),
+                    ttl_seconds: wire_seconds(options.ttl),
+                    grace_seconds: wire_seconds(options.grace),
+                    flags: options.flags,
+                    lease_token: lease_bytes(&options),
+                })
+                .collect(),
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).set_many(r).await
+            })
+            .await?;
+        Ok(response
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| r.error.map_or(Ok(r.stored), |e| Err(e.into())))
+            .collect())
+    }
+
+    /// Removes many keys in one call; one result (held a value or not) per key, in order.
+    pub async fn delete_many<I, K>(&self, keys: I) -> Result<Vec<Result<bool, KeyError>>, Error>
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<Vec<u8>>,
+    {
+        let message = proto::DeleteManyRequest {
+            keys: keys.into_iter().map(Into::into).collect(),
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).delete_many(r).await
+            })
+            .await?;
+        Ok(response
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| r.error.map_or(Ok(r.deleted), |e| Err(e.into())))
+            .collect())
+    }
+
+    /// Asks the standard gRPC health service (`grpc.health.v1.Health/Check`) about `service`
+    /// (`""`: the server as a whole). A server that does not serve it answers `UNIMPLEMENTED`.
+    pub async fn health(&self, service: &str) -> Result<ServingStatus, Error> {
+        let message = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                HealthClient::new(ch).check(r).await
+            })
+            .await?;
+        let status = response.into_inner().status;
+        ServingStatus::try_from(status)
+            .map_err(|_| Error::Protocol(format!("unknown serving status {status}")))
+    }
+}
+
+fn lease_bytes(options: &SetOptions) -> Vec<u8> {
+    options
+        .lease
+        .as_ref()
+        .map(|l| l.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// A call that died with its connection (e.g. a replica restarting) comes back from tonic as
+/// CANCELLED with the transport error as its source; statuses sent by a server have no source.
+/// It is a transport failure like a refused connection, so it is reported (and retried) as
+/// UNAVAILABLE.
+fn transport_failure_as_unavailable(status: Status) -> Status {
+    let from_transport = std::error::Error::source(&status)
+        .is_some_and(|source| source.is::<tonic::transport::Error>());
+    if status.code() == Code::Cancelled && from_transport {
+        Status::unavailable(format!("connection lost: {}", status.message()))
+    } else {
+        status
+    }
+}
+
+fn deadline_exceeded(timeout: Option<Duration>) -> Status {
+    let after = timeout.unwrap_or_default();
+    Status::deadline_exceeded(format!("no answer within {after:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(defaults: CallDefaults) -> Client {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        Client::new(channel, defaults, None, Backoff::NONE, Backoff::NONE)
+    }
+
+    fn header(r: &Request<()>, key: &str) -> Option<String> {
+        r.metadata()
+            .get(key)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    }
+
+    #[tokio::test]
+    async fn defaults_and_overrides_become_headers() {
+        let base = client(CallDefaults {
+            version: Some("r1".into()),
+            namespace: Some("shop".into()),
+            token: Some("s3cret".into()),
+            ..CallDefaults::default()
+        });
+        let r = base.request((), None).expect("request");
+        assert_eq!(header(&r, VERSION_HEADER).as_deref(), Some("r1"));
+        assert_eq!(header(&r, NAMESPACE_HEADER).as_deref(), Some("shop"));
+        assert_eq!(
+            header(&r, AUTHORIZATION_HEADER).as_deref(),
+            Some("Bearer s3cret")
+        );
+        assert_eq!(header(&r, DEBUG_HEADER), None);
+        assert_eq!(header(&r, "grpc-timeout"), None);
+
+        let over = base
+            .with_version("r2")
+            .with_namespace("")
+            .with_debug(DebugMode::WriteOnly);
+        let r = over.request((), None).expect("request");
+        assert_eq!(header(&r, VERSION_HEADER).as_deref(), Some("r2"));
+        assert_eq!(header(&r, NAMESPACE_HEADER).as_deref(), Some(""));
+        assert_eq!(header(&r, DEBUG_HEADER).as_deref(), Some("write-only"));
+        let r = base
+            .with_debug(DebugMode::Off)
+            .request((), None)
+            .expect("request");
+        assert_eq!(header(&r, DEBUG_HEADER).as_deref(), Some("off"));
+        // The override did not leak into the original.
+        let r = base.request((), None).expect("request");
+        assert_eq!(header(&r, VERSION_HEADER).as_deref(), Some("r1"));
+        assert_eq!(header(&r, DEBUG_HEADER), None);
+    }
+
+    #[tokio::test]
+    async fn no_defaults_send_no_headers_and_deadlines_send_grpc_timeout() {
+        let c = client(CallDefaults::default());
+        let r = c
+            .request((), Some(Instant::now() + Duration::from_secs(3)))
+            .expect("request");
+        for key in [
+            VERSION_HEADER,
+            NAMESPACE_HEADER,
+            DEBUG_HEADER,
+            AUTHORIZATION_HEADER,
+        ] {
+            assert_eq!(header(&r, key), None, "{key}");
+        }
+        let timeout = header(&r, "grpc-timeout").expect("grpc-timeout");
+        assert!(
+            timeout.ends_with('u') || timeout.ends_with('m'),
+            "{timeout}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tokens_are_sensitive_and_redacted() {
+        let c = client(CallDefaults {
+            token: Some("s3cret".into()),
+            ..CallDefaults::default()
+        });
+        let r = c.request((), None).expect("request");
+        assert!(
+            r.metadata()
+                .get(AUTHORIZATION_HEADER)
+                .expect("auth")
+                .is_sensitive()
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn non_ascii_metadata_is_an_error() {
+        let c = client(CallDefaults::default()).with_version("ré");
+        assert!(matches!(
+            c.request((), None),
+            Err(Error::InvalidMetadata {
+                header: VERSION_HEADER
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn lease_on_miss_override_reaches_the_message() {
+        // Nothing listens on port 1: the call fails, but only after the message was built.
+        let c = client(CallDefaults::default()).with_lease_on_miss(true);
+        assert_eq!(c.defaults.lease_on_miss, Some(true));
+        let e = c.get("k").await.expect_err("nothing listens on port 1");
+        assert_eq!(e.code(), Some(Code::Unavailable));
+    }
+}
