@@ -55,6 +55,8 @@ impl Exit {
 #[command(
     name = "mintcache",
     version,
+    // A flag given twice (e.g. from an alias and the command line): the last one wins.
+    args_override_self = true,
     about = "Command-line client for the mintcache gRPC cache service",
     after_help = "Exit status: 0 hit / done, 1 miss / not found / not stored, 2 error.\n\
                   Keys and values are raw bytes; `get` prints the value exactly as stored."
@@ -605,6 +607,10 @@ mod tests {
             "mintcache",
             "-e",
             "a:1,b:2",
+            "--endpoint",
+            "c:3",
+            "--cache-version",
+            "r8",
             "--cache-version",
             "r9",
             "incr",
@@ -615,7 +621,7 @@ mod tests {
             "--json",
         ])
         .expect("valid");
-        assert_eq!(cli.connection.endpoints, ["a:1", "b:2"]);
+        assert_eq!(cli.connection.endpoints, ["a:1", "b:2", "c:3"]);
         assert_eq!(cli.connection.cache_version.as_deref(), Some("r9"));
         assert!(matches!(cli.connection.debug, Some(DebugArg::WriteOnly)));
         assert!(cli.json);
@@ -628,6 +634,19 @@ mod tests {
             run_args(&["mintcache", "--tls-ca", "/nonexistent/ca.pem", "get", "k"]).await;
         assert_eq!(exit, Exit::Error);
         assert!(err.contains("cannot read CA certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_server_without_the_health_service_gets_a_hint() {
+        let cli = Cli::try_parse_from(["mintcache", "health"]).expect("valid");
+        let e = CliError::Client(tonic::Status::unimplemented("").into());
+        assert_eq!(
+            explain(&cli, &e),
+            "UNIMPLEMENTED (the server does not serve the gRPC health service \
+             grpc.health.v1.Health)"
+        );
+        let cli = Cli::try_parse_from(["mintcache", "get", "k"]).expect("valid");
+        assert_eq!(explain(&cli, &e), "UNIMPLEMENTED");
     }
 
     #[test]

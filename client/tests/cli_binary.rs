@@ -1,0 +1,98 @@
+//! The real `mintcache` binary: streams, exit codes and environment variables. Round trips
+//! against a server are in the workspace's `tests/client_cli.rs` (in-process, same code path:
+//! the binary only passes its arguments and standard streams to `mintcache_client::cli::run`).
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+
+/// A loopback port with nothing listening on it.
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn mintcache(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mintcache"));
+    cmd.args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run mintcache");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for mintcache")
+}
+
+#[test]
+fn help_exits_0_on_stdout() {
+    let out = mintcache(&["--help"], &[], b"");
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["get", "set", "delete", "invalidate", "incr", "health"] {
+        assert!(help.contains(command), "{command} in {help}");
+    }
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn usage_errors_exit_2_on_stderr() {
+    let out = mintcache(&["get"], &[], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEY"));
+}
+
+#[test]
+fn an_unreachable_server_exits_2_with_a_clear_message() {
+    let port = closed_port().to_string();
+    for args in [&["get", "k"][..], &["set", "k"], &["health"]] {
+        let out = mintcache(
+            &[
+                &["--endpoint", &format!("127.0.0.1:{port}"), "--retries", "0"],
+                args,
+            ]
+            .concat(),
+            &[],
+            b"value from stdin",
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with("mintcache: error: UNAVAILABLE"),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(&port), "{err}");
+    }
+}
+
+#[test]
+fn settings_come_from_mintcachecli_variables() {
+    let port = closed_port().to_string();
+    let out = mintcache(
+        &["get", "k"],
+        &[
+            ("MINTCACHECLI_ENDPOINT", format!("http://127.0.0.1:{port}")),
+            ("MINTCACHECLI_TOKEN", "s3cret".into()),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&port),
+        "the endpoint came from the environment: {err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
