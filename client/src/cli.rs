@@ -331,20 +331,32 @@ where
     }
 }
 
-/// The error message, with a hint where the bare status would puzzle.
+/// The error message with its causes (e.g. `tcp connect error: Connection refused`), and a
+/// hint where the bare status would puzzle.
 fn explain(cli: &Cli, e: &CliError) -> String {
-    match e {
-        CliError::Client(error) => match (error.code(), &cli.command) {
-            (Some(Code::Unimplemented), Command::Health { .. }) => format!(
-                "{error} (the server does not serve the gRPC health service grpc.health.v1.Health)"
-            ),
-            (Some(Code::Unavailable), _) => format!(
-                "{error} (endpoint: {})",
-                cli.connection.endpoints.join(", ")
-            ),
-            _ => error.to_string(),
-        },
-        other => other.to_string(),
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        // A status is already in the message as `CODE: message` (its own Display is verbose).
+        if !cause.is::<tonic::Status>() && !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
+    let code = match e {
+        CliError::Client(error) => error.code(),
+        _ => None,
+    };
+    match (code, &cli.command) {
+        (Some(Code::Unimplemented), Command::Health { .. }) => format!(
+            "{message} (the server does not serve the gRPC health service grpc.health.v1.Health)"
+        ),
+        (Some(Code::Unavailable), _) => format!(
+            "{message} (endpoint: {})",
+            cli.connection.endpoints.join(", ")
+        ),
+        _ => message,
     }
 }
 
