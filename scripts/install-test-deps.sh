@@ -103,4 +103,9 @@ if ! GRPCURL_VERSION="$("$VENV/bin/grpcurl" -version 2>&1)"; then
 fi
 log "grpcurl version: $GRPCURL_VERSION"
 
+# ---------------------------------------------------------------------------------------------
+# Deployment checks' tools (helm, kubectl, kubernetes-validate, hadolint): deploy/check.sh
+# ---------------------------------------------------------------------------------------------
+PYTHON="$PYTHON" bash "$ROOT/scripts/install-deploy-tools.sh"
+
 log "done; add to PATH: $BIN_DIR:$VENV/bin"
