@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use futures_util::future::join_all;
 
 use crate::core::auth::{self, DebugMode, Effect, OpKind};
@@ -161,12 +162,17 @@ impl Settings {
 pub struct MintCache<S> {
     store: S,
     settings: Settings,
+    metrics: Metrics,
 }
 
 impl<S: Store> MintCache<S> {
-    /// A mint cache over `store`.
-    pub fn new(store: S, settings: Settings) -> Self {
-        Self { store, settings }
+    /// A mint cache over `store`, recording read outcomes into `metrics`.
+    pub fn new(store: S, settings: Settings, metrics: Metrics) -> Self {
+        Self {
+            store,
+            settings,
+            metrics,
+        }
     }
 
     /// The store.
@@ -243,6 +249,7 @@ impl<S: Store> MintCache<S> {
                 }
             }
         };
+        self.metrics.mint_outcome(lookup.outcome);
         Ok(Read {
             lookup,
             degraded: false,
@@ -296,6 +303,7 @@ impl<S: Store> MintCache<S> {
 
     fn read_failed(&self, e: StoreError) -> Result<Read, CacheError> {
         if self.settings.fail_open {
+            self.metrics.degraded_read();
             tracing::warn!(error = %e, "read failed, answering as a miss");
             Ok(Read {
                 lookup: Lookup::miss(),

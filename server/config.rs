@@ -479,7 +479,10 @@ impl Config {
         }
         fig.merge(
             Env::prefixed(ENV_PREFIX)
-                .ignore(&["CONFIG"])
+                // Only `SECTION__KEY` variables are settings. Others, such as the
+                // `MINTCACHE_SERVICE_HOST` / `MINTCACHE_PORT` that Kubernetes service links
+                // inject for a Service named `mintcache`, and `MINTCACHE_CONFIG`, are not.
+                .filter(|key| key.as_str().contains("__"))
                 .split("__")
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         )
@@ -590,10 +593,9 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
-        if !self.telemetry.otlp_endpoint.is_empty()
-            && !(self.telemetry.otlp_endpoint.starts_with("http://")
-                || self.telemetry.otlp_endpoint.starts_with("https://"))
-        {
+        let endpoint = &self.telemetry.otlp_endpoint;
+        let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !endpoint.is_empty() && !is_url {
             return invalid(
                 "telemetry.otlp_endpoint",
                 "must be an http:// or https:// URL".into(),
@@ -674,6 +676,20 @@ mod tests {
                 weight: 3
             }
         );
+    }
+
+    #[test]
+    fn variables_that_are_not_settings_are_left_alone() {
+        let c = load_in_jail(
+            "",
+            &[
+                ("MINTCACHE_SERVICE_HOST", "10.96.0.12"),
+                ("MINTCACHE_PORT", "tcp://10.96.0.12:50051"),
+                ("MINTCACHE_PORT_50051_TCP_ADDR", "10.96.0.12"),
+            ],
+        )
+        .expect("service-link variables are not settings");
+        assert_eq!(c, Config::default());
     }
 
     #[test]

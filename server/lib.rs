@@ -9,35 +9,54 @@
 //! - [`cache`]: [`cache::MintCache`], which validates requests and runs the mint protocol over
 //!   a store.
 //! - [`grpc`]: the tonic service, proto <-> domain conversion, and the error-to-status mapping.
-//! - [`layers`]: request-path layers (call metadata).
+//! - [`layers`]: the request path's tower layers (telemetry, load shedding, deadlines, auth)
+//!   and the call metadata interceptor, built in one place.
+//! - [`metrics`]: every metric, through the OpenTelemetry SDK, exported as Prometheus text
+//!   and over OTLP; [`telemetry`]: logs, trace propagation and span export.
+//! - [`admin`]: the admin HTTP port (`/metrics`, `/healthz`, `/readyz`).
 //! - [`config`]: figment configuration, validated before anything starts.
 //!
-//! [`run`] serves a configuration on a listener until a shutdown future resolves; the
+//! [`run`] serves a configuration on its listeners until a shutdown future resolves; the
 //! `mintcache-server` binary is a thin wrapper around it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod core;
 pub mod grpc;
 pub mod layers;
+pub mod metrics;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
+use crate::admin::AdminState;
 use crate::cache::{MintCache, Settings};
 use crate::config::Config;
 use crate::grpc::CacheService;
 use crate::grpc::proto::cache_server::CacheServer;
-use crate::layers::auth::AuthLayer;
 use crate::layers::call_meta::CallMetaInterceptor;
+use crate::metrics::{Metrics, MetricsRegistry, names};
 use crate::store::{EmbeddedStore, MemcachedStore, Store};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+/// How often the backend is probed for health.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// The gRPC health service name of the Cache service.
+const CACHE_SERVICE_NAME: &str = "mintcache.v1.Cache";
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,23 +77,55 @@ pub enum RunError {
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// Metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
 }
 
-/// Serves `config` on `listener` until `shutdown` resolves. `config` must be validated
-/// ([`Config::load`] does it).
+/// The sockets a server listens on.
+pub struct Listeners {
+    /// The gRPC port (`server.listen`).
+    pub grpc: TcpListener,
+    /// The admin HTTP port (`admin.listen`).
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses of a configuration.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            grpc: TcpListener::bind(config.server.listen).await?,
+            admin: TcpListener::bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// Serves `config` on `listeners` until `shutdown` resolves, then drains: health goes
+/// NOT_SERVING, no new connection is accepted, and in-flight calls get
+/// `server.shutdown_grace_seconds` to finish. `config` must be validated ([`Config::load`]).
 pub async fn run(
     config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    if config.memcached.servers.is_empty() {
+    let registry = Arc::new(MetricsRegistry::new(&config.telemetry)?);
+    let metrics = Metrics::new(&registry.meter());
+    let result = if config.memcached.servers.is_empty() {
         tracing::warn!(
             "no memcached servers configured (memcached.servers): using the EMBEDDED in-process \
              store. It is NOT shared between replicas, so versions, refresh elections and \
              invalidations only hold within this process. Configure memcached.servers for production."
         );
         let store = EmbeddedStore::new(config.embedded.max_bytes);
-        serve(config, store, listener, shutdown).await
+        serve(
+            config,
+            store,
+            listeners,
+            shutdown,
+            registry.clone(),
+            metrics,
+        )
+        .await
     } else {
         let servers: Vec<String> = config
             .memcached
@@ -83,52 +134,213 @@ pub async fn run(
             .map(ToString::to_string)
             .collect();
         tracing::info!(servers = ?servers, "using memcached pool");
-        let store = MemcachedStore::new(&config.memcached);
-        serve(config, store, listener, shutdown).await
-    }
+        let store = MemcachedStore::new(&config.memcached, metrics.clone());
+        serve(
+            config,
+            store,
+            listeners,
+            shutdown,
+            registry.clone(),
+            metrics,
+        )
+        .await
+    };
+    registry.shutdown();
+    result
 }
 
 async fn serve<S: Store>(
     config: Config,
     store: S,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    registry: Arc<MetricsRegistry>,
+    metrics: Metrics,
 ) -> Result<(), RunError> {
-    let cache = Arc::new(MintCache::new(store, Settings::from_config(&config)));
-    // Validated to leave room for the largest accepted value and key.
+    let cache = Arc::new(MintCache::new(
+        store,
+        Settings::from_config(&config),
+        metrics.clone(),
+    ));
+    let _pool_gauges = pool_gauges(&registry, cache.clone());
+
     let max_message = config.server.max_message_bytes;
-    let cache_service = CacheServer::new(CacheService::new(cache))
+    let cache_service = CacheServer::new(CacheService::new(cache.clone()))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let cache_service = InterceptedService::new(
         cache_service,
         CallMetaInterceptor::new(config.default_key_space()),
     );
-
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<CacheServer<CacheService<S>>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    // Shutdown is a watch: the gRPC server, the admin server, the prober and the grace timer
+    // all follow it.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+        let _ = stop_tx.send(true);
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    let serving = cache.store().probe().await;
+    set_health(&health, &ready, serving).await;
+    let prober = tokio::spawn(probe_backend(
+        cache.clone(),
+        health.clone(),
+        ready.clone(),
+        serving,
+        stop_rx.clone(),
+    ));
+    let admin_state = AdminState {
+        metrics: registry,
+        ready: ready.clone(),
+    };
+    if let Ok(addr) = listeners.admin.local_addr() {
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
+    let admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        admin_state,
+        stopped(stop_rx.clone()),
+    ));
+
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls_config(&config)? {
         builder = builder.tls_config(tls)?;
     }
-    if let Ok(addr) = listener.local_addr() {
+    if let Ok(addr) = listeners.grpc.local_addr() {
         tracing::info!(%addr, tls = config.tls.enabled(), "serving mintcache.v1.Cache");
     }
-    builder
-        // Authentication and admin-only debug modes, for Cache calls only: health and
-        // reflection stay open.
-        .layer(AuthLayer::new(config.auth_policy()))
+    let drain = {
+        let health = health.clone();
+        let ready = ready.clone();
+        let stop_rx = stop_rx.clone();
+        async move {
+            stopped(stop_rx).await;
+            // Not serving first, so that load balancers stop sending calls; then stop
+            // accepting and let the calls in flight finish.
+            ready.store(false, Ordering::Relaxed);
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_service_status(CACHE_SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+        }
+    };
+    let server = builder
+        .layer(layers::stack(
+            config.server.max_concurrent_calls,
+            config.auth_policy(),
+            metrics,
+        ))
         .add_service(cache_service)
         .add_service(health_service)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
-    Ok(())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), drain);
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let grace_over = async move {
+        stopped(stop_rx).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = server => result.map_err(RunError::from),
+        () = grace_over => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "shutdown grace period over: abandoning calls still in flight");
+            Ok(())
+        }
+    };
+    prober.abort();
+    if let Ok(Err(e)) = admin.await {
+        tracing::warn!(error = %e, "admin server");
+    }
+    result
+}
+
+/// Resolves once shutdown has been requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+async fn set_health(health: &HealthReporter, ready: &AtomicBool, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    ready.store(serving, Ordering::Relaxed);
+    health.set_service_status("", status).await;
+    health.set_service_status(CACHE_SERVICE_NAME, status).await;
+}
+
+/// Probes the backend every [`PROBE_INTERVAL`] and flips health when it changes, until
+/// shutdown.
+async fn probe_backend<S: Store>(
+    cache: Arc<MintCache<S>>,
+    health: HealthReporter,
+    ready: Arc<AtomicBool>,
+    mut serving: bool,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        if *stop.borrow() {
+            return;
+        }
+        let now = cache.store().probe().await;
+        if now != serving {
+            if now {
+                tracing::info!("backend reachable again: SERVING");
+            } else {
+                tracing::error!("no memcached server answers: NOT_SERVING");
+            }
+            serving = now;
+        }
+        if !*stop.borrow() {
+            set_health(&health, &ready, serving).await;
+        }
+    }
+}
+
+/// Registers the connection pool gauges; they live as long as the returned handles.
+fn pool_gauges<S: Store>(
+    registry: &MetricsRegistry,
+    cache: Arc<MintCache<S>>,
+) -> (
+    opentelemetry::metrics::ObservableGauge<u64>,
+    opentelemetry::metrics::ObservableGauge<u64>,
+) {
+    let meter = registry.meter();
+    let for_connections = cache.clone();
+    let connections = meter
+        .u64_observable_gauge(names::POOL_CONNECTIONS)
+        .with_description("Pooled memcached connections, by state")
+        .with_callback(move |observer| {
+            for stats in for_connections.store().pool_stats() {
+                let node = KeyValue::new("node", stats.node);
+                observer.observe(
+                    stats.in_use as u64,
+                    &[node.clone(), KeyValue::new("state", "in_use")],
+                );
+                observer.observe(stats.idle as u64, &[node, KeyValue::new("state", "idle")]);
+            }
+        })
+        .build();
+    let waiting = meter
+        .u64_observable_gauge(names::POOL_WAITING)
+        .with_description("Callers waiting for a pooled memcached connection")
+        .with_callback(move |observer| {
+            for stats in cache.store().pool_stats() {
+                observer.observe(stats.waiting as u64, &[KeyValue::new("node", stats.node)]);
+            }
+        })
+        .build();
+    (connections, waiting)
 }
 
 /// The TLS settings of the gRPC port, if TLS is on.

@@ -1,14 +1,13 @@
-//! `mintcache-server`: loads the configuration, binds the listener, serves until SIGTERM or
-//! SIGINT.
+//! `mintcache-server`: loads the configuration, sets up logs and telemetry, binds the gRPC and
+//! admin listeners, serves until SIGTERM or SIGINT, then drains and exits 0.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use mintcache::config::{CONFIG_ENV, Config, LogFormat};
-use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use mintcache::config::{CONFIG_ENV, Config};
+use mintcache::{Listeners, telemetry};
 
 /// Exit code for a configuration error (EX_CONFIG is 78; 64 is EX_USAGE, used for bad input).
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -42,38 +41,30 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    init_logging(&config);
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
+            eprintln!("mintcache-server: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 #[tokio::main]
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
-    mintcache::run(config, listener, shutdown_signal()).await?;
+    let telemetry = telemetry::init(&config)?;
+    let listeners = Listeners::bind(&config).await.with_context(|| {
+        format!(
+            "cannot listen on {} (server.listen) and {} (admin.listen)",
+            config.server.listen, config.admin.listen
+        )
+    })?;
+    let result = mintcache::run(config, listeners, shutdown_signal()).await;
     tracing::info!("stopped");
-    Ok(())
+    telemetry.shutdown();
+    Ok(result?)
 }
-
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();

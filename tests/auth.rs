@@ -634,6 +634,10 @@ async fn tokens_and_values_never_reach_the_logs() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mintcache-server"))
         .env_clear()
         .env("MINTCACHE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "MINTCACHE_ADMIN__LISTEN",
+            format!("127.0.0.1:{}", harness::free_port()),
+        )
         .env("MINTCACHE_MEMCACHED__SERVERS", mc.addr())
         .env("MINTCACHE_AUTH__ADMIN_TOKEN_SHA256", sha(ADMIN))
         .env("MINTCACHE_AUTH__CLIENT_TOKEN_SHA256", sha(CLIENT))

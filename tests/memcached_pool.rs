@@ -94,7 +94,10 @@ async fn what_reaches_memcached() {
 async fn reads_fail_open_writes_fail_and_the_pool_recovers() {
     let mut mc = Memcached::start();
     let port = mc.port;
-    let server = TestServer::start(config(&[&mc])).await;
+    let mut cfg = config(&[&mc]);
+    // This test is about connections, not ejection (tested below): never eject.
+    cfg.memcached.failure_limit = 0;
+    let server = TestServer::start(cfg).await;
     let c = Calls::new(server.client().await);
     c.set(b"k", b"v").await;
     mc.stop();
@@ -245,4 +248,98 @@ async fn a_fresh_hit_costs_one_round_trip() {
         assert_hit(&c.get(b"hot").await, b"v");
     }
     assert_eq!(gets(&mc.stats()) - before, 100, "one mg per fresh hit");
+}
+
+#[tokio::test]
+async fn failing_servers_are_ejected_and_retried() {
+    let mut mc = Memcached::start();
+    let port = mc.port;
+    let mut cfg = config(&[&mc]);
+    cfg.memcached.failure_limit = 2;
+    cfg.memcached.retry_timeout_ms = 700;
+    let server = TestServer::start(cfg).await;
+    let c = Calls::new(server.client().await);
+    c.set(b"k", b"v").await;
+    mc.stop();
+    for _ in 0..2 {
+        assert_status(
+            c.try_set(b"k", b"v", 0).await,
+            Code::Unavailable,
+            "unavailable",
+        );
+    }
+    // Ejected: calls fail at once, without trying the server.
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "mintcache_backend_ejections_total{{node=\"127.0.0.1:{port}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert_status(
+        c.try_set(b"k", b"v", 0).await,
+        Code::Unavailable,
+        "unavailable",
+    );
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "mintcache_backend_errors_total{{kind=\"ejected\",node=\"127.0.0.1:{port}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // Back after the retry timeout.
+    let _back = Memcached::start_on(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.try_set(b"k", b"again", 0).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server not retried after its retry timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_hit(&c.get(b"k").await, b"again");
+}
+
+#[tokio::test]
+async fn keys_of_an_ejected_server_can_be_remapped() {
+    use mintcache::config::EjectedKeys;
+    let mut nodes = [Memcached::start(), Memcached::start()];
+    let mut cfg = config(&[&nodes[0], &nodes[1]]);
+    cfg.memcached.failure_limit = 1;
+    cfg.memcached.retry_timeout_ms = 60_000;
+    cfg.memcached.ejected_keys = EjectedKeys::Remap;
+    let server = TestServer::start(cfg).await;
+    let c = Calls::new(server.client().await);
+    let keys: Vec<Vec<u8>> = (0..40).map(|i| format!("r{i}").into_bytes()).collect();
+    for k in &keys {
+        c.set(k, b"v1").await;
+    }
+    let on_first = nodes[0].curr_items();
+    assert!(on_first > 0 && on_first < 40);
+    nodes[0].stop();
+    // The first call that fails ejects the server (failure_limit 1); from then on its keys live
+    // on the other one.
+    let mut failed = 0;
+    for k in &keys {
+        if c.try_set(k, b"v2", 0).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 1, "only the call that found the server down fails");
+    let mut stored = 0;
+    for k in &keys {
+        if c.try_set(k, b"v2", 0).await.is_ok() {
+            stored += 1;
+        }
+    }
+    assert_eq!(
+        stored,
+        keys.len(),
+        "every key is writable once its server is ejected"
+    );
+    assert_eq!(nodes[1].curr_items(), 40);
+    for k in &keys {
+        assert_hit(&c.get(k).await, b"v2");
+    }
 }

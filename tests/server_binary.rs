@@ -123,6 +123,10 @@ async fn serves_on_the_embedded_store_by_default_and_says_so() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mintcache-server"))
         .env_clear()
         .env("MINTCACHE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "MINTCACHE_ADMIN__LISTEN",
+            format!("127.0.0.1:{}", harness::free_port()),
+        )
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

@@ -7,9 +7,11 @@
 //! - [`mint`]: how a read of an item becomes a `HIT`, `STALE`, `REFRESH`, `MISS` or `PENDING`;
 //! - [`lease`]: the opaque lease tokens handed to refreshers;
 //! - [`meta`]: per-call gRPC metadata parsing;
-//! - [`auth`]: bearer tokens, admin rights and per-call debug modes.
+//! - [`auth`]: bearer tokens, admin rights and per-call debug modes;
+//! - [`deadline`]: the `grpc-timeout` header.
 
 pub mod auth;
+pub mod deadline;
 pub mod envelope;
 pub mod item;
 pub mod key;

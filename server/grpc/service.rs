@@ -54,7 +54,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         let call = call_of(&request)?;
         let req = request.into_inner();
         let read = self.cache.get(&call, &req.key, req.lease_on_miss).await?;
+        let outcome = read.lookup.outcome;
         let mut response = Response::new(proto::GetResponse::from(read.lookup));
+        // For the telemetry layer's metrics and span.
+        response.extensions_mut().insert(outcome);
         if read.degraded {
             response
                 .metadata_mut()

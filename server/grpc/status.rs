@@ -44,6 +44,7 @@ pub fn key_error(e: CacheError) -> proto::KeyError {
 
 /// The status of a call whose metadata layer did not run (a wiring bug, never a client error).
 pub fn missing_call_meta() -> Status {
+    tracing::error!("call context missing: a request-path layer is not wired");
     Status::new(Code::Internal, "internal error")
 }
 

@@ -15,13 +15,12 @@ use http::HeaderValue;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
+use super::is_cache_call;
+
 use crate::core::auth::{
     AUTHORIZATION_HEADER, AuthError, AuthPolicy, DEBUG_APPLIED_HEADER, DEBUG_HEADER, Grant,
     Presented,
 };
-
-/// Path prefix of the calls this layer guards.
-const CACHE_PATH_PREFIX: &str = "/mintcache.v1.Cache/";
 
 /// Adds [`AuthService`] around a service.
 #[derive(Clone, Debug)]
@@ -97,7 +96,7 @@ where
         // The clone is the one that was not polled ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !request.uri().path().starts_with(CACHE_PATH_PREFIX) {
+        if !is_cache_call(&request) {
             return Box::pin(inner.call(request));
         }
         let headers = request.headers();

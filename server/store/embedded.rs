@@ -133,6 +133,10 @@ impl Store for EmbeddedStore {
         "embedded"
     }
 
+    async fn probe(&self) -> bool {
+        true
+    }
+
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {
         Ok(self
             .apply(key, |it, now, cas| item::get(it, opts, now, cas))

@@ -42,12 +42,51 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The node is ejected after consecutive failures.
+    #[error("memcached {node}: ejected after consecutive failures")]
+    Ejected {
+        /// The node's address.
+        node: String,
+    },
+}
+
+impl StoreError {
+    /// A short name of the kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::Protocol { .. } => "protocol",
+            Self::Ejected { .. } => "ejected",
+        }
+    }
+}
+
+/// Connection pool usage of one memcached server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The server.
+    pub node: String,
+    /// Connections lent out.
+    pub in_use: usize,
+    /// Connections in the pool.
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
 }
 
 /// What the mint logic needs from a backend.
 pub trait Store: Send + Sync + 'static {
     /// A short name for logs (`memcached`, `embedded`).
     fn kind(&self) -> &'static str;
+
+    /// Whether the backend can serve (for memcached: at least one server answers).
+    fn probe(&self) -> impl Future<Output = bool> + Send;
+
+    /// Connection pool usage, per memcached server (none for in-process stores).
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        Vec::new()
+    }
 
     /// Meta get (`mg <key> v f t c [R] [N]`).
     fn get(

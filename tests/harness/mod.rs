@@ -183,23 +183,32 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// A mintcache server running in this process on a free port; stops on drop.
+/// A mintcache server running in this process on free ports; stops on drop.
 pub struct TestServer {
+    /// The gRPC address.
     pub addr: SocketAddr,
+    /// The admin HTTP address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
-    /// Serves `config` on 127.0.0.1 with an ephemeral port.
+    /// Serves `config` on 127.0.0.1 with ephemeral gRPC and admin ports.
     pub async fn start(config: Config) -> Self {
         init_logs();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let addr = listener.local_addr().expect("local addr");
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = grpc.local_addr().expect("local addr");
+        let admin_addr = admin.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            mintcache::run(config, listener, async {
+        let handle = tokio::spawn(async move {
+            let listeners = mintcache::Listeners { grpc, admin };
+            mintcache::run(config, listeners, async {
                 let _ = rx.await;
             })
             .await
@@ -207,8 +216,25 @@ impl TestServer {
         });
         Self {
             addr,
+            admin: admin_addr,
             shutdown: Some(tx),
+            handle: Some(handle),
         }
+    }
+
+    /// Asks the server to shut down and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task");
+        }
+    }
+
+    /// `GET http://<admin><path>`: the status code and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
     }
 
     /// A gRPC client connected to this server.
@@ -257,6 +283,10 @@ impl ServerProcess {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("MINTCACHE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "MINTCACHE_ADMIN__LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            )
             .env("MINTCACHE_LOG__LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -306,4 +336,30 @@ pub fn req<T>(message: T, version: Option<&str>, namespace: Option<&str>) -> ton
             .insert(NAMESPACE_HEADER, ns.parse().expect("ascii metadata"));
     }
     request
+}
+
+/// A minimal HTTP/1.1 GET over loopback: the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to admin port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("HTTP status line");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

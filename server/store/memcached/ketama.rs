@@ -55,10 +55,21 @@ impl KetamaRing {
 
     /// The index of the server owning `key`; `None` for an empty ring.
     pub fn server_for(&self, key: &[u8]) -> Option<usize> {
-        let first = self.points.first()?;
+        self.server_for_where(key, |_| true)
+    }
+
+    /// The first server at or after `key`'s point that `accept`s; `None` if none does. With
+    /// servers left out, their keys spread over the others as if they had been removed from
+    /// the ring, and every other key stays where it is.
+    pub fn server_for_where(&self, key: &[u8], accept: impl Fn(usize) -> bool) -> Option<usize> {
         let hash = ketama_hash(key);
         let at = self.points.partition_point(|(p, _)| *p < hash);
-        Some(self.points.get(at).unwrap_or(first).1)
+        let (after, before) = self.points.split_at(at);
+        before
+            .iter()
+            .chain(after)
+            .map(|(_, server)| *server)
+            .find(|s| accept(*s))
     }
 }
 
@@ -100,6 +111,21 @@ mod tests {
             (0.14..=0.26).contains(&share),
             "moved {share:.3} of keys, expected about 0.2"
         );
+    }
+
+    #[test]
+    fn leaving_a_server_out_is_removing_it() {
+        let n = names(4);
+        let full = KetamaRing::new(n.iter().map(|n| (n.as_str(), 1)));
+        let three = KetamaRing::new(n[..3].iter().map(|n| (n.as_str(), 1)));
+        for key in keys() {
+            let skipped = full.server_for_where(&key, |s| s != 3);
+            assert_eq!(skipped, three.server_for(&key));
+            if full.server_for(&key) != Some(3) {
+                assert_eq!(skipped, full.server_for(&key), "other keys stay put");
+            }
+        }
+        assert_eq!(full.server_for_where(b"k", |_| false), None);
     }
 
     #[test]

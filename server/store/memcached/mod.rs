@@ -17,31 +17,39 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 pub use ketama::{KetamaRing, ketama_hash};
-pub use node::{Conn, ConnManager, Node};
+pub use node::{Conn, ConnManager, Node, NodeSettings};
 
 use super::{Store, StoreError};
-use crate::config::MemcachedConfig;
+use crate::config::{EjectedKeys, MemcachedConfig};
 use crate::core::item::{
     Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus,
 };
 use crate::core::key::{StoreKey, WireForm};
 use crate::core::ttl::memcached_exptime;
+use crate::metrics::Metrics;
+use crate::store::PoolStats;
 
 /// A pool of memcached servers.
 pub struct MemcachedStore {
     ring: KetamaRing,
     nodes: Vec<Node>,
+    remap_ejected: bool,
 }
 
 impl MemcachedStore {
     /// Builds the pool. Connections are made lazily, on first use.
-    pub fn new(config: &MemcachedConfig) -> Self {
-        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-        let timeout = Duration::from_millis(config.timeout_ms);
+    pub fn new(config: &MemcachedConfig, metrics: Metrics) -> Self {
+        let settings = NodeSettings {
+            pool_size: config.pool_size,
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            timeout: Duration::from_millis(config.timeout_ms),
+            failure_limit: config.failure_limit,
+            retry_timeout: Duration::from_millis(config.retry_timeout_ms),
+        };
         let nodes: Vec<Node> = config
             .servers
             .iter()
-            .map(|spec| Node::new(&spec.addr, config.pool_size, connect_timeout, timeout))
+            .map(|spec| Node::new(&spec.addr, settings.clone(), metrics.clone()))
             .collect();
         let ring = KetamaRing::new(
             config
@@ -49,7 +57,11 @@ impl MemcachedStore {
                 .iter()
                 .map(|spec| (spec.addr.as_str(), spec.weight)),
         );
-        Self { ring, nodes }
+        Self {
+            ring,
+            nodes,
+            remap_ejected: config.ejected_keys == EjectedKeys::Remap,
+        }
     }
 
     /// The servers, in configuration order.
@@ -62,8 +74,14 @@ impl MemcachedStore {
         &self.nodes[self.node_index(key)]
     }
 
+    /// The server owning `key`: its ring owner, or with `ejected_keys = remap` while that
+    /// owner is ejected, the next server on the ring that is not.
     fn node_index(&self, key: &StoreKey) -> usize {
-        self.ring.server_for(key.stored()).unwrap_or(0)
+        let accept = |i: usize| !self.remap_ejected || !self.nodes[i].is_ejected();
+        self.ring
+            .server_for_where(key.stored(), accept)
+            .or_else(|| self.ring.server_for(key.stored()))
+            .unwrap_or(0)
     }
 
     /// Groups request positions by a batch key (node and everything the batch's shared flags
@@ -165,6 +183,17 @@ fn view(value: MetaValue) -> ItemView {
 impl Store for MemcachedStore {
     fn kind(&self) -> &'static str {
         "memcached"
+    }
+
+    async fn probe(&self) -> bool {
+        join_all(self.nodes.iter().map(Node::probe))
+            .await
+            .into_iter()
+            .any(|up| up)
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        self.nodes.iter().map(Node::pool_stats).collect()
     }
 
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {

@@ -1,0 +1,212 @@
+//! The telemetry layer: one span and one set of request metrics per `mintcache.v1.Cache` call.
+//!
+//! The span (`grpc.request`, server kind) carries the RPC name, the gRPC status code, the read
+//! outcome, and the namespace and version (recorded by the handler); never the key or value.
+//! A W3C `traceparent` in the request metadata makes it a child of the caller's span, and the
+//! memcached calls made for the request are its children.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use opentelemetry::propagation::Extractor;
+use tower::{Layer, Service};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::{CACHE_PATH_PREFIX, is_cache_call};
+use crate::core::mint::MintOutcome;
+use crate::metrics::Metrics;
+
+/// The RPCs of `mintcache.v1.Cache`, as metric and span labels (a closed set, so label
+/// cardinality stays bounded whatever path a client sends).
+const RPCS: &[&str] = &[
+    "Get",
+    "Set",
+    "Delete",
+    "Add",
+    "Touch",
+    "Invalidate",
+    "Increment",
+    "GetMany",
+    "SetMany",
+    "DeleteMany",
+];
+
+fn rpc_name(path: &str) -> &'static str {
+    let method = path.strip_prefix(CACHE_PATH_PREFIX).unwrap_or_default();
+    RPCS.iter()
+        .find(|r| **r == method)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// The name of a gRPC status code, as in the gRPC specification.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Reads trace context from HTTP/2 headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct TelemetryLayer {
+    metrics: Metrics,
+}
+
+impl TelemetryLayer {
+    /// Records into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for TelemetryLayer {
+    type Service = TelemetryService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TelemetryService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See [`TelemetryLayer`].
+#[derive(Clone, Debug)]
+pub struct TelemetryService<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+/// Decrements the in-flight gauge however the call ends (answered, failed or cancelled).
+struct InFlight(Metrics);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight(-1);
+    }
+}
+
+impl<S, B, R> Service<http::Request<B>> for TelemetryService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !is_cache_call(&request) {
+            return Box::pin(inner.call(request));
+        }
+        let rpc = rpc_name(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc.request",
+            otel.name = %format_args!("mintcache.v1.Cache/{rpc}"),
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "mintcache.v1.Cache",
+            rpc.method = rpc,
+            rpc.grpc.status_code = tracing::field::Empty,
+            mintcache.outcome = tracing::field::Empty,
+            mintcache.namespace = tracing::field::Empty,
+            mintcache.version = tracing::field::Empty,
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(request.headers()))
+        });
+        // Without an OpenTelemetry subscriber there is nothing to attach to; that is fine.
+        let _ = span.set_parent(parent);
+        let metrics = self.metrics.clone();
+        metrics.in_flight(1);
+        let guard = InFlight(metrics.clone());
+        let started = Instant::now();
+        let future = inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let _guard = guard;
+            let response = future.await?;
+            // A failed unary call is a trailers-only response: its status is in the headers.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+            let outcome = response.extensions().get::<MintOutcome>().copied();
+            let code = code_name(code);
+            span.record("rpc.grpc.status_code", code);
+            if let Some(outcome) = outcome {
+                span.record("mintcache.outcome", outcome.as_str());
+            }
+            metrics.rpc(rpc, code, outcome, started.elapsed());
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_names_are_a_closed_set() {
+        assert_eq!(rpc_name("/mintcache.v1.Cache/Get"), "Get");
+        assert_eq!(rpc_name("/mintcache.v1.Cache/DeleteMany"), "DeleteMany");
+        assert_eq!(rpc_name("/mintcache.v1.Cache/../../etc"), "unknown");
+        assert_eq!(rpc_name("/grpc.health.v1.Health/Check"), "unknown");
+    }
+
+    #[test]
+    fn every_code_has_its_specification_name() {
+        for n in 0..=16 {
+            let code = tonic::Code::from_i32(n);
+            let name = code_name(code);
+            assert_eq!(name, name.to_ascii_uppercase());
+        }
+        assert_eq!(
+            code_name(tonic::Code::ResourceExhausted),
+            "RESOURCE_EXHAUSTED"
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! Process-wide telemetry set up by `mintcache-server`: the `tracing` subscriber (text or JSON
+//! log lines on stderr), W3C trace-context propagation, and, when `telemetry.otlp_endpoint` is
+//! set, export of the spans to an OpenTelemetry collector over OTLP/gRPC. Metrics are per
+//! server ([`crate::metrics`]).
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::config::{Config, LogFormat};
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The OTLP span exporter could not be built.
+    #[error("OTLP span exporter: {0}")]
+    Otlp(String),
+    /// A subscriber was already installed.
+    #[error("tracing subscriber: {0}")]
+    Subscriber(String),
+}
+
+/// Keeps the span exporter alive; [`Telemetry::shutdown`] flushes it.
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+/// Installs the global subscriber and propagator. Must run inside a tokio runtime when OTLP
+/// export is on.
+pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.log.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    }
+    .with_filter(filter);
+
+    let telemetry = &config.telemetry;
+    let (otel, tracer_provider) = if telemetry.otlp_endpoint.is_empty() {
+        (None, None)
+    } else {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(telemetry.otlp_endpoint.clone())
+            .with_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
+        let provider = SdkTracerProvider::builder()
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(telemetry.service_name.clone())
+                    .build(),
+            )
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                telemetry.sample_ratio,
+            ))))
+            .with_batch_exporter(exporter)
+            .build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("mintcache"))
+            // Spans are exported whatever the log level: the service's own spans only.
+            .with_filter(Targets::new().with_target("mintcache", LevelFilter::INFO));
+        (Some(layer), Some(provider))
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    Ok(Telemetry { tracer_provider })
+}
+
+impl Telemetry {
+    /// Exports the spans still buffered.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.tracer_provider {
+            if let Err(e) = provider.shutdown() {
+                tracing::warn!(error = %e, "span export did not finish");
+            }
+        }
+    }
+}
