@@ -7,8 +7,8 @@
 //! 2 error (message on stderr).
 //!
 //! Settings come from flags or environment variables. The variables start with
-//! `MINTCACHECLI_`, not `MINTCACHE_`: the server treats every `MINTCACHE_*` variable as
-//! configuration and refuses unknown ones, so both can run from the same shell.
+//! `MINTCACHECLI_`, kept apart from the server's `MINTCACHE_*` settings, so a shell or pod can
+//! hold both without either reading the other's.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
