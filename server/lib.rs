@@ -55,6 +55,8 @@ use crate::store::{EmbeddedStore, MemcachedStore, Store};
 
 /// How often the backend is probed for health.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long startup waits for the first health verdict.
+const FIRST_PROBE_LIMIT: Duration = Duration::from_secs(1);
 /// The gRPC health service name of the Cache service.
 const CACHE_SERVICE_NAME: &str = "mintcache.v1.Cache";
 
@@ -177,6 +179,11 @@ async fn serve<S: Store>(
         .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // v1alpha too: many deployed tools (grpcurl 1.8 among them) only speak that one.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
 
     // Shutdown is a watch: the gRPC server, the admin server, the prober and the grace timer
     // all follow it.
@@ -187,7 +194,11 @@ async fn serve<S: Store>(
         let _ = stop_tx.send(true);
     });
     let ready = Arc::new(AtomicBool::new(false));
-    let serving = cache.store().probe().await;
+    // A first verdict before serving, but never more than a moment: a hung memcached must not
+    // hold up startup (the prober keeps at it in the background).
+    let serving = tokio::time::timeout(FIRST_PROBE_LIMIT, cache.store().probe())
+        .await
+        .unwrap_or(false);
     set_health(&health, &ready, serving).await;
     let prober = tokio::spawn(probe_backend(
         cache.clone(),
@@ -203,10 +214,12 @@ async fn serve<S: Store>(
     if let Ok(addr) = listeners.admin.local_addr() {
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     }
+    // The admin port outlives the drain, so that orchestrators see /readyz fail meanwhile.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
         admin_state,
-        stopped(stop_rx.clone()),
+        stopped(admin_stop_rx),
     ));
 
     let mut builder = tonic::transport::Server::builder();
@@ -242,6 +255,7 @@ async fn serve<S: Store>(
         .add_service(cache_service)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), drain);
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let grace_over = async move {
@@ -256,6 +270,7 @@ async fn serve<S: Store>(
         }
     };
     prober.abort();
+    let _ = admin_stop_tx.send(true);
     if let Ok(Err(e)) = admin.await {
         tracing::warn!(error = %e, "admin server");
     }

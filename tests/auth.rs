@@ -362,7 +362,10 @@ async fn write_only_mode_on_every_rpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_calls_never_leak_into_concurrent_calls() {
     let mc = Memcached::start();
-    let server = TestServer::start(auth_config(&mc)).await;
+    let mut cfg = auth_config(&mc);
+    // All 2,000 calls are in flight at once: this test is about isolation, not load shedding.
+    cfg.server.max_concurrent_calls = 4096;
+    let server = TestServer::start(cfg).await;
     let normal = Calls::new(server.client().await);
     normal.set(b"hot", b"cached").await;
     let admin_client = server.client().await;

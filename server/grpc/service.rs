@@ -39,6 +39,10 @@ fn call_of<T>(request: &Request<T>) -> Result<Call, Status> {
         .extensions()
         .get::<Grant>()
         .ok_or_else(missing_call_meta)?;
+    // The span of the call (made by the telemetry layer) names the key space; never the key.
+    let span = tracing::Span::current();
+    span.record("mintcache.namespace", space.namespace());
+    span.record("mintcache.version", space.version());
     Ok(Call {
         space,
         debug: grant.debug,

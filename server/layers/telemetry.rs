@@ -156,7 +156,7 @@ where
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
             p.extract(&HeaderExtractor(request.headers()))
         });
-        // Without an OpenTelemetry subscriber there is nothing to attach to; that is fine.
+        // Without an OpenTelemetry layer (no OTLP endpoint) there is nothing to attach to.
         let _ = span.set_parent(parent);
         let metrics = self.metrics.clone();
         metrics.in_flight(1);

@@ -186,10 +186,12 @@ impl Store for MemcachedStore {
     }
 
     async fn probe(&self) -> bool {
-        join_all(self.nodes.iter().map(Node::probe))
-            .await
-            .into_iter()
-            .any(|up| up)
+        // Answered as soon as one server answers: a hung server must not hold up the verdict.
+        let probes = self
+            .nodes
+            .iter()
+            .map(|node| Box::pin(async move { if node.probe().await { Ok(()) } else { Err(()) } }));
+        futures_util::future::select_ok(probes).await.is_ok()
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {

@@ -154,7 +154,13 @@ impl Node {
                 node: self.addr.clone(),
             });
         }
-        self.attempt(op).await
+        let span = tracing::info_span!(
+            "memcached",
+            otel.kind = "client",
+            db.system = "memcached",
+            node = %self.addr
+        );
+        self.attempt(op).instrument(span).await
     }
 
     /// Checks that the server answers (`version`). An ejected server is only tried once its
@@ -181,9 +187,7 @@ impl Node {
                 reason: e.to_string(),
             })
         };
-        let span = tracing::info_span!("memcached", otel.kind = "client", db.system = "memcached", node = %self.addr);
         let result = tokio::time::timeout(self.settings.timeout, work)
-            .instrument(span)
             .await
             .unwrap_or_else(|_| {
                 Err(StoreError::Timeout {

@@ -1,0 +1,538 @@
+//! Operations end to end: metrics on the admin port, trace export to an OTLP collector with the
+//! caller's trace id, health that follows memcached, graceful shutdown on SIGTERM, load
+//! shedding, deadlines, and log lines.
+
+mod harness;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use harness::calls::{Calls, assert_hit};
+use harness::{Memcached, TestServer, config, free_port, http_get};
+use mintcache::config::Config;
+use mintcache_client::proto::{GetRequest, Outcome};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// A TCP port that accepts connections and never answers: a hung memcached.
+fn silent_node() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind")
+}
+
+/// The value of a Prometheus sample line starting with `prefix`, or 0.
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn health(addr: SocketAddr, service: &str) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = HealthClient::new(channel);
+    client
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status
+}
+
+async fn wait_for<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for_or(what, check, || async { String::new() }).await;
+}
+
+async fn wait_for_or<F, Fut, D, DFut>(what: &str, mut check: F, describe: D)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+    D: FnOnce() -> DFut,
+    DFut: std::future::Future<Output = String>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}; {}", describe().await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A key of `space` that the ring puts on server `index` of `addrs`.
+fn key_on(addrs: &[String], index: usize) -> Vec<u8> {
+    use mintcache::core::key::KeySpace;
+    use mintcache::store::memcached::KetamaRing;
+    let ring = KetamaRing::new(addrs.iter().map(|a| (a.as_str(), 1)));
+    let space = KeySpace::new("", "1").expect("valid");
+    (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .find(|k| ring.server_for(space.store_key(k).stored()) == Some(index))
+        .expect("some key lands on every server")
+}
+
+#[tokio::test]
+async fn metrics_follow_the_calls() {
+    let mc = Memcached::start();
+    let server = TestServer::start(config(&[&mc])).await;
+    let c = Calls::new(server.client().await);
+    let (status, before) = server.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    let hit = "mintcache_rpc_requests_total{code=\"OK\",outcome=\"hit\",rpc=\"Get\"}";
+    let miss = "mintcache_rpc_requests_total{code=\"OK\",outcome=\"miss\",rpc=\"Get\"}";
+    let bad =
+        "mintcache_rpc_requests_total{code=\"INVALID_ARGUMENT\",outcome=\"none\",rpc=\"Get\"}";
+    let sets = "mintcache_rpc_requests_total{code=\"OK\",outcome=\"none\",rpc=\"Set\"}";
+    let node = format!("node=\"{}\"", mc.addr());
+    let backend_count = format!("mintcache_backend_duration_seconds_count{{{node}}}");
+    assert_eq!(sample(&before, hit), 0.0);
+
+    c.set(b"k", b"v").await;
+    for _ in 0..3 {
+        assert_hit(&c.get(b"k").await, b"v");
+    }
+    assert_eq!(c.get(b"absent").await.outcome(), Outcome::Miss);
+    assert!(c.try_get(b"").await.is_err());
+
+    let (_, after) = server.admin_get("/metrics").await;
+    assert_eq!(sample(&after, hit), 3.0, "{after}");
+    assert_eq!(sample(&after, miss), 1.0);
+    assert_eq!(sample(&after, bad), 1.0);
+    assert_eq!(sample(&after, sets), 1.0);
+    assert_eq!(
+        sample(&after, "mintcache_mint_outcomes_total{outcome=\"hit\"}"),
+        3.0
+    );
+    assert_eq!(
+        sample(&after, &backend_count),
+        sample(&before, &backend_count) + 5.0,
+        "5 memcached operations"
+    );
+    assert!(
+        sample(
+            &after,
+            "mintcache_rpc_duration_seconds_count{code=\"OK\",rpc=\"Get\"}"
+        ) >= 4.0
+    );
+    assert_eq!(sample(&after, "mintcache_rpc_in_flight"), 0.0);
+    assert!(
+        after.contains(&format!(
+            "mintcache_pool_connections{{{node},state=\"idle\"}}"
+        )),
+        "{after}"
+    );
+    // Labels never carry keys or values.
+    assert!(!after.contains("absent"));
+    let (status, body) = server.admin_get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(server.admin_get("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn health_follows_memcached() {
+    let mut nodes = [Memcached::start(), Memcached::start()];
+    let port = nodes[1].port;
+    let server = TestServer::start(config(&[&nodes[0], &nodes[1]])).await;
+    let addr = server.addr;
+    assert_eq!(health(addr, "").await, ServingStatus::Serving as i32);
+    assert_eq!(
+        health(addr, "mintcache.v1.Cache").await,
+        ServingStatus::Serving as i32
+    );
+
+    nodes[0].stop();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        health(addr, "").await,
+        ServingStatus::Serving as i32,
+        "one server is enough"
+    );
+
+    nodes[1].stop();
+    wait_for("NOT_SERVING", || async {
+        health(addr, "mintcache.v1.Cache").await == ServingStatus::NotServing as i32
+    })
+    .await;
+    assert_eq!(server.admin_get("/readyz").await.0, 503);
+    assert_eq!(
+        server.admin_get("/healthz").await.0,
+        200,
+        "alive, just not ready"
+    );
+
+    let _back = Memcached::start_on(port);
+    wait_for("SERVING again", || async {
+        health(addr, "").await == ServingStatus::Serving as i32
+    })
+    .await;
+    assert_eq!(server.admin_get("/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_at_once_and_the_server_stays_healthy() {
+    let mc = Memcached::start();
+    let hung = silent_node();
+    let addrs = vec![mc.addr(), hung.local_addr().expect("addr").to_string()];
+    let mut cfg = Config::default();
+    cfg.memcached.servers = addrs.iter().map(|a| a.parse().expect("spec")).collect();
+    cfg.memcached.timeout_ms = 3000;
+    cfg.memcached.failure_limit = 0;
+    cfg.server.max_concurrent_calls = 4;
+    let server = TestServer::start(cfg).await;
+    let c = Calls::new(server.client().await);
+    let slow_key = key_on(&addrs, 1);
+    let fast_key = key_on(&addrs, 0);
+    c.set(&fast_key, b"v").await;
+
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            let k = slow_key.clone();
+            tokio::spawn(async move { c.try_get_full(&k).await })
+        })
+        .collect();
+    wait_for("4 calls in flight", || async {
+        sample(
+            &server.admin_get("/metrics").await.1,
+            "mintcache_rpc_in_flight",
+        ) == 4.0
+    })
+    .await;
+    for _ in 0..20 {
+        let e = c.try_get(&fast_key).await.expect_err("shed");
+        assert_eq!(e.code(), Code::ResourceExhausted);
+        assert!(e.message().contains("max_concurrent_calls"));
+    }
+    assert!(
+        slow.iter().all(|h| !h.is_finished()),
+        "the shed calls did not wait for the slow ones"
+    );
+    // Probes are never shed.
+    assert_eq!(health(server.addr, "").await, ServingStatus::Serving as i32);
+    let (_, metrics) = server.admin_get("/metrics").await;
+    assert_eq!(sample(&metrics, "mintcache_rpc_shed_total"), 20.0);
+    for h in slow {
+        let (r, degraded) = h.await.expect("task").expect("slow reads fail open");
+        assert!(degraded && r.outcome() == Outcome::Miss);
+    }
+    assert_hit(&c.get(&fast_key).await, b"v");
+}
+
+#[tokio::test]
+async fn deadlines_reach_the_memcached_call() {
+    let mc = Memcached::start();
+    let hung = silent_node();
+    let addrs = vec![mc.addr(), hung.local_addr().expect("addr").to_string()];
+    let mut cfg = Config::default();
+    cfg.memcached.servers = addrs.iter().map(|a| a.parse().expect("spec")).collect();
+    cfg.memcached.timeout_ms = 10_000;
+    let server = TestServer::start(cfg).await;
+    let mut client = server.client().await;
+    let mut request = tonic::Request::new(GetRequest {
+        key: key_on(&addrs, 1),
+        lease_on_miss: None,
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let started = Instant::now();
+    let e = client.get(request).await.expect_err("deadline");
+    // Whichever answer arrives first: the server's DEADLINE_EXCEEDED or tonic's own client-side
+    // timer (which it reports as CANCELLED).
+    assert!(
+        matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{e:?}"
+    );
+    // The server gave up too, well before its 10 s memcached timeout: the call is no longer in
+    // flight and was answered DEADLINE_EXCEEDED.
+    wait_for_or(
+        "the call to end on the server",
+        || async {
+            let (_, m) = server.admin_get("/metrics").await;
+            sample(&m, "mintcache_rpc_in_flight") == 0.0
+                && sample(&m, "mintcache_rpc_requests_total{code=\"DEADLINE_EXCEEDED\",outcome=\"none\",rpc=\"Get\"}") == 1.0
+        },
+        || async { server.admin_get("/metrics").await.1 },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended long before the memcached timeout"
+    );
+    let _ = e;
+}
+
+/// The server binary with extra environment, its stderr captured.
+fn spawn_server(env: &[(&str, String)]) -> (Child, SocketAddr, SocketAddr) {
+    let port = free_port();
+    let admin_port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mintcache-server"));
+    cmd.env_clear()
+        .env("MINTCACHE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("MINTCACHE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("start server");
+    (
+        child,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        SocketAddr::from(([127, 0, 0, 1], admin_port)),
+    )
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    (status, logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_slow_call_finish_then_exits_0() {
+    let mc = Memcached::start();
+    let hung = silent_node();
+    let addrs = vec![mc.addr(), hung.local_addr().expect("addr").to_string()];
+    let (mut child, addr, admin) = spawn_server(&[
+        ("MINTCACHE_MEMCACHED__SERVERS", addrs.join(",")),
+        ("MINTCACHE_MEMCACHED__TIMEOUT_MS", "1500".into()),
+        ("MINTCACHE_MEMCACHED__FAILURE_LIMIT", "0".into()),
+    ]);
+    let c = Calls::new(harness::connect(addr).await);
+    let slow_key = key_on(&addrs, 1);
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(async move { c.try_get_full(&slow_key).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&child);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !slow.is_finished(),
+        "the slow call is still in flight during the drain"
+    );
+    assert_eq!(
+        http_get(admin, "/readyz").await.0,
+        503,
+        "not ready while draining"
+    );
+    let (r, degraded) = slow
+        .await
+        .expect("task")
+        .expect("the in-flight call finished normally");
+    assert!(degraded && r.outcome() == Outcome::Miss);
+    let (status, logs) = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(0), "logs:\n{logs}");
+    assert!(logs.contains("shutting down"), "{logs}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn default_logs_have_no_line_per_call_and_one_per_error() {
+    let mut mc = Memcached::start();
+    let (mut child, addr, _) = spawn_server(&[
+        ("MINTCACHE_MEMCACHED__SERVERS", mc.addr()),
+        ("MINTCACHE_LOG__FORMAT", "json".into()),
+    ]);
+    let c = Calls::new(harness::connect(addr).await);
+    for i in 0..50 {
+        c.set(format!("k{i}").as_bytes(), b"v").await;
+        assert_hit(&c.get(format!("k{i}").as_bytes()).await, b"v");
+    }
+    mc.stop();
+    assert!(c.try_set(b"k", b"v", 0).await.is_err());
+    sigterm(&child);
+    let (status, logs) = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(0));
+    let lines: Vec<&str> = logs.lines().collect();
+    for line in &lines {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let errors: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("backend unavailable"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one line for the failed call:\n{logs}");
+    assert!(
+        errors[0].contains(&mc.addr()),
+        "the line names the node: {}",
+        errors[0]
+    );
+    assert!(lines.len() < 12, "no line per successful call:\n{logs}");
+}
+
+/// An OTLP trace collector: keeps every span it receives.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let mut spans = self.spans.lock().expect("lock");
+        for rs in request.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans);
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_an_otlp_collector_with_the_callers_trace_id() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let otlp = listener.local_addr().expect("addr");
+    let service = TraceServiceServer::new(collector.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mc = Memcached::start();
+    let (mut child, addr, _) = spawn_server(&[
+        ("MINTCACHE_MEMCACHED__SERVERS", mc.addr()),
+        (
+            "MINTCACHE_TELEMETRY__OTLP_ENDPOINT",
+            format!("http://{otlp}"),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ]);
+    let mut client = harness::connect(addr).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let mut request = tonic::Request::new(GetRequest {
+        key: b"traced-key".to_vec(),
+        lease_on_miss: None,
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_id}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    request
+        .metadata_mut()
+        .insert("x-cache-version", "v7".parse().expect("ascii"));
+    assert_eq!(
+        client
+            .get(request)
+            .await
+            .expect("get")
+            .into_inner()
+            .outcome(),
+        Outcome::Miss
+    );
+    sigterm(&child);
+    let (status, logs) = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(0), "{logs}");
+
+    let spans = collector.spans.lock().expect("lock").clone();
+    let rpc = spans
+        .iter()
+        .find(|s| s.name == "mintcache.v1.Cache/Get")
+        .unwrap_or_else(|| {
+            panic!(
+                "no RPC span among {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(
+        hex::encode(&rpc.trace_id),
+        trace_id,
+        "the caller's trace continues"
+    );
+    assert_eq!(
+        hex::encode(&rpc.parent_span_id),
+        parent_id,
+        "child of the caller's span"
+    );
+    let attrs: Vec<String> = rpc
+        .attributes
+        .iter()
+        .map(|a| format!("{}={:?}", a.key, a.value))
+        .collect();
+    let attrs = attrs.join(" ");
+    for expected in [
+        "rpc.method",
+        "mintcache.outcome",
+        "mintcache.version",
+        "rpc.grpc.status_code",
+    ] {
+        assert!(attrs.contains(expected), "{expected} missing in {attrs}");
+    }
+    assert!(attrs.contains("v7") && attrs.contains("miss"), "{attrs}");
+    assert!(
+        !attrs.contains("traced-key"),
+        "the key never reaches a span"
+    );
+    let backend = spans
+        .iter()
+        .find(|s| s.name == "memcached")
+        .expect("a memcached span");
+    assert_eq!(
+        backend.trace_id, rpc.trace_id,
+        "the only memcached spans are those of calls"
+    );
+    assert_eq!(
+        backend.parent_span_id, rpc.span_id,
+        "backend calls are children of the RPC span"
+    );
+}
