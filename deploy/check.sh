@@ -120,9 +120,12 @@ expect_failure "an unknown server key in config" \
 render defaults "$OUT/bad-value.yaml" --set config.cache.default_ttl_seconds=0
 expect_failure "an invalid value (ttl 0)" \
     "$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/bad-value.yaml"
+# Service links are off in the chart, but a pod that has them (MINTCACHE_SERVICE_HOST, ...) must
+# still start: the server only reads MINTCACHE_<SECTION>__<KEY> variables.
 sed 's/enableServiceLinks: false/enableServiceLinks: true/' "$OUT/defaults.yaml" >"$OUT/service-links.yaml"
-expect_failure "service links (MINTCACHE_SERVICE_HOST, ... injected)" \
-    "$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/service-links.yaml"
+"$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/service-links.yaml" >"$OUT/service-links.check.log" ||
+    { cat "$OUT/service-links.check.log"; die "service-link variables must not stop the server"; }
+printf 'ok   accepted as it must: service-link variables (MINTCACHE_SERVICE_HOST, ...) are not settings\n'
 sed 's/containerPort: 9090/containerPort: 9091/' "$OUT/defaults.yaml" >"$OUT/bad-port.yaml"
 expect_failure "admin.listen not matching the container port" \
     "$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/bad-port.yaml"
