@@ -158,6 +158,61 @@ impl Settings {
     }
 }
 
+/// A batched call split in two: the items that passed validation (with their positions), and
+/// one answer slot per item, already holding the error of each item that did not. One bad item
+/// fails only itself.
+struct Batch<P, T> {
+    slots: Vec<Option<Result<T, CacheError>>>,
+    valid: Vec<(usize, P)>,
+}
+
+impl<P, T> Batch<P, T> {
+    fn new<I>(
+        items: impl IntoIterator<Item = I>,
+        mut prepare: impl FnMut(I) -> Result<P, CacheError>,
+    ) -> Self {
+        let mut batch = Self {
+            slots: Vec::new(),
+            valid: Vec::new(),
+        };
+        for item in items {
+            match prepare(item) {
+                Ok(prepared) => {
+                    batch.valid.push((batch.slots.len(), prepared));
+                    batch.slots.push(None);
+                }
+                Err(e) => batch.slots.push(Some(Err(e))),
+            }
+        }
+        batch
+    }
+
+    /// The prepared items, in order.
+    fn prepared(&self) -> impl Iterator<Item = &P> {
+        self.valid.iter().map(|(_, p)| p)
+    }
+
+    /// Answers the valid items, in order.
+    fn answer(
+        mut self,
+        answers: impl IntoIterator<Item = Result<T, CacheError>>,
+    ) -> Vec<Result<T, CacheError>> {
+        for ((pos, _), answer) in self.valid.iter().zip(answers) {
+            self.slots[*pos] = Some(answer);
+        }
+        self.slots
+            .into_iter()
+            .map(|slot| slot.unwrap_or_else(|| unreachable!("every valid item gets an answer")))
+            .collect()
+    }
+
+    /// Answers every valid item the same way (debug modes).
+    fn answer_all(self, answer: impl Fn() -> Result<T, CacheError>) -> Vec<Result<T, CacheError>> {
+        let answers: Vec<_> = self.valid.iter().map(|_| answer()).collect();
+        self.answer(answers)
+    }
+}
+
 /// The versioned mint cache over a store.
 pub struct MintCache<S> {
     store: S,
@@ -264,41 +319,20 @@ impl<S: Store> MintCache<S> {
         lease_on_miss: Option<bool>,
     ) -> Vec<Result<Read, CacheError>> {
         let (opts, protect) = self.read_opts(lease_on_miss);
-        let mut out: Vec<Option<Result<Read, CacheError>>> = Vec::with_capacity(keys.len());
-        let mut valid = Vec::new();
-        for key in keys {
-            match self.key(&call.space, key) {
-                Ok(k) => {
-                    valid.push((out.len(), k));
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
+        let batch = Batch::new(keys, |key| self.key(&call.space, key));
         if call.effect(OpKind::Read) == Effect::Miss {
-            for (pos, _) in &valid {
-                out[*pos] = Some(Ok(Read::debug_miss()));
-            }
-            return out
-                .into_iter()
-                .map(|r| r.unwrap_or(Err(CacheError::EmptyKey)))
-                .collect();
+            return batch.answer_all(|| Ok(Read::debug_miss()));
         }
-        let store_keys: Vec<StoreKey> = valid.iter().map(|(_, k)| k.clone()).collect();
+        let store_keys: Vec<StoreKey> = batch.prepared().cloned().collect();
         let firsts = self.store.get_many(&store_keys, opts).await;
         let answers = join_all(
-            valid
+            store_keys
                 .iter()
                 .zip(firsts)
-                .map(|((_, key), first)| self.finish_read(key, first, opts, protect)),
+                .map(|(key, first)| self.finish_read(key, first, opts, protect)),
         )
         .await;
-        for ((pos, _), answer) in valid.iter().zip(answers) {
-            out[*pos] = Some(answer);
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Err(CacheError::EmptyKey)))
-            .collect()
+        batch.answer(answers)
     }
 
     fn read_failed(&self, e: StoreError) -> Result<Read, CacheError> {
@@ -389,33 +423,22 @@ impl<S: Store> MintCache<S> {
 
     /// Stores many values; one answer per item, in order. A bad item fails only itself.
     pub async fn set_many(&self, call: &Call, items: &[SetArgs]) -> Vec<Result<bool, CacheError>> {
-        let mut out: Vec<Option<Result<bool, CacheError>>> = Vec::with_capacity(items.len());
-        let mut valid = Vec::new();
-        for args in items {
-            let prepared = self
-                .key(&call.space, &args.key)
-                .and_then(|k| Ok((k, self.write(args, WriteMode::Set)?)));
-            match prepared {
-                Ok(pair) => {
-                    valid.push((out.len(), pair));
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
+        let batch = Batch::new(items, |args| {
+            Ok((
+                self.key(&call.space, &args.key)?,
+                self.write(args, WriteMode::Set)?,
+            ))
+        });
         if call.effect(OpKind::Write) == Effect::Skip {
-            valid.clear();
+            return batch.answer_all(|| Ok(false));
         }
-        let writes: Vec<(StoreKey, Write)> = valid.iter().map(|(_, pair)| pair.clone()).collect();
+        let writes: Vec<(StoreKey, Write)> = batch.prepared().cloned().collect();
         let results = self.store.set_many(&writes).await;
-        for ((pos, _), result) in valid.iter().zip(results) {
-            out[*pos] = Some(
-                result
-                    .map(|st| st == WriteStatus::Stored)
-                    .map_err(CacheError::Unavailable),
-            );
-        }
-        out.into_iter().map(|r| r.unwrap_or(Ok(false))).collect()
+        batch.answer(results.into_iter().map(|result| {
+            result
+                .map(|st| st == WriteStatus::Stored)
+                .map_err(CacheError::Unavailable)
+        }))
     }
 
     /// Removes a key; whether it held a value.
@@ -432,26 +455,17 @@ impl<S: Store> MintCache<S> {
 
     /// Removes many keys; one answer per key, in order. A bad key fails only itself.
     pub async fn delete_many(&self, call: &Call, keys: &[Bytes]) -> Vec<Result<bool, CacheError>> {
-        let mut out: Vec<Option<Result<bool, CacheError>>> = Vec::with_capacity(keys.len());
-        let mut valid = Vec::new();
-        for key in keys {
-            match self.key(&call.space, key) {
-                Ok(k) => {
-                    valid.push((out.len(), k));
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
+        let batch = Batch::new(keys, |key| self.key(&call.space, key));
         if call.effect(OpKind::Write) == Effect::Skip {
-            valid.clear();
+            return batch.answer_all(|| Ok(false));
         }
-        let store_keys: Vec<StoreKey> = valid.iter().map(|(_, k)| k.clone()).collect();
+        let store_keys: Vec<StoreKey> = batch.prepared().cloned().collect();
         let results = self.store.delete_many(&store_keys).await;
-        for ((pos, _), result) in valid.iter().zip(results) {
-            out[*pos] = Some(result.map_err(CacheError::Unavailable));
-        }
-        out.into_iter().map(|r| r.unwrap_or(Ok(false))).collect()
+        batch.answer(
+            results
+                .into_iter()
+                .map(|r| r.map_err(CacheError::Unavailable)),
+        )
     }
 
     /// A look at an item's flags, ttl and election state, without its value.

@@ -363,8 +363,10 @@ async fn write_only_mode_on_every_rpc() {
 async fn debug_calls_never_leak_into_concurrent_calls() {
     let mc = Memcached::start();
     let mut cfg = auth_config(&mc);
-    // All 2,000 calls are in flight at once: this test is about isolation, not load shedding.
+    // All 2,000 calls are in flight at once: this test is about isolation, not load shedding
+    // or memcached timeouts (a slow machine must not turn reads into fail-open misses).
     cfg.server.max_concurrent_calls = 4096;
+    cfg.memcached.timeout_ms = 30_000;
     let server = TestServer::start(cfg).await;
     let normal = Calls::new(server.client().await);
     normal.set(b"hot", b"cached").await;
@@ -405,6 +407,10 @@ async fn debug_calls_never_leak_into_concurrent_calls() {
                 .await
                 .expect("normal get");
             assert_eq!(applied(&r), None, "a normal call never gets a debug mode");
+            assert!(
+                r.metadata().get("x-cache-degraded").is_none(),
+                "memcached answered"
+            );
             r.into_inner()
         }
     });

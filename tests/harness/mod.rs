@@ -16,6 +16,10 @@ use mintcache_client::{NAMESPACE_HEADER, VERSION_HEADER};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
+/// memcached operation timeout of test servers: generous, so that a loaded test machine does
+/// not turn reads into fail-open misses. Tests about timeouts set their own.
+pub const TEST_MEMCACHED_TIMEOUT_MS: u64 = 5000;
+
 /// How long a process gets to start answering.
 const STARTUP: Duration = Duration::from_secs(10);
 
@@ -166,6 +170,7 @@ impl Drop for Memcached {
 /// A configuration for tests: the given memcached servers (none = embedded store).
 pub fn config(memcached: &[&Memcached]) -> Config {
     let mut config = Config::default();
+    config.memcached.timeout_ms = TEST_MEMCACHED_TIMEOUT_MS;
     config.memcached.servers = memcached
         .iter()
         .map(|m| m.addr().parse().expect("valid server spec"))
@@ -288,6 +293,10 @@ impl ServerProcess {
                 format!("127.0.0.1:{}", free_port()),
             )
             .env("MINTCACHE_LOG__LEVEL", "warn")
+            .env(
+                "MINTCACHE_MEMCACHED__TIMEOUT_MS",
+                TEST_MEMCACHED_TIMEOUT_MS.to_string(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in env {

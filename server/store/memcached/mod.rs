@@ -84,6 +84,29 @@ impl MemcachedStore {
             .unwrap_or(0)
     }
 
+    /// Groups keys by server and key form (what a pipeline of gets or deletes has in common),
+    /// with each group's distinct wire tokens.
+    fn key_groups(&self, keys: &[StoreKey]) -> Vec<KeyGroup> {
+        Self::group(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (i, (self.node_index(k), k.wire_form() == WireForm::Base64))),
+        )
+        .into_iter()
+        .map(|((node, b64), positions)| {
+            let mut tokens: Vec<String> = positions.iter().map(|&i| keys[i].wire_token()).collect();
+            tokens.sort_unstable();
+            tokens.dedup();
+            KeyGroup {
+                node,
+                b64,
+                positions,
+                tokens,
+            }
+        })
+        .collect()
+    }
+
     /// Groups request positions by a batch key (node and everything the batch's shared flags
     /// depend on), keeping request order inside each group.
     fn group<G: std::hash::Hash + Eq + Clone>(
@@ -102,6 +125,18 @@ impl MemcachedStore {
         }
         groups
     }
+}
+
+/// Keys of a batch that go to one server in one pipeline.
+struct KeyGroup {
+    /// The server.
+    node: usize,
+    /// Whether the keys travel base64-encoded (`b`).
+    b64: bool,
+    /// Positions of the keys in the request.
+    positions: Vec<usize>,
+    /// The distinct wire tokens of those keys.
+    tokens: Vec<String>,
 }
 
 /// The meta flags of a get.
@@ -330,18 +365,14 @@ impl Store for MemcachedStore {
         keys: &[StoreKey],
         opts: GetOpts,
     ) -> Vec<Result<Option<ItemView>, StoreError>> {
-        let groups = Self::group(
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| (i, (self.node_index(k), k.wire_form() == WireForm::Base64))),
-        );
-        let batches = groups
-            .into_iter()
-            .map(|((node, b64), positions)| async move {
-                let mut tokens: Vec<String> =
-                    positions.iter().map(|&i| keys[i].wire_token()).collect();
-                tokens.sort_unstable();
-                tokens.dedup();
+        let groups = self.key_groups(keys);
+        let batches = groups.into_iter().map(
+            |KeyGroup {
+                 node,
+                 b64,
+                 positions,
+                 tokens,
+             }| async move {
                 let flags = get_flags(opts, b64);
                 let found = self.nodes[node]
                     .run(|mut client| async move {
@@ -349,7 +380,8 @@ impl Store for MemcachedStore {
                     })
                     .await;
                 (positions, found)
-            });
+            },
+        );
         let mut out: Vec<Result<Option<ItemView>, StoreError>> =
             keys.iter().map(|_| Ok(None)).collect();
         for (positions, found) in join_all(batches).await {
@@ -445,18 +477,14 @@ impl Store for MemcachedStore {
         // already-expired empty item. memcached answers `HD` (suppressed in quiet mode) where a
         // key existed and `NS` where it did not, exactly what `md` reports; the replaced item
         // can no longer be read, added over as absent, or matched by a CAS.
-        let groups = Self::group(
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| (i, (self.node_index(k), k.wire_form() == WireForm::Base64))),
-        );
-        let batches = groups
-            .into_iter()
-            .map(|((node, b64), positions)| async move {
-                let mut tokens: Vec<String> =
-                    positions.iter().map(|&i| keys[i].wire_token()).collect();
-                tokens.sort_unstable();
-                tokens.dedup();
+        let groups = self.key_groups(keys);
+        let batches = groups.into_iter().map(
+            |KeyGroup {
+                 node,
+                 b64,
+                 positions,
+                 tokens,
+             }| async move {
                 let pairs: Vec<(&str, &[u8])> =
                     tokens.iter().map(|t| (t.as_str(), &b""[..])).collect();
                 let mut flags = vec!["MR", "T-1"];
@@ -470,7 +498,8 @@ impl Store for MemcachedStore {
                         })
                         .await;
                 (positions, refused)
-            });
+            },
+        );
         let mut out: Vec<Result<bool, StoreError>> = keys.iter().map(|_| Ok(false)).collect();
         for (positions, refused) in join_all(batches).await {
             match refused {
