@@ -560,13 +560,14 @@ fn lease_bytes(options: &SetOptions) -> Vec<u8> {
 }
 
 /// A call that died with its connection (e.g. a replica restarting) comes back from tonic as
-/// CANCELLED with the transport error as its source; statuses sent by a server have no source.
+/// CANCELLED or UNKNOWN (depending on when the connection broke) with the transport error as
+/// its source; statuses sent by a server have no source.
 /// It is a transport failure like a refused connection, so it is reported (and retried) as
 /// UNAVAILABLE.
 fn transport_failure_as_unavailable(status: Status) -> Status {
     let from_transport = std::error::Error::source(&status)
         .is_some_and(|source| source.is::<tonic::transport::Error>());
-    if status.code() == Code::Cancelled && from_transport {
+    if from_transport && matches!(status.code(), Code::Cancelled | Code::Unknown) {
         Status::unavailable(format!("connection lost: {}", status.message()))
     } else {
         status
