@@ -536,3 +536,30 @@ async fn traces_reach_an_otlp_collector_with_the_callers_trace_id() {
         "backend calls are children of the RPC span"
     );
 }
+
+#[tokio::test]
+async fn messages_over_the_configured_size_are_refused() {
+    let mut cfg = config(&[]);
+    cfg.limits.max_value_bytes = 1000;
+    cfg.limits.max_key_bytes = 100;
+    cfg.server.max_message_bytes = 2048;
+    let server = TestServer::start(cfg).await;
+    let c = Calls::new(server.client().await);
+    // Within the message size, over the value limit: the value limit answers.
+    let e = c
+        .try_set(b"k", &[0u8; 1500], 0)
+        .await
+        .expect_err("value too large");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // Over the message size: refused before decoding.
+    let e = c
+        .try_set(b"k", &[0u8; 4096], 0)
+        .await
+        .expect_err("message too large");
+    assert!(
+        matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{e:?}"
+    );
+    assert!(e.message().contains("too large"), "{e:?}");
+    c.set(b"k", &[1u8; 1000]).await;
+}

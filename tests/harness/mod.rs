@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod calls;
+pub mod pki;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
