@@ -348,6 +348,16 @@ impl<S: Store> MintCache<S> {
         }
     }
 
+    /// Resolves requested seconds (0 = `default`), naming the field when they are refused.
+    fn resolve(
+        &self,
+        field: &'static str,
+        requested: i64,
+        default: u64,
+    ) -> Result<u64, CacheError> {
+        ttl::resolve_seconds(requested, default).map_err(|source| CacheError::Ttl { field, source })
+    }
+
     /// Builds the write for a store request.
     fn write(&self, args: &SetArgs, mode: WriteMode) -> Result<Write, CacheError> {
         if args.value.len() > self.settings.max_value_bytes {
@@ -356,17 +366,11 @@ impl<S: Store> MintCache<S> {
                 max: self.settings.max_value_bytes,
             });
         }
-        let ttl = ttl::resolve_seconds(args.ttl_seconds, self.settings.default_ttl).map_err(
-            |source| CacheError::Ttl {
-                field: "ttl_seconds",
-                source,
-            },
-        )?;
-        let grace = ttl::resolve_seconds(args.grace_seconds, self.settings.default_grace).map_err(
-            |source| CacheError::Ttl {
-                field: "grace_seconds",
-                source,
-            },
+        let ttl = self.resolve("ttl_seconds", args.ttl_seconds, self.settings.default_ttl)?;
+        let grace = self.resolve(
+            "grace_seconds",
+            args.grace_seconds,
+            self.settings.default_grace,
         )?;
         if grace > envelope::MAX_GRACE_SECONDS {
             return Err(CacheError::Ttl {
@@ -509,13 +513,7 @@ impl<S: Store> MintCache<S> {
         ttl_seconds: i64,
     ) -> Result<bool, CacheError> {
         let key = self.key(&call.space, key)?;
-        let ttl =
-            ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl).map_err(|source| {
-                CacheError::Ttl {
-                    field: "ttl_seconds",
-                    source,
-                }
-            })?;
+        let ttl = self.resolve("ttl_seconds", ttl_seconds, self.settings.default_ttl)?;
         if call.effect(OpKind::Write) == Effect::Skip {
             return Ok(false);
         }
@@ -552,13 +550,7 @@ impl<S: Store> MintCache<S> {
         ttl_seconds: i64,
     ) -> Result<u64, CacheError> {
         let key = self.key(&call.space, key)?;
-        let ttl =
-            ttl::resolve_seconds(ttl_seconds, self.settings.default_ttl).map_err(|source| {
-                CacheError::Ttl {
-                    field: "ttl_seconds",
-                    source,
-                }
-            })?;
+        let ttl = self.resolve("ttl_seconds", ttl_seconds, self.settings.default_ttl)?;
         if call.effect(OpKind::Counter) == Effect::Refuse {
             return Err(CacheError::CacheOff);
         }
