@@ -76,6 +76,13 @@ impl KeySpace {
         })
     }
 
+    /// A key space from labels the caller has already checked with [`validate_label`].
+    pub(crate) fn from_validated(namespace: String, version: String) -> Self {
+        debug_assert!(validate_label(namespace.as_bytes(), true).is_ok());
+        debug_assert!(validate_label(version.as_bytes(), false).is_ok());
+        Self { namespace, version }
+    }
+
     /// The namespace (possibly empty).
     pub fn namespace(&self) -> &str {
         &self.namespace

@@ -45,21 +45,13 @@ pub fn key_space(
     if version.is_none() && namespace.is_none() {
         return Ok(defaults.clone());
     }
-    // Both labels were validated above (or come from the validated defaults), so they are
-    // ASCII and the conversion cannot fail.
+    // Both labels were validated above (or come from the validated defaults): they are ASCII,
+    // so the conversion is exact.
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let version = version.map_or_else(|| defaults.version().to_owned(), text);
-    let namespace = namespace.map_or_else(|| defaults.namespace().to_owned(), text);
-    KeySpace::new(&namespace, &version).map_err(|e| match e {
-        super::key::KeySpaceError::Namespace(reason) => MetaError::Invalid {
-            header: NAMESPACE_HEADER,
-            reason,
-        },
-        super::key::KeySpaceError::Version(reason) => MetaError::Invalid {
-            header: VERSION_HEADER,
-            reason,
-        },
-    })
+    Ok(KeySpace::from_validated(
+        namespace.map_or_else(|| defaults.namespace().to_owned(), text),
+        version.map_or_else(|| defaults.version().to_owned(), text),
+    ))
 }
 
 #[cfg(test)]

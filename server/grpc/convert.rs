@@ -83,23 +83,21 @@ pub fn get_many_result(key: bytes::Bytes, read: Result<Read, CacheError>) -> pro
     }
 }
 
+/// The per-key error and the flag of one result of a batched write.
+fn flag_or_error(result: Result<bool, CacheError>) -> (Option<proto::KeyError>, bool) {
+    match result {
+        Ok(flag) => (None, flag),
+        Err(e) => (Some(key_error(e)), false),
+    }
+}
+
 /// One result of a batched store.
 pub fn set_many_result(
     key: bytes::Bytes,
     stored: Result<bool, CacheError>,
 ) -> proto::SetManyResult {
-    match stored {
-        Ok(stored) => proto::SetManyResult {
-            key,
-            error: None,
-            stored,
-        },
-        Err(e) => proto::SetManyResult {
-            key,
-            error: Some(key_error(e)),
-            stored: false,
-        },
-    }
+    let (error, stored) = flag_or_error(stored);
+    proto::SetManyResult { key, error, stored }
 }
 
 /// One result of a batched removal.
@@ -107,17 +105,11 @@ pub fn delete_many_result(
     key: bytes::Bytes,
     deleted: Result<bool, CacheError>,
 ) -> proto::DeleteManyResult {
-    match deleted {
-        Ok(deleted) => proto::DeleteManyResult {
-            key,
-            error: None,
-            deleted,
-        },
-        Err(e) => proto::DeleteManyResult {
-            key,
-            error: Some(key_error(e)),
-            deleted: false,
-        },
+    let (error, deleted) = flag_or_error(deleted);
+    proto::DeleteManyResult {
+        key,
+        error,
+        deleted,
     }
 }
 
