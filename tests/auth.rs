@@ -107,6 +107,7 @@ async fn off_mode_on_every_rpc() {
 
     let r = c
         .get(d.r(GetRequest {
+            peek: false,
             key: b"k".to_vec(),
             lease_on_miss: None,
         }))
@@ -120,6 +121,7 @@ async fn off_mode_on_every_rpc() {
     );
     let r = c
         .get_many(d.r(GetManyRequest {
+            peek: false,
             keys: vec![b"k".to_vec(), b"n".to_vec()],
             lease_on_miss: Some(true),
         }))
@@ -153,6 +155,7 @@ async fn off_mode_on_every_rpc() {
     assert!(!r.get_ref().stored);
     let r = c
         .touch(d.r(TouchRequest {
+            no_expiry: false,
             key: b"k".to_vec(),
             ttl_seconds: 5,
         }))
@@ -198,6 +201,7 @@ async fn off_mode_on_every_rpc() {
     );
     let e = c
         .increment(d.r(IncrementRequest {
+            no_expiry: false,
             key: b"n".to_vec(),
             delta: 1,
             initial_value: None,
@@ -209,6 +213,7 @@ async fn off_mode_on_every_rpc() {
     // Bad input is still bad input.
     let e = c
         .get(d.r(GetRequest {
+            peek: false,
             key: Vec::new(),
             lease_on_miss: None,
         }))
@@ -248,6 +253,7 @@ async fn write_only_mode_on_every_rpc() {
     let before = gets(&mc);
     let r = c
         .get(d.r(GetRequest {
+            peek: false,
             key: b"k".to_vec(),
             lease_on_miss: None,
         }))
@@ -257,6 +263,7 @@ async fn write_only_mode_on_every_rpc() {
     assert_eq!(r.get_ref().outcome(), Outcome::Miss);
     let r = c
         .get_many(d.r(GetManyRequest {
+            peek: false,
             keys: vec![b"k".to_vec()],
             lease_on_miss: None,
         }))
@@ -296,6 +303,7 @@ async fn write_only_mode_on_every_rpc() {
     assert_hit(&normal.get(b"a").await, b"v");
     assert!(
         c.touch(d.r(TouchRequest {
+            no_expiry: false,
             key: b"a".to_vec(),
             ttl_seconds: 1000
         }))
@@ -348,6 +356,7 @@ async fn write_only_mode_on_every_rpc() {
     assert_miss(&normal.get(b"m").await);
     let r = c
         .increment(d.r(IncrementRequest {
+            no_expiry: false,
             key: b"n".to_vec(),
             delta: 2,
             initial_value: Some(40),
@@ -382,6 +391,7 @@ async fn debug_calls_never_leak_into_concurrent_calls() {
             let r = c
                 .get(req(
                     GetRequest {
+                        peek: false,
                         key: b"hot".to_vec(),
                         lease_on_miss: None,
                     },
@@ -401,6 +411,7 @@ async fn debug_calls_never_leak_into_concurrent_calls() {
         async move {
             let r = c
                 .get(Request::new(GetRequest {
+                    peek: false,
                     key: b"hot".to_vec(),
                     lease_on_miss: None,
                 }))
@@ -430,6 +441,7 @@ async fn refused_credentials() {
     let server = TestServer::start(auth_config(&mc)).await;
     let mut c = server.client().await;
     let get = || GetRequest {
+        peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
     };
@@ -531,6 +543,7 @@ async fn without_an_admin_debug_is_refused_to_everyone() {
     let server = TestServer::start(config(&[&mc])).await;
     let mut c = server.client().await;
     let get = || GetRequest {
+        peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
     };
@@ -558,6 +571,7 @@ async fn required_tokens_leave_health_and_reflection_open() {
     let server = TestServer::start(cfg).await;
     let mut c = server.client().await;
     let get = || GetRequest {
+        peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
     };
@@ -672,6 +686,7 @@ async fn tokens_and_values_never_reach_the_logs() {
             .stored
     );
     let get = || GetRequest {
+        peek: false,
         key: b"secret-key".to_vec(),
         lease_on_miss: None,
     };

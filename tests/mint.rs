@@ -29,6 +29,7 @@ impl Pair {
             let mut client = c.client.clone();
             let request = harness::req(
                 GetRequest {
+                    peek: false,
                     key: key.to_vec(),
                     lease_on_miss: Some(lease_on_miss),
                 },
@@ -58,6 +59,8 @@ async fn set_with(
     lease: Vec<u8>,
 ) -> bool {
     c.try_set_with(SetRequest {
+        no_expiry: false,
+        no_grace: false,
         key: key.to_vec(),
         value: value.to_vec(),
         ttl_seconds: ttl,
@@ -199,6 +202,7 @@ async fn stale_sets_are_refused(p: &Pair) {
     let cold = client
         .get(harness::req(
             GetRequest {
+                peek: false,
                 key: b"cold-leased".to_vec(),
                 lease_on_miss: Some(true),
             },

@@ -244,6 +244,7 @@ async fn deadlines_reach_the_memcached_call() {
     let server = TestServer::start(cfg).await;
     let mut client = server.client().await;
     let mut request = tonic::Request::new(GetRequest {
+        peek: false,
         key: key_on(&addrs, 1),
         lease_on_miss: None,
     });
@@ -459,6 +460,7 @@ async fn traces_reach_an_otlp_collector_with_the_callers_trace_id() {
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     let mut request = tonic::Request::new(GetRequest {
+        peek: false,
         key: b"traced-key".to_vec(),
         lease_on_miss: None,
     });

@@ -231,6 +231,8 @@ async fn set_get_delete(c: &Calls) {
 async fn flags_and_ttl_round_trip(c: &Calls) {
     let stored = c
         .try_set_with(SetRequest {
+            no_expiry: false,
+            no_grace: false,
             key: b"flagged".to_vec(),
             value: b"v".to_vec(),
             ttl_seconds: 120,

@@ -31,6 +31,7 @@ async fn tls_client(
 
 fn get(key: &[u8]) -> GetRequest {
     GetRequest {
+        peek: false,
         key: key.to_vec(),
         lease_on_miss: None,
     }

@@ -276,6 +276,7 @@ impl Client {
         let message = proto::GetRequest {
             key: key.into(),
             lease_on_miss: self.defaults.lease_on_miss,
+            peek: false,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -320,6 +321,8 @@ impl Client {
             grace_seconds: wire_seconds(options.grace),
             flags: options.flags,
             lease_token: lease_bytes(options),
+            no_expiry: false,
+            no_grace: false,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -343,6 +346,8 @@ impl Client {
             ttl_seconds: wire_seconds(options.ttl),
             grace_seconds: wire_seconds(options.grace),
             flags: options.flags,
+            no_expiry: false,
+            no_grace: false,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -368,6 +373,7 @@ impl Client {
         let message = proto::TouchRequest {
             key: key.into(),
             ttl_seconds: wire_seconds(ttl),
+            no_expiry: false,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -435,6 +441,7 @@ impl Client {
             delta,
             initial_value,
             ttl_seconds: wire_seconds(ttl),
+            no_expiry: false,
         };
         let response = self
             .unary(Retry::Never, message, |ch, r| async move {
@@ -453,6 +460,7 @@ impl Client {
         let message = proto::GetManyRequest {
             keys: keys.into_iter().map(Into::into).collect(),
             lease_on_miss: self.defaults.lease_on_miss,
+            peek: false,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -496,6 +504,8 @@ impl Client {
                     grace_seconds: wire_seconds(options.grace),
                     flags: options.flags,
                     lease_token: lease_bytes(&options),
+                    no_expiry: false,
+                    no_grace: false,
                 })
                 .collect(),
         };

@@ -30,6 +30,8 @@ impl From<Lookup> for proto::GetResponse {
             flags: l.flags,
             ttl_seconds: seconds(l.ttl_seconds),
             lease_token: l.lease.map(|t| t.to_bytes().into()).unwrap_or_default(),
+            no_expiry: false,
+            grace_seconds: 0,
         }
     }
 }
@@ -73,6 +75,8 @@ pub fn get_many_result(key: bytes::Bytes, read: Result<Read, CacheError>) -> pro
                 flags: r.flags,
                 ttl_seconds: r.ttl_seconds,
                 lease_token: r.lease_token,
+                no_expiry: r.no_expiry,
+                grace_seconds: r.grace_seconds,
             }
         }
         Err(e) => proto::GetManyResult {

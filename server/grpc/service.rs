@@ -49,6 +49,17 @@ fn call_of<T>(request: &Request<T>) -> Result<Call, Status> {
     })
 }
 
+/// Refuses a request field this server does not implement yet.
+fn not_yet(set: bool, field: &str) -> Result<(), Status> {
+    if set {
+        Err(Status::unimplemented(format!(
+            "`{field}` is not supported by this server yet"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl<S: Store> cache_server::Cache for CacheService<S> {
     async fn get(
@@ -57,6 +68,7 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::GetResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
+        not_yet(req.peek, "peek")?;
         let read = self.cache.get(&call, &req.key, req.lease_on_miss).await?;
         let outcome = read.lookup.outcome;
         let mut response = Response::new(proto::GetResponse::from(read.lookup));
@@ -75,10 +87,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         request: Request<proto::SetRequest>,
     ) -> Result<Response<proto::SetResponse>, Status> {
         let call = call_of(&request)?;
-        let stored = self
-            .cache
-            .set(&call, &SetArgs::from(request.into_inner()))
-            .await?;
+        let req = request.into_inner();
+        not_yet(req.no_expiry, "no_expiry")?;
+        not_yet(req.no_grace, "no_grace")?;
+        let stored = self.cache.set(&call, &SetArgs::from(req)).await?;
         Ok(Response::new(proto::SetResponse { stored }))
     }
 
@@ -96,10 +108,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         request: Request<proto::AddRequest>,
     ) -> Result<Response<proto::AddResponse>, Status> {
         let call = call_of(&request)?;
-        let stored = self
-            .cache
-            .add(&call, &SetArgs::from(request.into_inner()))
-            .await?;
+        let req = request.into_inner();
+        not_yet(req.no_expiry, "no_expiry")?;
+        not_yet(req.no_grace, "no_grace")?;
+        let stored = self.cache.add(&call, &SetArgs::from(req)).await?;
         Ok(Response::new(proto::AddResponse { stored }))
     }
 
@@ -109,6 +121,7 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::TouchResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
+        not_yet(req.no_expiry, "no_expiry")?;
         let touched = self.cache.touch(&call, &req.key, req.ttl_seconds).await?;
         Ok(Response::new(proto::TouchResponse { touched }))
     }
@@ -131,6 +144,7 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::IncrementResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
+        not_yet(req.no_expiry, "no_expiry")?;
         let value = self
             .cache
             .increment(
@@ -150,6 +164,7 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::GetManyResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
+        not_yet(req.peek, "peek")?;
         let reads = self
             .cache
             .get_many(&call, &req.keys, req.lease_on_miss)
@@ -175,12 +190,12 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         request: Request<proto::SetManyRequest>,
     ) -> Result<Response<proto::SetManyResponse>, Status> {
         let call = call_of(&request)?;
-        let items: Vec<SetArgs> = request
-            .into_inner()
-            .items
-            .into_iter()
-            .map(SetArgs::from)
-            .collect();
+        let req = request.into_inner();
+        for item in &req.items {
+            not_yet(item.no_expiry, "no_expiry")?;
+            not_yet(item.no_grace, "no_grace")?;
+        }
+        let items: Vec<SetArgs> = req.items.into_iter().map(SetArgs::from).collect();
         let stored = self.cache.set_many(&call, &items).await;
         let results = items
             .into_iter()
@@ -203,5 +218,15 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
             .map(|(key, deleted)| convert::delete_many_result(key, deleted))
             .collect();
         Ok(Response::new(proto::DeleteManyResponse { results }))
+    }
+
+    async fn flush(
+        &self,
+        request: Request<proto::FlushRequest>,
+    ) -> Result<Response<proto::FlushResponse>, Status> {
+        call_of(&request)?;
+        Err(Status::unimplemented(
+            "Flush is not supported by this server yet",
+        ))
     }
 }

@@ -43,6 +43,7 @@ impl Calls {
     /// A read, with whether the server flagged it degraded (backend failed, answered as miss).
     pub async fn try_get_full(&self, key: &[u8]) -> Result<(GetResponse, bool), Status> {
         let r = self.wrap(GetRequest {
+            peek: false,
             key: key.to_vec(),
             lease_on_miss: None,
         });
@@ -152,6 +153,7 @@ impl Calls {
         ttl: i64,
     ) -> Result<u64, Status> {
         let r = self.wrap(IncrementRequest {
+            no_expiry: false,
             key: key.to_vec(),
             delta,
             initial_value: initial,
@@ -166,6 +168,7 @@ impl Calls {
 
     pub async fn try_touch(&self, key: &[u8], ttl: i64) -> Result<bool, Status> {
         let r = self.wrap(TouchRequest {
+            no_expiry: false,
             key: key.to_vec(),
             ttl_seconds: ttl,
         });
@@ -199,6 +202,7 @@ impl Calls {
         lease_on_miss: Option<bool>,
     ) -> (Vec<GetManyResult>, bool) {
         let r = self.wrap(GetManyRequest {
+            peek: false,
             keys: keys.to_vec(),
             lease_on_miss,
         });
