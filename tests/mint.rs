@@ -59,6 +59,7 @@ async fn set_with(
     lease: Vec<u8>,
 ) -> bool {
     c.try_set_with(SetRequest {
+        counter: false,
         no_expiry: false,
         no_grace: false,
         key: key.to_vec(),

@@ -231,6 +231,7 @@ async fn set_get_delete(c: &Calls) {
 async fn flags_and_ttl_round_trip(c: &Calls) {
     let stored = c
         .try_set_with(SetRequest {
+            counter: false,
             no_expiry: false,
             no_grace: false,
             key: b"flagged".to_vec(),

@@ -315,6 +315,7 @@ impl Client {
         options: &SetOptions,
     ) -> Result<bool, Error> {
         let message = proto::SetRequest {
+            counter: false,
             key: key.into(),
             value: value.into(),
             ttl_seconds: wire_seconds(options.ttl),
@@ -341,6 +342,7 @@ impl Client {
         options: &SetOptions,
     ) -> Result<bool, Error> {
         let message = proto::AddRequest {
+            counter: false,
             key: key.into(),
             value: value.into(),
             ttl_seconds: wire_seconds(options.ttl),
@@ -498,6 +500,7 @@ impl Client {
             items: items
                 .into_iter()
                 .map(|(key, value, options)| proto::SetManyItem {
+                    counter: false,
                     key: key.into(),
                     value: value.into(),
                     ttl_seconds: wire_seconds(options.ttl),

@@ -25,6 +25,7 @@ fn seconds(s: u64) -> i64 {
 impl From<Lookup> for proto::GetResponse {
     fn from(l: Lookup) -> Self {
         Self {
+            counter: false,
             outcome: proto::Outcome::from(l.outcome).into(),
             value: l.value,
             flags: l.flags,
@@ -68,6 +69,7 @@ pub fn get_many_result(key: bytes::Bytes, read: Result<Read, CacheError>) -> pro
         Ok(read) => {
             let r = proto::GetResponse::from(read.lookup);
             proto::GetManyResult {
+                counter: r.counter,
                 key,
                 error: None,
                 outcome: r.outcome,

@@ -90,6 +90,7 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         let req = request.into_inner();
         not_yet(req.no_expiry, "no_expiry")?;
         not_yet(req.no_grace, "no_grace")?;
+        not_yet(req.counter, "counter")?;
         let stored = self.cache.set(&call, &SetArgs::from(req)).await?;
         Ok(Response::new(proto::SetResponse { stored }))
     }
@@ -111,6 +112,7 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         let req = request.into_inner();
         not_yet(req.no_expiry, "no_expiry")?;
         not_yet(req.no_grace, "no_grace")?;
+        not_yet(req.counter, "counter")?;
         let stored = self.cache.add(&call, &SetArgs::from(req)).await?;
         Ok(Response::new(proto::AddResponse { stored }))
     }
@@ -194,6 +196,7 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         for item in &req.items {
             not_yet(item.no_expiry, "no_expiry")?;
             not_yet(item.no_grace, "no_grace")?;
+            not_yet(item.counter, "counter")?;
         }
         let items: Vec<SetArgs> = req.items.into_iter().map(SetArgs::from).collect();
         let stored = self.cache.set_many(&call, &items).await;
