@@ -249,8 +249,8 @@ render defaults "$OUT/unknown-env.yaml" \
     --set 'extraEnv[0].name=MINTCACHE_CACHE__BOGUS,extraEnv[0].value=1'
 expect_failure "a server key the server does not know (extraEnv)" "--check-config exited" \
     config_check "$OUT/unknown-env.yaml"
-sed 's/containerPort: 9090/containerPort: 9091/' "$OUT/defaults.yaml" >"$OUT/bad-port.yaml"
-expect_failure "admin.listen not on the container port" "the container port admin is 9091" \
+sed 's/containerPort: 50052/containerPort: 50053/' "$OUT/defaults.yaml" >"$OUT/bad-port.yaml"
+expect_failure "admin.listen not on the container port" "the container port admin is 50053" \
     config_check "$OUT/bad-port.yaml"
 schema_edit "$OUT/schema-without-key.json" 'del props("config.cache")["lease_on_miss"]'
 expect_failure "a server key missing from the schema" \
