@@ -36,7 +36,8 @@ def find(docs, kind, name):
 
 
 def server_input(docs, tmp):
-    """(environment, TOML text) the mintcache container gets; raises ValueError when unclear."""
+    """(environment, container ports) of the mintcache container, its config file and TLS
+    stand-ins written under `tmp`; raises ValueError (or KeyError) when the render is unclear."""
     [dep] = [d for d in docs if d["kind"] == "Deployment"
              and d["metadata"]["labels"].get("app.kubernetes.io/component") == "server"]
     pod = dep["spec"]["template"]["spec"]
@@ -50,7 +51,10 @@ def server_input(docs, tmp):
             continue
         ref = e["valueFrom"]["secretKeyRef"]
         secret = find(docs, "Secret", ref["name"])
-        if secret is None:  # auth.existingSecret: created outside the chart
+        if secret is None:
+            # auth.existingSecret: created outside the chart, it can only hold token digests.
+            if not e["name"].endswith("_TOKEN_SHA256"):
+                raise ValueError(f"{e['name']} comes from Secret {ref['name']}, not rendered")
             env[e["name"]] = PLACEHOLDER_DIGEST
         else:
             data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
