@@ -4,7 +4,7 @@
 hadolint judges the Dockerfile as a Dockerfile; this checks that it builds this workspace:
   - every COPY source exists and Dockerfile.dockerignore lets it through; what the build stage
     copies is copied into a scratch directory as the stage would see it, and there
-    `cargo metadata --locked --offline` must load the workspace (every member manifest copied,
+    `cargo metadata --locked` must load the workspace (every member manifest copied,
     Cargo.lock up to date) with every library, binary and build script of the real one;
   - `cargo build` is --release --locked, and its -p packages and --bin binaries exist there;
   - the runtime stage copies binaries that the build stage installs into /out from what it
@@ -103,12 +103,19 @@ def stage_build_context(parsed, scratch, problems):
 NEEDED = {"lib", "bin", "custom-build", "proc-macro"}
 
 
+def host_triple():
+    rustc = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
+    return next(ln.split()[1] for ln in rustc.splitlines() if ln.startswith("host:"))
+
+
 def workspace_targets(root, problems):
     """{(package, kind, target name): source path relative to root} of the workspace members,
-    as `cargo metadata --locked --offline` loads them (it fails on a missing member manifest or
-    a Cargo.lock that is not up to date)."""
+    as `cargo metadata --locked` loads them (it fails on a missing member manifest or a
+    Cargo.lock that is not up to date). Limited to the host's platform: the dependencies of
+    other platforms, which no build here downloads, are not needed."""
     root = root.resolve()
-    meta = subprocess.run(["cargo", "metadata", "--locked", "--offline", "--format-version", "1",
+    meta = subprocess.run(["cargo", "metadata", "--locked", "--format-version", "1",
+                           "--filter-platform", host_triple(),
                            "--manifest-path", str(root / "Cargo.toml")],
                           capture_output=True, text=True)
     if meta.returncode != 0:
