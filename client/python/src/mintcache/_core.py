@@ -83,7 +83,9 @@ class CallDefaults:
         if self.debug is not None:
             headers.append((DEBUG_HEADER, self.debug.value))
         if self.token is not None:
-            headers.append((AUTHORIZATION_HEADER, "Bearer " + _ascii(AUTHORIZATION_HEADER, self.token)))
+            headers.append(
+                (AUTHORIZATION_HEADER, "Bearer " + _ascii(AUTHORIZATION_HEADER, self.token))
+            )
         return tuple(headers)
 
 
@@ -186,7 +188,9 @@ def get_request(key: Key, peek: bool, lease_on_miss: bool | None) -> pb.GetReque
     return request
 
 
-def get_many_request(keys: Iterable[Key], peek: bool, lease_on_miss: bool | None) -> pb.GetManyRequest:
+def get_many_request(
+    keys: Iterable[Key], peek: bool, lease_on_miss: bool | None
+) -> pb.GetManyRequest:
     request = pb.GetManyRequest(keys=[as_bytes(k, "key") for k in keys], peek=peek)
     if lease_on_miss is not None:
         request.lease_on_miss = lease_on_miss
@@ -202,7 +206,9 @@ def set_request(
     lease: bytes | None,
     counter: bool,
 ) -> pb.SetRequest:
-    return pb.SetRequest(lease_token=lease or b"", **set_fields(key, value, ttl, grace, flags, counter))
+    return pb.SetRequest(
+        lease_token=lease or b"", **set_fields(key, value, ttl, grace, flags, counter)
+    )
 
 
 def add_request(
@@ -228,7 +234,9 @@ def touch_request(key: Key, ttl: float | None) -> pb.TouchRequest:
     return pb.TouchRequest(key=as_bytes(key, "key"), ttl_seconds=ttl_seconds, no_expiry=no_expiry)
 
 
-def increment_request(key: Key, delta: int, initial: int | None, ttl: float | None) -> pb.IncrementRequest:
+def increment_request(
+    key: Key, delta: int, initial: int | None, ttl: float | None
+) -> pb.IncrementRequest:
     ttl_seconds, no_expiry = _seconds(ttl, "ttl")
     request = pb.IncrementRequest(
         key=as_bytes(key, "key"), delta=delta, ttl_seconds=ttl_seconds, no_expiry=no_expiry

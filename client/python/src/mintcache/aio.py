@@ -19,7 +19,7 @@ import grpc
 import grpc.aio
 
 from . import _core
-from ._core import UNSET, CallDefaults, Cached, Compute, MintReads, Wait
+from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
 from .errors import CacheError, DeadlineExceeded, error_from_rpc
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
@@ -54,7 +54,9 @@ class _AioChannels:
                     grpc.aio.secure_channel(t, credentials, options=options) for t in self._targets
                 ]
             else:
-                self._channels = [grpc.aio.insecure_channel(t, options=options) for t in self._targets]
+                self._channels = [
+                    grpc.aio.insecure_channel(t, options=options) for t in self._targets
+                ]
             self._stubs = [cache_pb2_grpc.CacheStub(c) for c in self._channels]
             self._loop = loop
         elif loop is not self._loop:
@@ -169,7 +171,9 @@ class AsyncClient:
                     ) from rpc_error
                 await asyncio.sleep(delay)
 
-    async def get(self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None) -> Lookup:
+    async def get(
+        self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None
+    ) -> Lookup:
         """See :meth:`mintcache.Client.get`."""
         if lease_on_miss is None:
             lease_on_miss = self._defaults.lease_on_miss
@@ -295,7 +299,9 @@ class AsyncClient:
         value = _core.as_bytes(result, "computed value")
         if decision.write_back:
             try:
-                await self.set(key_bytes, value, ttl, grace=grace, flags=flags, lease=decision.lease)
+                await self.set(
+                    key_bytes, value, ttl, grace=grace, flags=flags, lease=decision.lease
+                )
             except CacheError as error:
                 # The computed value is still the answer; the cache is best-effort here.
                 log.warning("mintcache: storing a computed value failed: %s", error)

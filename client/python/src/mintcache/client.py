@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 import grpc
 
 from . import _core
-from ._core import UNSET, CallDefaults, Cached, Compute, MintReads, Wait
+from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
 from .errors import CacheError, DeadlineExceeded, error_from_rpc
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
