@@ -81,13 +81,21 @@ def django_env(cluster):
 
 
 @pytest.fixture()
-def caches(django_env):
-    """Django's cache handler, with the test project's key spaces cleared first."""
+def caches(django_env, space):
+    """Django's cache handler, with every configured cache moved to key spaces of this test's
+    own (its APP_VERSION gets a unique suffix), so that tests never see each other's keys and
+    do not depend on clear()."""
+    from django.conf import settings
     from django.core.cache import caches
+    from django.test import override_settings
 
-    for alias in ("default", "mint", "other_space", "other_namespace"):
-        caches[alias].clear()
-    return caches
+    own = {}
+    for alias, config in settings.CACHES.items():
+        options = dict(config.get("OPTIONS", {}))
+        options["APP_VERSION"] = f"{options.get('APP_VERSION', 'dj')}-{space}"
+        own[alias] = {**config, "OPTIONS": options}
+    with override_settings(CACHES=own):
+        yield caches
 
 
 @pytest.fixture()

@@ -82,12 +82,22 @@ class Memcached:
                 "scripts/install-test-deps.sh): these tests need real memcached processes"
             )
         self.port = port or free_port()
-        args = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", "-t", "2"]
+        args = [
+            binary,
+            "-l",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "0",
+            "-m",
+            "64",
+            "-t",
+            "2",
+        ]
         if os.geteuid() == 0:
             args += ["-u", "root"]
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.port, self.process, "memcached")
 
     @property

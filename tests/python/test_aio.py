@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from harness import ADMIN_TOKEN
 
+from harness import ADMIN_TOKEN
 from mintcache import (
     AsyncClient,
     Backoff,
@@ -46,7 +46,11 @@ def test_every_call(endpoint, space):
             results = await c.set_many([SetItem("a", "1", 60), SetItem("", "x", 60)])
             assert results[0].ok and results[1].error is not None
             lookups = await c.get_many(["a", "k2", "absent"])
-            assert [lk.outcome for lk in lookups] == [Outcome.HIT, Outcome.HIT, Outcome.MISS]
+            assert [lk.outcome for lk in lookups] == [
+                Outcome.HIT,
+                Outcome.HIT,
+                Outcome.MISS,
+            ]
             assert lookups[1].value == b"\x00\xff"
             deleted = await c.delete_many(["a", "absent"])
             assert [d.ok for d in deleted] == [True, False]

@@ -8,9 +8,9 @@ import threading
 import uuid
 
 import pytest
-from harness import ADMIN_TOKEN, CLIENT_TOKEN, Memcached, Server, server_env, wait_until
 
 import mintcache
+from harness import ADMIN_TOKEN, CLIENT_TOKEN, Memcached, Server, server_env, wait_until
 from mintcache import (
     Backoff,
     Client,
@@ -174,7 +174,11 @@ def test_batches(client):
     assert results[1].error.code.name == "INVALID_ARGUMENT"
     assert isinstance(results[1].error.as_exception(), InvalidArgument)
     lookups = client.get_many(["a", "missing", "b", ""])
-    assert [lk.outcome for lk in lookups[:3]] == [Outcome.HIT, Outcome.MISS, Outcome.HIT]
+    assert [lk.outcome for lk in lookups[:3]] == [
+        Outcome.HIT,
+        Outcome.MISS,
+        Outcome.HIT,
+    ]
     assert lookups[2].flags == 7 and lookups[2].value == b"2"
     assert lookups[3].error is not None and not lookups[3].usable
     deleted = client.delete_many(["a", "missing", "b"])
@@ -365,7 +369,8 @@ def test_get_or_compute_waits_for_the_filler(cluster, space):
         thread.start()
         # Fill only once the waiter has been told PENDING at least once.
         wait_until(
-            lambda: cluster.rpc_count("Get", outcome="pending") > pending_before, "waiter pending"
+            lambda: cluster.rpc_count("Get", outcome="pending") > pending_before,
+            "waiter pending",
         )
         assert c.set("k", "filled", 60, lease=filler.lease) is True
         thread.join(timeout=60)

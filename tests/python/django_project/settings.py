@@ -43,7 +43,12 @@ def custom_key_func(key, key_prefix, version):
 
 def _cache(**extra):
     options = {**OPTIONS, **extra.pop("OPTIONS", {})}
-    return {"BACKEND": "mintcache.django.MintCache", "LOCATION": LOCATION, "OPTIONS": options, **extra}
+    return {
+        "BACKEND": "mintcache.django.MintCache",
+        "LOCATION": LOCATION,
+        "OPTIONS": options,
+        **extra,
+    }
 
 
 CACHES = {
