@@ -181,3 +181,17 @@ def wait_until(condition, what: str, limit: float = 15.0, step: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached within {limit} s")
         time.sleep(step)
+
+
+def raw_client(cache):
+    """A plain client in the same key space as a MintCache backend, to look at what it stored
+    (Django-made keys: ``cache.make_key(key)``)."""
+    from mintcache import Client
+
+    defaults = cache._defaults
+    return Client(
+        cache._endpoints[0],
+        version=defaults.version,
+        namespace=defaults.namespace,
+        token=CLIENT_TOKEN,
+    )

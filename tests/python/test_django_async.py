@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 
+from harness import raw_client
 from mintcache.django import backend as backend_module
 
 
@@ -109,10 +110,7 @@ def test_async_mint_with_grace(caches):
 
     async def main():
         await mint.aset("page", "v1", 60)
-        from harness import CLIENT_TOKEN
-        from mintcache import Client
-
-        with Client(mint._endpoints[0], version="django-tests-mint", token=CLIENT_TOKEN) as c:
+        with raw_client(mint) as c:
             c.invalidate(mint.make_key("page"))
         assert await mint.aget("page") is None  # elected
         assert await mint.aget("page") == "v1"  # stale for the others
