@@ -70,8 +70,15 @@ def test_new_api_fields(endpoint, space):
             assert (await c.get("forever")).no_expiry
             assert await c.set("n", b"1", 60, counter=True) is True
             assert await c.increment("n") == 2
+            # Without a grace period there is no stale phase: invalidating removes the value.
             await c.invalidate("forever")
-            assert (await c.get("forever", peek=True)).outcome == Outcome.STALE
+            assert (await c.get("forever", peek=True)).outcome == Outcome.MISS
+            # With one, the value stays servable as STALE, and a peek does not take the
+            # refresh election.
+            assert await c.set("graceful", "v", None, grace=60) is True
+            await c.invalidate("graceful")
+            assert (await c.get("graceful", peek=True)).outcome == Outcome.STALE
+            assert (await c.get("graceful")).outcome == Outcome.REFRESH
             assert await c.with_options(debug="off").flush() is False
             assert (await c.get("n")).value == b"2"
             assert await c.flush() is True
