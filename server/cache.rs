@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::core::auth::{self, DebugMode, Effect, OpKind};
 use crate::core::envelope;
 use crate::core::item::{
-    Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus,
+    Cas, Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus,
 };
 use crate::core::key::{KeySpace, StoreKey};
 use crate::core::lease::{LeaseToken, LeaseTokenError};
@@ -250,7 +250,7 @@ pub struct MintCache<S> {
     generations: moka::future::Cache<KeySpace, u64>,
     /// When this replica first saw each decided election (stored key, CAS value) still
     /// unanswered: the basis of the refresh timeout.
-    elections_seen: moka::sync::Cache<(Bytes, u64), Instant>,
+    elections_seen: moka::sync::Cache<(Bytes, Cas), Instant>,
 }
 
 impl<S: Store> MintCache<S> {
@@ -881,7 +881,7 @@ impl<S: Store> MintCache<S> {
 /// The election state of a read that was decided: enough to reopen it later.
 #[derive(Debug, Clone, Copy)]
 struct Decided {
-    cas: u64,
+    cas: Cas,
     ttl_remaining: Option<u64>,
     /// Another reader holds the election (`Z`).
     won_by_another: bool,
@@ -890,7 +890,10 @@ struct Decided {
 impl Decided {
     fn of(view: Option<&ItemView>) -> Option<Self> {
         view.map(|v| Self {
-            cas: v.cas,
+            cas: Cas {
+                instance: v.instance,
+                value: v.cas,
+            },
             ttl_remaining: v.ttl_remaining,
             won_by_another: v.win == Some(Win::Lost),
         })

@@ -202,9 +202,10 @@ pub struct MemcachedConfig {
     pub servers: Vec<ServerSpec>,
     /// Milliseconds to establish a connection.
     pub connect_timeout_ms: u64,
-    /// Milliseconds for one operation (including waiting for a pooled connection).
+    /// Milliseconds for one operation.
     pub timeout_ms: u64,
-    /// Connections per memcached server.
+    /// Connections per memcached server. Each carries many operations at once (pipelined):
+    /// a few are enough.
     pub pool_size: usize,
     /// Consecutive failures after which a server is ejected (0: never eject).
     pub failure_limit: u32,
@@ -232,7 +233,7 @@ impl Default for MemcachedConfig {
             servers: Vec::new(),
             connect_timeout_ms: 1000,
             timeout_ms: 500,
-            pool_size: 16,
+            pool_size: 4,
             failure_limit: 3,
             retry_timeout_ms: 5000,
             ejected_keys: EjectedKeys::Fail,

@@ -12,7 +12,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -44,11 +44,14 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
         .with_writer(std::io::stderr)
         // Colours only on a terminal: log collectors get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // Log lines are events only: spans are for traces. Were spans enabled for the formatter,
+    // it would format every span's fields on every call, written or not, and repeat them on
+    // each line.
     let fmt = match config.log.format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     }
-    .with_filter(filter);
+    .with_filter(filter.and(filter_fn(|meta| meta.is_event())));
 
     let telemetry = &config.telemetry;
     let (otel, tracer_provider) = if telemetry.otlp_endpoint.is_empty() {

@@ -20,6 +20,16 @@ pub enum Win {
     Lost,
 }
 
+/// A CAS value, and the store instance (memcached process) it belongs to: memcached counts
+/// CAS values from 1 again when it restarts, so a value alone does not name an item for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cas {
+    /// The store instance that handed the value out.
+    pub instance: u64,
+    /// The CAS value.
+    pub value: u64,
+}
+
 /// What a meta get reports about an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemView {
@@ -31,6 +41,8 @@ pub struct ItemView {
     pub ttl_remaining: Option<u64>,
     /// The item's CAS value.
     pub cas: u64,
+    /// The store instance that answered (see [`Cas`]).
+    pub instance: u64,
     /// Whether the item was invalidated (`X`).
     pub stale: bool,
     /// The recache election, if this read took part in one.
@@ -70,8 +82,8 @@ pub struct Write {
     pub ttl: Expiry,
     /// Set or add.
     pub mode: WriteMode,
-    /// `C<cas>`: store only if the item exists with this CAS value.
-    pub cas: Option<u64>,
+    /// `C<cas>`: store only if the item exists with this CAS value, in that store instance.
+    pub cas: Option<Cas>,
 }
 
 /// The result of a write, as memcached reports it.
@@ -135,6 +147,7 @@ impl Item {
             client_flags: self.client_flags,
             ttl_remaining: self.ttl_remaining(now),
             cas: self.cas,
+            instance: 0,
             stale: self.stale,
             win,
         }
@@ -308,7 +321,7 @@ pub fn set(item: Option<&Item>, write: &Write, now: u64, new_cas: u64) -> (Write
     let current = live(item, now);
     let status = match (current, write.cas, write.mode) {
         (None, Some(_), _) => WriteStatus::NotFound,
-        (Some(it), Some(cas), _) if it.cas != cas => WriteStatus::Exists,
+        (Some(it), Some(cas), _) if it.cas != cas.value => WriteStatus::Exists,
         (Some(_), None, WriteMode::Add) => WriteStatus::NotStored,
         _ => WriteStatus::Stored,
     };
@@ -347,6 +360,10 @@ mod tests {
             Change::Put(it) => *slot = Some(it),
             Change::Remove => *slot = None,
         }
+    }
+
+    fn cas(value: u64) -> Cas {
+        Cas { instance: 0, value }
     }
 
     fn write(value: &'static [u8], ttl: u64) -> Write {
@@ -435,13 +452,13 @@ mod tests {
     fn cas_and_add() {
         let mut slot = None;
         let mut w = write(b"v", 60);
-        w.cas = Some(5);
+        w.cas = Some(cas(5));
         assert_eq!(set(slot.as_ref(), &w, T0, 1).0, WriteStatus::NotFound);
         let ch = set(slot.as_ref(), &write(b"v", 60), T0, 5).1;
         apply(&mut slot, ch);
-        w.cas = Some(4);
+        w.cas = Some(cas(4));
         assert_eq!(set(slot.as_ref(), &w, T0, 6).0, WriteStatus::Exists);
-        w.cas = Some(5);
+        w.cas = Some(cas(5));
         assert_eq!(set(slot.as_ref(), &w, T0, 6).0, WriteStatus::Stored);
         let mut add = write(b"a", 60);
         add.mode = WriteMode::Add;
@@ -489,7 +506,7 @@ mod tests {
         );
         // A lease from before the invalidation no longer matches.
         let mut late = write(b"late", 100);
-        late.cas = Some(2);
+        late.cas = Some(cas(2));
         assert_eq!(set(slot.as_ref(), &late, T0, 6).0, WriteStatus::Exists);
         assert_eq!(invalidate(None, 30, None, T0, 7), (false, Change::Keep));
     }

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use super::envelope::{Decoded, decode};
-use super::item::{ItemView, Win};
+use super::item::{Cas, ItemView, Win};
 use super::lease::LeaseToken;
 use super::ttl::fresh_remaining;
 
@@ -158,8 +158,16 @@ impl<'a> Found<'a> {
                 (false, None) => self.grace,
             },
             counter: false,
-            lease: (outcome == MintOutcome::Refresh).then_some(LeaseToken::Cas(self.view.cas)),
+            lease: (outcome == MintOutcome::Refresh).then_some(LeaseToken::Cas(cas_of(self.view))),
         }
+    }
+}
+
+/// The CAS value of the item a read saw, with the instance that holds it.
+fn cas_of(view: &ItemView) -> Cas {
+    Cas {
+        instance: view.instance,
+        value: view.cas,
     }
 }
 
@@ -176,7 +184,7 @@ pub fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool)
     match decode(view.client_flags, view.value.clone()) {
         Decoded::Placeholder => Step::Done(match view.win {
             Some(Win::Won) => {
-                Lookup::outcome_only(MintOutcome::Miss, Some(LeaseToken::Cas(view.cas)))
+                Lookup::outcome_only(MintOutcome::Miss, Some(LeaseToken::Cas(cas_of(&view))))
             }
             Some(Win::Lost) if cold_miss_protection => {
                 Lookup::outcome_only(MintOutcome::Pending, None)
@@ -225,7 +233,7 @@ pub struct Peek {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GiveBack {
     /// The CAS value the item had when the peek read it.
-    pub cas: u64,
+    pub cas: Cas,
     /// Seconds the item stays stale after the re-invalidation.
     pub stale_ttl: u64,
 }
@@ -254,7 +262,7 @@ pub fn peek(view: Option<ItemView>) -> Peek {
         } => {
             let found = Found::new(&view, grace, flags, payload);
             let give_back = (view.win == Some(Win::Won)).then(|| GiveBack {
-                cas: view.cas,
+                cas: cas_of(&view),
                 stale_ttl: view.ttl_remaining.unwrap_or(grace).clamp(1, grace.max(1)),
             });
             let outcome = if view.win.is_none() && found.is_fresh() {
@@ -285,6 +293,7 @@ mod tests {
             client_flags,
             ttl_remaining: Some(ttl),
             cas: 42,
+            instance: 5,
             stale,
             win,
         }
@@ -305,6 +314,7 @@ mod tests {
             client_flags: 0,
             ttl_remaining: Some(5),
             cas: 9,
+            instance: 5,
             stale: false,
             win,
         };
@@ -414,7 +424,14 @@ mod tests {
         };
         assert_eq!(
             (refresh.value.as_ref(), refresh.ttl_seconds, refresh.lease),
-            (&b"payload"[..], 0, Some(LeaseToken::Cas(42)))
+            (
+                &b"payload"[..],
+                0,
+                Some(LeaseToken::Cas(Cas {
+                    instance: 5,
+                    value: 42
+                }))
+            )
         );
         assert_eq!(
             decide(Some(view(10, 30, None, false)), false, false),
@@ -454,6 +471,7 @@ mod tests {
                     client_flags: 0,
                     ttl_remaining: Some(5),
                     cas: 9,
+                    instance: 5,
                     stale: false,
                     win: Some(Win::Lost),
                 }),
@@ -471,7 +489,10 @@ mod tests {
         assert_eq!(
             p.give_back,
             Some(GiveBack {
-                cas: 42,
+                cas: Cas {
+                    instance: 5,
+                    value: 42
+                },
                 stale_ttl: 25
             })
         );
@@ -507,6 +528,7 @@ mod tests {
             client_flags: 0,
             ttl_remaining: None,
             cas: 1,
+            instance: 5,
             stale: false,
             win: None,
         };

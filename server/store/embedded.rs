@@ -15,7 +15,7 @@ use moka::ops::compute::Op;
 
 use super::{Store, StoreError};
 use crate::core::item::{
-    self, Change, Create, GetOpts, IncrStatus, Item, ItemView, Write, WriteStatus,
+    self, Cas, Change, Create, GetOpts, IncrStatus, Item, ItemView, Write, WriteStatus,
 };
 use crate::core::key::StoreKey;
 
@@ -32,6 +32,9 @@ struct Inner {
     items: Cache<bytes::Bytes, Arc<Item>>,
     epoch: Instant,
     cas: AtomicU64,
+    /// This store's identity in CAS values (see [`Cas`]): a new one each time the process
+    /// starts, as a restarted memcached would have.
+    instance: u64,
 }
 
 /// Expires each entry at its own `expires_at`.
@@ -88,6 +91,7 @@ impl EmbeddedStore {
                 items,
                 epoch,
                 cas: AtomicU64::new(1),
+                instance: fastrand::u64(1..),
             }),
         }
     }
@@ -138,12 +142,23 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {
-        Ok(self
+        let view = self
             .apply(key, |it, now, cas| item::get(it, opts, now, cas))
-            .await)
+            .await;
+        Ok(view.map(|view| ItemView {
+            instance: self.inner.instance,
+            ..view
+        }))
     }
 
     async fn set(&self, key: &StoreKey, write: &Write) -> Result<WriteStatus, StoreError> {
+        if write
+            .cas
+            .is_some_and(|cas| cas.instance != self.inner.instance)
+        {
+            // A lease from another instance (an earlier process) matches nothing here.
+            return Ok(WriteStatus::Exists);
+        }
         Ok(self
             .apply(key, |it, now, cas| item::set(it, write, now, cas))
             .await)
@@ -157,8 +172,12 @@ impl Store for EmbeddedStore {
         &self,
         key: &StoreKey,
         stale_ttl: u64,
-        cas: Option<u64>,
+        cas: Option<Cas>,
     ) -> Result<bool, StoreError> {
+        if cas.is_some_and(|cas| cas.instance != self.inner.instance) {
+            return Ok(false);
+        }
+        let cas = cas.map(|cas| cas.value);
         Ok(self
             .apply(key, |it, now, new_cas| {
                 item::invalidate(it, stale_ttl, cas, now, new_cas)

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use futures_util::future::join_all;
 
-use crate::core::item::{Create, GetOpts, IncrStatus, ItemView, Write, WriteStatus};
+use crate::core::item::{Cas, Create, GetOpts, IncrStatus, ItemView, Write, WriteStatus};
 use crate::core::key::StoreKey;
 
 pub mod embedded;
@@ -48,6 +48,36 @@ pub enum StoreError {
         /// The node's address.
         node: String,
     },
+    /// The connection broke after the command was sent: it may or may not have been applied.
+    #[error("memcached {node}: connection lost: {reason}")]
+    Broken {
+        /// The node's address.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The node refused this one command (the item, not the node, is the problem).
+    #[error("memcached {node}: refused: {refusal}")]
+    Refused {
+        /// The node's address.
+        node: String,
+        /// What it refused.
+        refusal: Refusal,
+    },
+}
+
+/// Why a memcached server refused one command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The item is larger than the server's item size limit (memcached `-I`).
+    #[error("object too large for the server's item size limit")]
+    TooLarge,
+    /// The server has no memory left for the item.
+    #[error("out of memory storing the item")]
+    OutOfMemory,
+    /// Anything else (`CLIENT_ERROR …`, `SERVER_ERROR …`).
+    #[error("{0}")]
+    Other(String),
 }
 
 impl StoreError {
@@ -58,7 +88,19 @@ impl StoreError {
             Self::Timeout { .. } => "timeout",
             Self::Protocol { .. } => "protocol",
             Self::Ejected { .. } => "ejected",
+            Self::Broken { .. } => "broken",
+            Self::Refused { .. } => "refused",
         }
+    }
+
+    /// Whether the failure says something about the server (it is down, hung, or not
+    /// memcached), and so counts towards ejecting it. A broken connection, or a refusal of one
+    /// item, does not.
+    pub fn counts_against_server(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Timeout { .. } | Self::Protocol { .. }
+        )
     }
 }
 
@@ -112,7 +154,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         key: &StoreKey,
         stale_ttl: u64,
-        cas: Option<u64>,
+        cas: Option<Cas>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Arithmetic (`ma <key> [N<ttl> J<initial>] D<delta> M(I|D) v`).

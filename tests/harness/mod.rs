@@ -126,11 +126,16 @@ impl Memcached {
         stats
     }
 
-    /// Items currently stored.
+    /// Items currently stored, not counting the marker mintcache keeps in every server it
+    /// connects to (`mintcache@instance`, which tells apart the server's restarts).
     pub fn curr_items(&self) -> u64 {
-        self.stats()["curr_items"]
+        let all: u64 = self.stats()["curr_items"]
             .parse()
-            .expect("numeric curr_items")
+            .expect("numeric curr_items");
+        let marker = self
+            .raw("mg mintcache@instance\r\n", "\r\n")
+            .starts_with("HD");
+        all - u64::from(marker)
     }
 
     /// Sends raw protocol text and returns the reply up to `until`.

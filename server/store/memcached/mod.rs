@@ -1,33 +1,37 @@
-//! The memcached pool: a ketama ring over weighted servers, a connection pool per server, and
-//! the meta-protocol commands of the [`Store`] trait.
+//! The memcached pool: a ketama ring over weighted servers, a few multiplexed connections per
+//! server, and the meta-protocol commands of the [`Store`] trait.
 //!
 //! Every command carries the key as one safe token (see [`crate::core::key`]): as it is, or
 //! base64 with the `b` flag. Expiries above 30 days are sent as Unix times
-//! ([`crate::core::ttl::memcached_exptime`]).
+//! ([`crate::core::ttl::memcached_exptime`]). The commands of a batch that go to one server are
+//! written in one go and answered in one round trip; concurrent calls to one server share its
+//! connections and are coalesced into the same writes ([`conn`]).
 
+mod conn;
 mod ketama;
 mod node;
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod wire;
 
 use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_memcached::{Error as McError, ErrorKind, MetaProtocol, MetaValue, Status};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
 pub use ketama::{KetamaRing, ketama_hash};
-pub use node::{Conn, ConnManager, Node, NodeSettings};
+use node::{Node, NodeSettings};
+use wire::{Meta, Reply};
 
+use self::conn::Batch;
 use super::{Store, StoreError};
 use crate::config::{EjectedKeys, MemcachedConfig};
-use crate::core::item::{
-    Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteMode, WriteStatus,
-};
-use crate::core::key::{StoreKey, WireForm};
-use crate::core::ttl::memcached_exptime;
+use crate::core::item::{Cas, Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteStatus};
+use crate::core::key::StoreKey;
 use crate::metrics::Metrics;
 use crate::store::PoolStats;
+
+/// Ends a command's data block.
+const CRLF: Bytes = Bytes::from_static(b"\r\n");
 
 /// A pool of memcached servers.
 pub struct MemcachedStore {
@@ -40,7 +44,7 @@ impl MemcachedStore {
     /// Builds the pool. Connections are made lazily, on first use.
     pub fn new(config: &MemcachedConfig, metrics: Metrics) -> Self {
         let settings = NodeSettings {
-            pool_size: config.pool_size,
+            connections: config.pool_size,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             timeout: Duration::from_millis(config.timeout_ms),
             failure_limit: config.failure_limit,
@@ -64,16 +68,6 @@ impl MemcachedStore {
         }
     }
 
-    /// The servers, in configuration order.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
-    }
-
-    /// The server owning `key`.
-    pub fn node_for(&self, key: &StoreKey) -> &Node {
-        &self.nodes[self.node_index(key)]
-    }
-
     /// The server owning `key`: its ring owner, or with `ejected_keys = remap` while that
     /// owner is ejected, the next server on the ring that is not.
     fn node_index(&self, key: &StoreKey) -> usize {
@@ -84,141 +78,139 @@ impl MemcachedStore {
             .unwrap_or(0)
     }
 
-    /// Groups keys by server and key form (what a pipeline of gets or deletes has in common),
-    /// with each group's distinct wire tokens.
-    fn key_groups(&self, keys: &[StoreKey]) -> Vec<KeyGroup> {
-        Self::group(
-            keys.iter()
-                .enumerate()
-                .map(|(i, k)| (i, (self.node_index(k), k.wire_form() == WireForm::Base64))),
-        )
-        .into_iter()
-        .map(|((node, b64), positions)| {
-            let mut tokens: Vec<String> = positions.iter().map(|&i| keys[i].wire_token()).collect();
-            tokens.sort_unstable();
-            tokens.dedup();
-            KeyGroup {
-                node,
-                b64,
-                positions,
-                tokens,
-            }
-        })
-        .collect()
-    }
-
-    /// Groups request positions by a batch key (node and everything the batch's shared flags
-    /// depend on), keeping request order inside each group.
-    fn group<G: std::hash::Hash + Eq + Clone>(
-        positions: impl Iterator<Item = (usize, G)>,
-    ) -> Vec<(G, Vec<usize>)> {
-        let mut groups: Vec<(G, Vec<usize>)> = Vec::new();
-        let mut index: HashMap<G, usize> = HashMap::new();
-        for (pos, g) in positions {
-            match index.get(&g) {
-                Some(&i) => groups[i].1.push(pos),
+    /// Request positions grouped by server, in request order within each group.
+    fn by_node<'k>(&self, keys: impl Iterator<Item = &'k StoreKey>) -> Vec<(usize, Vec<usize>)> {
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<usize, usize> = HashMap::new();
+        for (pos, key) in keys.enumerate() {
+            let node = self.node_index(key);
+            match index.get(&node) {
+                Some(&g) => groups[g].1.push(pos),
                 None => {
-                    index.insert(g.clone(), groups.len());
-                    groups.push((g, vec![pos]));
+                    index.insert(node, groups.len());
+                    groups.push((node, vec![pos]));
                 }
             }
         }
         groups
     }
 
-    /// Meta set of one item on a given server.
+    /// Sends the commands `encode` writes for each position of a group to its server in one
+    /// round trip, and interprets each reply with `read`. One answer per position. With
+    /// `instance`, the commands are only sent to that memcached instance; if the server is
+    /// another one now (it restarted), every position answers the given value instead.
+    async fn pipeline<T: Clone>(
+        &self,
+        node: &Node,
+        positions: &[usize],
+        instance: Option<(u64, T)>,
+        mut encode: impl FnMut(usize, &mut BytesMut, &mut Vec<Bytes>, u32),
+        read: impl Fn(&Node, Reply, u64) -> Result<T, StoreError>,
+    ) -> Vec<Result<T, StoreError>> {
+        let opaques = node.opaques(positions.len());
+        let mut head = BytesMut::with_capacity(positions.len() * 64);
+        let mut bytes = Vec::with_capacity(positions.len());
+        // Commands accumulate in `head`; an encoder that sends a value splits `head` off
+        // first, so that the value keeps its place without being copied.
+        for (&pos, opaque) in positions.iter().zip(opaques.clone()) {
+            encode(pos, &mut head, &mut bytes, opaque);
+        }
+        if !head.is_empty() {
+            bytes.push(head.split().freeze());
+        }
+        let batch = Batch {
+            bytes,
+            opaques: opaques.collect(),
+        };
+        let (expected, otherwise) = match instance {
+            Some((instance, otherwise)) => (Some(instance), Some(otherwise)),
+            None => (None, None),
+        };
+        match node.call(batch, expected).await {
+            Ok(None) if otherwise.is_some() => positions
+                .iter()
+                .map(|_| {
+                    otherwise
+                        .clone()
+                        .ok_or_else(|| unexpected(node, "no answer"))
+                })
+                .collect(),
+            Ok(Some(answer)) if answer.replies.len() == positions.len() => answer
+                .replies
+                .into_iter()
+                .map(|reply| read(node, reply, answer.instance))
+                .collect(),
+            Ok(_) => positions
+                .iter()
+                .map(|_| Err(unexpected(node, "a reply missing from a pipeline")))
+                .collect(),
+            Err(e) => positions.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    /// One command to the server owning `key` (see [`Self::pipeline`] for `instance`).
+    async fn one<T: Clone>(
+        &self,
+        key: &StoreKey,
+        instance: Option<(u64, T)>,
+        encode: impl FnOnce(&mut BytesMut, &mut Vec<Bytes>, u32),
+        read: impl Fn(&Node, Reply, u64) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let node = &self.nodes[self.node_index(key)];
+        let mut encode = Some(encode);
+        let mut out = self
+            .pipeline(
+                node,
+                &[0],
+                instance,
+                |_, head, bytes, opaque| {
+                    if let Some(encode) = encode.take() {
+                        encode(head, bytes, opaque);
+                    }
+                },
+                read,
+            )
+            .await;
+        out.pop()
+            .unwrap_or_else(|| Err(unexpected(node, "no reply")))
+    }
+
+    /// A set of `write` on one given server.
     async fn set_on(
         &self,
         node: &Node,
         key: &StoreKey,
         write: &Write,
     ) -> Result<WriteStatus, StoreError> {
-        let (token, b64) = key_token(key);
-        let flags = set_flags(write, b64);
-        let value = write.value.clone();
-        node.run(|mut client| async move {
-            match client
-                .meta_set(&token, &value[..], false, None, Some(&as_strs(&flags)))
-                .await
-            {
-                Ok(_) => Ok(WriteStatus::Stored),
-                Err(McError::Protocol(status)) => match write_status(Some(&status)) {
-                    Some(st) => Ok(st),
-                    None => Err(McError::Protocol(status)),
-                },
-                Err(e) => Err(e),
-            }
-        })
-        .await
+        let now = now_unix();
+        // A lease from another memcached instance (before a restart) matches nothing.
+        let instance = write.cas.map(|c| (c.instance, WriteStatus::Exists));
+        let mut out = self
+            .pipeline(
+                node,
+                &[0],
+                instance,
+                |_, head, bytes, opaque| encode_set(head, bytes, key, write, now, opaque),
+                read_write_status,
+            )
+            .await;
+        out.pop()
+            .unwrap_or_else(|| Err(unexpected(node, "no reply")))
     }
 }
 
-/// Keys of a batch that go to one server in one pipeline.
-struct KeyGroup {
-    /// The server.
-    node: usize,
-    /// Whether the keys travel base64-encoded (`b`).
-    b64: bool,
-    /// Positions of the keys in the request.
-    positions: Vec<usize>,
-    /// The distinct wire tokens of those keys.
-    tokens: Vec<String>,
-}
-
-/// The meta flags of a get.
-fn get_flags(opts: GetOpts, b64: bool) -> Vec<String> {
-    let mut flags: Vec<String> = ["f", "t", "c"].iter().map(|f| (*f).to_owned()).collect();
-    if !opts.no_value {
-        flags.push("v".to_owned());
-    }
-    flags.extend(opts.recache_below.map(|n| format!("R{n}")));
-    flags.extend(
-        opts.vivify_for
-            .map(|n| format!("N{}", memcached_exptime(n, now_unix()))),
-    );
-    flags.extend(
-        opts.touch
-            .map(|ttl| format!("T{}", ttl.memcached(now_unix()))),
-    );
-    if b64 {
-        flags.push("b".to_owned());
-    }
-    flags
-}
-
-fn as_strs(flags: &[String]) -> Vec<&str> {
-    flags.iter().map(String::as_str).collect()
-}
-
-/// The shared meta flags of a plain set (what a pipelined batch of sets may have in common).
-fn set_flags(write: &Write, b64: bool) -> Vec<String> {
-    let mut flags = vec![
-        format!("T{}", write.ttl.memcached(now_unix())),
-        format!("F{}", write.client_flags),
-    ];
-    if write.mode == WriteMode::Add {
-        flags.push("ME".to_owned());
-    }
-    flags.extend(write.cas.map(|c| format!("C{c}")));
-    if b64 {
-        flags.push("b".to_owned());
-    }
-    flags
-}
-
-fn write_status(status: Option<&Status>) -> Option<WriteStatus> {
-    match status {
-        None | Some(Status::Stored) => Some(WriteStatus::Stored),
-        Some(Status::NotStored) => Some(WriteStatus::NotStored),
-        Some(Status::Exists) => Some(WriteStatus::Exists),
-        Some(Status::NotFound) => Some(WriteStatus::NotFound),
-        Some(_) => None,
+/// An error for a reply that does not fit the command.
+fn unexpected(node: &Node, what: &str) -> StoreError {
+    StoreError::Protocol {
+        node: node.addr().to_owned(),
+        reason: what.to_owned(),
     }
 }
 
-/// The key token and whether it needs the `b` flag.
-fn key_token(key: &StoreKey) -> (String, bool) {
-    (key.wire_token(), key.wire_form() == WireForm::Base64)
+/// The reply of `node` is either a refusal of this one command, or out of place.
+fn refused_or_unexpected(node: &Node, reply: &Reply) -> StoreError {
+    node.refusal(reply)
+        .unwrap_or_else(|| unexpected(node, "unexpected reply to the command"))
 }
 
 fn now_unix() -> u64 {
@@ -228,17 +220,66 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn view(value: MetaValue) -> ItemView {
+fn view(meta: Meta, value: Bytes, instance: u64) -> ItemView {
     ItemView {
-        value: value.data.map(Bytes::from).unwrap_or_default(),
-        client_flags: value.flags.unwrap_or(0),
-        ttl_remaining: value.ttl_remaining.and_then(|t| u64::try_from(t).ok()),
-        cas: value.cas.unwrap_or(0),
-        stale: value.is_stale.unwrap_or(false),
-        win: value
-            .is_recache_winner
-            .map(|won| if won { Win::Won } else { Win::Lost }),
+        value,
+        client_flags: meta.client_flags.unwrap_or(0),
+        ttl_remaining: meta.ttl.and_then(|t| u64::try_from(t).ok()),
+        cas: meta.cas.unwrap_or(0),
+        instance,
+        stale: meta.stale,
+        win: if meta.won {
+            Some(Win::Won)
+        } else if meta.lost {
+            Some(Win::Lost)
+        } else {
+            None
+        },
     }
+}
+
+fn read_view(node: &Node, reply: Reply, instance: u64) -> Result<Option<ItemView>, StoreError> {
+    match reply {
+        Reply::Value(meta, data) => Ok(Some(view(meta, data, instance))),
+        // A get without `v` answers `HD` for an item it found.
+        Reply::Done(meta) => Ok(Some(view(meta, Bytes::new(), instance))),
+        Reply::Miss(_) => Ok(None),
+        other => Err(refused_or_unexpected(node, &other)),
+    }
+}
+
+fn read_write_status(node: &Node, reply: Reply, _instance: u64) -> Result<WriteStatus, StoreError> {
+    match reply {
+        Reply::Done(_) => Ok(WriteStatus::Stored),
+        Reply::NotStored(_) => Ok(WriteStatus::NotStored),
+        Reply::Exists(_) => Ok(WriteStatus::Exists),
+        Reply::NotFound(_) => Ok(WriteStatus::NotFound),
+        other => Err(refused_or_unexpected(node, &other)),
+    }
+}
+
+/// `HD` for a removal of an item that was there, `NF` (or `EX` when a CAS did not match, `NS`
+/// for a batched expiry) when it was not.
+fn read_removal(node: &Node, reply: Reply, _instance: u64) -> Result<bool, StoreError> {
+    match reply {
+        Reply::Done(_) => Ok(true),
+        Reply::NotFound(_) | Reply::Exists(_) | Reply::NotStored(_) => Ok(false),
+        other => Err(refused_or_unexpected(node, &other)),
+    }
+}
+
+fn encode_set(
+    head: &mut BytesMut,
+    bytes: &mut Vec<Bytes>,
+    key: &StoreKey,
+    write: &Write,
+    now: u64,
+    opaque: u32,
+) {
+    wire::set(head, key, write, write.cas.map(|c| c.value), now, opaque);
+    bytes.push(head.split().freeze());
+    bytes.push(write.value.clone());
+    bytes.push(CRLF);
 }
 
 impl Store for MemcachedStore {
@@ -260,63 +301,47 @@ impl Store for MemcachedStore {
     }
 
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {
-        let (token, b64) = key_token(key);
-        let flags = get_flags(opts, b64);
-        self.node_for(key)
-            .run(|mut client| async move {
-                let found = client
-                    .meta_get(&token, false, None, Some(&as_strs(&flags)))
-                    .await?;
-                Ok(found.map(view))
-            })
-            .await
+        let now = now_unix();
+        self.one(
+            key,
+            None,
+            |head, _, opaque| wire::get(head, key, opts, now, opaque),
+            read_view,
+        )
+        .await
     }
 
     async fn set(&self, key: &StoreKey, write: &Write) -> Result<WriteStatus, StoreError> {
-        self.set_on(self.node_for(key), key, write).await
+        self.set_on(&self.nodes[self.node_index(key)], key, write)
+            .await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
-        let (token, b64) = key_token(key);
-        let flags: &[&str] = if b64 { &["b"] } else { &[] };
-        self.node_for(key)
-            .run(|mut client| async move {
-                match client.meta_delete(&token, false, None, Some(flags)).await {
-                    Ok(_) => Ok(true),
-                    Err(McError::Protocol(Status::NotFound)) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            })
-            .await
+        self.one(
+            key,
+            None,
+            |head, _, opaque| wire::delete(head, key, opaque),
+            read_removal,
+        )
+        .await
     }
 
     async fn invalidate(
         &self,
         key: &StoreKey,
         stale_ttl: u64,
-        cas: Option<u64>,
+        cas: Option<Cas>,
     ) -> Result<bool, StoreError> {
-        let (token, b64) = key_token(key);
-        let mut flags = vec![
-            "I".to_owned(),
-            format!("T{}", memcached_exptime(stale_ttl, now_unix())),
-        ];
-        flags.extend(cas.map(|c| format!("C{c}")));
-        if b64 {
-            flags.push("b".to_owned());
-        }
-        self.node_for(key)
-            .run(|mut client| async move {
-                match client
-                    .meta_delete(&token, false, None, Some(&as_strs(&flags)))
-                    .await
-                {
-                    Ok(_) => Ok(true),
-                    Err(McError::Protocol(Status::NotFound | Status::Exists)) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            })
-            .await
+        let now = now_unix();
+        self.one(
+            key,
+            cas.map(|c| (c.instance, false)),
+            |head, _, opaque| {
+                wire::invalidate(head, key, stale_ttl, cas.map(|c| c.value), now, opaque);
+            },
+            read_removal,
+        )
+        .await
     }
 
     async fn get_replicated(
@@ -324,16 +349,19 @@ impl Store for MemcachedStore {
         key: &StoreKey,
         opts: GetOpts,
     ) -> Vec<Result<Option<ItemView>, StoreError>> {
-        let (token, b64) = key_token(key);
-        let flags = get_flags(opts, b64);
-        let (token, flags) = (&token, &flags);
-        join_all(self.nodes.iter().map(|node| {
-            node.run(move |mut client| async move {
-                let found = client
-                    .meta_get(token, false, None, Some(&as_strs(flags)))
-                    .await?;
-                Ok(found.map(view))
-            })
+        let now = now_unix();
+        join_all(self.nodes.iter().map(|node| async move {
+            let mut out = self
+                .pipeline(
+                    node,
+                    &[0],
+                    None,
+                    |_, head, _, opaque| wire::get(head, key, opts, now, opaque),
+                    read_view,
+                )
+                .await;
+            out.pop()
+                .unwrap_or_else(|| Err(unexpected(node, "no reply")))
         }))
         .await
     }
@@ -352,54 +380,25 @@ impl Store for MemcachedStore {
         delta: i64,
         create: Option<Create>,
     ) -> Result<IncrStatus, StoreError> {
-        let (token, b64) = key_token(key);
-        let mut flags = vec!["v".to_owned()];
-        if let Some(c) = create {
-            flags.push(format!("N{}", c.ttl.memcached(now_unix())));
-            flags.push(format!("J{}", c.initial));
-        }
-        if b64 {
-            flags.push("b".to_owned());
-        }
-        let node = self.node_for(key);
-        let addr = node.addr().to_owned();
-        let answer = node
-            .run(|mut client| async move {
-                let flags = as_strs(&flags);
-                let magnitude = Some(delta.unsigned_abs());
-                let result = if delta >= 0 {
-                    client
-                        .meta_increment(&token, false, None, magnitude, Some(&flags))
-                        .await
-                } else {
-                    client
-                        .meta_decrement(&token, false, None, magnitude, Some(&flags))
-                        .await
-                };
-                match result {
-                    Ok(value) => Ok(Some(value.and_then(|v| v.data))),
-                    Err(McError::Protocol(Status::NotFound)) => Ok(None),
-                    Err(McError::Protocol(Status::Error(ErrorKind::Client(msg))))
-                        if msg.contains("non-numeric") =>
-                    {
-                        Ok(Some(None))
-                    }
-                    Err(e) => Err(e),
+        let now = now_unix();
+        self.one(
+            key,
+            None,
+            |head, _, opaque| wire::incr(head, key, delta, create, now, opaque),
+            |node, reply, _| match reply {
+                Reply::Value(_, digits) => std::str::from_utf8(&digits)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .map(IncrStatus::Value)
+                    .ok_or_else(|| unexpected(node, "arithmetic answer is not a number")),
+                Reply::NotFound(_) => Ok(IncrStatus::NotFound),
+                Reply::ClientError(msg) if msg.contains("non-numeric") => {
+                    Ok(IncrStatus::NotNumeric)
                 }
-            })
-            .await?;
-        match answer {
-            None => Ok(IncrStatus::NotFound),
-            Some(None) => Ok(IncrStatus::NotNumeric),
-            Some(Some(digits)) => std::str::from_utf8(&digits)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .map(IncrStatus::Value)
-                .ok_or(StoreError::Protocol {
-                    node: addr,
-                    reason: "arithmetic answer is not a number".to_owned(),
-                }),
-        }
+                other => Err(refused_or_unexpected(node, &other)),
+            },
+        )
+        .await
     }
 
     async fn get_many(
@@ -407,158 +406,99 @@ impl Store for MemcachedStore {
         keys: &[StoreKey],
         opts: GetOpts,
     ) -> Vec<Result<Option<ItemView>, StoreError>> {
-        let groups = self.key_groups(keys);
-        let batches = groups.into_iter().map(
-            |KeyGroup {
-                 node,
-                 b64,
-                 positions,
-                 tokens,
-             }| async move {
-                let flags = get_flags(opts, b64);
-                let found = self.nodes[node]
-                    .run(|mut client| async move {
-                        client.meta_get_multi(&tokens, Some(&as_strs(&flags))).await
-                    })
-                    .await;
-                (positions, found)
-            },
-        );
-        let mut out: Vec<Result<Option<ItemView>, StoreError>> =
-            keys.iter().map(|_| Ok(None)).collect();
-        for (positions, found) in join_all(batches).await {
-            match found {
-                Ok(values) => {
-                    let by_key: HashMap<Vec<u8>, MetaValue> = values
-                        .into_iter()
-                        .filter_map(|v| v.key.clone().map(|k| (k, v)))
-                        .collect();
-                    for i in positions {
-                        let token = keys[i].wire_token();
-                        out[i] = Ok(by_key.get(token.as_bytes()).cloned().map(view));
-                    }
-                }
-                Err(e) => {
-                    for i in positions {
-                        out[i] = Err(e.clone());
-                    }
-                }
-            }
-        }
-        out
+        let now = now_unix();
+        let groups = self.by_node(keys.iter());
+        let batches = groups.iter().map(|(node, positions)| async move {
+            let answers = self
+                .pipeline(
+                    &self.nodes[*node],
+                    positions,
+                    None,
+                    |pos, head, _, opaque| wire::get(head, &keys[pos], opts, now, opaque),
+                    read_view,
+                )
+                .await;
+            (positions, answers)
+        });
+        scatter(keys.len(), join_all(batches).await)
     }
 
     async fn set_many(&self, items: &[(StoreKey, Write)]) -> Vec<Result<WriteStatus, StoreError>> {
-        // Writes that share node, key form, expiry, flags and mode (and carry no CAS) go in one
-        // pipeline; the rest are sent one by one, concurrently.
-        let groups = Self::group(items.iter().enumerate().map(|(i, (k, w))| {
-            let b64 = k.wire_form() == WireForm::Base64;
-            let batchable = w.cas.is_none();
-            let shared = batchable.then(|| set_flags(w, b64));
-            (
-                i,
-                (self.node_index(k), shared, if batchable { 0 } else { i }),
-            )
-        }));
-        let batches = groups
+        let now = now_unix();
+        // Items with a lease go one by one (each must reach the instance its lease names); the
+        // others are pipelined per server.
+        let (leased, plain): (Vec<usize>, Vec<usize>) =
+            (0..items.len()).partition(|&i| items[i].1.cas.is_some());
+        let groups = self.by_node(plain.iter().map(|&i| &items[i].0));
+        let groups: Vec<(usize, Vec<usize>)> = groups
             .into_iter()
-            .map(|((node, shared, _), positions)| async move {
-                let Some(flags) = shared else {
-                    let (k, w) = &items[positions[0]];
-                    return vec![(positions[0], self.set(k, w).await)];
-                };
-                let tokens: Vec<String> =
-                    positions.iter().map(|&i| items[i].0.wire_token()).collect();
-                let pairs: Vec<(&str, &[u8])> = positions
+            .map(|(node, positions)| (node, positions.into_iter().map(|p| plain[p]).collect()))
+            .chain(
+                leased
                     .iter()
-                    .zip(&tokens)
-                    .map(|(&i, t)| (t.as_str(), &items[i].1.value[..]))
-                    .collect();
-                let refused = self.nodes[node]
-                    .run(|mut client| async move {
-                        client.meta_set_multi(&pairs, Some(&as_strs(&flags))).await
-                    })
-                    .await;
-                match refused {
-                    Ok(refused) => {
-                        let by_key: HashMap<Vec<u8>, Option<Status>> = refused
-                            .into_iter()
-                            .filter_map(|v| v.key.map(|k| (k, v.status)))
-                            .collect();
-                        positions
-                            .iter()
-                            .zip(&tokens)
-                            .map(|(&i, t)| {
-                                let status = by_key.get(t.as_bytes()).cloned().flatten();
-                                let st = write_status(status.as_ref()).ok_or_else(|| {
-                                    StoreError::Protocol {
-                                        node: self.nodes[node].addr().to_owned(),
-                                        reason: format!(
-                                            "unexpected answer to a pipelined set: {status:?}"
-                                        ),
-                                    }
-                                });
-                                (i, st)
-                            })
-                            .collect()
-                    }
-                    Err(e) => positions.iter().map(|&i| (i, Err(e.clone()))).collect(),
-                }
-            });
-        let mut out: Vec<Result<WriteStatus, StoreError>> =
-            items.iter().map(|_| Ok(WriteStatus::Stored)).collect();
-        for (i, result) in join_all(batches).await.into_iter().flatten() {
-            out[i] = result;
-        }
-        out
+                    .map(|&i| (self.node_index(&items[i].0), vec![i])),
+            )
+            .collect();
+        let batches = groups.iter().map(|(node, positions)| async move {
+            let node = &self.nodes[*node];
+            let instance = match positions[..] {
+                [one] => items[one].1.cas.map(|c| (c.instance, WriteStatus::Exists)),
+                _ => None,
+            };
+            let answers = self
+                .pipeline(
+                    node,
+                    positions,
+                    instance,
+                    |pos, head, bytes, opaque| {
+                        let (key, write) = &items[pos];
+                        encode_set(head, bytes, key, write, now, opaque);
+                    },
+                    read_write_status,
+                )
+                .await;
+            (positions, answers)
+        });
+        scatter(items.len(), join_all(batches).await)
     }
 
     async fn delete_many(&self, keys: &[StoreKey]) -> Vec<Result<bool, StoreError>> {
-        // memcached has no pipelined form of `md` in async-memcached's API, so a batch of
-        // deletes is a pipeline of `ms <key> 0 MR T-1`: replace (only if the key exists) with an
-        // already-expired empty item. memcached answers `HD` (suppressed in quiet mode) where a
-        // key existed and `NS` where it did not, exactly what `md` reports; the replaced item
-        // can no longer be read, added over as absent, or matched by a CAS.
-        let groups = self.key_groups(keys);
-        let batches = groups.into_iter().map(
-            |KeyGroup {
-                 node,
-                 b64,
-                 positions,
-                 tokens,
-             }| async move {
-                let pairs: Vec<(&str, &[u8])> =
-                    tokens.iter().map(|t| (t.as_str(), &b""[..])).collect();
-                let mut flags = vec!["MR", "T-1"];
-                if b64 {
-                    flags.push("b");
-                }
-                let refused =
-                    self.nodes[node]
-                        .run(|mut client| async move {
-                            client.meta_set_multi(&pairs, Some(&flags)).await
-                        })
-                        .await;
-                (positions, refused)
-            },
-        );
-        let mut out: Vec<Result<bool, StoreError>> = keys.iter().map(|_| Ok(false)).collect();
-        for (positions, refused) in join_all(batches).await {
-            match refused {
-                Ok(refused) => {
-                    let absent: std::collections::HashSet<Vec<u8>> =
-                        refused.into_iter().filter_map(|v| v.key).collect();
-                    for i in positions {
-                        out[i] = Ok(!absent.contains(keys[i].wire_token().as_bytes()));
-                    }
-                }
-                Err(e) => {
-                    for i in positions {
-                        out[i] = Err(e.clone());
-                    }
-                }
-            }
-        }
-        out
+        let groups = self.by_node(keys.iter());
+        let batches = groups.iter().map(|(node, positions)| async move {
+            let answers = self
+                .pipeline(
+                    &self.nodes[*node],
+                    positions,
+                    None,
+                    |pos, head, _, opaque| wire::delete(head, &keys[pos], opaque),
+                    read_removal,
+                )
+                .await;
+            (positions, answers)
+        });
+        scatter(keys.len(), join_all(batches).await)
     }
+}
+
+/// The answers of one server's group, with the request positions they belong to.
+type GroupAnswers<'a, T> = (&'a Vec<usize>, Vec<Result<T, StoreError>>);
+
+/// Puts the answers of per-server groups back in request order.
+fn scatter<T>(len: usize, groups: Vec<GroupAnswers<'_, T>>) -> Vec<Result<T, StoreError>> {
+    let mut out: Vec<Option<Result<T, StoreError>>> = (0..len).map(|_| None).collect();
+    for (positions, answers) in groups {
+        for (&pos, answer) in positions.iter().zip(answers) {
+            out[pos] = Some(answer);
+        }
+    }
+    out.into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| {
+                Err(StoreError::Protocol {
+                    node: "-".to_owned(),
+                    reason: "no answer for a batched key".to_owned(),
+                })
+            })
+        })
+        .collect()
 }

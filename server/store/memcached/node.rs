@@ -1,117 +1,150 @@
-//! One memcached server: its address, its connection pool, and its health.
+//! One memcached server: its address, its multiplexed connections, and its health.
 //!
-//! Connections are async-memcached clients in a deadpool pool. A client whose operation failed
-//! midway or was cancelled (timeout, deadline, caller gone) closes itself; the pool's recycle
-//! check (`is_closed`) then discards it instead of handing a connection with unread bytes to
-//! the next caller.
+//! A server has a few connections ([`Conn`]), each carrying many commands at once; calls are
+//! spread over them in turn. A connection that breaks is replaced on the next call; a broken
+//! connection is a connection problem, not a verdict on the server. Commands that never reached
+//! the server (the connection closed before they were written) are sent again on a new
+//! connection.
 //!
-//! Health follows twemproxy: after `failure_limit` consecutive failures the server is ejected
-//! for `retry_timeout`; while ejected, operations fail at once (no waiting for timeouts) and,
-//! with `ejected_keys = remap`, its keys go to the other servers. After the timeout the next
-//! probe or operation tries it again.
+//! Each connection learns which memcached process it talks to (the *instance*: a random number
+//! the first connection stores in the server, under a key no user key can take). CAS values
+//! start again from 1 when memcached restarts, so a lease (a CAS value) is only honoured on a
+//! connection to the instance that handed it out.
+//!
+//! Health follows twemproxy: after `failure_limit` consecutive failures (connect errors,
+//! timeouts, replies that are not memcached's) the server is ejected for `retry_timeout`; while
+//! ejected, operations fail at once and, with `ejected_keys = remap`, its keys go to the other
+//! servers. The health prober tries an ejected server every second and brings it back as soon
+//! as it answers. Refusals of one item (`SERVER_ERROR object too large`, out of memory) and
+//! broken connections never count against the server.
 
-use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_memcached::{Client, Error as McError};
-use deadpool::Runtime;
-use deadpool::managed::{
-    self, Metrics as PoolMetrics, Pool, PoolError, RecycleError, RecycleResult, Timeouts,
-};
+use bytes::BytesMut;
+use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
+use super::conn::{Batch, Conn, ConnError};
+use super::wire::{self, Reply};
 use crate::metrics::Metrics;
-use crate::store::{PoolStats, StoreError};
+use crate::store::{PoolStats, Refusal, StoreError};
 
-/// Creates and checks connections to one server.
-#[derive(Debug)]
-pub struct ConnManager {
-    dsn: String,
-}
-
-impl managed::Manager for ConnManager {
-    type Type = Client;
-    type Error = McError;
-
-    async fn create(&self) -> Result<Client, McError> {
-        Client::new(&self.dsn).await
-    }
-
-    async fn recycle(&self, client: &mut Client, _: &PoolMetrics) -> RecycleResult<McError> {
-        if client.is_closed() {
-            Err(RecycleError::message(
-                "connection closed after an incomplete operation",
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// A pooled connection; returns to the pool when dropped.
-pub type Conn = managed::Object<ConnManager>;
+/// The key under which a memcached server holds the identity of its running instance.
+const INSTANCE_KEY: &[u8] = b"mintcache@instance";
 
 /// Settings of one server.
 #[derive(Debug, Clone)]
-pub struct NodeSettings {
-    /// Connections in the pool.
-    pub pool_size: usize,
+pub(crate) struct NodeSettings {
+    /// Connections to the server (each carries many commands at once).
+    pub(crate) connections: usize,
     /// Time to connect.
-    pub connect_timeout: Duration,
-    /// Time for one operation, waiting for a connection included.
-    pub timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    /// Time for one operation.
+    pub(crate) timeout: Duration,
     /// Consecutive failures before ejection (0: never).
-    pub failure_limit: u32,
-    /// How long an ejected server is left alone.
-    pub retry_timeout: Duration,
+    pub(crate) failure_limit: u32,
+    /// How long an ejected server is left alone by traffic.
+    pub(crate) retry_timeout: Duration,
+}
+
+/// A live connection and the instance it talks to.
+#[derive(Clone)]
+struct Live {
+    conn: Conn,
+    instance: u64,
+}
+
+/// One connection slot: its live connection, if any, and a lock so that one caller at a time
+/// (re)connects it.
+struct Slot {
+    live: Mutex<Option<Live>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<Live> {
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.as_ref().filter(|l| !l.conn.is_closed()).cloned()
+    }
+
+    fn set(&self, live: Option<Live>) {
+        *self
+            .live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
+    }
+}
+
+/// The answer of a call: the replies, and the instance that gave them.
+pub(crate) struct Answer {
+    /// One reply per command, in order.
+    pub(crate) replies: Vec<Reply>,
+    /// The memcached instance that answered.
+    pub(crate) instance: u64,
 }
 
 /// One memcached server.
-pub struct Node {
+pub(crate) struct Node {
     addr: String,
-    pool: Pool<ConnManager>,
+    slots: Vec<Slot>,
+    next_slot: AtomicUsize,
+    next_opaque: AtomicU32,
     settings: NodeSettings,
     metrics: Metrics,
     failures: AtomicU32,
     /// Until when the server is ejected. A std mutex: it is held for a few instructions and
     /// never across an await.
     ejected_until: Mutex<Option<Instant>>,
+    /// Failed calls not logged since the last log line (logs are rate-limited).
+    unlogged_failures: AtomicU64,
+    last_failure_log: Mutex<Option<Instant>>,
 }
 
+/// At most one log line per server per this long about failing calls.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 impl Node {
-    /// A server at `addr` (`host:port`).
-    pub fn new(addr: &str, settings: NodeSettings, metrics: Metrics) -> Self {
-        let pool = Pool::builder(ConnManager {
-            dsn: format!("tcp://{addr}"),
-        })
-        .max_size(settings.pool_size)
-        .timeouts(Timeouts {
-            wait: Some(settings.timeout),
-            create: Some(settings.connect_timeout),
-            recycle: Some(settings.timeout),
-        })
-        .runtime(Runtime::Tokio1)
-        .build()
-        .unwrap_or_else(|e| unreachable!("pool with a runtime always builds: {e}"));
+    /// A server at `addr` (`host:port`). Connections are made on first use.
+    pub(crate) fn new(addr: &str, settings: NodeSettings, metrics: Metrics) -> Self {
+        let slots = (0..settings.connections.max(1))
+            .map(|_| Slot {
+                live: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            })
+            .collect();
         Self {
             addr: addr.to_owned(),
-            pool,
+            slots,
+            next_slot: AtomicUsize::new(0),
+            next_opaque: AtomicU32::new(1),
             settings,
             metrics,
             failures: AtomicU32::new(0),
             ejected_until: Mutex::new(None),
+            unlogged_failures: AtomicU64::new(0),
+            last_failure_log: Mutex::new(None),
         }
     }
 
     /// The server's `host:port`.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 
+    /// `n` opaques for the commands of one batch.
+    pub(crate) fn opaques(&self, n: usize) -> std::ops::Range<u32> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let first = self.next_opaque.fetch_add(n, Ordering::Relaxed);
+        first..first.wrapping_add(n)
+    }
+
     /// Whether the server is ejected now.
-    pub fn is_ejected(&self) -> bool {
+    pub(crate) fn is_ejected(&self) -> bool {
         self.ejection().is_some_and(|until| Instant::now() < until)
     }
 
@@ -129,24 +162,34 @@ impl Node {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = until;
     }
 
-    /// Connection pool usage.
-    pub fn pool_stats(&self) -> PoolStats {
-        let status = self.pool.status();
-        PoolStats {
+    /// Connection usage: connections carrying calls, idle connections, calls in flight.
+    pub(crate) fn pool_stats(&self) -> PoolStats {
+        let mut stats = PoolStats {
             node: self.addr.clone(),
-            in_use: status.size.saturating_sub(status.available),
-            idle: status.available,
-            waiting: status.waiting,
+            in_use: 0,
+            idle: 0,
+            waiting: 0,
+        };
+        for live in self.slots.iter().filter_map(Slot::current) {
+            let in_flight = live.conn.in_flight();
+            if in_flight > 0 {
+                stats.in_use += 1;
+            } else {
+                stats.idle += 1;
+            }
+            stats.waiting += in_flight;
         }
+        stats
     }
 
-    /// Runs one operation on a pooled connection, within the operation timeout. Fails at once
-    /// while the server is ejected.
-    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = Result<T, McError>>,
-    {
+    /// Sends commands in one round trip, within the operation timeout; fails at once while the
+    /// server is ejected. With `instance`, only on a connection to that memcached instance:
+    /// `Ok(None)` when the server is now another instance (it restarted).
+    pub(crate) async fn call(
+        &self,
+        batch: Batch,
+        instance: Option<u64>,
+    ) -> Result<Option<Answer>, StoreError> {
         if self.is_ejected() {
             self.metrics
                 .backend(&self.addr, Duration::ZERO, Some("ejected"));
@@ -154,40 +197,40 @@ impl Node {
                 node: self.addr.clone(),
             });
         }
+        // A client span per round trip of a call (probes have none): free unless a trace
+        // exporter consumes it (fields are only evaluated for enabled spans, and log lines
+        // carry no spans).
         let span = tracing::info_span!(
             "memcached",
             otel.kind = "client",
             db.system = "memcached",
             node = %self.addr
         );
-        self.attempt(op).instrument(span).await
+        self.attempt(batch, instance).instrument(span).await
     }
 
-    /// Checks that the server answers (`version`). An ejected server is only tried once its
-    /// retry timeout has passed. Whether it answered.
-    pub async fn probe(&self) -> bool {
-        if self.is_ejected() {
-            return false;
-        }
-        self.attempt(|mut conn| async move { conn.version().await })
-            .await
-            .is_ok()
-    }
-
-    async fn attempt<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = Result<T, McError>>,
-    {
-        let started = Instant::now();
-        let work = async {
-            let conn = self.pool.get().await.map_err(|e| self.pool_error(e))?;
-            op(conn).await.map_err(|e| StoreError::Protocol {
-                node: self.addr.clone(),
-                reason: e.to_string(),
-            })
+    /// Checks that the server answers (`version`), ejected or not: an ejected server that
+    /// answers is back at once. Whether it answered.
+    pub(crate) async fn probe(&self) -> bool {
+        let mut bytes = BytesMut::new();
+        wire::version(&mut bytes);
+        let batch = Batch {
+            bytes: vec![bytes.freeze()],
+            opaques: vec![0],
         };
-        let result = tokio::time::timeout(self.settings.timeout, work)
+        match self.attempt(batch, None).await {
+            Ok(Some(answer)) => matches!(answer.replies.first(), Some(Reply::Version(_))),
+            _ => false,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        batch: Batch,
+        instance: Option<u64>,
+    ) -> Result<Option<Answer>, StoreError> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.settings.timeout, self.send(batch, instance))
             .await
             .unwrap_or_else(|_| {
                 Err(StoreError::Timeout {
@@ -200,46 +243,212 @@ impl Node {
             result.as_ref().err().map(StoreError::kind),
         );
         match &result {
-            Ok(_) => {
-                self.failures.store(0, Ordering::Relaxed);
-                if self.ejection().is_some() {
-                    self.set_ejection(None);
-                    tracing::info!(node = %self.addr, "memcached server is back");
-                }
-            }
-            Err(e) => self.failed(e),
+            Ok(_) => self.succeeded(),
+            Err(e) if e.counts_against_server() => self.failed(e),
+            Err(e) => self.log_failure(e),
         }
         result
+    }
+
+    /// Sends a batch on the next connection; again on a new connection if it was never
+    /// written.
+    async fn send(
+        &self,
+        batch: Batch,
+        instance: Option<u64>,
+    ) -> Result<Option<Answer>, StoreError> {
+        let slot = &self.slots[self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let live = self.live(slot).await?;
+            if instance.is_some_and(|i| i != live.instance) {
+                return Ok(None);
+            }
+            match live.conn.call(batch.clone()).await {
+                Ok(replies) => {
+                    return Ok(Some(Answer {
+                        replies,
+                        instance: live.instance,
+                    }));
+                }
+                Err(ConnError::NotSent) if tries < 3 => continue,
+                Err(ConnError::NotSent) => {
+                    return Err(StoreError::Broken {
+                        node: self.addr.clone(),
+                        reason: "connection closed before the command was sent".to_owned(),
+                    });
+                }
+                Err(ConnError::Broken(reason)) => {
+                    return Err(StoreError::Broken {
+                        node: self.addr.clone(),
+                        reason,
+                    });
+                }
+                Err(ConnError::Protocol(reason)) => {
+                    return Err(StoreError::Protocol {
+                        node: self.addr.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The slot's live connection, connecting it if needed (one caller at a time).
+    async fn live(&self, slot: &Slot) -> Result<Live, StoreError> {
+        if let Some(live) = slot.current() {
+            return Ok(live);
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(live) = slot.current() {
+            return Ok(live);
+        }
+        let live = self.connect().await?;
+        slot.set(Some(live.clone()));
+        Ok(live)
+    }
+
+    /// Opens a connection and learns the instance it talks to.
+    async fn connect(&self) -> Result<Live, StoreError> {
+        let connect_error = |reason: String| StoreError::Connect {
+            node: self.addr.clone(),
+            reason,
+        };
+        let stream = tokio::time::timeout(
+            self.settings.connect_timeout,
+            TcpStream::connect(&self.addr),
+        )
+        .await
+        .map_err(|_| connect_error("timed out".to_owned()))?
+        .map_err(|e| connect_error(e.to_string()))?;
+        // Commands are small and latency-bound: never hold them back (Nagle).
+        stream
+            .set_nodelay(true)
+            .map_err(|e| connect_error(e.to_string()))?;
+        let conn = Conn::start(stream);
+        let instance = tokio::time::timeout(self.settings.connect_timeout, self.instance(&conn))
+            .await
+            .map_err(|_| connect_error("no answer to the first command".to_owned()))?;
+        match instance {
+            Ok(instance) => Ok(Live { conn, instance }),
+            Err(e) => {
+                conn.close("handshake failed");
+                Err(match e {
+                    ConnError::Protocol(reason) => StoreError::Protocol {
+                        node: self.addr.clone(),
+                        reason: format!(
+                            "not a memcached server speaking the meta protocol: {reason}"
+                        ),
+                    },
+                    other => connect_error(other.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Reads the instance marker of the server, creating it if the server has none (a new or
+    /// restarted server): whoever creates it first wins, everyone reads the same.
+    async fn instance(&self, conn: &Conn) -> Result<u64, ConnError> {
+        let opaque = self.opaques(1).start;
+        let mut bytes = BytesMut::new();
+        wire::instance_marker(&mut bytes, INSTANCE_KEY, fresh_instance(), opaque);
+        let replies = conn
+            .call(Batch {
+                bytes: vec![bytes.freeze()],
+                opaques: vec![opaque],
+            })
+            .await?;
+        match replies.first() {
+            Some(Reply::Value(_, digits)) => std::str::from_utf8(digits)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ConnError::Protocol("instance marker is not a number".to_owned())),
+            // The server cannot keep it (out of memory): this connection gets an identity of
+            // its own, so leases work only through it, and never across instances.
+            Some(Reply::ServerError(_)) => {
+                tracing::debug!(node = %self.addr, "memcached keeps no instance marker");
+                Ok(fresh_instance())
+            }
+            _ => Err(ConnError::Protocol(
+                "unexpected answer to the instance marker".to_owned(),
+            )),
+        }
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if self.ejection().is_some() {
+            self.set_ejection(None);
+            let suppressed = self.unlogged_failures.swap(0, Ordering::Relaxed);
+            tracing::info!(node = %self.addr, failed_calls = suppressed, "memcached server is back");
+        }
     }
 
     fn failed(&self, e: &StoreError) {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let limit = self.settings.failure_limit;
-        if limit > 0 && failures >= limit {
-            self.failures.store(0, Ordering::Relaxed);
-            self.set_ejection(Some(Instant::now() + self.settings.retry_timeout));
-            self.metrics.ejection(&self.addr);
-            tracing::warn!(
-                node = %self.addr,
-                error = %e,
-                retry_in_ms = self.settings.retry_timeout.as_millis() as u64,
-                "memcached server ejected after {failures} consecutive failures"
-            );
+        if limit == 0 || failures < limit {
+            self.log_failure(e);
+            return;
         }
+        self.failures.store(0, Ordering::Relaxed);
+        let was_ejected = self.ejection().is_some();
+        self.set_ejection(Some(Instant::now() + self.settings.retry_timeout));
+        if was_ejected {
+            // Still down after a retry: the same outage, not a new ejection.
+            self.log_failure(e);
+            return;
+        }
+        self.metrics.ejection(&self.addr);
+        tracing::error!(
+            node = %self.addr,
+            error = %e,
+            retry_in_ms = self.settings.retry_timeout.as_millis() as u64,
+            "memcached server ejected after {failures} consecutive failures"
+        );
     }
 
-    fn pool_error(&self, e: PoolError<McError>) -> StoreError {
-        let node = self.addr.clone();
-        match e {
-            PoolError::Timeout(_) => StoreError::Timeout { node },
-            PoolError::Backend(e) => StoreError::Connect {
-                node,
-                reason: e.to_string(),
-            },
-            other => StoreError::Connect {
-                node,
-                reason: other.to_string(),
-            },
+    /// Logs a failed call, at most once per [`FAILURE_LOG_INTERVAL`] per server (with how many
+    /// went unlogged), so that an outage does not flood the logs.
+    fn log_failure(&self, e: &StoreError) {
+        let now = Instant::now();
+        let mut last = self
+            .last_failure_log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < FAILURE_LOG_INTERVAL) {
+            self.unlogged_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(now);
+        drop(last);
+        let suppressed = self.unlogged_failures.swap(0, Ordering::Relaxed);
+        tracing::warn!(node = %self.addr, error = %e, similar_since_last_report = suppressed, "memcached call failed");
+    }
+
+    /// Maps a refusal reply of one command to its error (`None`: not a refusal).
+    pub(crate) fn refusal(&self, reply: &Reply) -> Option<StoreError> {
+        let refusal = match reply {
+            Reply::ServerError(msg) if msg.contains("too large") => Refusal::TooLarge,
+            Reply::ServerError(msg) if msg.contains("out of memory") => Refusal::OutOfMemory,
+            Reply::ServerError(msg) | Reply::ClientError(msg) => Refusal::Other(msg.clone()),
+            Reply::Error => Refusal::Other("unknown command".to_owned()),
+            _ => return None,
+        };
+        Some(StoreError::Refused {
+            node: self.addr.clone(),
+            refusal,
+        })
+    }
+}
+
+/// A new instance identity: random, never 0.
+fn fresh_instance() -> u64 {
+    loop {
+        let n = fastrand::u64(..);
+        if n != 0 {
+            return n;
         }
     }
 }
