@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 /// Who gets to refresh a stale or missing item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Win {
+pub(crate) enum Win {
     /// This reader won the right to refresh (memcached's `W`).
     Won,
     /// Another reader already won it (memcached's `Z`).
@@ -20,37 +20,37 @@ pub enum Win {
 
 /// What a meta get reports about an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemView {
+pub(crate) struct ItemView {
     /// The stored bytes.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// memcached's client flags.
-    pub client_flags: u32,
+    pub(crate) client_flags: u32,
     /// Whole seconds until the item expires; `None` if it never does.
-    pub ttl_remaining: Option<u64>,
+    pub(crate) ttl_remaining: Option<u64>,
     /// The item's CAS value.
-    pub cas: u64,
+    pub(crate) cas: u64,
     /// Whether the item was invalidated (`X`).
-    pub stale: bool,
+    pub(crate) stale: bool,
     /// The recache election, if this read took part in one.
-    pub win: Option<Win>,
+    pub(crate) win: Option<Win>,
 }
 
 /// Options of a meta get.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GetOpts {
+pub(crate) struct GetOpts {
     /// `R<n>`: win the recache if fewer than `n` seconds remain.
-    pub recache_below: Option<u64>,
+    pub(crate) recache_below: Option<u64>,
     /// `N<n>`: on a miss, create an empty placeholder living `n` seconds and win it.
-    pub vivify_for: Option<u64>,
+    pub(crate) vivify_for: Option<u64>,
     /// `T<n>`: give the item a new ttl of `n` seconds.
-    pub touch: Option<u64>,
+    pub(crate) touch: Option<u64>,
     /// Leave out the value (no `v` flag): a peek at flags, ttl and election state.
-    pub no_value: bool,
+    pub(crate) no_value: bool,
 }
 
 /// How a write treats an existing item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
+pub(crate) enum WriteMode {
     /// Store whatever is there (`ms … MS`).
     Set,
     /// Store only if nothing is there (`ms … ME`).
@@ -59,22 +59,22 @@ pub enum WriteMode {
 
 /// A write request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
+pub(crate) struct Write {
     /// The bytes to store.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// memcached's client flags.
-    pub client_flags: u32,
+    pub(crate) client_flags: u32,
     /// Seconds the store keeps the item (the hard ttl).
-    pub ttl: u64,
+    pub(crate) ttl: u64,
     /// Set or add.
-    pub mode: WriteMode,
+    pub(crate) mode: WriteMode,
     /// `C<cas>`: store only if the item exists with this CAS value.
-    pub cas: Option<u64>,
+    pub(crate) cas: Option<u64>,
 }
 
 /// The result of a write, as memcached reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteStatus {
+pub(crate) enum WriteStatus {
     /// `HD`: stored.
     Stored,
     /// `NS`: not stored (add on an existing item).
@@ -87,24 +87,24 @@ pub enum WriteStatus {
 
 /// An item in the embedded store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
+pub(crate) struct Item {
     /// The stored bytes.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// memcached's client flags.
-    pub client_flags: u32,
+    pub(crate) client_flags: u32,
     /// When the item expires (milliseconds); `None` = never.
-    pub expires_at: Option<u64>,
+    pub(crate) expires_at: Option<u64>,
     /// The CAS value.
-    pub cas: u64,
+    pub(crate) cas: u64,
     /// Invalidated (`X`).
-    pub stale: bool,
+    pub(crate) stale: bool,
     /// A win token was handed out (`W` sent; later readers get `Z`).
-    pub token_sent: bool,
+    pub(crate) token_sent: bool,
 }
 
 /// What an operation does to the stored item.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// Leave it as it is.
     Keep,
     /// Replace it (or create it).
@@ -117,12 +117,12 @@ const MS_PER_S: u64 = 1000;
 
 impl Item {
     /// Whether the item is gone at `now`.
-    pub fn expired(&self, now: u64) -> bool {
+    pub(crate) fn expired(&self, now: u64) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
     }
 
     /// Whole seconds left, rounded up (memcached's `t`).
-    pub fn ttl_remaining(&self, now: u64) -> Option<u64> {
+    pub(crate) fn ttl_remaining(&self, now: u64) -> Option<u64> {
         self.expires_at
             .map(|at| at.saturating_sub(now).div_ceil(MS_PER_S))
     }
@@ -149,7 +149,7 @@ fn live(item: Option<&Item>, now: u64) -> Option<&Item> {
 
 /// `mg`: reads an item and runs the recache election. `new_cas` is used if a placeholder is
 /// created.
-pub fn get(
+pub(crate) fn get(
     item: Option<&Item>,
     opts: GetOpts,
     now: u64,
@@ -210,7 +210,12 @@ pub fn get(
 
 /// `md … I T<n>`: marks an item stale (the next reader wins the refresh), gives it `stale_ttl`
 /// more seconds and a new CAS value; reports whether an item was there.
-pub fn invalidate(item: Option<&Item>, stale_ttl: u64, now: u64, new_cas: u64) -> (bool, Change) {
+pub(crate) fn invalidate(
+    item: Option<&Item>,
+    stale_ttl: u64,
+    now: u64,
+    new_cas: u64,
+) -> (bool, Change) {
     match live(item, now) {
         Some(it) => {
             let mut next = it.clone();
@@ -226,7 +231,7 @@ pub fn invalidate(item: Option<&Item>, stale_ttl: u64, now: u64, new_cas: u64) -
 
 /// The result of an arithmetic operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IncrStatus {
+pub(crate) enum IncrStatus {
     /// The counter's new value.
     Value(u64),
     /// No counter and no initial value (`NF`).
@@ -237,15 +242,15 @@ pub enum IncrStatus {
 
 /// Creation parameters of an arithmetic operation on a missing counter (`N<ttl> J<initial>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Create {
+pub(crate) struct Create {
     /// The value the counter starts with (the delta is not applied).
-    pub initial: u64,
+    pub(crate) initial: u64,
     /// Seconds the new counter lives.
-    pub ttl: u64,
+    pub(crate) ttl: u64,
 }
 
 /// `ma`: adds `delta` to a decimal counter; increments wrap at 2^64, decrements stop at 0.
-pub fn incr(
+pub(crate) fn incr(
     item: Option<&Item>,
     delta: i64,
     create: Option<Create>,
@@ -287,7 +292,12 @@ pub fn incr(
 }
 
 /// `ms`: stores an item. `new_cas` becomes the item's CAS value when it is stored.
-pub fn set(item: Option<&Item>, write: &Write, now: u64, new_cas: u64) -> (WriteStatus, Change) {
+pub(crate) fn set(
+    item: Option<&Item>,
+    write: &Write,
+    now: u64,
+    new_cas: u64,
+) -> (WriteStatus, Change) {
     let current = live(item, now);
     let status = match (current, write.cas, write.mode) {
         (None, Some(_), _) => WriteStatus::NotFound,
@@ -310,7 +320,7 @@ pub fn set(item: Option<&Item>, write: &Write, now: u64, new_cas: u64) -> (Write
 }
 
 /// `md`: removes an item; reports whether one was there.
-pub fn delete(item: Option<&Item>, now: u64) -> (bool, Change) {
+pub(crate) fn delete(item: Option<&Item>, now: u64) -> (bool, Change) {
     match (live(item, now), item) {
         (Some(_), _) => (true, Change::Remove),
         (None, Some(_)) => (false, Change::Remove),

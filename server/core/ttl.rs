@@ -6,13 +6,13 @@
 //! [`memcached_exptime`]).
 
 /// The largest expiry memcached reads as relative seconds; above it, a Unix timestamp.
-pub const MEMCACHED_RELATIVE_MAX: u64 = 60 * 60 * 24 * 30;
+pub(crate) const MEMCACHED_RELATIVE_MAX: u64 = 60 * 60 * 24 * 30;
 /// The longest accepted ttl or grace: 10 years.
-pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
+pub(crate) const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
 
 /// Why a ttl or grace is not acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TtlError {
+pub(crate) enum TtlError {
     /// Negative seconds.
     #[error("must not be negative, got {0}")]
     Negative(i64),
@@ -27,7 +27,7 @@ pub enum TtlError {
 }
 
 /// Resolves requested seconds: 0 means `default`, negatives and absurd lengths are refused.
-pub fn resolve_seconds(requested: i64, default: u64) -> Result<u64, TtlError> {
+pub(crate) fn resolve_seconds(requested: i64, default: u64) -> Result<u64, TtlError> {
     match requested {
         0 => Ok(default),
         n if n < 0 => Err(TtlError::Negative(n)),
@@ -40,7 +40,7 @@ pub fn resolve_seconds(requested: i64, default: u64) -> Result<u64, TtlError> {
 }
 
 /// How long memcached keeps an item: fresh period plus grace, at least one second.
-pub fn hard_ttl(ttl: u64, grace: u64) -> u64 {
+pub(crate) fn hard_ttl(ttl: u64, grace: u64) -> u64 {
     ttl.saturating_add(grace).max(1)
 }
 
@@ -48,7 +48,7 @@ pub fn hard_ttl(ttl: u64, grace: u64) -> u64 {
 ///
 /// Up to 30 days memcached takes relative seconds; beyond, it takes an absolute Unix time (a
 /// relative 40 days would be read as a date in January 1970, expiring the item at once).
-pub fn memcached_exptime(ttl: u64, now_unix: u64) -> u64 {
+pub(crate) fn memcached_exptime(ttl: u64, now_unix: u64) -> u64 {
     if ttl <= MEMCACHED_RELATIVE_MAX {
         ttl
     } else {
@@ -58,7 +58,7 @@ pub fn memcached_exptime(ttl: u64, now_unix: u64) -> u64 {
 
 /// Seconds a value stays fresh, given the remaining hard ttl reported by the store and the
 /// item's grace. `None` once the value is stale.
-pub fn fresh_remaining(hard_remaining: u64, grace: u64) -> Option<u64> {
+pub(crate) fn fresh_remaining(hard_remaining: u64, grace: u64) -> Option<u64> {
     hard_remaining.checked_sub(grace).filter(|&fresh| fresh > 0)
 }
 

@@ -16,8 +16,8 @@ use async_memcached::{Error as McError, ErrorKind, MetaProtocol, MetaValue, Stat
 use bytes::Bytes;
 use futures_util::future::join_all;
 
-pub use ketama::{KetamaRing, ketama_hash};
-pub use node::{Conn, ConnManager, Node, NodeSettings};
+pub(crate) use ketama::KetamaRing;
+use node::{Node, NodeSettings};
 
 use super::{Store, StoreError};
 use crate::config::{EjectedKeys, MemcachedConfig};
@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::store::PoolStats;
 
 /// A pool of memcached servers.
-pub struct MemcachedStore {
+pub(crate) struct MemcachedStore {
     ring: KetamaRing,
     nodes: Vec<Node>,
     remap_ejected: bool,
@@ -38,7 +38,7 @@ pub struct MemcachedStore {
 
 impl MemcachedStore {
     /// Builds the pool. Connections are made lazily, on first use.
-    pub fn new(config: &MemcachedConfig, metrics: Metrics) -> Self {
+    pub(crate) fn new(config: &MemcachedConfig, metrics: Metrics) -> Self {
         let settings = NodeSettings {
             pool_size: config.pool_size,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
@@ -64,13 +64,8 @@ impl MemcachedStore {
         }
     }
 
-    /// The servers, in configuration order.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
-    }
-
     /// The server owning `key`.
-    pub fn node_for(&self, key: &StoreKey) -> &Node {
+    pub(crate) fn node_for(&self, key: &StoreKey) -> &Node {
         &self.nodes[self.node_index(key)]
     }
 
@@ -216,10 +211,6 @@ fn view(value: MetaValue) -> ItemView {
 }
 
 impl Store for MemcachedStore {
-    fn kind(&self) -> &'static str {
-        "memcached"
-    }
-
     async fn probe(&self) -> bool {
         // Answered as soon as one server answers: a hung server must not hold up the verdict.
         let probes = self

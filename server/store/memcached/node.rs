@@ -27,7 +27,7 @@ use crate::store::{PoolStats, StoreError};
 
 /// Creates and checks connections to one server.
 #[derive(Debug)]
-pub struct ConnManager {
+pub(crate) struct ConnManager {
     dsn: String,
 }
 
@@ -51,25 +51,25 @@ impl managed::Manager for ConnManager {
 }
 
 /// A pooled connection; returns to the pool when dropped.
-pub type Conn = managed::Object<ConnManager>;
+pub(crate) type Conn = managed::Object<ConnManager>;
 
 /// Settings of one server.
 #[derive(Debug, Clone)]
-pub struct NodeSettings {
+pub(crate) struct NodeSettings {
     /// Connections in the pool.
-    pub pool_size: usize,
+    pub(crate) pool_size: usize,
     /// Time to connect.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Time for one operation, waiting for a connection included.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Consecutive failures before ejection (0: never).
-    pub failure_limit: u32,
+    pub(crate) failure_limit: u32,
     /// How long an ejected server is left alone.
-    pub retry_timeout: Duration,
+    pub(crate) retry_timeout: Duration,
 }
 
 /// One memcached server.
-pub struct Node {
+pub(crate) struct Node {
     addr: String,
     pool: Pool<ConnManager>,
     settings: NodeSettings,
@@ -82,7 +82,7 @@ pub struct Node {
 
 impl Node {
     /// A server at `addr` (`host:port`).
-    pub fn new(addr: &str, settings: NodeSettings, metrics: Metrics) -> Self {
+    pub(crate) fn new(addr: &str, settings: NodeSettings, metrics: Metrics) -> Self {
         let pool = Pool::builder(ConnManager {
             dsn: format!("tcp://{addr}"),
         })
@@ -106,12 +106,12 @@ impl Node {
     }
 
     /// The server's `host:port`.
-    pub fn addr(&self) -> &str {
+    pub(crate) fn addr(&self) -> &str {
         &self.addr
     }
 
     /// Whether the server is ejected now.
-    pub fn is_ejected(&self) -> bool {
+    pub(crate) fn is_ejected(&self) -> bool {
         self.ejection().is_some_and(|until| Instant::now() < until)
     }
 
@@ -130,7 +130,7 @@ impl Node {
     }
 
     /// Connection pool usage.
-    pub fn pool_stats(&self) -> PoolStats {
+    pub(crate) fn pool_stats(&self) -> PoolStats {
         let status = self.pool.status();
         PoolStats {
             node: self.addr.clone(),
@@ -142,7 +142,7 @@ impl Node {
 
     /// Runs one operation on a pooled connection, within the operation timeout. Fails at once
     /// while the server is ejected.
-    pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, McError>>,
@@ -165,7 +165,7 @@ impl Node {
 
     /// Checks that the server answers (`version`). An ejected server is only tried once its
     /// retry timeout has passed. Whether it answered.
-    pub async fn probe(&self) -> bool {
+    pub(crate) async fn probe(&self) -> bool {
         if self.is_ejected() {
             return false;
         }
