@@ -80,8 +80,10 @@ impl Readiness {
         }
     }
 
-    /// Not ready from now on: load balancers stop sending calls.
-    async fn drain(&self) {
+    /// Once shutdown is asked for: not ready from then on. Resolves when NOT_SERVING has been
+    /// reported, the moment to stop accepting calls: load balancers are told first.
+    async fn drain_on(self, shutdown: Shutdown) {
+        shutdown.requested().await;
         let mut draining = self.inner.draining.lock().await;
         *draining = true;
         self.publish(false).await;
@@ -118,6 +120,11 @@ impl Shutdown {
         Self(shutdown)
     }
 
+    /// Whether shutdown has been asked for.
+    fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves once shutdown has been asked for.
     pub(crate) async fn requested(mut self) {
         let _ = self.0.wait_for(|requested| *requested).await;
@@ -140,15 +147,19 @@ async fn first_verdict<S: Store>(store: &S) -> bool {
 }
 
 /// Probes the backend every [`PROBE_INTERVAL`], logs changes, and reports each verdict to
-/// `readiness`, until aborted.
+/// `readiness`, until shutdown.
 pub(crate) fn spawn_prober<S: Store>(
     store: Arc<S>,
     readiness: Readiness,
     mut serving: bool,
+    shutdown: Shutdown,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(PROBE_INTERVAL).await;
+            if shutdown.is_requested() {
+                return;
+            }
             let now = store.probe().await;
             if now != serving {
                 if now {
@@ -170,10 +181,15 @@ pub(crate) struct AdminTask {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener`.
-pub(crate) fn spawn_admin(listener: TcpListener, state: AdminState) -> AdminTask {
+pub(crate) fn spawn_admin(
+    listener: TcpListener,
+    metrics: Arc<MetricsRegistry>,
+    readiness: Readiness,
+) -> AdminTask {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     }
+    let state = AdminState { metrics, readiness };
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(admin::serve(listener, state, Shutdown(stopped).requested()));
     AdminTask { stop, task }
@@ -218,29 +234,17 @@ impl Server {
         let (readiness, health) = Readiness::new();
         let serving = first_verdict(&*store).await;
         readiness.set(serving).await;
-        let prober = spawn_prober(store.clone(), readiness.clone(), serving);
-        let admin = spawn_admin(
-            listeners.admin,
-            AdminState {
-                metrics: registry,
-                readiness: readiness.clone(),
-            },
-        );
+        let prober = spawn_prober(store.clone(), readiness.clone(), serving, shutdown.clone());
+        let admin = spawn_admin(listeners.admin, registry, readiness.clone());
         let cache = Arc::new(MintCache::new(
             store,
             settings.cache.clone(),
             metrics.clone(),
         ));
         let cache = layers::cache_service(cache, &settings, metrics);
-        let drained = {
-            let shutdown = shutdown.clone();
-            async move {
-                shutdown.requested().await;
-                // Not serving first, so that load balancers stop sending calls; then stop
-                // accepting and let the calls in flight finish.
-                readiness.drain().await;
-            }
-        };
+        // Not serving first, so that load balancers stop sending calls; then stop accepting
+        // and let the calls in flight finish.
+        let drained = readiness.drain_on(shutdown.clone());
         let grpc = serve_grpc(&settings, listeners.grpc, cache, health, drained)?;
         let grace = settings.server.shutdown_grace;
         let result = tokio::select! {
@@ -279,6 +283,8 @@ fn serve_grpc<S: Store>(
         tracing::info!(%addr, tls = settings.tls.is_some(), "serving {SERVICE_NAME}");
     }
     Ok(builder
+        // When each call arrived, for the Cache service's deadlines.
+        .layer(layers::limits::ReceivedAtLayer)
         .add_service(cache)
         .add_service(health)
         .add_service(reflection().build_v1()?)

@@ -8,6 +8,12 @@
 //!
 //! Both wrap the Cache service only: an overloaded server must still answer its probes.
 //!
+//! A deadline counts from the moment the call reached the server, stamped by
+//! [`ReceivedAtLayer`] around the whole server. The layers of the Cache service only see the
+//! call when its task first runs (the router hands it over then), which under load is
+//! measurably later; tonic itself starts its own `grpc-timeout` timer on arrival, and the
+//! service's own timer must run out first so that the answer is `DEADLINE_EXCEEDED`.
+//!
 //! Why not tonic's own: `Server::concurrency_limit_per_connection` limits each connection, not
 //! the server, and queues calls (with `load_shed`, it answers "Too many active requests for the
 //! connection", which names no setting); `Server::timeout` and tonic's built-in `grpc-timeout`
@@ -18,6 +24,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::{BoxFuture, answer_now};
@@ -112,6 +119,46 @@ pub(crate) struct DeadlineService<S> {
     inner: S,
 }
 
+/// When a call reached the server (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReceivedAt(Instant);
+
+/// Stamps every request with [`ReceivedAt`]; nothing else. See the module documentation.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReceivedAtLayer;
+
+impl<S> Layer<S> for ReceivedAtLayer {
+    type Service = ReceivedAtService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReceivedAtService { inner }
+    }
+}
+
+/// See [`ReceivedAtLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct ReceivedAtService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for ReceivedAtService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(ReceivedAt(Instant::now()));
+        self.inner.call(request)
+    }
+}
+
 impl<S, B, R> Service<http::Request<B>> for DeadlineService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
@@ -135,11 +182,15 @@ where
             .headers()
             .get("grpc-timeout")
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        let received = request
+            .extensions()
+            .get::<ReceivedAt>()
+            .map_or_else(Instant::now, |r| r.0);
         let future = inner.call(request);
         match timeout {
             None => Box::pin(future),
             Some(timeout) => Box::pin(async move {
-                match tokio::time::timeout(budget(timeout), future).await {
+                match tokio::time::timeout_at(received + budget(timeout), future).await {
                     Ok(response) => response,
                     Err(_) => Ok(status::deadline_exceeded().into_http::<R>()),
                 }

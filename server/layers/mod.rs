@@ -8,7 +8,8 @@
 //!
 //! The layers wrap the Cache service, not the server: health and reflection are added beside
 //! it, so no layer ever sees them. An overloaded server still answers its probes, and they
-//! need no token.
+//! need no token. The one exception is a timestamp: [`limits::ReceivedAtLayer`] notes when
+//! each call arrived, before routing, for the deadlines.
 
 pub(crate) mod auth;
 pub(crate) mod call_meta;
