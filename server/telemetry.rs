@@ -1,7 +1,7 @@
 //! Process-wide telemetry set up by `mintcache-server`: the `tracing` subscriber (text or JSON
 //! log lines on stderr), W3C trace-context propagation, and, when `telemetry.otlp_endpoint` is
 //! set, export of the spans to an OpenTelemetry collector over OTLP/gRPC. Metrics are per
-//! server ([`crate::metrics`]).
+//! server (`crate::metrics`).
 
 use std::time::Duration;
 

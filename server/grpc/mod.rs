@@ -1,5 +1,5 @@
 //! The gRPC surface: the generated `mintcache.v1` code, the tonic service, proto <-> domain
-//! conversion ([`convert`]) and the single error-to-status mapping ([`status`]).
+//! conversion (`convert`) and the single error-to-status mapping (`status`).
 
 pub(crate) mod convert;
 pub(crate) mod service;
