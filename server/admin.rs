@@ -6,7 +6,6 @@
 //!   the embedded store) and the server is not shutting down; 503 otherwise (readiness).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,18 +14,19 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::metrics::MetricsRegistry;
+use crate::serve::Readiness;
 
 /// What the admin endpoints report.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The server's metrics.
-    pub metrics: Arc<MetricsRegistry>,
+    pub(crate) metrics: Arc<MetricsRegistry>,
     /// Whether the server is ready to serve.
-    pub ready: Arc<AtomicBool>,
+    pub(crate) readiness: Readiness,
 }
 
 /// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -49,7 +49,7 @@ async fn metrics(State(state): State<AdminState>) -> ([(&'static str, &'static s
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::Relaxed) {
+    if state.readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -1,12 +1,13 @@
 //! The mint cache: validates requests, derives keys, and runs the mint protocol over a
 //! [`Store`]. Pure decisions live in [`crate::core`]; this module only sequences store calls.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 
-use crate::config::Config;
+use crate::config::CacheSettings;
 use crate::metrics::Metrics;
 
 use crate::core::auth::{self, DebugMode, Effect, OpKind};
@@ -22,7 +23,7 @@ use crate::store::{Store, StoreError};
 
 /// Why a cache call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CacheError {
+pub(crate) enum CacheError {
     /// The key is empty.
     #[error("key must not be empty")]
     EmptyKey,
@@ -77,19 +78,14 @@ pub enum CacheError {
 
 /// The context of one call: its key space and debug mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
+pub(crate) struct Call {
     /// Namespace and version.
-    pub space: KeySpace,
+    pub(crate) space: KeySpace,
     /// The per-call debug mode (admin callers only; checked before).
-    pub debug: Option<DebugMode>,
+    pub(crate) debug: Option<DebugMode>,
 }
 
 impl Call {
-    /// A call in `space` without debug mode.
-    pub fn new(space: KeySpace) -> Self {
-        Self { space, debug: None }
-    }
-
     fn effect(&self, op: OpKind) -> Effect {
         auth::effect(self.debug, op)
     }
@@ -97,11 +93,11 @@ impl Call {
 
 /// The answer to a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Read {
+pub(crate) struct Read {
     /// What was found.
-    pub lookup: Lookup,
+    pub(crate) lookup: Lookup,
     /// The backend failed and the read was answered as a miss (fail open).
-    pub degraded: bool,
+    pub(crate) degraded: bool,
 }
 
 impl Read {
@@ -119,66 +115,25 @@ impl Read {
 
 /// A store request, as the API gives it (0 = defaults).
 #[derive(Debug, Clone, Default)]
-pub struct SetArgs {
+pub(crate) struct SetArgs {
     /// The value never expires (`ttl_seconds` must be 0).
-    pub no_expiry: bool,
+    pub(crate) no_expiry: bool,
     /// The value has no grace period (`grace_seconds` must be 0).
-    pub no_grace: bool,
+    pub(crate) no_grace: bool,
     /// The value is a counter's decimal digits.
-    pub counter: bool,
+    pub(crate) counter: bool,
     /// The user key.
-    pub key: Bytes,
+    pub(crate) key: Bytes,
     /// The value.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// Requested fresh seconds.
-    pub ttl_seconds: i64,
+    pub(crate) ttl_seconds: i64,
     /// Requested grace seconds.
-    pub grace_seconds: i64,
+    pub(crate) grace_seconds: i64,
     /// The caller's flags.
-    pub flags: u32,
+    pub(crate) flags: u32,
     /// Lease token bytes from a `REFRESH` or `MISS` (empty: none).
-    pub lease_token: Bytes,
-}
-
-/// The settings the mint cache runs with (from [`Config`]).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Fresh seconds when a write asks for 0.
-    pub default_ttl: u64,
-    /// Grace seconds when a write asks for 0.
-    pub default_grace: u64,
-    /// Longest key.
-    pub max_key_bytes: usize,
-    /// Longest value.
-    pub max_value_bytes: usize,
-    /// Cold-miss protection when a read does not say.
-    pub lease_on_miss: bool,
-    /// Lifetime of a cold-miss placeholder.
-    pub fill_timeout: u64,
-    /// Reads answer `MISS` on backend failure.
-    pub fail_open: bool,
-    /// How long a refresh winner has before the election reopens (`None`: never).
-    pub refresh_timeout: Option<Duration>,
-    /// How long a key space's generation is trusted before it is read again.
-    pub flush_sync: Duration,
-}
-
-impl Settings {
-    /// The settings of a validated configuration.
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            default_ttl: config.cache.default_ttl_seconds,
-            default_grace: config.cache.grace_seconds,
-            max_key_bytes: config.limits.max_key_bytes,
-            max_value_bytes: config.limits.max_value_bytes,
-            lease_on_miss: config.cache.lease_on_miss,
-            fill_timeout: config.cache.fill_timeout_seconds,
-            fail_open: config.cache.fail_open,
-            refresh_timeout: (config.cache.refresh_timeout_seconds > 0)
-                .then(|| Duration::from_secs(config.cache.refresh_timeout_seconds)),
-            flush_sync: Duration::from_millis(config.cache.flush_sync_ms),
-        }
-    }
+    pub(crate) lease_token: Bytes,
 }
 
 /// A batched call split in two: the items that passed validation (with their positions), and
@@ -242,9 +197,9 @@ const MAX_KEY_SPACES: u64 = 10_000;
 const MAX_WATCHED_ELECTIONS: u64 = 100_000;
 
 /// The versioned mint cache over a store.
-pub struct MintCache<S> {
-    store: S,
-    settings: Settings,
+pub(crate) struct MintCache<S> {
+    store: Arc<S>,
+    settings: CacheSettings,
     metrics: Metrics,
     /// The generation of each key space in use, trusted for `settings.flush_sync`.
     generations: moka::future::Cache<KeySpace, u64>,
@@ -255,7 +210,7 @@ pub struct MintCache<S> {
 
 impl<S: Store> MintCache<S> {
     /// A mint cache over `store`, recording read outcomes into `metrics`.
-    pub fn new(store: S, settings: Settings, metrics: Metrics) -> Self {
+    pub(crate) fn new(store: Arc<S>, settings: CacheSettings, metrics: Metrics) -> Self {
         let generations = moka::future::Cache::builder()
             .max_capacity(MAX_KEY_SPACES)
             .time_to_live(settings.flush_sync.max(Duration::from_millis(1)))
@@ -274,11 +229,6 @@ impl<S: Store> MintCache<S> {
             generations,
             elections_seen,
         }
-    }
-
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.store
     }
 
     /// Checks a key against the limits.
@@ -354,14 +304,14 @@ impl<S: Store> MintCache<S> {
     fn read_opts(&self, lease_on_miss: Option<bool>) -> (GetOpts, bool) {
         let protect = lease_on_miss.unwrap_or(self.settings.lease_on_miss);
         let opts = GetOpts {
-            vivify_for: protect.then_some(self.settings.fill_timeout),
+            vivify_for: protect.then_some(self.settings.fill_timeout_seconds),
             ..GetOpts::default()
         };
         (opts, protect)
     }
 
     /// Reads a key, running the mint protocol; or, with `peek`, only looks at it.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         call: &Call,
         key: &[u8],
@@ -494,7 +444,7 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Reads many keys; one answer per key, in order. A bad key fails only itself.
-    pub async fn get_many(
+    pub(crate) async fn get_many(
         &self,
         call: &Call,
         keys: &[Bytes],
@@ -570,8 +520,12 @@ impl<S: Store> MintCache<S> {
             }
             return Ok(Expiry::Never);
         }
-        self.resolve("ttl_seconds", ttl_seconds, self.settings.default_ttl)
-            .map(Expiry::After)
+        self.resolve(
+            "ttl_seconds",
+            ttl_seconds,
+            self.settings.default_ttl_seconds,
+        )
+        .map(Expiry::After)
     }
 
     /// Builds the write for a store request.
@@ -598,7 +552,7 @@ impl<S: Store> MintCache<S> {
             self.resolve(
                 "grace_seconds",
                 args.grace_seconds,
-                self.settings.default_grace,
+                self.settings.default_grace_seconds,
             )?
         };
         if grace > envelope::MAX_GRACE_SECONDS {
@@ -626,12 +580,12 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Stores a value; `false` when a lease token was outdated.
-    pub async fn set(&self, call: &Call, args: &SetArgs) -> Result<bool, CacheError> {
+    pub(crate) async fn set(&self, call: &Call, args: &SetArgs) -> Result<bool, CacheError> {
         self.store_with(call, args, WriteMode::Set).await
     }
 
     /// Stores a value only if the key holds none; whether it stored.
-    pub async fn add(&self, call: &Call, args: &SetArgs) -> Result<bool, CacheError> {
+    pub(crate) async fn add(&self, call: &Call, args: &SetArgs) -> Result<bool, CacheError> {
         self.store_with(call, args, WriteMode::Add).await
     }
 
@@ -659,7 +613,11 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Stores many values; one answer per item, in order. A bad item fails only itself.
-    pub async fn set_many(&self, call: &Call, items: &[SetArgs]) -> Vec<Result<bool, CacheError>> {
+    pub(crate) async fn set_many(
+        &self,
+        call: &Call,
+        items: &[SetArgs],
+    ) -> Vec<Result<bool, CacheError>> {
         let batch = Batch::new(items, |args| {
             Ok((
                 self.check_key(&args.key)?,
@@ -686,7 +644,7 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Removes a key; whether it held a value.
-    pub async fn delete(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
+    pub(crate) async fn delete(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
         let key = self.write_key(call, key).await?;
         let Some(key) = key else {
             return Ok(false);
@@ -698,7 +656,11 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Removes many keys; one answer per key, in order. A bad key fails only itself.
-    pub async fn delete_many(&self, call: &Call, keys: &[Bytes]) -> Vec<Result<bool, CacheError>> {
+    pub(crate) async fn delete_many(
+        &self,
+        call: &Call,
+        keys: &[Bytes],
+    ) -> Vec<Result<bool, CacheError>> {
         let batch = Batch::new(keys, |key| self.check_key(key));
         if call.effect(OpKind::Write) == Effect::Skip {
             return batch.answer_all(|| Ok(false));
@@ -746,7 +708,7 @@ impl<S: Store> MintCache<S> {
 
     /// Soft purge: marks a key stale for the rest of its grace period. The next reader gets
     /// `REFRESH`, the others `STALE`. Whether the key held a value.
-    pub async fn invalidate(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
+    pub(crate) async fn invalidate(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
         let Some(key) = self.write_key(call, key).await? else {
             return Ok(false);
         };
@@ -757,7 +719,8 @@ impl<S: Store> MintCache<S> {
         // life, if less). The peek may itself have taken part in an election on an item
         // already invalidated; the invalidation below re-opens it. A value without a grace
         // period has no stale phase: invalidating it removes it.
-        let grace = envelope::grace_of(item.client_flags).unwrap_or(self.settings.default_grace);
+        let grace =
+            envelope::grace_of(item.client_flags).unwrap_or(self.settings.default_grace_seconds);
         if grace == 0 {
             return self
                 .store
@@ -773,7 +736,7 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Gives an existing key a new fresh ttl (its grace is kept). Whether the key existed.
-    pub async fn touch(
+    pub(crate) async fn touch(
         &self,
         call: &Call,
         key: &[u8],
@@ -810,7 +773,7 @@ impl<S: Store> MintCache<S> {
     }
 
     /// Adds `delta` to a counter, creating it with `initial` when given. The new value.
-    pub async fn increment(
+    pub(crate) async fn increment(
         &self,
         call: &Call,
         key: &[u8],
@@ -845,7 +808,7 @@ impl<S: Store> MintCache<S> {
     /// every server, so its keys get new names and the old ones are never read again (memcached
     /// evicts them in time). This replica uses the new generation at once; others within
     /// `cache.flush_sync_ms`. Whether it flushed (not under the debug mode `off`).
-    pub async fn flush(&self, call: &Call) -> Result<bool, CacheError> {
+    pub(crate) async fn flush(&self, call: &Call) -> Result<bool, CacheError> {
         if call.effect(OpKind::Write) == Effect::Skip {
             return Ok(false);
         }

@@ -2,16 +2,27 @@
 //! (`MINTCACHE_` prefix, `__` between section and key, e.g.
 //! `MINTCACHE_MEMCACHED__SERVERS=10.0.0.1:11211,10.0.0.2:11211`).
 //!
-//! One struct per section, each with named defaults. Unknown keys are errors, and every error
-//! names the key it is about. [`Config::load`] validates everything before any port is bound.
+//! Two forms of it: [`Config`] is what an operator writes, one serde struct per section with
+//! named defaults; [`Settings`] is what the server runs with. [`Config::validate`] turns the
+//! first into the second once, before any port is bound: each section checks and parses its own
+//! values (listen addresses resolved, the default key space, token digests, TLS PEM files read),
+//! then the checks that span sections run. Every problem found is reported, each naming its key,
+//! not just the first; nothing is parsed again later.
+//!
+//! Environment values are taken as the strings they are: a version `42` or `007` stays that
+//! string, and numbers and booleans are read from their text where a setting is one.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::de::{self, DeserializeOwned, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::core::auth::{AuthPolicy, TokenDigests};
@@ -23,49 +34,95 @@ use crate::core::ttl::MAX_TTL_SECONDS;
 pub const CONFIG_ENV: &str = "MINTCACHE_CONFIG";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "MINTCACHE_";
+/// The section names, in the order they are checked and printed.
+const SECTIONS: &[&str] = &[
+    "server",
+    "memcached",
+    "embedded",
+    "cache",
+    "limits",
+    "log",
+    "auth",
+    "tls",
+    "admin",
+    "telemetry",
+];
 
-/// A configuration problem, naming the key.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The sources could not be read or do not match the schema (unknown key, wrong type).
-    #[error("{}", describe(.0))]
-    Load(#[from] Box<figment::Error>),
-    /// A value has the right type but is not acceptable.
-    #[error("invalid value for `{key}`: {reason}")]
-    Invalid {
-        /// The dotted key, e.g. `cache.default_version`.
-        key: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
+/// One configuration problem: the dotted key it is about (empty when it is about the sources
+/// themselves, such as a missing file) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The dotted key, e.g. `cache.default_version`.
+    pub key: String,
+    /// What is wrong, and where the value came from when that is known.
+    pub problem: String,
 }
 
-/// Renders every figment error as `key: problem (source)`, keys in lower-case dotted form.
-fn describe(e: &figment::Error) -> String {
-    let lines: Vec<String> = (*e)
-        .clone()
-        .into_iter()
-        .map(|e| {
-            let key = e.path.join(".").to_ascii_lowercase();
-            let source = e.metadata.as_ref().map(|m| match &m.source {
-                Some(src) => format!("{} {src}", m.name),
-                None => m.name.to_string(),
-            });
-            let mut line = if key.is_empty() {
-                e.kind.to_string()
-            } else {
-                format!("`{key}`: {}", e.kind)
-            };
-            if let Some(source) = source {
-                line.push_str(&format!(" (in {source})"));
+impl ConfigError {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.problem)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.problem)
+        }
+    }
+}
+
+/// Every problem of a configuration (at least one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// Whether one of the problems is about `key`.
+    pub fn names(&self, key: &str) -> bool {
+        self.0.iter().any(|e| e.key == key)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            all => {
+                write!(f, "{} problems:", all.len())?;
+                for e in all {
+                    write!(f, "\n  - {e}")?;
+                }
+                Ok(())
             }
-            line
-        })
-        .collect();
-    lines.join("; ")
+        }
+    }
 }
 
-/// The whole configuration.
+impl std::error::Error for ConfigErrors {}
+
+/// Problems found so far, while checking.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, problem: impl Into<String>) {
+        self.0.push(ConfigError::new(key, problem));
+    }
+
+    /// Records a problem unless `ok`.
+    fn check(&mut self, ok: bool, key: &str, problem: impl FnOnce() -> String) {
+        if !ok {
+            self.add(key, problem());
+        }
+    }
+}
+
+/// The whole configuration, as written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -91,18 +148,88 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
 }
 
+/// A listen address as written: `host:port`, where the host is an IP address (`[::1]` for
+/// IPv6) or a name resolved at startup. Port 0 asks the system for a free port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    host: String,
+    port: u16,
+}
+
+impl ListenAddr {
+    /// `host:port`.
+    pub fn new(host: &str, port: u16) -> Self {
+        Self {
+            host: host.to_owned(),
+            port,
+        }
+    }
+
+    /// Resolves the host: the address to bind, the first IPv4 address of a name if it has
+    /// one (so that `localhost` means 127.0.0.1, as clients usually take it).
+    fn resolve(&self) -> Result<SocketAddr, String> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = (host, self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve `{}`: {e}", self.host))?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .copied()
+            .ok_or_else(|| format!("`{}` resolves to no address", self.host))
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not host:port (e.g. 127.0.0.1:50051 or localhost:50051)");
+        let (host, port) = s.trim().rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        // A colon outside brackets is an IPv6 address written without them: ambiguous.
+        if host.is_empty() || (host.contains(':') && !bracketed) || host.contains(['/', ' ']) {
+            return Err(bad());
+        }
+        Ok(Self::new(host, port))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl Serialize for ListenAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
 /// `[admin]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address of the admin HTTP listener (`/metrics`, `/healthz`, `/readyz`).
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
+        // Not 9090: that is Prometheus's own port, often on the same host.
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            listen: ListenAddr::new("127.0.0.1", 50052),
         }
     }
 }
@@ -158,11 +285,11 @@ pub struct AuthConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain of the server. With `key`, turns TLS on.
-    pub cert: Option<std::path::PathBuf>,
+    pub cert: Option<PathBuf>,
     /// PEM private key of the server.
-    pub key: Option<std::path::PathBuf>,
+    pub key: Option<PathBuf>,
     /// PEM CA bundle that client certificates must chain to (mutual TLS).
-    pub client_ca: Option<std::path::PathBuf>,
+    pub client_ca: Option<PathBuf>,
     /// With `client_ca`: accept clients without a certificate too (they are then ordinary,
     /// token-authenticated callers). Default: a certificate is required.
     pub client_cert_optional: bool,
@@ -173,7 +300,7 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the gRPC listener.
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// Seconds in-flight calls get to finish on shutdown.
     pub shutdown_grace_seconds: u64,
     /// Calls served at once; calls beyond it are shed at once with `RESOURCE_EXHAUSTED`.
@@ -185,7 +312,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            listen: ListenAddr::new("127.0.0.1", 50051),
             shutdown_grace_seconds: 20,
             max_concurrent_calls: 1024,
             max_message_bytes: 4 * 1024 * 1024,
@@ -262,8 +389,10 @@ impl Default for EmbeddedConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Version used when a call has no `x-cache-version`.
+    #[serde(deserialize_with = "string_whatever_it_looks_like")]
     pub default_version: String,
     /// Namespace used when a call has no `x-cache-namespace` (may be empty).
+    #[serde(deserialize_with = "string_whatever_it_looks_like")]
     pub namespace: String,
     /// Fresh seconds when a write asks for 0.
     pub default_ttl_seconds: u64,
@@ -329,7 +458,8 @@ impl Default for LimitsConfig {
 pub struct LogConfig {
     /// `text` or `json`.
     pub format: LogFormat,
-    /// A `tracing` filter, e.g. `info` or `mintcache=debug,info`. `RUST_LOG` overrides it.
+    /// A level (`info`) or `tracing` filter directives (`mintcache=debug,info`). `RUST_LOG`
+    /// overrides it.
     pub level: String,
 }
 
@@ -350,43 +480,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-impl TlsConfig {
-    /// Whether TLS is on.
-    pub fn enabled(&self) -> bool {
-        self.cert.is_some()
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
-        match (&self.cert, &self.key) {
-            (Some(_), None) => {
-                return invalid("tls.key", "tls.cert is set, tls.key is missing".into());
-            }
-            (None, Some(_)) => {
-                return invalid("tls.cert", "tls.key is set, tls.cert is missing".into());
-            }
-            _ => {}
-        }
-        if self.client_ca.is_some() && self.cert.is_none() {
-            return invalid("tls.client_ca", "needs tls.cert and tls.key".into());
-        }
-        for (key, path) in [
-            ("tls.cert", &self.cert),
-            ("tls.key", &self.key),
-            ("tls.client_ca", &self.client_ca),
-        ] {
-            if let Some(path) = path {
-                match std::fs::read_to_string(path) {
-                    Ok(pem) if pem.contains("-----BEGIN ") => {}
-                    Ok(_) => return invalid(key, format!("{} is not a PEM file", path.display())),
-                    Err(e) => return invalid(key, format!("cannot read {}: {e}", path.display())),
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// One memcached server: `host:port` with an optional `:weight` (default 1).
@@ -442,27 +535,98 @@ impl Serialize for ServerSpec {
 impl<'de> Deserialize<'de> for ServerSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse().map_err(de::Error::custom)
     }
 }
 
-/// A list of strings from a TOML list, or from one comma-separated string (environment).
-fn strings_from_list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        One(String),
+/// A string, or a whole number taken as its decimal text (TOML `default_version = 42`). A
+/// fractional number is refused: its spelling (`1.10`) is already lost.
+struct StringLike;
+
+impl Visitor<'_> for StringLike {
+    type Value = String;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
     }
-    Ok(match ListOrString::deserialize(d)? {
-        ListOrString::List(items) => items,
-        ListOrString::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+        Ok(v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+        Err(E::custom(format!(
+            "found the number {v}: write it as a string in quotes, as it should be spelled"
+        )))
+    }
+}
+
+fn string_whatever_it_looks_like<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    d.deserialize_any(StringLike)
+}
+
+/// A list of strings: a TOML list, or one comma-separated string (environment; surrounding
+/// `[` `]` and quotes around items are allowed). Items that look like numbers are strings.
+struct StringList;
+
+impl<'de> Visitor<'de> for StringList {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of strings, or one comma-separated string")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+        let v = v.trim();
+        let v = v
+            .strip_prefix('[')
+            .and_then(|inner| inner.strip_suffix(']'))
+            .unwrap_or(v);
+        Ok(v.split(',')
+            .map(|item| item.trim().trim_matches(['"', '\'']).trim())
+            .filter(|item| !item.is_empty())
             .map(str::to_owned)
-            .collect(),
-    })
+            .collect())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Vec<String>, E> {
+        Ok(vec![v.to_string()])
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Vec<String>, E> {
+        Ok(vec![v.to_string()])
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Vec<String>, E> {
+        StringLike.visit_f64(v).map(|s| vec![s])
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        struct Item;
+        impl<'de> de::DeserializeSeed<'de> for Item {
+            type Value = String;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+                d.deserialize_any(StringLike)
+            }
+        }
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Item)? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+fn strings_from_list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    d.deserialize_any(StringList)
 }
 
 fn servers_from_list_or_string<'de, D: Deserializer<'de>>(
@@ -470,24 +634,17 @@ fn servers_from_list_or_string<'de, D: Deserializer<'de>>(
 ) -> Result<Vec<ServerSpec>, D::Error> {
     strings_from_list_or_string(d)?
         .iter()
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .map(|s| s.parse().map_err(de::Error::custom))
         .collect()
 }
 
-impl Config {
-    /// Loads defaults, then the TOML file (if any), then `MINTCACHE_*` variables, and
-    /// validates the result.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_figment(Self::figment(file))
-    }
+/// `MINTCACHE_SECTION__KEY` variables, each value kept as the string it is. (figment's own
+/// `Env` guesses types from the text, which turns a version `007` into the number 7.)
+struct RawEnv(Env);
 
-    /// The layered sources, for callers that add their own on top.
-    pub fn figment(file: Option<&Path>) -> Figment {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        fig.merge(
+impl RawEnv {
+    fn new() -> Self {
+        Self(
             Env::prefixed(ENV_PREFIX)
                 // Only `SECTION__KEY` variables are settings. Others, such as the
                 // `MINTCACHE_SERVICE_HOST` / `MINTCACHE_PORT` that Kubernetes service links
@@ -497,154 +654,719 @@ impl Config {
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         )
     }
+}
 
-    /// Extracts and validates a configuration from any figment.
-    pub fn from_figment(fig: Figment) -> Result<Self, ConfigError> {
-        let config: Config = fig.extract().map_err(Box::new)?;
-        config.validate()?;
-        Ok(config)
+impl Provider for RawEnv {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
     }
 
-    /// Checks values that types alone cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
-        if let Err(e) = validate_label(self.cache.default_version.as_bytes(), false) {
-            return invalid("cache.default_version", e.to_string());
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut root = Dict::new();
+        for (key, value) in self.0.iter() {
+            let path: Vec<&str> = key.as_str().split('.').collect();
+            insert_at(&mut root, &path, Value::from(value));
         }
-        if let Err(e) = validate_label(self.cache.namespace.as_bytes(), true) {
-            return invalid("cache.namespace", e.to_string());
+        Ok(Profile::Default.collect(root))
+    }
+}
+
+/// Puts `value` at a dotted path in `dict`, making the tables on the way.
+fn insert_at(dict: &mut Dict, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), value);
         }
-        let ttl_range = 1..=MAX_TTL_SECONDS;
-        if !ttl_range.contains(&self.cache.default_ttl_seconds) {
-            return invalid(
-                "cache.default_ttl_seconds",
-                format!("must be in {ttl_range:?}"),
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if entry.as_dict().is_none() {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert_at(inner, rest, value);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (if any), then `MINTCACHE_*` variables, and
+    /// validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigErrors> {
+        Self::from_figment(&Self::figment(file))
+    }
+
+    /// The layered sources, for callers that add their own on top.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig.merge(RawEnv::new())
+    }
+
+    /// Extracts and validates a configuration from any figment, reporting every problem:
+    /// each section's, and those of the checks between sections.
+    pub fn from_figment(fig: &Figment) -> Result<Settings, ConfigErrors> {
+        let mut problems = Problems::default();
+        let (config, unreadable) = Self::extract(fig, &mut problems);
+        let read_problems = problems.0.len();
+        let settings = config.validate_sections(&unreadable, &mut problems);
+        // Say where each refused value came from, unless it is a default.
+        let defaults = Serialized::defaults(Config::default()).metadata().name;
+        for e in &mut problems.0[read_problems..] {
+            if let Some(m) = fig.find_metadata(&e.key).filter(|m| m.name != defaults) {
+                e.problem.push_str(&render_source(m));
+            }
+        }
+        match settings {
+            Some(settings) if problems.0.is_empty() => Ok(settings),
+            _ => Err(ConfigErrors(problems.0)),
+        }
+    }
+
+    /// Validates a configuration built in code.
+    pub fn validate(&self) -> Result<Settings, ConfigErrors> {
+        let mut problems = Problems::default();
+        match self.validate_sections(&BTreeSet::new(), &mut problems) {
+            Some(settings) if problems.0.is_empty() => Ok(settings),
+            _ => Err(ConfigErrors(problems.0)),
+        }
+    }
+
+    /// Reads each section on its own, so that a bad value in one does not hide the others.
+    /// Sections that cannot be read are left at their defaults and named in the returned set.
+    fn extract(fig: &Figment, problems: &mut Problems) -> (Self, BTreeSet<&'static str>) {
+        let mut config = Config::default();
+        let mut unreadable: BTreeSet<&'static str> = SECTIONS.iter().copied().collect();
+        let top: BTreeMap<String, Value> = match fig.extract() {
+            Ok(top) => top,
+            Err(e) => {
+                // The sources themselves: a missing file, a TOML syntax error.
+                for e in e {
+                    let key = key_of(&e);
+                    problems.add(key.as_str(), describe(&key, &e, fig));
+                }
+                return (config, unreadable);
+            }
+        };
+        for name in top.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+            problems.add(
+                name.as_str(),
+                format!(
+                    "unknown section (expected one of: {}){}",
+                    SECTIONS.join(", "),
+                    source_of(fig, name)
+                ),
             );
         }
-        if self.cache.grace_seconds > MAX_GRACE_SECONDS {
-            return invalid(
-                "cache.grace_seconds",
-                format!("must be at most {MAX_GRACE_SECONDS}"),
-            );
+        macro_rules! section {
+            ($field:ident) => {
+                let name = stringify!($field);
+                if let Some(value) = read_section(fig, name, problems) {
+                    config.$field = value;
+                    unreadable.remove(name);
+                }
+            };
         }
-        if !(1..=3600).contains(&self.cache.fill_timeout_seconds) {
-            return invalid("cache.fill_timeout_seconds", "must be in 1..=3600".into());
+        section!(server);
+        section!(memcached);
+        section!(embedded);
+        section!(cache);
+        section!(limits);
+        section!(log);
+        section!(auth);
+        section!(tls);
+        section!(admin);
+        section!(telemetry);
+        (config, unreadable)
+    }
+
+    /// Checks every section that could be read, then (when all could) the rules that span
+    /// sections. `None` when something is wrong.
+    fn validate_sections(
+        &self,
+        unreadable: &BTreeSet<&'static str>,
+        p: &mut Problems,
+    ) -> Option<Settings> {
+        let readable = |name: &str| !unreadable.contains(name);
+        let server = readable("server")
+            .then(|| self.server.validate(p))
+            .flatten();
+        let admin_listen = readable("admin").then(|| self.admin.validate(p)).flatten();
+        if readable("memcached") {
+            self.memcached.validate(p);
         }
-        if self.cache.refresh_timeout_seconds > 3600 {
-            return invalid(
-                "cache.refresh_timeout_seconds",
-                "must be in 0..=3600 (0: never reopen a refresh election)".into(),
-            );
+        if readable("embedded") {
+            self.embedded.validate(p);
         }
-        if self.cache.flush_sync_ms > 60_000 {
-            return invalid("cache.flush_sync_ms", "must be in 0..=60000".into());
+        let key_space_ok = readable("cache") && self.cache.validate(p);
+        if readable("limits") {
+            self.limits.validate(p);
         }
-        if self.limits.max_key_bytes == 0 || self.limits.max_key_bytes > 1 << 20 {
-            return invalid("limits.max_key_bytes", "must be in 1..=1048576".into());
+        let log = readable("log").then(|| self.log.validate(p)).flatten();
+        let auth = readable("auth").then(|| self.auth.validate(p)).flatten();
+        let tls = readable("tls").then(|| self.tls.validate(p)).flatten();
+        let telemetry = readable("telemetry")
+            .then(|| self.telemetry.validate(p))
+            .flatten();
+        if !unreadable.is_empty() {
+            return None;
         }
-        if self.limits.max_value_bytes == 0 || self.limits.max_value_bytes > 1 << 30 {
-            return invalid("limits.max_value_bytes", "must be in 1..=1073741824".into());
+        let (server, admin_listen, log, auth, tls, telemetry) =
+            (server?, admin_listen?, log?, auth?, tls?, telemetry?);
+        let cache = key_space_ok
+            .then(|| CacheSettings::new(&self.cache, &self.limits))
+            .flatten()?;
+        self.validate_across(&server, admin_listen, &auth, p);
+        let backend = if self.memcached.servers.is_empty() {
+            Backend::Embedded {
+                max_bytes: self.embedded.max_bytes,
+            }
+        } else {
+            Backend::Memcached(self.memcached.clone())
+        };
+        Some(Settings {
+            server,
+            admin_listen,
+            backend,
+            cache,
+            log,
+            auth,
+            tls,
+            telemetry,
+            effective: self.clone(),
+        })
+    }
+
+    /// The rules between sections.
+    fn validate_across(
+        &self,
+        server: &ServerSettings,
+        admin_listen: SocketAddr,
+        auth: &AuthPolicy,
+        p: &mut Problems,
+    ) {
+        let needed = self.limits.max_value_bytes + self.limits.max_key_bytes + 1024;
+        p.check(
+            server.max_message_bytes >= needed,
+            "server.max_message_bytes",
+            || {
+                format!(
+                    "must be at least {needed} (limits.max_value_bytes + limits.max_key_bytes + 1024)"
+                )
+            },
+        );
+        let ephemeral = server.listen.port() == 0 || admin_listen.port() == 0;
+        p.check(
+            ephemeral || admin_listen != server.listen,
+            "admin.listen",
+            || format!("must differ from server.listen (both are {admin_listen})"),
+        );
+        let client_ca = self.tls.client_ca.is_some();
+        p.check(
+            self.auth.admin_subjects.is_empty() || client_ca,
+            "auth.admin_subjects",
+            || "needs tls.client_ca (admin rights by client certificate need mutual TLS)".into(),
+        );
+        let can_authenticate = !auth.admins.is_empty() || !auth.clients.is_empty() || client_ca;
+        p.check(
+            !auth.require_token || can_authenticate,
+            "auth.require_token",
+            || {
+                "is true, but no caller could ever present a credential: configure \
+                 auth.client_token_sha256, auth.admin_token_sha256 or tls.client_ca"
+                    .into()
+            },
+        );
+    }
+}
+
+/// Reads one section (numbers and booleans may be written as text), recording each of its
+/// problems. serde stops at a section's first bad value, so each bad value is taken out in turn
+/// and the rest read again, until what is left reads.
+fn read_section<T: DeserializeOwned>(
+    fig: &Figment,
+    name: &'static str,
+    p: &mut Problems,
+) -> Option<T> {
+    let mut error = match fig.extract_inner_lossy::<T>(name) {
+        Ok(section) => return Some(section),
+        Err(e) => e,
+    };
+    let mut values = fig.extract_inner::<Dict>(name).unwrap_or_default();
+    // Each round takes out at least one value, or stops.
+    for _ in 0..=values.len() {
+        let mut removed = false;
+        for e in error {
+            let key = key_in(name, &e);
+            p.add(key.as_str(), describe(&key, &e, fig));
+            let field = key
+                .strip_prefix(name)
+                .and_then(|k| k.strip_prefix('.'))
+                .and_then(|k| k.split('.').next());
+            removed |= field.is_some_and(|f| values.remove(f).is_some());
         }
-        if self.memcached.pool_size == 0 {
-            return invalid("memcached.pool_size", "must be at least 1".into());
+        if !removed {
+            break;
         }
-        if self.memcached.timeout_ms == 0 {
-            return invalid("memcached.timeout_ms", "must be at least 1".into());
+        match Figment::from(Serialized::default(name, &values)).extract_inner_lossy::<T>(name) {
+            Ok(_) => break,
+            Err(e) => error = e,
         }
-        if self.memcached.connect_timeout_ms == 0 {
-            return invalid("memcached.connect_timeout_ms", "must be at least 1".into());
+    }
+    None
+}
+
+/// The full dotted key of an error met while reading section `name`. (figment puts the
+/// section last in the path of such errors: `["bogus", "cache"]` for `cache.bogus`.)
+fn key_in(name: &str, e: &figment::Error) -> String {
+    let mut path: Vec<String> = e.path.iter().map(|p| p.to_ascii_lowercase()).collect();
+    if path.last().is_some_and(|last| last == name) {
+        path.pop();
+    }
+    if path.first().is_none_or(|first| first != name) {
+        path.insert(0, name.to_owned());
+    }
+    path.join(".")
+}
+
+/// The dotted, lower-case key of a figment error.
+fn key_of(e: &figment::Error) -> String {
+    let path: Vec<String> = e.path.iter().map(|p| p.to_ascii_lowercase()).collect();
+    path.join(".")
+}
+
+/// What is wrong, and where the value of `key` came from.
+fn describe(key: &str, e: &figment::Error, fig: &Figment) -> String {
+    let problem = match &e.kind {
+        figment::error::Kind::UnknownField(_, expected) => {
+            format!("unknown key (expected one of: {})", expected.join(", "))
         }
+        kind => kind.to_string(),
+    };
+    // The source is looked up in the original sources: errors met while re-reading what is
+    // left of a section come from a copy of its values.
+    let source = match fig.find_metadata(key) {
+        Some(m) => render_source(m),
+        None => e.metadata.as_ref().map(render_source).unwrap_or_default(),
+    };
+    format!("{problem}{source}")
+}
+
+/// ` (in <source>)` for the provider that set `key`, if known.
+fn source_of(fig: &Figment, key: &str) -> String {
+    fig.find_metadata(key)
+        .map(render_source)
+        .unwrap_or_default()
+}
+
+fn render_source(m: &Metadata) -> String {
+    match &m.source {
+        Some(src) => format!(" (in {} {src})", m.name),
+        None => format!(" (in {})", m.name),
+    }
+}
+
+/// What the server runs with: a configuration that passed every check, its values parsed.
+/// Made by [`Config::validate`] or [`Config::load`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub(crate) server: ServerSettings,
+    pub(crate) admin_listen: SocketAddr,
+    pub(crate) backend: Backend,
+    pub(crate) cache: CacheSettings,
+    pub(crate) log: LogSettings,
+    pub(crate) auth: AuthPolicy,
+    pub(crate) tls: Option<TlsSettings>,
+    pub(crate) telemetry: TelemetrySettings,
+    effective: Config,
+}
+
+impl Settings {
+    /// The configuration these settings were made from.
+    pub fn config(&self) -> &Config {
+        &self.effective
+    }
+
+    /// The gRPC listen address (`server.listen`, resolved).
+    pub fn grpc_listen(&self) -> SocketAddr {
+        self.server.listen
+    }
+
+    /// The admin listen address (`admin.listen`, resolved).
+    pub fn admin_listen(&self) -> SocketAddr {
+        self.admin_listen
+    }
+
+    /// The effective configuration as TOML (what `--check-config` prints): itself a valid
+    /// configuration file.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.effective)
+            .unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// `[server]`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) max_concurrent_calls: usize,
+    pub(crate) max_message_bytes: usize,
+}
+
+/// Which store serves the cache.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// The in-process store, with its memory budget in bytes.
+    Embedded { max_bytes: u64 },
+    /// The memcached pool.
+    Memcached(MemcachedConfig),
+}
+
+/// `[cache]` and `[limits]`, checked: what the mint cache runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheSettings {
+    /// The key space of calls that name none.
+    pub(crate) default_space: KeySpace,
+    pub(crate) default_ttl_seconds: u64,
+    pub(crate) default_grace_seconds: u64,
+    pub(crate) lease_on_miss: bool,
+    pub(crate) fill_timeout_seconds: u64,
+    pub(crate) fail_open: bool,
+    /// How long a refresh winner has before the election reopens (`None`: never).
+    pub(crate) refresh_timeout: Option<Duration>,
+    /// How long a key space's generation is trusted before it is read again.
+    pub(crate) flush_sync: Duration,
+    pub(crate) max_key_bytes: usize,
+    pub(crate) max_value_bytes: usize,
+}
+
+/// `[log]`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct LogSettings {
+    pub(crate) format: LogFormat,
+    /// Valid `tracing` filter directives.
+    pub(crate) filter: String,
+}
+
+/// `[tls]`, checked, with the PEM files read.
+#[derive(Clone)]
+pub(crate) struct TlsSettings {
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: Vec<u8>,
+    /// The client CA bundle (mutual TLS), and whether clients may come without a certificate.
+    pub(crate) client_ca: Option<(Vec<u8>, bool)>,
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.debug_struct("TlsSettings")
+            .field("mutual", &self.client_ca.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[telemetry]`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct TelemetrySettings {
+    pub(crate) otlp_endpoint: Option<String>,
+    pub(crate) service_name: String,
+    pub(crate) sample_ratio: f64,
+    pub(crate) export_interval: Duration,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        let config = TelemetryConfig::default();
+        Self {
+            otlp_endpoint: None,
+            service_name: config.service_name,
+            sample_ratio: config.sample_ratio,
+            export_interval: Duration::from_secs(config.export_interval_seconds),
+        }
+    }
+}
+
+fn resolve(addr: &ListenAddr, key: &str, p: &mut Problems) -> Option<SocketAddr> {
+    addr.resolve().map_err(|e| p.add(key, e)).ok()
+}
+
+impl ServerConfig {
+    fn validate(&self, p: &mut Problems) -> Option<ServerSettings> {
+        p.check(
+            self.max_concurrent_calls > 0,
+            "server.max_concurrent_calls",
+            || "must be at least 1".into(),
+        );
+        Some(ServerSettings {
+            listen: resolve(&self.listen, "server.listen", p)?,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            max_concurrent_calls: self.max_concurrent_calls,
+            max_message_bytes: self.max_message_bytes,
+        })
+    }
+}
+
+impl AdminConfig {
+    fn validate(&self, p: &mut Problems) -> Option<SocketAddr> {
+        resolve(&self.listen, "admin.listen", p)
+    }
+}
+
+impl MemcachedConfig {
+    fn validate(&self, p: &mut Problems) {
+        let at_least_one = || "must be at least 1".to_owned();
+        p.check(self.pool_size > 0, "memcached.pool_size", at_least_one);
+        p.check(self.timeout_ms > 0, "memcached.timeout_ms", at_least_one);
+        p.check(
+            self.connect_timeout_ms > 0,
+            "memcached.connect_timeout_ms",
+            at_least_one,
+        );
+        p.check(
+            self.retry_timeout_ms > 0,
+            "memcached.retry_timeout_ms",
+            at_least_one,
+        );
         let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = self
-            .memcached
-            .servers
-            .iter()
-            .find(|s| !seen.insert(&s.addr))
-        {
-            return invalid(
+        if let Some(dup) = self.servers.iter().find(|s| !seen.insert(&s.addr)) {
+            p.add(
                 "memcached.servers",
                 format!("`{}` is listed twice", dup.addr),
             );
         }
-        if self.embedded.max_bytes < 1024 * 1024 {
-            return invalid("embedded.max_bytes", "must be at least 1048576".into());
+    }
+}
+
+impl EmbeddedConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.check(self.max_bytes >= 1024 * 1024, "embedded.max_bytes", || {
+            "must be at least 1048576".into()
+        });
+    }
+}
+
+impl CacheConfig {
+    /// Whether the default key space is valid (other problems are recorded too).
+    fn validate(&self, p: &mut Problems) -> bool {
+        let label = |key: &str, value: &str, allow_empty: bool, p: &mut Problems| {
+            validate_label(value.as_bytes(), allow_empty)
+                .map_err(|e| p.add(key, e.to_string()))
+                .is_ok()
+        };
+        let version_ok = label("cache.default_version", &self.default_version, false, p);
+        let namespace_ok = label("cache.namespace", &self.namespace, true, p);
+        let ttl_range = 1..=MAX_TTL_SECONDS;
+        p.check(
+            ttl_range.contains(&self.default_ttl_seconds),
+            "cache.default_ttl_seconds",
+            || format!("must be in {ttl_range:?}"),
+        );
+        p.check(
+            self.grace_seconds <= MAX_GRACE_SECONDS,
+            "cache.grace_seconds",
+            || format!("must be at most {MAX_GRACE_SECONDS}"),
+        );
+        p.check(
+            (1..=3600).contains(&self.fill_timeout_seconds),
+            "cache.fill_timeout_seconds",
+            || "must be in 1..=3600".into(),
+        );
+        p.check(
+            self.refresh_timeout_seconds <= 3600,
+            "cache.refresh_timeout_seconds",
+            || "must be in 0..=3600 (0: never reopen a refresh election)".into(),
+        );
+        p.check(self.flush_sync_ms <= 60_000, "cache.flush_sync_ms", || {
+            "must be in 0..=60000".into()
+        });
+        version_ok && namespace_ok
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.check(
+            (1..=1 << 20).contains(&self.max_key_bytes),
+            "limits.max_key_bytes",
+            || "must be in 1..=1048576".into(),
+        );
+        p.check(
+            (1..=1 << 30).contains(&self.max_value_bytes),
+            "limits.max_value_bytes",
+            || "must be in 1..=1073741824".into(),
+        );
+    }
+}
+
+impl CacheSettings {
+    /// The settings of two checked sections (`None` if the key space is not valid).
+    fn new(cache: &CacheConfig, limits: &LimitsConfig) -> Option<Self> {
+        Some(Self {
+            default_space: KeySpace::new(&cache.namespace, &cache.default_version).ok()?,
+            default_ttl_seconds: cache.default_ttl_seconds,
+            default_grace_seconds: cache.grace_seconds,
+            lease_on_miss: cache.lease_on_miss,
+            fill_timeout_seconds: cache.fill_timeout_seconds,
+            fail_open: cache.fail_open,
+            refresh_timeout: (cache.refresh_timeout_seconds > 0)
+                .then(|| Duration::from_secs(cache.refresh_timeout_seconds)),
+            flush_sync: Duration::from_millis(cache.flush_sync_ms),
+            max_key_bytes: limits.max_key_bytes,
+            max_value_bytes: limits.max_value_bytes,
+        })
+    }
+}
+
+/// The level names `tracing` knows.
+const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+impl LogConfig {
+    fn validate(&self, p: &mut Problems) -> Option<LogSettings> {
+        match check_log_filter(&self.level) {
+            Ok(()) => Some(LogSettings {
+                format: self.format,
+                filter: self.level.clone(),
+            }),
+            Err(problem) => {
+                p.add("log.level", problem);
+                None
+            }
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return invalid("log.level", e.to_string());
+    }
+}
+
+/// A log filter must say something `tracing` understands as intended. `tracing` reads a bare
+/// word as a target name (`verbose` would enable the target `verbose` and silence everything
+/// else), so a directive without `=` must be a level.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    if filter.trim().is_empty() {
+        return Err(format!(
+            "must not be empty (a level: {})",
+            LEVELS.join(", ")
+        ));
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let is_level = LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive));
+        if !directive.contains(['=', '[']) && !is_level {
+            return Err(format!(
+                "`{directive}` is not a level ({}) nor a `target=level` directive",
+                LEVELS.join(", ")
+            ));
         }
-        if let Err(e) = TokenDigests::from_hex(&self.auth.admin_token_sha256) {
-            return invalid("auth.admin_token_sha256", e.to_string());
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+impl AuthConfig {
+    fn validate(&self, p: &mut Problems) -> Option<AuthPolicy> {
+        let digests = |key: &str, entries: &[String], p: &mut Problems| {
+            TokenDigests::from_hex(entries)
+                .map_err(|e| p.add(key, e.to_string()))
+                .ok()
+        };
+        let admins = digests("auth.admin_token_sha256", &self.admin_token_sha256, p);
+        let clients = digests("auth.client_token_sha256", &self.client_token_sha256, p);
+        Some(AuthPolicy {
+            admins: admins?,
+            clients: clients?,
+            require_token: self.require_token,
+            admin_subjects: self.admin_subjects.clone(),
+        })
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some()
+    }
+
+    /// `Some(None)`: valid, TLS off.
+    fn validate(&self, p: &mut Problems) -> Option<Option<TlsSettings>> {
+        match (&self.cert, &self.key) {
+            (Some(_), None) => p.add("tls.key", "tls.cert is set, tls.key is missing"),
+            (None, Some(_)) => p.add("tls.cert", "tls.key is set, tls.cert is missing"),
+            _ => {}
         }
-        if let Err(e) = TokenDigests::from_hex(&self.auth.client_token_sha256) {
-            return invalid("auth.client_token_sha256", e.to_string());
+        p.check(
+            self.client_ca.is_none() || self.cert.is_some(),
+            "tls.client_ca",
+            || "needs tls.cert and tls.key".into(),
+        );
+        let cert = read_pem("tls.cert", self.cert.as_deref(), p);
+        let key = read_pem("tls.key", self.key.as_deref(), p);
+        let client_ca = read_pem("tls.client_ca", self.client_ca.as_deref(), p);
+        match (cert?, key?, client_ca?) {
+            (Some(cert_pem), Some(key_pem), client_ca) => Some(Some(TlsSettings {
+                cert_pem,
+                key_pem,
+                client_ca: client_ca.map(|pem| (pem, self.client_cert_optional)),
+            })),
+            (None, None, None) => Some(None),
+            _ => None,
         }
-        if !self.auth.admin_subjects.is_empty() && self.tls.client_ca.is_none() {
-            return invalid(
-                "auth.admin_subjects",
-                "needs tls.client_ca (admin rights by client certificate need mutual TLS)".into(),
-            );
+    }
+}
+
+/// Reads a PEM file named by `key`: `Some(None)` when it is not set, `None` when it cannot be
+/// read or is not PEM.
+fn read_pem(key: &str, path: Option<&Path>, p: &mut Problems) -> Option<Option<Vec<u8>>> {
+    let Some(path) = path else {
+        return Some(None);
+    };
+    match std::fs::read(path) {
+        Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => Some(Some(pem)),
+        Ok(_) => {
+            p.add(key, format!("{} is not a PEM file", path.display()));
+            None
         }
-        self.tls.validate()?;
-        if self.server.max_concurrent_calls == 0 {
-            return invalid("server.max_concurrent_calls", "must be at least 1".into());
+        Err(e) => {
+            p.add(key, format!("cannot read {}: {e}", path.display()));
+            None
         }
-        let needed = self.limits.max_value_bytes + self.limits.max_key_bytes + 1024;
-        if self.server.max_message_bytes < needed {
-            return invalid(
-                "server.max_message_bytes",
-                format!(
-                    "must be at least {needed} (limits.max_value_bytes + limits.max_key_bytes + 1024)"
-                ),
-            );
-        }
-        if self.memcached.retry_timeout_ms == 0 {
-            return invalid("memcached.retry_timeout_ms", "must be at least 1".into());
-        }
-        if self.admin.listen == self.server.listen {
-            return invalid("admin.listen", "must differ from server.listen".into());
-        }
-        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
-            return invalid("telemetry.sample_ratio", "must be in 0.0..=1.0".into());
-        }
-        if self.telemetry.export_interval_seconds == 0 {
-            return invalid(
-                "telemetry.export_interval_seconds",
-                "must be at least 1".into(),
-            );
-        }
-        let endpoint = &self.telemetry.otlp_endpoint;
+    }
+}
+
+impl TelemetryConfig {
+    fn validate(&self, p: &mut Problems) -> Option<TelemetrySettings> {
+        let before = p.0.len();
+        p.check(
+            (0.0..=1.0).contains(&self.sample_ratio),
+            "telemetry.sample_ratio",
+            || "must be in 0.0..=1.0".into(),
+        );
+        p.check(
+            self.export_interval_seconds > 0,
+            "telemetry.export_interval_seconds",
+            || "must be at least 1".into(),
+        );
+        let endpoint = &self.otlp_endpoint;
         let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
-        if !endpoint.is_empty() && !is_url {
-            return invalid(
-                "telemetry.otlp_endpoint",
-                "must be an http:// or https:// URL".into(),
-            );
-        }
-        if self.telemetry.service_name.is_empty() {
-            return invalid("telemetry.service_name", "must not be empty".into());
-        }
-        Ok(())
-    }
-
-    /// The authorization rules of this configuration (validated).
-    pub fn auth_policy(&self) -> AuthPolicy {
-        AuthPolicy {
-            admins: TokenDigests::from_hex(&self.auth.admin_token_sha256).unwrap_or_default(),
-            clients: TokenDigests::from_hex(&self.auth.client_token_sha256).unwrap_or_default(),
-            require_token: self.auth.require_token,
-            admin_subjects: self.auth.admin_subjects.clone(),
-        }
-    }
-
-    /// The key space used when a call names none.
-    pub fn default_key_space(&self) -> KeySpace {
-        KeySpace::new(&self.cache.namespace, &self.cache.default_version)
-            .unwrap_or_else(|e| unreachable!("validated config: {e}"))
-    }
-
-    /// The effective configuration as TOML (what `--check-config` prints).
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        p.check(
+            endpoint.is_empty() || is_url,
+            "telemetry.otlp_endpoint",
+            || "must be an http:// or https:// URL".into(),
+        );
+        p.check(
+            !self.service_name.is_empty(),
+            "telemetry.service_name",
+            || "must not be empty".into(),
+        );
+        (p.0.len() == before).then(|| TelemetrySettings {
+            otlp_endpoint: (!endpoint.is_empty()).then(|| endpoint.clone()),
+            service_name: self.service_name.clone(),
+            sample_ratio: self.sample_ratio,
+            export_interval: Duration::from_secs(self.export_interval_seconds),
+        })
     }
 }
 
@@ -657,37 +1379,53 @@ mod tests {
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 
     #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
-    fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<Config, String> {
-        let mut out = Err(String::new());
+    fn load_in_jail(toml: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigErrors> {
+        let mut out = None;
         Jail::expect_with(|jail| {
             jail.create_file("c.toml", toml)?;
             for (k, v) in env {
                 jail.set_env(k, v);
             }
-            out = Config::load(Some(Path::new("c.toml"))).map_err(|e| e.to_string());
+            out = Some(Config::load(Some(Path::new("c.toml"))));
             Ok(())
         });
-        out
+        out.expect("the jail ran")
+    }
+
+    fn config_in_jail(toml: &str, env: &[(&str, &str)]) -> Config {
+        load_in_jail(toml, env)
+            .unwrap_or_else(|e| panic!("{toml:?} {env:?} should load: {e}"))
+            .config()
+            .clone()
     }
 
     #[test]
     fn defaults_are_valid() {
-        let c = load_in_jail("", &[]).expect("defaults load");
-        assert_eq!(c, Config::default());
-        assert_eq!(c.server.listen.to_string(), "127.0.0.1:50051");
-        assert!(c.memcached.servers.is_empty());
+        let s = load_in_jail("", &[]).expect("defaults load");
+        assert_eq!(s.config(), &Config::default());
+        assert_eq!(s.grpc_listen().to_string(), "127.0.0.1:50051");
+        assert_eq!(s.admin_listen().to_string(), "127.0.0.1:50052");
+        assert!(matches!(s.backend, Backend::Embedded { .. }));
+        assert_eq!(
+            s.cache.default_space,
+            KeySpace::new("", "1").expect("valid")
+        );
     }
 
     #[test]
     fn file_then_env() {
-        let c = load_in_jail(
+        let c = config_in_jail(
             "[cache]\ndefault_version = \"v7\"\ngrace_seconds = 10\n[memcached]\nservers = [\"10.0.0.1:11211\", \"10.0.0.2:11211:3\"]\n",
-            &[("MINTCACHE_CACHE__GRACE_SECONDS", "12"), ("MINTCACHE_LIMITS__MAX_KEY_BYTES", "100")],
-        )
-        .expect("loads");
+            &[
+                ("MINTCACHE_CACHE__GRACE_SECONDS", "12"),
+                ("MINTCACHE_LIMITS__MAX_KEY_BYTES", "100"),
+                ("MINTCACHE_CACHE__FAIL_OPEN", "false"),
+            ],
+        );
         assert_eq!(c.cache.default_version, "v7");
         assert_eq!(c.cache.grace_seconds, 12);
         assert_eq!(c.limits.max_key_bytes, 100);
+        assert!(!c.cache.fail_open);
         assert_eq!(
             c.memcached.servers[1],
             ServerSpec {
@@ -699,30 +1437,164 @@ mod tests {
 
     #[test]
     fn variables_that_are_not_settings_are_left_alone() {
-        let c = load_in_jail(
+        let c = config_in_jail(
             "",
             &[
                 ("MINTCACHE_SERVICE_HOST", "10.96.0.12"),
                 ("MINTCACHE_PORT", "tcp://10.96.0.12:50051"),
                 ("MINTCACHE_PORT_50051_TCP_ADDR", "10.96.0.12"),
             ],
-        )
-        .expect("service-link variables are not settings");
+        );
         assert_eq!(c, Config::default());
     }
 
     #[test]
     fn servers_from_a_comma_separated_env_var() {
-        let c = load_in_jail(
-            "",
-            &[(
-                "MINTCACHE_MEMCACHED__SERVERS",
-                "10.0.0.1:11211,10.0.0.2:11211:2",
-            )],
+        for written in [
+            "10.0.0.1:11211,10.0.0.2:11211:2",
+            " 10.0.0.1:11211 , 10.0.0.2:11211:2 ",
+            "[\"10.0.0.1:11211\", \"10.0.0.2:11211:2\"]",
+        ] {
+            let c = config_in_jail("", &[("MINTCACHE_MEMCACHED__SERVERS", written)]);
+            assert_eq!(c.memcached.servers.len(), 2, "{written}");
+            assert_eq!(c.memcached.servers[1].weight, 2, "{written}");
+        }
+    }
+
+    #[test]
+    fn versions_and_namespaces_are_strings_whatever_they_look_like() {
+        for (written, version) in [
+            ("42", "42"),
+            ("007", "007"),
+            ("1.50", "1.50"),
+            ("true", "true"),
+        ] {
+            let c = config_in_jail("", &[("MINTCACHE_CACHE__DEFAULT_VERSION", written)]);
+            assert_eq!(c.cache.default_version, version);
+        }
+        let c = config_in_jail("", &[("MINTCACHE_CACHE__NAMESPACE", "2024")]);
+        assert_eq!(c.cache.namespace, "2024");
+        let c = config_in_jail("[cache]\ndefault_version = 42\n", &[]);
+        assert_eq!(c.cache.default_version, "42");
+        // A TOML float has already lost its spelling: refused, saying how to write it.
+        let e = load_in_jail("[cache]\ndefault_version = 1.50\n", &[]).expect_err("a float");
+        assert!(e.names("cache.default_version"), "{e}");
+        assert!(e.to_string().contains("string in quotes"), "{e}");
+    }
+
+    #[test]
+    fn log_levels_must_be_levels() {
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "mintcache=debug,info",
+            "mintcache=trace",
+        ] {
+            let c = config_in_jail("", &[("MINTCACHE_LOG__LEVEL", good)]);
+            assert_eq!(c.log.level, good);
+        }
+        for bad in ["verbose", "info,loud", "", "mintcache=loud"] {
+            let e = load_in_jail(&format!("[log]\nlevel = {bad:?}\n"), &[]).expect_err(bad);
+            assert!(e.names("log.level"), "{bad:?}: {e}");
+        }
+        let e = load_in_jail("[log]\nlevel = \"verbose\"\n", &[]).expect_err("not a level");
+        assert!(e.to_string().contains("`verbose` is not a level"), "{e}");
+    }
+
+    #[test]
+    fn token_digests_as_sha256sum_prints_them() {
+        let digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let printed = format!("{digest}  -");
+        let s = load_in_jail("", &[("MINTCACHE_AUTH__ADMIN_TOKEN_SHA256", &printed)])
+            .expect("sha256sum output is a digest");
+        assert!(s.auth.admins.contains(b""));
+        let s = load_in_jail(
+            &format!("[auth]\nclient_token_sha256 = [{printed:?}]\n"),
+            &[],
         )
-        .expect("loads");
-        assert_eq!(c.memcached.servers.len(), 2);
-        assert_eq!(c.memcached.servers[1].weight, 2);
+        .expect("in a file too");
+        assert!(s.auth.clients.contains(b""));
+        // Number-looking values are strings, refused for what they are, not for their type.
+        for (toml, env) in [
+            ("", &[("MINTCACHE_AUTH__ADMIN_TOKEN_SHA256", "0123")][..]),
+            ("[auth]\nadmin_token_sha256 = 123\n", &[][..]),
+            ("[auth]\nadmin_token_sha256 = [123]\n", &[][..]),
+        ] {
+            let e = load_in_jail(toml, env).expect_err("not a digest");
+            let message = e.to_string();
+            assert!(e.names("auth.admin_token_sha256"), "{message}");
+            assert!(message.contains("64 hex digits"), "{message}");
+            assert!(
+                message.contains("found 4 characters") || message.contains("found 3 characters"),
+                "{message}"
+            );
+            assert!(!message.contains("untagged"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_required_token_needs_a_way_to_present_one() {
+        let e = load_in_jail("[auth]\nrequire_token = true\n", &[]).expect_err("refuses all");
+        assert!(e.names("auth.require_token"), "{e}");
+        let digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for key in ["client_token_sha256", "admin_token_sha256"] {
+            let toml = format!("[auth]\nrequire_token = true\n{key} = [\"{digest}\"]\n");
+            assert!(load_in_jail(&toml, &[]).is_ok(), "{toml}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_may_be_host_names() {
+        let s = load_in_jail(
+            "[server]\nlisten = \"localhost:50061\"\n[admin]\nlisten = \"[::1]:50062\"\n",
+            &[],
+        )
+        .expect("host names resolve");
+        assert_eq!(s.grpc_listen().to_string(), "127.0.0.1:50061");
+        assert_eq!(s.admin_listen().to_string(), "[::1]:50062");
+        assert_eq!(s.config().server.listen.to_string(), "localhost:50061");
+        let e = load_in_jail(
+            "",
+            &[("MINTCACHE_SERVER__LISTEN", "no-such-host.invalid:1")],
+        )
+        .expect_err("unresolvable");
+        assert!(e.names("server.listen"), "{e}");
+        assert!(e.to_string().contains("cannot resolve"), "{e}");
+        // Two ephemeral ports on one address are two ports.
+        let s = load_in_jail(
+            "",
+            &[
+                ("MINTCACHE_SERVER__LISTEN", "127.0.0.1:0"),
+                ("MINTCACHE_ADMIN__LISTEN", "127.0.0.1:0"),
+            ],
+        )
+        .expect("port 0 twice");
+        assert_eq!(s.grpc_listen().port(), 0);
+        let e = load_in_jail("[admin]\nlisten = \"127.0.0.1:50051\"\n", &[]).expect_err("same");
+        assert!(e.names("admin.listen"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let e = load_in_jail(
+            "[cache]\ndefault_ttl_seconds = \"soon\"\nbogus = 1\ngrace_seconds = -1\n\
+             [limits]\nmax_key_bytes = 0\n[log]\nlevel = \"verbose\"\n[nope]\n",
+            &[("MINTCACHE_MEMCACHED__POOL_SIZE", "0")],
+        )
+        .expect_err("many problems");
+        for key in [
+            "cache.default_ttl_seconds",
+            "cache.bogus",
+            "cache.grace_seconds",
+            "limits.max_key_bytes",
+            "log.level",
+            "nope",
+            "memcached.pool_size",
+        ] {
+            assert!(e.names(key), "{key} missing in: {e}");
+        }
+        assert!(e.to_string().starts_with("7 problems:"), "{e}");
     }
 
     #[test]
@@ -783,14 +1655,21 @@ mod tests {
                 &[],
                 "tls.client_ca",
             ),
+            ("[auth]\nrequire_token = true\n", &[], "auth.require_token"),
+            ("[log]\nlevel = \"verbose\"\n", &[], "log.level"),
         ];
-        for (toml, env, key) in cases {
-            let err = load_in_jail(toml, env).expect_err(toml);
-            assert!(
-                err.contains(key),
-                "error for {toml:?} {env:?} should name {key}: {err}"
-            );
-        }
+        // Every case runs; the failures are reported together, by case.
+        let failures: Vec<String> = cases
+            .iter()
+            .filter_map(|(toml, env, key)| match load_in_jail(toml, env) {
+                Ok(_) => Some(format!("{toml:?} {env:?}: accepted, should name {key}")),
+                Err(e) if !e.to_string().contains(key) => {
+                    Some(format!("{toml:?} {env:?}: should name {key}: {e}"))
+                }
+                Err(_) => None,
+            })
+            .collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     #[test]
@@ -826,10 +1705,42 @@ mod tests {
     }
 
     #[test]
+    fn listen_addrs() {
+        for good in [
+            "127.0.0.1:0",
+            "0.0.0.0:50051",
+            "localhost:1",
+            "[::1]:50051",
+            "a.b-c:9",
+        ] {
+            assert_eq!(
+                good.parse::<ListenAddr>().map(|a| a.to_string()),
+                Ok(good.to_owned())
+            );
+        }
+        for bad in [
+            "",
+            "host",
+            ":1",
+            "host:",
+            "host:x",
+            "host:70000",
+            "::1:5",
+            "a b:1",
+        ] {
+            assert!(
+                bad.parse::<ListenAddr>().is_err(),
+                "{bad:?} should be refused"
+            );
+        }
+    }
+
+    #[test]
     fn effective_config_round_trips_through_toml() {
         let mut c = Config::default();
         c.memcached.servers = vec!["h:1:2".parse().expect("valid")];
-        let text = c.to_toml();
+        c.cache.default_version = "007".into();
+        let text = c.validate().expect("valid").to_toml();
         let back: Config = toml::from_str(&text).expect("parses");
         assert_eq!(back, c);
     }

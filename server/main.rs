@@ -1,12 +1,12 @@
 //! `mintcache-server`: loads the configuration, sets up logs and telemetry, binds the gRPC and
 //! admin listeners, serves until SIGTERM or SIGINT, then drains and exits 0.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
-use mintcache::config::{CONFIG_ENV, Config};
+use mintcache::config::{CONFIG_ENV, Config, Settings};
 use mintcache::{Listeners, telemetry};
 
 /// Exit code for a configuration error (EX_CONFIG is 78; 64 is EX_USAGE, used for bad input).
@@ -26,10 +26,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load(args.config.as_deref()) {
-        Ok(config) => config,
+    let settings = match Config::load(args.config.as_deref()) {
+        Ok(settings) => settings,
         Err(e) => {
-            eprintln!("mintcache-server: configuration error: {e}");
+            eprintln!("mintcache-server: invalid configuration: {e}");
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
@@ -37,11 +37,11 @@ fn main() -> ExitCode {
         #[allow(clippy::print_stdout)]
         {
             println!("# mintcache-server: configuration is valid; effective configuration:");
-            print!("{}", config.to_toml());
+            print!("{}", settings.to_toml());
         }
         return ExitCode::SUCCESS;
     }
-    match serve(config) {
+    match serve(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -52,19 +52,34 @@ fn main() -> ExitCode {
 }
 
 #[tokio::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(&config)?;
-    let listeners = Listeners::bind(&config).await.with_context(|| {
-        format!(
-            "cannot listen on {} (server.listen) and {} (admin.listen)",
-            config.server.listen, config.admin.listen
-        )
-    })?;
-    let result = mintcache::run(config, listeners, shutdown_signal()).await;
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(&settings)?;
+    let listeners = Listeners::bind(&settings).await?;
+    announce(&listeners);
+    let result = mintcache::run(settings, listeners, shutdown_signal()).await;
     tracing::info!("stopped");
     telemetry.shutdown();
     Ok(result?)
 }
+
+/// Prints the bound addresses as one line on stdout, `listening grpc=ADDR admin=ADDR`: with
+/// port 0 in the configuration, this is how a supervisor (or a test) learns the ports.
+fn announce(listeners: &Listeners) {
+    let addr = |l: &tokio::net::TcpListener| {
+        l.local_addr()
+            .map_or_else(|e| format!("unknown({e})"), |a| a.to_string())
+    };
+    // Not println!: a closed stdout must not stop the server.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "listening grpc={} admin={}",
+        addr(&listeners.grpc),
+        addr(&listeners.admin)
+    );
+    let _ = stdout.flush();
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();

@@ -9,41 +9,45 @@
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, UpDownCounter};
+use opentelemetry::metrics::{
+    Counter, Histogram, Meter, MeterProvider as _, ObservableGauge, UpDownCounter,
+};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
-use crate::config::TelemetryConfig;
+use crate::config::TelemetrySettings;
 use crate::core::mint::MintOutcome;
+use crate::store::PoolStats;
 
 /// Metric names (OpenTelemetry form; Prometheus replaces dots with underscores and adds
 /// `_total` to counters and the unit to histograms).
-pub mod names {
+pub(crate) mod names {
     /// Calls, by `rpc`, `code` and (for `Get`) `outcome`.
-    pub const RPC_REQUESTS: &str = "mintcache.rpc.requests";
+    pub(crate) const RPC_REQUESTS: &str = "mintcache.rpc.requests";
     /// Call latency in seconds, by `rpc` and `code`.
-    pub const RPC_DURATION: &str = "mintcache.rpc.duration";
+    pub(crate) const RPC_DURATION: &str = "mintcache.rpc.duration";
     /// Calls being served.
-    pub const RPC_IN_FLIGHT: &str = "mintcache.rpc.in_flight";
+    pub(crate) const RPC_IN_FLIGHT: &str = "mintcache.rpc.in_flight";
     /// Calls refused at once because `server.max_concurrent_calls` were being served.
-    pub const RPC_SHED: &str = "mintcache.rpc.shed";
+    pub(crate) const RPC_SHED: &str = "mintcache.rpc.shed";
     /// Read outcomes per key (`Get` and `GetMany`), by `outcome`.
-    pub const MINT_OUTCOMES: &str = "mintcache.mint.outcomes";
+    pub(crate) const MINT_OUTCOMES: &str = "mintcache.mint.outcomes";
     /// Reads answered as a miss because the backend failed (fail open).
-    pub const DEGRADED_READS: &str = "mintcache.reads.degraded";
+    pub(crate) const DEGRADED_READS: &str = "mintcache.reads.degraded";
     /// memcached operation latency in seconds, by `node`.
-    pub const BACKEND_DURATION: &str = "mintcache.backend.duration";
+    pub(crate) const BACKEND_DURATION: &str = "mintcache.backend.duration";
     /// memcached operation failures, by `node` and `kind` (connect, timeout, protocol, ejected).
-    pub const BACKEND_ERRORS: &str = "mintcache.backend.errors";
+    pub(crate) const BACKEND_ERRORS: &str = "mintcache.backend.errors";
     /// memcached servers ejected after consecutive failures, by `node`.
-    pub const BACKEND_EJECTIONS: &str = "mintcache.backend.ejections";
+    pub(crate) const BACKEND_EJECTIONS: &str = "mintcache.backend.ejections";
     /// Pooled memcached connections, by `node` and `state` (in_use, idle).
-    pub const POOL_CONNECTIONS: &str = "mintcache.pool.connections";
+    pub(crate) const POOL_CONNECTIONS: &str = "mintcache.pool.connections";
     /// Callers waiting for a pooled memcached connection, by `node`.
-    pub const POOL_WAITING: &str = "mintcache.pool.waiting";
+    pub(crate) const POOL_WAITING: &str = "mintcache.pool.waiting";
 
     /// Every name above.
-    pub const ALL: &[&str] = &[
+    #[cfg(test)]
+    pub(crate) const ALL: &[&str] = &[
         RPC_REQUESTS,
         RPC_DURATION,
         RPC_IN_FLIGHT,
@@ -66,7 +70,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 /// The instruments the service records into.
 #[derive(Clone, Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     rpc_requests: Counter<u64>,
     rpc_duration: Histogram<f64>,
     rpc_in_flight: UpDownCounter<i64>,
@@ -80,7 +84,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Creates the instruments on `meter`.
-    pub fn new(meter: &Meter) -> Self {
+    pub(crate) fn new(meter: &Meter) -> Self {
         Self {
             rpc_requests: meter
                 .u64_counter(names::RPC_REQUESTS)
@@ -125,13 +129,8 @@ impl Metrics {
         }
     }
 
-    /// Instruments that record nowhere (for code used outside a server).
-    pub fn noop() -> Self {
-        Self::new(&opentelemetry::metrics::NoopMeterProvider::new().meter("noop"))
-    }
-
     /// One finished call.
-    pub fn rpc(
+    pub(crate) fn rpc(
         &self,
         rpc: &'static str,
         code: &'static str,
@@ -154,28 +153,28 @@ impl Metrics {
     }
 
     /// A call started (`+1`) or ended (`-1`).
-    pub fn in_flight(&self, delta: i64) {
+    pub(crate) fn in_flight(&self, delta: i64) {
         self.rpc_in_flight.add(delta, &[]);
     }
 
     /// A call was shed.
-    pub fn shed(&self) {
+    pub(crate) fn shed(&self) {
         self.rpc_shed.add(1, &[]);
     }
 
     /// One read outcome.
-    pub fn mint_outcome(&self, outcome: MintOutcome) {
+    pub(crate) fn mint_outcome(&self, outcome: MintOutcome) {
         self.mint_outcomes
             .add(1, &[KeyValue::new("outcome", outcome.as_str())]);
     }
 
     /// One read answered as a miss because the backend failed.
-    pub fn degraded_read(&self) {
+    pub(crate) fn degraded_read(&self) {
         self.degraded_reads.add(1, &[]);
     }
 
     /// One memcached operation.
-    pub fn backend(&self, node: &str, elapsed: Duration, error: Option<&'static str>) {
+    pub(crate) fn backend(&self, node: &str, elapsed: Duration, error: Option<&'static str>) {
         let node = KeyValue::new("node", node.to_owned());
         self.backend_duration
             .record(elapsed.as_secs_f64(), std::slice::from_ref(&node));
@@ -186,7 +185,7 @@ impl Metrics {
     }
 
     /// A memcached server was ejected.
-    pub fn ejection(&self, node: &str) {
+    pub(crate) fn ejection(&self, node: &str) {
         self.backend_ejections
             .add(1, &[KeyValue::new("node", node.to_owned())]);
     }
@@ -203,8 +202,14 @@ pub enum MetricsError {
     Otlp(String),
 }
 
+/// The connection pool gauges; unregistered when dropped.
+pub(crate) struct PoolGauges {
+    _connections: ObservableGauge<u64>,
+    _waiting: ObservableGauge<u64>,
+}
+
 /// A server's meter provider and Prometheus registry.
-pub struct MetricsRegistry {
+pub(crate) struct MetricsRegistry {
     provider: SdkMeterProvider,
     registry: prometheus::Registry,
 }
@@ -212,7 +217,7 @@ pub struct MetricsRegistry {
 impl MetricsRegistry {
     /// Builds the provider: Prometheus always, OTLP when an endpoint is configured. Must run
     /// inside a tokio runtime when OTLP is on.
-    pub fn new(telemetry: &TelemetryConfig) -> Result<Self, MetricsError> {
+    pub(crate) fn new(telemetry: &TelemetrySettings) -> Result<Self, MetricsError> {
         let registry = prometheus::Registry::new();
         let prometheus_reader = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -226,16 +231,16 @@ impl MetricsRegistry {
         let mut builder = SdkMeterProvider::builder()
             .with_resource(resource)
             .with_reader(prometheus_reader);
-        if !telemetry.otlp_endpoint.is_empty() {
+        if let Some(endpoint) = &telemetry.otlp_endpoint {
             use opentelemetry_otlp::WithExportConfig as _;
             let exporter = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
-                .with_endpoint(telemetry.otlp_endpoint.clone())
+                .with_endpoint(endpoint.clone())
                 .with_timeout(Duration::from_secs(5))
                 .build()
                 .map_err(|e| MetricsError::Otlp(e.to_string()))?;
             let reader = PeriodicReader::builder(exporter)
-                .with_interval(Duration::from_secs(telemetry.export_interval_seconds))
+                .with_interval(telemetry.export_interval)
                 .build();
             builder = builder.with_reader(reader);
         }
@@ -246,12 +251,50 @@ impl MetricsRegistry {
     }
 
     /// The meter the service's instruments live on.
-    pub fn meter(&self) -> Meter {
+    pub(crate) fn meter(&self) -> Meter {
         self.provider.meter("mintcache")
     }
 
+    /// Registers the connection pool gauges, read from `stats` at each collection. They live
+    /// as long as the returned handle.
+    pub(crate) fn pool_gauges(
+        &self,
+        stats: impl Fn() -> Vec<PoolStats> + Send + Sync + 'static,
+    ) -> PoolGauges {
+        let stats = std::sync::Arc::new(stats);
+        let meter = self.meter();
+        let for_connections = stats.clone();
+        let connections = meter
+            .u64_observable_gauge(names::POOL_CONNECTIONS)
+            .with_description("Pooled memcached connections, by state")
+            .with_callback(move |observer| {
+                for stats in for_connections() {
+                    let node = KeyValue::new("node", stats.node);
+                    observer.observe(
+                        stats.in_use as u64,
+                        &[node.clone(), KeyValue::new("state", "in_use")],
+                    );
+                    observer.observe(stats.idle as u64, &[node, KeyValue::new("state", "idle")]);
+                }
+            })
+            .build();
+        let waiting = meter
+            .u64_observable_gauge(names::POOL_WAITING)
+            .with_description("Callers waiting for a pooled memcached connection")
+            .with_callback(move |observer| {
+                for stats in stats() {
+                    observer.observe(stats.waiting as u64, &[KeyValue::new("node", stats.node)]);
+                }
+            })
+            .build();
+        PoolGauges {
+            _connections: connections,
+            _waiting: waiting,
+        }
+    }
+
     /// The current metrics in Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         use prometheus::Encoder as _;
         let mut out = Vec::new();
         if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -261,7 +304,7 @@ impl MetricsRegistry {
     }
 
     /// Flushes and stops the exporters.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         if let Err(e) = self.provider.shutdown() {
             tracing::debug!(error = %e, "meter provider shutdown");
         }
@@ -283,7 +326,7 @@ mod tests {
 
     #[test]
     fn recorded_values_reach_the_prometheus_text() {
-        let registry = MetricsRegistry::new(&TelemetryConfig::default()).expect("registry");
+        let registry = MetricsRegistry::new(&TelemetrySettings::default()).expect("registry");
         let metrics = Metrics::new(&registry.meter());
         metrics.rpc(
             "Get",

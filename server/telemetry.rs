@@ -1,7 +1,7 @@
 //! Process-wide telemetry set up by `mintcache-server`: the `tracing` subscriber (text or JSON
 //! log lines on stderr), W3C trace-context propagation, and, when `telemetry.otlp_endpoint` is
 //! set, export of the spans to an OpenTelemetry collector over OTLP/gRPC. Metrics are per
-//! server ([`crate::metrics`]).
+//! server (`crate::metrics`).
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::config::{Config, LogFormat};
+use crate::config::{LogFormat, Settings};
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +36,11 @@ pub struct Telemetry {
 
 /// Installs the global subscriber and propagator. Must run inside a tokio runtime when OTLP
 /// export is on.
-pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
+pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // `log.level` was checked when the configuration was loaded.
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log.filter));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colours only on a terminal: log collectors get plain text.
@@ -47,19 +48,17 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
     // Log lines are events only: spans are for traces. Were spans enabled for the formatter,
     // it would format every span's fields on every call, written or not, and repeat them on
     // each line.
-    let fmt = match config.log.format {
+    let fmt = match settings.log.format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     }
     .with_filter(filter.and(filter_fn(|meta| meta.is_event())));
 
-    let telemetry = &config.telemetry;
-    let (otel, tracer_provider) = if telemetry.otlp_endpoint.is_empty() {
-        (None, None)
-    } else {
+    let telemetry = &settings.telemetry;
+    let (otel, tracer_provider) = if let Some(endpoint) = &telemetry.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(telemetry.otlp_endpoint.clone())
+            .with_endpoint(endpoint.clone())
             .with_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
@@ -79,6 +78,8 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
             // Spans are exported whatever the log level: the service's own spans only.
             .with_filter(Targets::new().with_target("mintcache", LevelFilter::INFO));
         (Some(layer), Some(provider))
+    } else {
+        (None, None)
     };
     tracing_subscriber::registry()
         .with(fmt)

@@ -267,7 +267,7 @@ async fn calls_end_with_deadline_exceeded_when_the_server_does_not_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_fails_fast_and_clearly_without_a_server() {
-    let port = harness::free_port();
+    let port = harness::closed_port();
     let e = Client::builder()
         .endpoint(format!("http://127.0.0.1:{port}"))
         .connect()

@@ -289,7 +289,7 @@ async fn health_and_errors() {
     );
 
     // Nothing listening: exit 2, the endpoint named, nothing on stdout.
-    let port = harness::free_port().to_string();
+    let port = harness::closed_port().to_string();
     let nowhere = Cli {
         endpoint: format!("127.0.0.1:{port}"),
     };

@@ -1,16 +1,16 @@
 //! Retries end to end: calls against a server process that restarts on the same port succeed
 //! after jittered backoff; without retries they fail with UNAVAILABLE; `Increment` is never
-//! retried (it would count twice if an attempt had reached the server).
+//! retried (it would count twice if an attempt had reached the server). While a server is
+//! down its port is held by a stand-in that counts connection attempts, so the tests see the
+//! retries instead of timing them.
 
 mod harness;
 
 use std::time::Duration;
 
-use harness::{Memcached, ServerProcess};
+use harness::{ClosedDoor, Memcached, ServerProcess, wait_until};
 use mintcache_client::{Backoff, Client, Outcome};
 use tonic::Code;
-
-const RESTART_AFTER: Duration = Duration::from_millis(700);
 
 fn client(port: u16, retry: Backoff) -> Client {
     Client::builder()
@@ -29,13 +29,20 @@ const PATIENT: Backoff = Backoff {
     max: Duration::from_millis(250),
 };
 
-/// Restarts the server on its port after `RESTART_AFTER`, off the async runtime.
-fn restart_later(
+/// Holds the port of a stopped server until a client has tried it, then restarts the server
+/// there, off the async runtime.
+fn restart_once_tried(
     port: u16,
     env: Vec<(&'static str, String)>,
 ) -> std::thread::JoinHandle<ServerProcess> {
+    let door = ClosedDoor::on(port);
     std::thread::spawn(move || {
-        std::thread::sleep(RESTART_AFTER);
+        wait_until(
+            "a client to try the stopped server",
+            || door.knocks() >= 1,
+            String::new,
+        );
+        door.open();
         ServerProcess::start_on(port, &env)
     })
 }
@@ -60,7 +67,7 @@ async fn calls_ride_out_a_server_restart() {
     let e = impatient.get("k").await.expect_err("server is down");
     assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
 
-    let restarted = restart_later(port, env.clone());
+    let restarted = restart_once_tried(port, env.clone());
     let read = patient
         .get("k")
         .await
@@ -73,7 +80,7 @@ async fn calls_ride_out_a_server_restart() {
 
     // Writes are retried too, and reconnect the same way.
     server.stop();
-    let restarted = restart_later(port, env);
+    let restarted = restart_once_tried(port, env);
     assert!(patient.delete("k").await.expect("retried delete"));
     let _server = restarted.join().expect("restart");
     assert_eq!(
@@ -98,15 +105,18 @@ async fn increments_are_never_retried() {
     );
 
     server.stop();
-    let restarted = restart_later(port, env);
-    // A retrying client would wait for the restart; Increment fails at once instead.
+    let door = ClosedDoor::on(port);
+    // A retrying client would try again (and again: it may make 40 attempts); Increment
+    // fails at the first, whether its client had a connection (now broken) or makes one.
     let e = patient.increment("n", 1).await.expect_err("not retried");
     assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
-    assert!(
-        !restarted.is_finished(),
-        "failed before the restart, without retrying"
-    );
-    let _server = restarted.join().expect("restart");
+    let before = door.knocks();
+    assert!(before <= 1, "{before} attempts");
+    let fresh = client(port, PATIENT);
+    let e = fresh.increment("n", 1).await.expect_err("not retried");
+    assert_eq!(e.code(), Some(Code::Unavailable), "{e}");
+    assert_eq!(door.open() - before, 1, "exactly one attempt");
+    let _server = ServerProcess::start_on(port, &env);
     // Idempotent calls on the same client reconnect; the counter was not touched.
     assert_eq!(patient.increment("n", 0).await.expect("incr"), Some(10));
 }

@@ -1,7 +1,7 @@
 //! The mint protocol end to end: exactly one refresher per stale period across server
 //! processes, invalidation, cold-miss leases, stale-set protection, ttl and grace boundaries.
 //! Each case runs against two server processes sharing a memcached pool, and against one
-//! server on the embedded store.
+//! server on the embedded store, whose clock the test moves instead of sleeping.
 
 mod harness;
 
@@ -10,18 +10,36 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use harness::calls::{Calls, assert_hit, assert_miss};
 use harness::{Memcached, ServerProcess, TestServer, config};
+use mintcache::clock::ManualClock;
 use mintcache_client::proto::{GetRequest, GetResponse, InvalidateRequest, Outcome, SetRequest};
 
 const READERS: usize = 200;
 const ROUNDS: usize = 20;
 
+/// How time passes for the store.
+enum Time {
+    /// memcached's own clock: the test waits for it.
+    Wall,
+    /// The embedded store's manual clock: the test moves it.
+    Manual(ManualClock),
+}
+
 /// Two clients: on two server processes (memcached) or on the same server (embedded).
 struct Pair {
     a: Calls,
     b: Calls,
+    time: Time,
 }
 
 impl Pair {
+    /// Lets `span` pass for the store.
+    async fn pass(&self, span: Duration) {
+        match &self.time {
+            Time::Wall => tokio::time::sleep(span).await,
+            Time::Manual(clock) => clock.advance(span),
+        }
+    }
+
     /// `READERS` concurrent reads, alternating between the two servers.
     async fn stampede(&self, key: &[u8], lease_on_miss: bool) -> Vec<GetResponse> {
         let reads = (0..READERS).map(|i| {
@@ -98,7 +116,7 @@ async fn soft_expiry_stampede(p: &Pair) {
         assert!(set_with(&p.a, key, b"old", 1, 300, Vec::new()).await);
     }
     // memcached counts whole seconds: after two ticks, 1 fresh second is certainly gone.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    p.pass(Duration::from_millis(2500)).await;
     for key in &keys {
         let rs = p.stampede(key, false).await;
         assert_eq!(
@@ -230,12 +248,12 @@ async fn ttl_and_grace_boundaries(p: &Pair) {
         "fresh ttl {}",
         r.ttl_seconds
     );
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    p.pass(Duration::from_millis(4500)).await;
     let r = p.a.get(key).await;
     assert_eq!(r.outcome(), Outcome::Refresh, "within grace: {r:?}");
     assert_eq!(r.value, b"v");
     assert_eq!(p.b.get(key).await.outcome(), Outcome::Stale);
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    p.pass(Duration::from_millis(3000)).await;
     assert_miss(&p.a.get(key).await);
 }
 
@@ -256,16 +274,19 @@ async fn two_servers_over_memcached() {
     all_cases(Pair {
         a: Calls::new(a.client().await).version("mint"),
         b: Calls::new(b.client().await).version("mint"),
+        time: Time::Wall,
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store() {
-    let server = TestServer::start(config(&[])).await;
+    let clock = ManualClock::new();
+    let server = TestServer::start_with_clock(config(&[]), clock.clone().into()).await;
     all_cases(Pair {
         a: Calls::new(server.client().await).version("mint"),
         b: Calls::new(server.client().await).version("mint"),
+        time: Time::Manual(clock),
     })
     .await;
 }

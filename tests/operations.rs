@@ -1,16 +1,18 @@
 //! Operations end to end: metrics on the admin port, trace export to an OTLP collector with the
 //! caller's trace id, health that follows memcached, graceful shutdown on SIGTERM, load
-//! shedding, deadlines, and log lines.
+//! shedding, deadlines, and log lines. Slow calls are held by a hung memcached stand-in and end
+//! when the test releases it; every wait is on state the server shows (metrics, health).
 
 mod harness;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::calls::{Calls, assert_hit};
-use harness::{Memcached, TestServer, config, free_port, http_get};
+use harness::{
+    HungNode, Memcached, ServerProcess, TestServer, config, http_get, sample, wait_for, wait_for_or,
+};
 use mintcache::config::Config;
 use mintcache_client::proto::{GetRequest, Outcome};
 use tonic::Code;
@@ -18,20 +20,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A TCP port that accepts connections and never answers: a hung memcached.
-fn silent_node() -> std::net::TcpListener {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind")
-}
-
-/// The value of a Prometheus sample line starting with `prefix`, or 0.
-fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
+/// A memcached timeout no test waits for: slow calls end when the test releases them.
+const NEVER_MS: u64 = 120_000;
 
 async fn health(addr: SocketAddr, service: &str) -> i32 {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
@@ -50,40 +40,28 @@ async fn health(addr: SocketAddr, service: &str) -> i32 {
         .status
 }
 
-async fn wait_for<F, Fut>(what: &str, check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    wait_for_or(what, check, || async { String::new() }).await;
-}
-
-async fn wait_for_or<F, Fut, D, DFut>(what: &str, mut check: F, describe: D)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-    D: FnOnce() -> DFut,
-    DFut: std::future::Future<Output = String>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !check().await {
-        if Instant::now() >= deadline {
-            panic!("timed out waiting for {what}; {}", describe().await);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A key of `space` that the ring puts on server `index` of `addrs`.
+/// A key of the default key space that the server puts on server `index` of `addrs`.
 fn key_on(addrs: &[String], index: usize) -> Vec<u8> {
-    use mintcache::core::key::KeySpace;
-    use mintcache::store::memcached::KetamaRing;
-    let ring = KetamaRing::new(addrs.iter().map(|a| (a.as_str(), 1)));
-    let space = KeySpace::new("", "1").expect("valid");
+    let servers: Vec<_> = addrs.iter().map(|a| a.parse().expect("spec")).collect();
     (0..)
         .map(|i| format!("key-{i}").into_bytes())
-        .find(|k| ring.server_for(space.store_key(k).stored()) == Some(index))
+        .find(|k| mintcache::memcached_server_for(&servers, "", "1", k) == Some(index))
         .expect("some key lands on every server")
+}
+
+/// The server's metrics, as Prometheus text.
+async fn metrics(admin: SocketAddr) -> String {
+    http_get(admin, "/metrics").await.1
+}
+
+/// Waits until `n` Cache calls are in flight on the server with this admin port.
+async fn wait_in_flight(admin: SocketAddr, n: f64) {
+    wait_for_or(
+        &format!("{n} calls in flight"),
+        || async move { sample(&metrics(admin).await, "mintcache_rpc_in_flight") == n },
+        || metrics(admin),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -159,7 +137,18 @@ async fn health_follows_memcached() {
     );
 
     nodes[0].stop();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The prober has found the first server down (three probes in a row eject it)...
+    let ejected = format!(
+        "mintcache_backend_ejections_total{{node=\"{}\"}}",
+        nodes[0].addr()
+    );
+    wait_for_or(
+        "the prober to eject the stopped server",
+        || async { sample(&server.admin_get("/metrics").await.1, &ejected) >= 1.0 },
+        || async { server.admin_get("/metrics").await.1 },
+    )
+    .await;
+    // ... and still serves.
     assert_eq!(
         health(addr, "").await,
         ServingStatus::Serving as i32,
@@ -189,11 +178,11 @@ async fn health_follows_memcached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_at_once_and_the_server_stays_healthy() {
     let mc = Memcached::start();
-    let hung = silent_node();
-    let addrs = vec![mc.addr(), hung.local_addr().expect("addr").to_string()];
+    let hung = HungNode::start();
+    let addrs = vec![mc.addr(), hung.addr()];
     let mut cfg = Config::default();
     cfg.memcached.servers = addrs.iter().map(|a| a.parse().expect("spec")).collect();
-    cfg.memcached.timeout_ms = 3000;
+    cfg.memcached.timeout_ms = NEVER_MS;
     cfg.memcached.failure_limit = 0;
     cfg.server.max_concurrent_calls = 4;
     let server = TestServer::start(cfg).await;
@@ -209,13 +198,7 @@ async fn overload_is_shed_at_once_and_the_server_stays_healthy() {
             tokio::spawn(async move { c.try_get_full(&k).await })
         })
         .collect();
-    wait_for("4 calls in flight", || async {
-        sample(
-            &server.admin_get("/metrics").await.1,
-            "mintcache_rpc_in_flight",
-        ) == 4.0
-    })
-    .await;
+    wait_in_flight(server.admin, 4.0).await;
     for _ in 0..20 {
         let e = c.try_get(&fast_key).await.expect_err("shed");
         assert_eq!(e.code(), Code::ResourceExhausted);
@@ -229,6 +212,8 @@ async fn overload_is_shed_at_once_and_the_server_stays_healthy() {
     assert_eq!(health(server.addr, "").await, ServingStatus::Serving as i32);
     let (_, metrics) = server.admin_get("/metrics").await;
     assert_eq!(sample(&metrics, "mintcache_rpc_shed_total"), 20.0);
+    // The hung server lets go: the slow reads fail open.
+    hung.release();
     for h in slow {
         let (r, degraded) = h.await.expect("task").expect("slow reads fail open");
         assert!(degraded && r.outcome() == Outcome::Miss);
@@ -236,132 +221,92 @@ async fn overload_is_shed_at_once_and_the_server_stays_healthy() {
     assert_hit(&c.get(&fast_key).await, b"v");
 }
 
+/// A client that sends `grpc-timeout` and leaves the deadline to the server: tonic's own
+/// channel would run the timer too and cancel the call itself, sometimes first, and then the
+/// server never gets to answer. A plain HTTP/2 connection does not.
+fn client_without_deadline_timer(
+    addr: SocketAddr,
+) -> mintcache_client::proto::cache_client::CacheClient<
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        tonic::body::Body,
+    >,
+> {
+    let http2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let origin: http::Uri = format!("http://{addr}").parse().expect("uri");
+    mintcache_client::proto::cache_client::CacheClient::with_origin(http2, origin)
+}
+
 #[tokio::test]
 async fn deadlines_reach_the_memcached_call() {
     let mc = Memcached::start();
-    let hung = silent_node();
-    let addrs = vec![mc.addr(), hung.local_addr().expect("addr").to_string()];
+    let hung = HungNode::start();
+    let addrs = vec![mc.addr(), hung.addr()];
     let mut cfg = Config::default();
     cfg.memcached.servers = addrs.iter().map(|a| a.parse().expect("spec")).collect();
-    cfg.memcached.timeout_ms = 10_000;
+    cfg.memcached.timeout_ms = NEVER_MS;
     let server = TestServer::start(cfg).await;
-    let mut client = server.client().await;
+    let mut client = client_without_deadline_timer(server.addr);
     let mut request = tonic::Request::new(GetRequest {
         peek: false,
         key: key_on(&addrs, 1),
         lease_on_miss: None,
     });
     request.set_timeout(Duration::from_millis(300));
-    let started = Instant::now();
     let e = client.get(request).await.expect_err("deadline");
-    // Whichever answer arrives first: the server's DEADLINE_EXCEEDED or tonic's own client-side
-    // timer (which it reports as CANCELLED).
-    assert!(
-        matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled),
-        "{e:?}"
-    );
-    // The server gave up too, well before its 10 s memcached timeout: the call is no longer in
-    // flight and was answered DEADLINE_EXCEEDED.
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    // The server gave up on its own, with the hung memcached call still pending (its
+    // timeout is minutes away): the call is no longer in flight, and was answered
+    // DEADLINE_EXCEEDED.
     wait_for_or(
         "the call to end on the server",
         || async {
-            let (_, m) = server.admin_get("/metrics").await;
+            let m = server.admin_get("/metrics").await.1;
             sample(&m, "mintcache_rpc_in_flight") == 0.0
                 && sample(&m, "mintcache_rpc_requests_total{code=\"DEADLINE_EXCEEDED\",outcome=\"none\",rpc=\"Get\"}") == 1.0
         },
         || async { server.admin_get("/metrics").await.1 },
     )
     .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "ended long before the memcached timeout"
-    );
-    let _ = e;
-}
-
-/// The server binary with extra environment, its stderr captured.
-fn spawn_server(env: &[(&str, String)]) -> (Child, SocketAddr, SocketAddr) {
-    let port = free_port();
-    let admin_port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mintcache-server"));
-    cmd.env_clear()
-        .env("MINTCACHE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("MINTCACHE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().expect("start server");
-    (
-        child,
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        SocketAddr::from(([127, 0, 0, 1], admin_port)),
-    )
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child) -> (std::process::ExitStatus, String) {
-    use std::io::Read;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "server did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut logs)
-        .expect("logs");
-    (status, logs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_slow_call_finish_then_exits_0() {
     let mc = Memcached::start();
-    let hung = silent_node();
-    let addrs = vec![mc.addr(), hung.local_addr().expect("addr").to_string()];
-    let (mut child, addr, admin) = spawn_server(&[
+    let hung = HungNode::start();
+    let addrs = vec![mc.addr(), hung.addr()];
+    let mut server = ServerProcess::start(&[
         ("MINTCACHE_MEMCACHED__SERVERS", addrs.join(",")),
-        ("MINTCACHE_MEMCACHED__TIMEOUT_MS", "1500".into()),
+        ("MINTCACHE_MEMCACHED__TIMEOUT_MS", NEVER_MS.to_string()),
         ("MINTCACHE_MEMCACHED__FAILURE_LIMIT", "0".into()),
     ]);
-    let c = Calls::new(harness::connect(addr).await);
+    let (addr, admin) = (server.addr, server.admin);
+    let c = Calls::new(server.client().await);
     let slow_key = key_on(&addrs, 1);
     let slow = {
         let c = c.clone();
         tokio::spawn(async move { c.try_get_full(&slow_key).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    sigterm(&child);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_in_flight(admin, 1.0).await;
+    server.sigterm();
+    wait_for("not ready while draining", || async {
+        http_get(admin, "/readyz").await.0 == 503
+    })
+    .await;
     assert!(
         !slow.is_finished(),
         "the slow call is still in flight during the drain"
     );
-    assert_eq!(
-        http_get(admin, "/readyz").await.0,
-        503,
-        "not ready while draining"
-    );
+    // The hung server lets go: the call in flight finishes, then the server exits.
+    hung.release();
     let (r, degraded) = slow
         .await
         .expect("task")
         .expect("the in-flight call finished normally");
     assert!(degraded && r.outcome() == Outcome::Miss);
-    let (status, logs) = wait_exit(&mut child);
+    let (status, logs) = server.wait_exit().await;
     assert_eq!(status.code(), Some(0), "logs:\n{logs}");
     assert!(logs.contains("shutting down"), "{logs}");
     assert!(
@@ -373,19 +318,20 @@ async fn sigterm_lets_the_slow_call_finish_then_exits_0() {
 #[tokio::test]
 async fn default_logs_have_no_line_per_call_and_one_per_error() {
     let mut mc = Memcached::start();
-    let (mut child, addr, _) = spawn_server(&[
+    let mut server = ServerProcess::start(&[
         ("MINTCACHE_MEMCACHED__SERVERS", mc.addr()),
+        ("MINTCACHE_MEMCACHED__TIMEOUT_MS", "500".into()),
         ("MINTCACHE_LOG__FORMAT", "json".into()),
     ]);
-    let c = Calls::new(harness::connect(addr).await);
+    let c = Calls::new(server.client().await);
     for i in 0..50 {
         c.set(format!("k{i}").as_bytes(), b"v").await;
         assert_hit(&c.get(format!("k{i}").as_bytes()).await, b"v");
     }
     mc.stop();
     assert!(c.try_set(b"k", b"v", 0).await.is_err());
-    sigterm(&child);
-    let (status, logs) = wait_exit(&mut child);
+    server.sigterm();
+    let (status, logs) = server.wait_exit().await;
     assert_eq!(status.code(), Some(0));
     let lines: Vec<&str> = logs.lines().collect();
     for line in &lines {
@@ -451,7 +397,7 @@ async fn traces_reach_an_otlp_collector_with_the_callers_trace_id() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let mc = Memcached::start();
-    let (mut child, addr, _) = spawn_server(&[
+    let mut server = ServerProcess::start(&[
         ("MINTCACHE_MEMCACHED__SERVERS", mc.addr()),
         (
             "MINTCACHE_TELEMETRY__OTLP_ENDPOINT",
@@ -459,7 +405,7 @@ async fn traces_reach_an_otlp_collector_with_the_callers_trace_id() {
         ),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
     ]);
-    let mut client = harness::connect(addr).await;
+    let mut client = server.client().await;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
     let mut request = tonic::Request::new(GetRequest {
@@ -485,8 +431,8 @@ async fn traces_reach_an_otlp_collector_with_the_callers_trace_id() {
             .outcome(),
         Outcome::Miss
     );
-    sigterm(&child);
-    let (status, logs) = wait_exit(&mut child);
+    server.sigterm();
+    let (status, logs) = server.wait_exit().await;
     assert_eq!(status.code(), Some(0), "{logs}");
 
     let spans = collector.spans.lock().expect("lock").clone();
@@ -547,7 +493,8 @@ async fn messages_over_the_configured_size_are_refused() {
     let mut cfg = config(&[]);
     cfg.limits.max_value_bytes = 1000;
     cfg.limits.max_key_bytes = 100;
-    cfg.server.max_message_bytes = 2048;
+    // The smallest size these limits allow: 1000 + 100 + 1024.
+    cfg.server.max_message_bytes = 2124;
     let server = TestServer::start(cfg).await;
     let c = Calls::new(server.client().await);
     // Within the message size, over the value limit: the value limit answers.

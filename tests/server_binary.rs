@@ -1,21 +1,16 @@
-//! The `mintcache-server` binary: configuration checking, errors, and startup on the
-//! embedded store.
+//! The `mintcache-server` binary: configuration checking, errors, startup on the embedded
+//! store, the addresses it reports, and bind errors.
 
 mod harness;
 
-use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
+use harness::ServerProcess;
 use harness::calls::{Calls, assert_hit};
-use harness::{ServerProcess, free_port};
+use harness::cases::Cases;
 
 fn server(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mintcache-server"));
-    cmd.env_clear().args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run mintcache-server")
+    ServerProcess::run(args, env)
 }
 
 /// A config file, environment variables, and the key the error must name.
@@ -90,25 +85,38 @@ fn bad_configuration_exits_64_naming_the_key() {
             "servers",
         ),
         ("", &[("MINTCACHE_TYPO__X", "1")], "typo"),
+        ("[log]\nlevel = \"verbose\"\n", &[], "log.level"),
+        ("[auth]\nrequire_token = true\n", &[], "auth.require_token"),
+        (
+            "",
+            &[("MINTCACHE_AUTH__CLIENT_TOKEN_SHA256", "0123")],
+            "auth.client_token_sha256",
+        ),
+        (
+            "",
+            &[("MINTCACHE_SERVER__LISTEN", "no-such-host.invalid:50051")],
+            "server.listen",
+        ),
     ];
+    // Every case runs; each failing one is reported by its number.
+    let mut report = Cases::new();
     for (i, (toml, env, key)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("c{i}.toml"));
         std::fs::write(&path, toml).expect("write");
         let mut env = env.to_vec();
         env.push(("MINTCACHE_CONFIG", path.to_str().expect("utf-8")));
         let out = server(&["--check-config"], &env);
-        assert_eq!(
-            out.status.code(),
-            Some(64),
-            "case {i}: {}",
-            text(&out.stderr)
-        );
         let stderr = text(&out.stderr);
-        assert!(
-            stderr.contains(key),
-            "case {i}: error should name {key}: {stderr}"
-        );
+        let result = if out.status.code() != Some(64) {
+            Err(format!("exit {:?}: {stderr}", out.status.code()))
+        } else if !stderr.contains(key) {
+            Err(format!("error should name {key}: {stderr}"))
+        } else {
+            Ok(())
+        };
+        report.check(&format!("case {i} ({toml:?} {env:?})"), result);
     }
+    report.finish();
     let missing = server(
         &["--config", "/nonexistent/mintcache.toml", "--check-config"],
         &[],
@@ -117,33 +125,86 @@ fn bad_configuration_exits_64_naming_the_key() {
     assert!(text(&missing.stderr).contains("/nonexistent/mintcache.toml"));
 }
 
+#[test]
+fn settings_that_look_like_numbers_are_what_they_say() {
+    let out = server(
+        &["--check-config"],
+        &[
+            ("MINTCACHE_CACHE__DEFAULT_VERSION", "42"),
+            ("MINTCACHE_CACHE__NAMESPACE", "007"),
+            ("MINTCACHE_CACHE__GRACE_SECONDS", "12"),
+        ],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for expected in [
+        "default_version = \"42\"",
+        "namespace = \"007\"",
+        "grace_seconds = 12",
+        "listen = \"127.0.0.1:50052\"",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // A digest as `sha256sum` prints it is a digest.
+    let digest = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let printed = format!("{digest}  -");
+    let out = server(
+        &["--check-config"],
+        &[("MINTCACHE_AUTH__ADMIN_TOKEN_SHA256", printed.as_str())],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&printed));
+}
+
+#[test]
+fn a_bind_error_names_the_address_that_failed() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("addr").to_string();
+    let out = server(
+        &[],
+        &[
+            ("MINTCACHE_SERVER__LISTEN", "127.0.0.1:0"),
+            ("MINTCACHE_ADMIN__LISTEN", taken.as_str()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken} (admin.listen)")),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("server.listen"),
+        "only the one that failed: {stderr}"
+    );
+}
+
 #[tokio::test]
-async fn serves_on_the_embedded_store_by_default_and_says_so() {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mintcache-server"))
-        .env_clear()
-        .env("MINTCACHE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "MINTCACHE_ADMIN__LISTEN",
-            format!("127.0.0.1:{}", harness::free_port()),
-        )
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let c = Calls::new(harness::connect(addr).await);
+async fn listens_on_a_host_name_and_reports_the_addresses() {
+    let p = ServerProcess::start(&[("MINTCACHE_SERVER__LISTEN", "localhost:0".into())]);
+    assert!(
+        p.addr.ip().is_loopback() && p.addr.port() != 0,
+        "{}",
+        p.addr
+    );
+    assert!(p.admin.port() != 0 && p.admin != p.addr, "{}", p.admin);
+    let c = Calls::new(p.client().await);
     c.set(b"k", b"v").await;
     assert_hit(&c.get(b"k").await, b"v");
-    child.kill().expect("kill");
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stderr)
-        .expect("read");
-    let _ = child.wait();
+    assert_eq!(p.admin_get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn serves_on_the_embedded_store_by_default_and_says_so() {
+    let mut p = ServerProcess::start(&[]);
+    let c = Calls::new(p.client().await);
+    c.set(b"k", b"v").await;
+    assert_hit(&c.get(b"k").await, b"v");
+    p.sigterm();
+    let (_, stderr) = p.wait_exit().await;
     assert!(
         stderr.contains("EMBEDDED in-process store"),
         "loud warning expected: {stderr}"

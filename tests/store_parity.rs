@@ -1,27 +1,87 @@
 //! One set of end-to-end cases over gRPC, run against the memcached pool and against the
-//! embedded store: both backends must behave the same.
+//! embedded store: both backends must behave the same. Every case runs, and each failing one
+//! is reported by name.
 
 mod harness;
 
 use harness::calls::{Calls, assert_hit, assert_miss, assert_status, item};
+use harness::cases::Cases;
 use harness::{Memcached, TestServer, config};
-use mintcache_client::proto::{Outcome, SetManyItem, SetRequest};
+use mintcache_client::proto::{GetRequest, Outcome, SetManyItem, SetRequest};
 use tonic::Code;
 
-/// Every case, against one server.
+/// Every case, in order, against one server.
 async fn cases(server: &TestServer) {
     let c = Calls::new(server.client().await);
-    set_get_delete(&c).await;
-    flags_and_ttl_round_trip(&c).await;
-    add_only_when_absent(&c).await;
-    versions_and_namespaces_are_isolated(&c).await;
-    awkward_keys_work_and_stay_distinct(&c).await;
-    forty_day_ttl_is_a_hit(&c).await;
-    limits_and_errors(&c).await;
-    bad_metadata_is_invalid_argument(&c).await;
-    counters(&c).await;
-    touch_keeps_grace(&c).await;
-    batches_answer_in_order_and_fail_per_key(&c).await;
+    let mut cases = Cases::new();
+    cases.run("set_get_delete", set_get_delete(&c)).await;
+    cases
+        .run("flags_and_ttl_round_trip", flags_and_ttl_round_trip(&c))
+        .await;
+    cases
+        .run("add_only_when_absent", add_only_when_absent(&c))
+        .await;
+    cases
+        .run(
+            "versions_and_namespaces_are_isolated",
+            versions_and_namespaces_are_isolated(&c),
+        )
+        .await;
+    cases
+        .run(
+            "awkward_keys_work_and_stay_distinct",
+            awkward_keys_work_and_stay_distinct(&c),
+        )
+        .await;
+    cases
+        .run("forty_day_ttl_is_a_hit", forty_day_ttl_is_a_hit(&c))
+        .await;
+    cases.run("limits_and_errors", limits_and_errors(&c)).await;
+    cases
+        .run(
+            "bad_metadata_is_invalid_argument",
+            bad_metadata_is_invalid_argument(&c),
+        )
+        .await;
+    cases
+        .run(
+            "repeated_metadata_is_invalid_argument",
+            repeated_metadata_is_invalid_argument(&c),
+        )
+        .await;
+    cases.run("counters", counters(&c)).await;
+    cases.run("touch_keeps_grace", touch_keeps_grace(&c)).await;
+    cases
+        .run(
+            "batches_answer_in_order_and_fail_per_key",
+            batches_answer_in_order_and_fail_per_key(&c),
+        )
+        .await;
+    cases.finish();
+}
+
+/// A key space header sent twice is refused, whichever it is and even when both agree.
+async fn repeated_metadata_is_invalid_argument(c: &Calls) {
+    c.set(b"repeated", b"v").await;
+    for (header, values) in [
+        ("x-cache-version", ["1", "2"]),
+        ("x-cache-version", ["1", "1"]),
+        ("x-cache-namespace", ["", "billing"]),
+    ] {
+        let mut request = tonic::Request::new(GetRequest {
+            peek: false,
+            key: b"repeated".to_vec(),
+            lease_on_miss: None,
+        });
+        for v in values {
+            request
+                .metadata_mut()
+                .append(header, v.parse().expect("ascii"));
+        }
+        let r = c.client.clone().get(request).await.map(|r| r.into_inner());
+        assert_status(r, Code::InvalidArgument, header);
+    }
+    assert_hit(&c.get(b"repeated").await, b"v");
 }
 
 async fn counters(c: &Calls) {

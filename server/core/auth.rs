@@ -11,17 +11,17 @@ use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 /// Metadata key carrying the bearer token.
-pub const AUTHORIZATION_HEADER: &str = "authorization";
+pub(crate) const AUTHORIZATION_HEADER: &str = "authorization";
 /// Metadata key choosing a debug mode.
-pub const DEBUG_HEADER: &str = "x-cache-debug";
+pub(crate) const DEBUG_HEADER: &str = "x-cache-debug";
 /// Response metadata key naming the debug mode that was applied.
-pub const DEBUG_APPLIED_HEADER: &str = "x-cache-debug-applied";
+pub(crate) const DEBUG_APPLIED_HEADER: &str = "x-cache-debug-applied";
 /// Longest accepted `authorization` value.
-pub const MAX_AUTHORIZATION_LEN: usize = 4096;
+pub(crate) const MAX_AUTHORIZATION_LEN: usize = 4096;
 
 /// A per-call debug mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DebugMode {
+pub(crate) enum DebugMode {
     /// Reads miss without touching the store; writes are accepted and not performed;
     /// `Increment` fails.
     Off,
@@ -31,7 +31,7 @@ pub enum DebugMode {
 
 impl DebugMode {
     /// Parses a header value: `off`, `turn_off`, `write-only` or `write_only`, in any case.
-    pub fn parse(value: &[u8]) -> Result<Self, AuthError> {
+    pub(crate) fn parse(value: &[u8]) -> Result<Self, AuthError> {
         const SPELLINGS: [(&str, DebugMode); 4] = [
             ("off", DebugMode::Off),
             ("turn_off", DebugMode::Off),
@@ -46,7 +46,7 @@ impl DebugMode {
     }
 
     /// The canonical name (`off`, `write-only`).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Off => "off",
             Self::WriteOnly => "write-only",
@@ -56,7 +56,7 @@ impl DebugMode {
 
 /// What a debug mode does to one kind of operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Run it normally.
     Perform,
     /// A read: answer "nothing cached" without touching the store.
@@ -69,7 +69,7 @@ pub enum Effect {
 
 /// Kinds of cache operations, as debug modes see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpKind {
+pub(crate) enum OpKind {
     /// `Get`, `GetMany`.
     Read,
     /// `Set`, `Add`, `Touch`, `Delete`, `Invalidate` and their batched forms.
@@ -79,7 +79,7 @@ pub enum OpKind {
 }
 
 /// The effect of a (possibly absent) debug mode on an operation.
-pub fn effect(mode: Option<DebugMode>, op: OpKind) -> Effect {
+pub(crate) fn effect(mode: Option<DebugMode>, op: OpKind) -> Effect {
     match (mode, op) {
         (None, _) => Effect::Perform,
         (Some(_), OpKind::Read) => Effect::Miss,
@@ -91,7 +91,7 @@ pub fn effect(mode: Option<DebugMode>, op: OpKind) -> Effect {
 
 /// Why a call is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// `authorization` is longer than [`MAX_AUTHORIZATION_LEN`].
     #[error("authorization header is too long")]
     AuthorizationTooLong,
@@ -113,7 +113,7 @@ pub enum AuthError {
 }
 
 /// Extracts the token of an `authorization` header (`None` if the call has none).
-pub fn bearer_token(value: Option<&[u8]>) -> Result<Option<&[u8]>, AuthError> {
+pub(crate) fn bearer_token(value: Option<&[u8]>) -> Result<Option<&[u8]>, AuthError> {
     let Some(value) = value else {
         return Ok(None);
     };
@@ -134,7 +134,7 @@ pub fn bearer_token(value: Option<&[u8]>) -> Result<Option<&[u8]>, AuthError> {
 
 /// A set of SHA-256 token digests.
 #[derive(Clone, Default)]
-pub struct TokenDigests(Vec<[u8; 32]>);
+pub(crate) struct TokenDigests(Vec<[u8; 32]>);
 
 impl std::fmt::Debug for TokenDigests {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,40 +142,76 @@ impl std::fmt::Debug for TokenDigests {
     }
 }
 
-/// A configured digest is not 64 hex digits.
+/// A configured digest is not a SHA-256 digest in hex. The message describes the entry without
+/// quoting it: a token pasted where its digest belongs must not end up in a log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "entry {index} is not a SHA-256 digest in hex (64 hex digits, e.g. from `echo -n TOKEN | sha256sum`)"
+    "entry {number}: expected a SHA-256 digest, 64 hex digits (`echo -n TOKEN | sha256sum` prints \
+     one); found {found}"
 )]
-pub struct DigestError {
-    /// Position of the bad entry.
-    pub index: usize,
+pub(crate) struct DigestError {
+    /// Position of the bad entry, from 1.
+    pub(crate) number: usize,
+    /// What the entry is instead.
+    pub(crate) found: DigestFound,
+}
+
+/// What a configured digest that is not 64 hex digits is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DigestFound {
+    /// The wrong number of characters.
+    #[error("{0} characters")]
+    Length(usize),
+    /// 64 characters, one of which is not a hex digit.
+    #[error("a character that is not a hex digit at position {0}")]
+    NotHex(usize),
+}
+
+/// A digest as `sha256sum` prints it for standard input, `<hex>  -`, is the digest: the file
+/// name column (`-` or `*-`) and surrounding whitespace are not part of it.
+fn digest_text(entry: &str) -> &str {
+    let entry = entry.trim();
+    let without_name = entry
+        .strip_suffix("*-")
+        .or_else(|| entry.strip_suffix('-'))
+        .filter(|rest| rest.ends_with(char::is_whitespace));
+    without_name.map_or(entry, str::trim_end)
+}
+
+/// Parses one digest in hex (either case).
+fn parse_digest(entry: &str, number: usize) -> Result<[u8; 32], DigestError> {
+    let text = digest_text(entry);
+    let error = |found| DigestError { number, found };
+    if text.chars().count() != 64 {
+        return Err(error(DigestFound::Length(text.chars().count())));
+    }
+    if let Some(pos) = text.chars().position(|c| !c.is_ascii_hexdigit()) {
+        return Err(error(DigestFound::NotHex(pos + 1)));
+    }
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(text, &mut digest).map_err(|_| error(DigestFound::NotHex(1)))?;
+    Ok(digest)
 }
 
 impl TokenDigests {
-    /// Parses hex digests (either case).
-    pub fn from_hex<S: AsRef<str>>(entries: &[S]) -> Result<Self, DigestError> {
+    /// Parses hex digests (either case; `sha256sum`'s `  -` suffix is allowed).
+    pub(crate) fn from_hex<S: AsRef<str>>(entries: &[S]) -> Result<Self, DigestError> {
         entries
             .iter()
             .enumerate()
-            .map(|(index, e)| {
-                let mut digest = [0u8; 32];
-                hex::decode_to_slice(e.as_ref().trim(), &mut digest)
-                    .map_err(|_| DigestError { index })?;
-                Ok(digest)
-            })
+            .map(|(i, e)| parse_digest(e.as_ref(), i + 1))
             .collect::<Result<_, _>>()
             .map(Self)
     }
 
     /// Whether no digest is configured.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// Whether `token` hashes to one of the digests. Every digest is compared, in constant
     /// time, whatever matches: timing says nothing about which entry or how many bytes matched.
-    pub fn contains(&self, token: &[u8]) -> bool {
+    pub(crate) fn contains(&self, token: &[u8]) -> bool {
         let digest: [u8; 32] = Sha256::digest(token).into();
         let mut found = Choice::from(0);
         for candidate in &self.0 {
@@ -187,7 +223,7 @@ impl TokenDigests {
 
 /// Who the caller is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
+pub(crate) enum Role {
     /// No credentials.
     Anonymous,
     /// A client token, or a verified TLS client certificate.
@@ -198,40 +234,40 @@ pub enum Role {
 
 /// The result of authorizing a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// Who the caller is.
-    pub role: Role,
+    pub(crate) role: Role,
     /// The debug mode to apply.
-    pub debug: Option<DebugMode>,
+    pub(crate) debug: Option<DebugMode>,
 }
 
 /// The credentials a call presented.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Presented<'a> {
+pub(crate) struct Presented<'a> {
     /// The `authorization` header value(s).
-    pub authorization: &'a [&'a [u8]],
+    pub(crate) authorization: &'a [&'a [u8]],
     /// The `x-cache-debug` header value(s).
-    pub debug: &'a [&'a [u8]],
+    pub(crate) debug: &'a [&'a [u8]],
     /// The subject of a verified TLS client certificate.
-    pub peer_subject: Option<&'a str>,
+    pub(crate) peer_subject: Option<&'a str>,
 }
 
 /// The authorization rules of a server.
 #[derive(Debug, Clone, Default)]
-pub struct AuthPolicy {
+pub(crate) struct AuthPolicy {
     /// Admin token digests.
-    pub admins: TokenDigests,
+    pub(crate) admins: TokenDigests,
     /// Client token digests.
-    pub clients: TokenDigests,
+    pub(crate) clients: TokenDigests,
     /// Calls without credentials are refused.
-    pub require_token: bool,
+    pub(crate) require_token: bool,
     /// TLS client certificate subjects with admin rights.
-    pub admin_subjects: Vec<String>,
+    pub(crate) admin_subjects: Vec<String>,
 }
 
 impl AuthPolicy {
     /// Decides who the caller is and which debug mode applies.
-    pub fn authorize(&self, presented: &Presented<'_>) -> Result<Grant, AuthError> {
+    pub(crate) fn authorize(&self, presented: &Presented<'_>) -> Result<Grant, AuthError> {
         let authorization = match presented.authorization {
             [] => None,
             [one] => Some(*one),
@@ -483,19 +519,55 @@ mod tests {
         assert!(TokenDigests::from_hex(&[digest_hex("t").to_uppercase()]).is_ok());
         assert_eq!(
             TokenDigests::from_hex(&["abc"]).map(|_| ()),
-            Err(DigestError { index: 0 })
+            Err(DigestError {
+                number: 1,
+                found: DigestFound::Length(3)
+            })
         );
         assert_eq!(
             TokenDigests::from_hex(&[digest_hex("t"), "z".repeat(64)]).map(|_| ()),
-            Err(DigestError { index: 1 })
+            Err(DigestError {
+                number: 2,
+                found: DigestFound::NotHex(1)
+            })
         );
         // The digest of the empty string, as `echo -n "" | sha256sum` prints it.
         let d = TokenDigests::from_hex(&[
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  -",
         ])
         .expect("hex");
         assert!(d.contains(b""));
         assert!(!d.contains(b" "));
+    }
+
+    #[test]
+    fn digests_as_tools_print_them() {
+        let hex = digest_hex("tok");
+        for written in [
+            hex.clone(),
+            format!("{hex}  -"),
+            format!("  {hex}  -\n"),
+            format!("{hex} *-"),
+            format!("\t{hex}\n"),
+        ] {
+            let d = TokenDigests::from_hex(&[written.as_str()]).expect(&written);
+            assert!(d.contains(b"tok"), "{written:?}");
+        }
+        // Only the standard-input marker is a file name column; anything else is refused.
+        for (written, found) in [
+            (format!("{hex}-"), DigestFound::Length(65)),
+            (format!("{hex}  token.txt"), DigestFound::Length(75)),
+            (format!("{}x", &hex[..63]), DigestFound::NotHex(64)),
+            ("0123".to_owned(), DigestFound::Length(4)),
+        ] {
+            let e = TokenDigests::from_hex(&[written.as_str()]).expect_err(&written);
+            assert_eq!(e.found, found, "{written:?}");
+        }
+        // The message says what was expected and what was found, never the entry itself.
+        let e = TokenDigests::from_hex(&["my-secret-token"]).expect_err("not a digest");
+        let message = e.to_string();
+        assert!(message.contains("64 hex digits") && message.contains("15 characters"));
+        assert!(!message.contains("my-secret-token"), "{message}");
     }
 
     proptest! {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 /// Parses a `grpc-timeout` value; `None` when it is malformed.
-pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     let (&unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -26,7 +26,7 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
 /// The time the service gives itself: the caller's budget less a small margin (a tenth, at
 /// most 5 ms), so that the service answers `DEADLINE_EXCEEDED` itself before the caller's
 /// own timer fires and the answer can no longer reach it.
-pub fn budget(timeout: Duration) -> Duration {
+pub(crate) fn budget(timeout: Duration) -> Duration {
     let margin = (timeout / 10).min(Duration::from_millis(5));
     timeout - margin
 }

@@ -21,17 +21,17 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Top byte of the client flags of a format-1 item (`'m'`).
-pub const FORMAT_1: u32 = 0x6d00_0000;
+pub(crate) const FORMAT_1: u32 = 0x6d00_0000;
 /// Mask of the format byte.
 const FORMAT_MASK: u32 = 0xff00_0000;
 /// Largest grace format 1 can carry: 2^24 - 1 seconds (about 194 days).
-pub const MAX_GRACE_SECONDS: u64 = 0x00ff_ffff;
+pub(crate) const MAX_GRACE_SECONDS: u64 = 0x00ff_ffff;
 /// Bytes the format-1 header adds before the payload.
-pub const HEADER_LEN: usize = 4;
+pub(crate) const HEADER_LEN: usize = 4;
 
 /// What an item's bytes turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     /// A value set through mintcache.
     Value {
         /// Seconds of grace the value was stored with.
@@ -51,13 +51,13 @@ pub enum Decoded {
 
 /// The client flags of a format-1 item with this grace (clamped to [`MAX_GRACE_SECONDS`];
 /// callers validate before).
-pub fn client_flags(grace: u64) -> u32 {
+pub(crate) fn client_flags(grace: u64) -> u32 {
     FORMAT_1 | u32::try_from(grace.min(MAX_GRACE_SECONDS)).unwrap_or(0)
 }
 
 /// The grace recorded in an item's client flags: `Some` for format-1 items, `Some(0)` for
 /// counters and placeholders (flags 0), `None` for unknown formats.
-pub fn grace_of(client_flags: u32) -> Option<u64> {
+pub(crate) fn grace_of(client_flags: u32) -> Option<u64> {
     match client_flags & FORMAT_MASK {
         FORMAT_1 => Some(u64::from(client_flags & !FORMAT_MASK)),
         0 if client_flags == 0 => Some(0),
@@ -66,7 +66,7 @@ pub fn grace_of(client_flags: u32) -> Option<u64> {
 }
 
 /// Wraps a payload in a format-1 envelope; returns the bytes and the client flags to store.
-pub fn encode(payload: &[u8], grace: u64, flags: u32) -> (Bytes, u32) {
+pub(crate) fn encode(payload: &[u8], grace: u64, flags: u32) -> (Bytes, u32) {
     let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());
     out.put_u32(flags);
     out.put_slice(payload);
@@ -74,7 +74,7 @@ pub fn encode(payload: &[u8], grace: u64, flags: u32) -> (Bytes, u32) {
 }
 
 /// Reads an item's bytes according to its client flags.
-pub fn decode(client_flags: u32, mut data: Bytes) -> Decoded {
+pub(crate) fn decode(client_flags: u32, mut data: Bytes) -> Decoded {
     if client_flags == 0 {
         if data.is_empty() {
             return Decoded::Placeholder;

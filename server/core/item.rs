@@ -13,7 +13,7 @@ use super::ttl::Expiry;
 
 /// Who gets to refresh a stale or missing item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Win {
+pub(crate) enum Win {
     /// This reader won the right to refresh (memcached's `W`).
     Won,
     /// Another reader already won it (memcached's `Z`).
@@ -23,7 +23,7 @@ pub enum Win {
 /// A CAS value, and the store instance (memcached process) it belongs to: memcached counts
 /// CAS values from 1 again when it restarts, so a value alone does not name an item for long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cas {
+pub(crate) struct Cas {
     /// The store instance that handed the value out.
     pub instance: u64,
     /// The CAS value.
@@ -32,39 +32,39 @@ pub struct Cas {
 
 /// What a meta get reports about an item.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemView {
+pub(crate) struct ItemView {
     /// The stored bytes.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// memcached's client flags.
-    pub client_flags: u32,
+    pub(crate) client_flags: u32,
     /// Whole seconds until the item expires; `None` if it never does.
-    pub ttl_remaining: Option<u64>,
+    pub(crate) ttl_remaining: Option<u64>,
     /// The item's CAS value.
     pub cas: u64,
     /// The store instance that answered (see [`Cas`]).
     pub instance: u64,
     /// Whether the item was invalidated (`X`).
-    pub stale: bool,
+    pub(crate) stale: bool,
     /// The recache election, if this read took part in one.
-    pub win: Option<Win>,
+    pub(crate) win: Option<Win>,
 }
 
 /// Options of a meta get.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct GetOpts {
+pub(crate) struct GetOpts {
     /// `R<n>`: win the recache if fewer than `n` seconds remain.
-    pub recache_below: Option<u64>,
+    pub(crate) recache_below: Option<u64>,
     /// `N<n>`: on a miss, create an empty placeholder living `n` seconds and win it.
     pub vivify_for: Option<u64>,
     /// `T<n>`: give the item a new lifetime.
     pub touch: Option<Expiry>,
     /// Leave out the value (no `v` flag): a peek at flags, ttl and election state.
-    pub no_value: bool,
+    pub(crate) no_value: bool,
 }
 
 /// How a write treats an existing item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
+pub(crate) enum WriteMode {
     /// Store whatever is there (`ms … MS`).
     Set,
     /// Store only if nothing is there (`ms … ME`).
@@ -73,9 +73,9 @@ pub enum WriteMode {
 
 /// A write request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Write {
+pub(crate) struct Write {
     /// The bytes to store.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// memcached's client flags.
     pub client_flags: u32,
     /// How long the store keeps the item (the hard ttl).
@@ -88,7 +88,7 @@ pub struct Write {
 
 /// The result of a write, as memcached reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteStatus {
+pub(crate) enum WriteStatus {
     /// `HD`: stored.
     Stored,
     /// `NS`: not stored (add on an existing item).
@@ -101,24 +101,24 @@ pub enum WriteStatus {
 
 /// An item in the embedded store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
+pub(crate) struct Item {
     /// The stored bytes.
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// memcached's client flags.
-    pub client_flags: u32,
+    pub(crate) client_flags: u32,
     /// When the item expires (milliseconds); `None` = never.
-    pub expires_at: Option<u64>,
+    pub(crate) expires_at: Option<u64>,
     /// The CAS value.
-    pub cas: u64,
+    pub(crate) cas: u64,
     /// Invalidated (`X`).
-    pub stale: bool,
+    pub(crate) stale: bool,
     /// A win token was handed out (`W` sent; later readers get `Z`).
-    pub token_sent: bool,
+    pub(crate) token_sent: bool,
 }
 
 /// What an operation does to the stored item.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// Leave it as it is.
     Keep,
     /// Replace it (or create it).
@@ -131,12 +131,12 @@ const MS_PER_S: u64 = 1000;
 
 impl Item {
     /// Whether the item is gone at `now`.
-    pub fn expired(&self, now: u64) -> bool {
+    pub(crate) fn expired(&self, now: u64) -> bool {
         self.expires_at.is_some_and(|at| now >= at)
     }
 
     /// Whole seconds left, rounded up (memcached's `t`).
-    pub fn ttl_remaining(&self, now: u64) -> Option<u64> {
+    pub(crate) fn ttl_remaining(&self, now: u64) -> Option<u64> {
         self.expires_at
             .map(|at| at.saturating_sub(now).div_ceil(MS_PER_S))
     }
@@ -171,7 +171,7 @@ fn live(item: Option<&Item>, now: u64) -> Option<&Item> {
 
 /// `mg`: reads an item and runs the recache election. `new_cas` is used if a placeholder is
 /// created.
-pub fn get(
+pub(crate) fn get(
     item: Option<&Item>,
     opts: GetOpts,
     now: u64,
@@ -233,7 +233,7 @@ pub fn get(
 /// `md … I T<n> [C<cas>]`: marks an item stale (the next reader wins the refresh), gives it
 /// `stale_ttl` more seconds and a new CAS value; reports whether it did (an item was there, with
 /// the CAS value `expect_cas` when one is given).
-pub fn invalidate(
+pub(crate) fn invalidate(
     item: Option<&Item>,
     stale_ttl: u64,
     expect_cas: Option<u64>,
@@ -256,7 +256,7 @@ pub fn invalidate(
 
 /// The result of an arithmetic operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IncrStatus {
+pub(crate) enum IncrStatus {
     /// The counter's new value.
     Value(u64),
     /// No counter and no initial value (`NF`).
@@ -267,7 +267,7 @@ pub enum IncrStatus {
 
 /// Creation parameters of an arithmetic operation on a missing counter (`N<ttl> J<initial>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Create {
+pub(crate) struct Create {
     /// The value the counter starts with (the delta is not applied).
     pub initial: u64,
     /// How long the new counter lives.
@@ -275,7 +275,7 @@ pub struct Create {
 }
 
 /// `ma`: adds `delta` to a decimal counter; increments wrap at 2^64, decrements stop at 0.
-pub fn incr(
+pub(crate) fn incr(
     item: Option<&Item>,
     delta: i64,
     create: Option<Create>,
@@ -317,7 +317,12 @@ pub fn incr(
 }
 
 /// `ms`: stores an item. `new_cas` becomes the item's CAS value when it is stored.
-pub fn set(item: Option<&Item>, write: &Write, now: u64, new_cas: u64) -> (WriteStatus, Change) {
+pub(crate) fn set(
+    item: Option<&Item>,
+    write: &Write,
+    now: u64,
+    new_cas: u64,
+) -> (WriteStatus, Change) {
     let current = live(item, now);
     let status = match (current, write.cas, write.mode) {
         (None, Some(_), _) => WriteStatus::NotFound,
@@ -340,7 +345,7 @@ pub fn set(item: Option<&Item>, write: &Write, now: u64, new_cas: u64) -> (Write
 }
 
 /// `md`: removes an item; reports whether one was there.
-pub fn delete(item: Option<&Item>, now: u64) -> (bool, Change) {
+pub(crate) fn delete(item: Option<&Item>, now: u64) -> (bool, Change) {
     match (live(item, now), item) {
         (Some(_), _) => (true, Change::Remove),
         (None, Some(_)) => (false, Change::Remove),

@@ -19,22 +19,24 @@
 //! memcached as protocol syntax. Both forms name the same memcached item.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+#[cfg(test)]
+use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// memcached's longest key, in bytes.
-pub const MEMCACHED_MAX_KEY: usize = 250;
+pub(crate) const MEMCACHED_MAX_KEY: usize = 250;
 /// Longest stored key sent base64-encoded: the base64 of 186 bytes is 248 characters, and the
 /// encoded form must itself fit in 250.
-pub const MAX_BASE64_KEY: usize = 186;
+pub(crate) const MAX_BASE64_KEY: usize = 186;
 /// Longest namespace or version, in bytes.
-pub const MAX_LABEL_LEN: usize = 64;
+pub(crate) const MAX_LABEL_LEN: usize = 64;
 
 /// Why a namespace or version is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LabelError {
+pub(crate) enum LabelError {
     /// The label is empty where one is required.
     #[error("must not be empty")]
     Empty,
@@ -52,7 +54,7 @@ fn is_label_byte(b: u8) -> bool {
 }
 
 /// Checks a namespace (`allow_empty`) or version (non-empty) label.
-pub fn validate_label(label: &[u8], allow_empty: bool) -> Result<(), LabelError> {
+pub(crate) fn validate_label(label: &[u8], allow_empty: bool) -> Result<(), LabelError> {
     if label.is_empty() && !allow_empty {
         return Err(LabelError::Empty);
     }
@@ -67,14 +69,14 @@ pub fn validate_label(label: &[u8], allow_empty: bool) -> Result<(), LabelError>
 
 /// The key space of a call: a namespace (may be empty) and an application version.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct KeySpace {
+pub(crate) struct KeySpace {
     namespace: String,
     version: String,
 }
 
 impl KeySpace {
     /// Builds a key space, validating both labels.
-    pub fn new(namespace: &str, version: &str) -> Result<Self, KeySpaceError> {
+    pub(crate) fn new(namespace: &str, version: &str) -> Result<Self, KeySpaceError> {
         validate_label(namespace.as_bytes(), true).map_err(KeySpaceError::Namespace)?;
         validate_label(version.as_bytes(), false).map_err(KeySpaceError::Version)?;
         Ok(Self {
@@ -91,23 +93,23 @@ impl KeySpace {
     }
 
     /// The namespace (possibly empty).
-    pub fn namespace(&self) -> &str {
+    pub(crate) fn namespace(&self) -> &str {
         &self.namespace
     }
 
     /// The application version.
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         &self.version
     }
 
     /// Derives the memcached key of `key` in this key space, at generation 0 (a key space
     /// never flushed). `key` must not be empty (callers check limits before).
-    pub fn store_key(&self, key: &[u8]) -> StoreKey {
+    pub(crate) fn store_key(&self, key: &[u8]) -> StoreKey {
         self.store_key_at(0, key)
     }
 
     /// Derives the memcached key of `key` in this key space at `generation`.
-    pub fn store_key_at(&self, generation: u64, key: &[u8]) -> StoreKey {
+    pub(crate) fn store_key_at(&self, generation: u64, key: &[u8]) -> StoreKey {
         let mut digits = itoa_buf();
         let generation: &[u8] = if generation == 0 {
             b""
@@ -153,7 +155,7 @@ impl KeySpace {
 
 impl KeySpace {
     /// The key under which the key space's generation is stored.
-    pub fn generation_key(&self) -> StoreKey {
+    pub(crate) fn generation_key(&self) -> StoreKey {
         let mut stored = BytesMut::with_capacity(self.namespace.len() + self.version.len() + 12);
         stored.put_slice(self.namespace.as_bytes());
         stored.put_u8(b':');
@@ -185,7 +187,7 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 /// Why a key space is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeySpaceError {
+pub(crate) enum KeySpaceError {
     /// The namespace is not acceptable.
     #[error("namespace {0}")]
     Namespace(LabelError),
@@ -201,7 +203,7 @@ fn is_text_key_byte(b: u8) -> bool {
 
 /// How a stored key is written in a memcached command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WireForm {
+pub(crate) enum WireForm {
     /// As it is (every byte is printable ASCII other than space).
     Text,
     /// base64-encoded, with the meta protocol's `b` flag.
@@ -210,25 +212,27 @@ pub enum WireForm {
 
 /// The key of an item in memcached (or in the embedded store).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct StoreKey {
+pub(crate) struct StoreKey {
     stored: Bytes,
     wire: WireForm,
 }
 
 impl StoreKey {
     /// The key as memcached stores it (binary; what consistent hashing uses).
-    pub fn stored(&self) -> &Bytes {
+    pub(crate) fn stored(&self) -> &Bytes {
         &self.stored
     }
 
     /// How the key goes on the wire.
-    pub fn wire_form(&self) -> WireForm {
+    pub(crate) fn wire_form(&self) -> WireForm {
         self.wire
     }
 
     /// The token to write in a memcached command: always printable ASCII without spaces, at
-    /// most 250 bytes.
-    pub fn wire_token(&self) -> String {
+    /// most 250 bytes. The reference the wire encoder (which writes it straight into its
+    /// buffer) is tested against.
+    #[cfg(test)]
+    pub(crate) fn wire_token(&self) -> String {
         match self.wire {
             WireForm::Text => self
                 .stored
@@ -248,21 +252,23 @@ impl fmt::Display for StoreKey {
 }
 
 /// The parts of a stored key, recovered by [`parse_stored_key`].
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedStoredKey<'a> {
+pub(crate) struct ParsedStoredKey<'a> {
     /// The namespace.
-    pub namespace: &'a [u8],
+    pub(crate) namespace: &'a [u8],
     /// The version.
     pub version: &'a [u8],
     /// The key space's generation (0: never flushed).
     pub generation: u64,
     /// The user key, or its hash.
-    pub tail: KeyTail<'a>,
+    pub(crate) tail: KeyTail<'a>,
 }
 
 /// The end of a stored key.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyTail<'a> {
+pub(crate) enum KeyTail<'a> {
     /// The user key as it was given.
     Plain(&'a [u8]),
     /// The unpadded base64url SHA-256 of a key too long to store as it is.
@@ -270,7 +276,8 @@ pub enum KeyTail<'a> {
 }
 
 /// Parses a stored key back into its parts (the left inverse of [`KeySpace::store_key`]).
-pub fn parse_stored_key(stored: &[u8]) -> Option<ParsedStoredKey<'_>> {
+#[cfg(test)]
+pub(crate) fn parse_stored_key(stored: &[u8]) -> Option<ParsedStoredKey<'_>> {
     let ns_end = stored.iter().position(|&b| b == b':')?;
     let rest = &stored[ns_end + 1..];
     let ver_end = rest.iter().position(|&b| matches!(b, b':' | b'#' | b'~'))?;

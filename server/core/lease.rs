@@ -25,7 +25,7 @@ const NO_INSTANCE: u64 = 0;
 
 /// What a lease holder expects to find when it stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseToken {
+pub(crate) enum LeaseToken {
     /// The item with this CAS value.
     Cas(Cas),
     /// No item.
@@ -35,11 +35,11 @@ pub enum LeaseToken {
 /// Why a lease token is not acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("lease_token is malformed (pass back the token a Get returned, unchanged)")]
-pub struct LeaseTokenError;
+pub(crate) struct LeaseTokenError;
 
 impl LeaseToken {
     /// The opaque bytes handed to callers.
-    pub fn to_bytes(self) -> Vec<u8> {
+    pub(crate) fn to_bytes(self) -> Vec<u8> {
         match self {
             Self::Cas(cas) => {
                 let mut out = Vec::with_capacity(CAS_LEN);
@@ -53,7 +53,7 @@ impl LeaseToken {
     }
 
     /// Reads a token from a request; empty means "no lease".
-    pub fn parse(bytes: &[u8]) -> Result<Option<Self>, LeaseTokenError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Option<Self>, LeaseTokenError> {
         match bytes {
             [] => Ok(None),
             [ABSENT_FORMAT] => Ok(Some(Self::Absent)),

@@ -6,15 +6,15 @@
 use super::key::{KeySpace, LabelError, validate_label};
 
 /// Metadata key choosing the application version.
-pub const VERSION_HEADER: &str = "x-cache-version";
+pub(crate) const VERSION_HEADER: &str = "x-cache-version";
 /// Metadata key choosing the namespace.
-pub const NAMESPACE_HEADER: &str = "x-cache-namespace";
+pub(crate) const NAMESPACE_HEADER: &str = "x-cache-namespace";
 /// Response metadata key set when a read failed open.
-pub const DEGRADED_HEADER: &str = "x-cache-degraded";
+pub(crate) const DEGRADED_HEADER: &str = "x-cache-degraded";
 
 /// Why the call metadata is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MetaError {
+pub(crate) enum MetaError {
     /// A header is present but its value is not acceptable.
     #[error("metadata `{header}`: {reason}")]
     Invalid {
@@ -23,22 +23,40 @@ pub enum MetaError {
         /// What is wrong with it.
         reason: LabelError,
     },
+    /// A header is present more than once: which key space was meant is unknown.
+    #[error("metadata `{header}` must appear at most once")]
+    Repeated {
+        /// The header name.
+        header: &'static str,
+    },
 }
 
-/// Resolves the key space of a call from its (optional) headers and the configured defaults.
-/// A header that is present always wins, and must be valid: an empty `x-cache-namespace`
-/// selects the empty namespace, an empty `x-cache-version` is an error.
-pub fn key_space(
-    version: Option<&[u8]>,
-    namespace: Option<&[u8]>,
+/// The one value of a header that may appear at most once.
+fn single<'a>(header: &'static str, values: &[&'a [u8]]) -> Result<Option<&'a [u8]>, MetaError> {
+    match values {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        _ => Err(MetaError::Repeated { header }),
+    }
+}
+
+/// Resolves the key space of a call from the values of its headers (each may appear at most
+/// once) and the configured defaults. A header that is present always wins, and must be valid:
+/// an empty `x-cache-namespace` selects the empty namespace, an empty `x-cache-version` is an
+/// error.
+pub(crate) fn key_space(
+    versions: &[&[u8]],
+    namespaces: &[&[u8]],
     defaults: &KeySpace,
 ) -> Result<KeySpace, MetaError> {
     let check = |header: &'static str, value: &[u8], allow_empty: bool| {
         validate_label(value, allow_empty).map_err(|reason| MetaError::Invalid { header, reason })
     };
+    let version = single(VERSION_HEADER, versions)?;
     if let Some(v) = version {
         check(VERSION_HEADER, v, false)?;
     }
+    let namespace = single(NAMESPACE_HEADER, namespaces)?;
     if let Some(ns) = namespace {
         check(NAMESPACE_HEADER, ns, true)?;
     }
@@ -61,6 +79,36 @@ mod tests {
 
     fn defaults() -> KeySpace {
         KeySpace::new("shop", "7").expect("valid")
+    }
+
+    /// The values of a header that appears once, or not at all.
+    fn one(value: Option<&[u8]>) -> Vec<&[u8]> {
+        value.into_iter().collect()
+    }
+
+    fn key_space(
+        version: Option<&[u8]>,
+        namespace: Option<&[u8]>,
+        defaults: &KeySpace,
+    ) -> Result<KeySpace, MetaError> {
+        super::key_space(&one(version), &one(namespace), defaults)
+    }
+
+    #[test]
+    fn repeated_headers_are_refused() {
+        let d = defaults();
+        for (versions, namespaces, header) in [
+            (&[&b"1"[..], b"2"][..], &[][..], VERSION_HEADER),
+            (&[b"1", b"1"], &[], VERSION_HEADER),
+            (&[], &[&b"a"[..], b"b"][..], NAMESPACE_HEADER),
+            (&[b"1"], &[b"", b""], NAMESPACE_HEADER),
+        ] {
+            assert_eq!(
+                super::key_space(versions, namespaces, &d),
+                Err(MetaError::Repeated { header }),
+                "{versions:?} {namespaces:?}"
+            );
+        }
     }
 
     #[test]
@@ -117,6 +165,7 @@ mod tests {
                     prop_assert_eq!(space.version().as_bytes(), v.as_deref().unwrap_or(b"7"));
                     prop_assert_eq!(space.namespace().as_bytes(), ns.as_deref().unwrap_or(b"shop"));
                 }
+                Err(MetaError::Repeated { .. }) => prop_assert!(false, "one value each"),
                 Err(MetaError::Invalid { header, .. }) => {
                     let bad_v = v.as_deref().is_some_and(|v| validate_label(v, false).is_err());
                     let bad_ns = ns.as_deref().is_some_and(|n| validate_label(n, true).is_err());

@@ -16,7 +16,7 @@ use super::ttl::fresh_remaining;
 
 /// The outcome of a read, as the API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MintOutcome {
+pub(crate) enum MintOutcome {
     /// A fresh value.
     Hit,
     /// A stale value; someone else is refreshing it.
@@ -31,7 +31,7 @@ pub enum MintOutcome {
 
 impl MintOutcome {
     /// The lower-case name used in logs and metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
             Self::Stale => "stale",
@@ -44,11 +44,11 @@ impl MintOutcome {
 
 /// What a read answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lookup {
+pub(crate) struct Lookup {
     /// The outcome.
-    pub outcome: MintOutcome,
+    pub(crate) outcome: MintOutcome,
     /// The value (for `Hit`, `Stale`, `Refresh`).
-    pub value: Bytes,
+    pub(crate) value: Bytes,
     /// The caller's flags.
     pub flags: u32,
     /// Seconds the value stays fresh (0 if stale, absent, or never expiring).
@@ -61,12 +61,12 @@ pub struct Lookup {
     /// The value is a counter.
     pub counter: bool,
     /// The lease for `Refresh` and `Miss`.
-    pub lease: Option<LeaseToken>,
+    pub(crate) lease: Option<LeaseToken>,
 }
 
 impl Lookup {
     /// Nothing cached, no lease.
-    pub fn miss() -> Self {
+    pub(crate) fn miss() -> Self {
         Self {
             outcome: MintOutcome::Miss,
             value: Bytes::new(),
@@ -102,7 +102,7 @@ impl Lookup {
 
 /// The next step after a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The read is answered.
     Done(Lookup),
     /// The value is past its soft expiry and no election was held: read again with
@@ -174,7 +174,7 @@ fn cas_of(view: &ItemView) -> Cas {
 /// Decides what a read means. `elected` is true for the second read of [`Step::Elect`]: its
 /// answer is final. `cold_miss_protection` is whether this caller asked for it: only such
 /// callers are told to wait (`Pending`) for another caller's fill.
-pub fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool) -> Step {
+pub(crate) fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool) -> Step {
     let Some(view) = view else {
         return Step::Done(Lookup::outcome_only(
             MintOutcome::Miss,
@@ -220,7 +220,7 @@ pub fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool)
 
 /// What a peek found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peek {
+pub(crate) struct Peek {
     /// The answer: never `Refresh`, never a lease.
     pub lookup: Lookup,
     /// The peek's read took the refresh election of an invalidated item (memcached hands the
@@ -231,7 +231,7 @@ pub struct Peek {
 
 /// An election a peek took and must give back (see [`Peek::give_back`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GiveBack {
+pub(crate) struct GiveBack {
     /// The CAS value the item had when the peek read it.
     pub cas: Cas,
     /// Seconds the item stays stale after the re-invalidation.
@@ -240,7 +240,7 @@ pub struct GiveBack {
 
 /// Decides what a peek (a plain read, without `R` or `N`) means: the value and its state,
 /// without taking part in the refresh election.
-pub fn peek(view: Option<ItemView>) -> Peek {
+pub(crate) fn peek(view: Option<ItemView>) -> Peek {
     let done = |lookup| Peek {
         lookup,
         give_back: None,

@@ -10,12 +10,12 @@
 //! - [`auth`]: bearer tokens, admin rights and per-call debug modes;
 //! - [`deadline`]: the `grpc-timeout` header.
 
-pub mod auth;
-pub mod deadline;
-pub mod envelope;
-pub mod item;
-pub mod key;
-pub mod lease;
-pub mod meta;
-pub mod mint;
-pub mod ttl;
+pub(crate) mod auth;
+pub(crate) mod deadline;
+pub(crate) mod envelope;
+pub(crate) mod item;
+pub(crate) mod key;
+pub(crate) mod lease;
+pub(crate) mod meta;
+pub(crate) mod mint;
+pub(crate) mod ttl;

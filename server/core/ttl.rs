@@ -6,13 +6,13 @@
 //! [`memcached_exptime`]).
 
 /// The largest expiry memcached reads as relative seconds; above it, a Unix timestamp.
-pub const MEMCACHED_RELATIVE_MAX: u64 = 60 * 60 * 24 * 30;
+pub(crate) const MEMCACHED_RELATIVE_MAX: u64 = 60 * 60 * 24 * 30;
 /// The longest accepted ttl or grace: 10 years.
-pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
+pub(crate) const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 60 * 60;
 
 /// Why a ttl or grace is not acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TtlError {
+pub(crate) enum TtlError {
     /// Negative seconds.
     #[error("must not be negative, got {0}")]
     Negative(i64),
@@ -27,7 +27,7 @@ pub enum TtlError {
 }
 
 /// Resolves requested seconds: 0 means `default`, negatives and absurd lengths are refused.
-pub fn resolve_seconds(requested: i64, default: u64) -> Result<u64, TtlError> {
+pub(crate) fn resolve_seconds(requested: i64, default: u64) -> Result<u64, TtlError> {
     match requested {
         0 => Ok(default),
         n if n < 0 => Err(TtlError::Negative(n)),
@@ -41,7 +41,7 @@ pub fn resolve_seconds(requested: i64, default: u64) -> Result<u64, TtlError> {
 
 /// How long an item lives from now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Expiry {
+pub(crate) enum Expiry {
     /// This many seconds (at least one).
     After(u64),
     /// Until it is deleted, replaced or evicted.
@@ -51,7 +51,7 @@ pub enum Expiry {
 impl Expiry {
     /// memcached's expiry field for this lifetime: 0 for never, relative seconds up to 30 days,
     /// an absolute Unix time beyond (see [`memcached_exptime`]).
-    pub fn memcached(self, now_unix: u64) -> u64 {
+    pub(crate) fn memcached(self, now_unix: u64) -> u64 {
         match self {
             Self::Never => 0,
             Self::After(ttl) => memcached_exptime(ttl.max(1), now_unix),
@@ -61,7 +61,7 @@ impl Expiry {
 
 /// How long memcached keeps an item: fresh period plus grace, at least one second; never, for
 /// a value that never expires.
-pub fn hard_ttl(ttl: Expiry, grace: u64) -> Expiry {
+pub(crate) fn hard_ttl(ttl: Expiry, grace: u64) -> Expiry {
     match ttl {
         Expiry::Never => Expiry::Never,
         Expiry::After(ttl) => Expiry::After(ttl.saturating_add(grace).max(1)),
@@ -72,7 +72,7 @@ pub fn hard_ttl(ttl: Expiry, grace: u64) -> Expiry {
 ///
 /// Up to 30 days memcached takes relative seconds; beyond, it takes an absolute Unix time (a
 /// relative 40 days would be read as a date in January 1970, expiring the item at once).
-pub fn memcached_exptime(ttl: u64, now_unix: u64) -> u64 {
+pub(crate) fn memcached_exptime(ttl: u64, now_unix: u64) -> u64 {
     if ttl <= MEMCACHED_RELATIVE_MAX {
         ttl
     } else {
@@ -82,7 +82,7 @@ pub fn memcached_exptime(ttl: u64, now_unix: u64) -> u64 {
 
 /// Seconds a value stays fresh, given the remaining hard ttl reported by the store and the
 /// item's grace. `None` once the value is stale.
-pub fn fresh_remaining(hard_remaining: u64, grace: u64) -> Option<u64> {
+pub(crate) fn fresh_remaining(hard_remaining: u64, grace: u64) -> Option<u64> {
     hard_remaining.checked_sub(grace).filter(|&fresh| fresh > 0)
 }
 

@@ -70,7 +70,10 @@ impl From<proto::SetManyItem> for SetArgs {
 }
 
 /// One result of a batched read.
-pub fn get_many_result(key: bytes::Bytes, read: Result<Read, CacheError>) -> proto::GetManyResult {
+pub(crate) fn get_many_result(
+    key: bytes::Bytes,
+    read: Result<Read, CacheError>,
+) -> proto::GetManyResult {
     match read {
         Ok(read) => {
             let r = proto::GetResponse::from(read.lookup);
@@ -104,7 +107,7 @@ fn flag_or_error(result: Result<bool, CacheError>) -> (Option<proto::KeyError>, 
 }
 
 /// One result of a batched store.
-pub fn set_many_result(
+pub(crate) fn set_many_result(
     key: bytes::Bytes,
     stored: Result<bool, CacheError>,
 ) -> proto::SetManyResult {
@@ -113,7 +116,7 @@ pub fn set_many_result(
 }
 
 /// One result of a batched removal.
-pub fn delete_many_result(
+pub(crate) fn delete_many_result(
     key: bytes::Bytes,
     deleted: Result<bool, CacheError>,
 ) -> proto::DeleteManyResult {

@@ -1,9 +1,9 @@
 //! The gRPC surface: the generated `mintcache.v1` code, the tonic service, proto <-> domain
-//! conversion ([`convert`]) and the single error-to-status mapping ([`status`]).
+//! conversion (`convert`) and the single error-to-status mapping (`status`).
 
-pub mod convert;
-pub mod service;
-pub mod status;
+pub(crate) mod convert;
+pub(crate) mod service;
+pub(crate) mod status;
 
 /// Generated protobuf types and server stubs of `mintcache.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -15,4 +15,4 @@ pub mod proto {
         tonic::include_file_descriptor_set!("mintcache_descriptor");
 }
 
-pub use service::CacheService;
+pub(crate) use service::CacheService;

@@ -16,13 +16,13 @@ use crate::core::meta::DEGRADED_HEADER;
 use crate::store::Store;
 
 /// The gRPC service.
-pub struct CacheService<S> {
+pub(crate) struct CacheService<S> {
     cache: Arc<MintCache<S>>,
 }
 
 impl<S> CacheService<S> {
     /// Serves `cache`.
-    pub fn new(cache: Arc<MintCache<S>>) -> Self {
+    pub(crate) fn new(cache: Arc<MintCache<S>>) -> Self {
         Self { cache }
     }
 }

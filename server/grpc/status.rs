@@ -1,10 +1,13 @@
-//! The one place where domain errors become gRPC statuses. Backend details stay in the logs:
-//! statuses carry a clear message for the caller and nothing about memcached's internals.
+//! The one place where errors become the statuses callers see: the handlers' domain errors,
+//! and the refusals of the request path's layers (authentication, load shedding, deadlines).
+//! Backend details stay in the logs: statuses carry a clear message for the caller and nothing
+//! about memcached's internals.
 
 use tonic::{Code, Status};
 
 use super::proto;
 use crate::cache::CacheError;
+use crate::core::auth::AuthError;
 use crate::core::meta::MetaError;
 
 impl From<CacheError> for Status {
@@ -34,8 +37,33 @@ impl From<MetaError> for Status {
     }
 }
 
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::AuthorizationTooLong
+            | AuthError::MalformedAuthorization
+            | AuthError::UnknownToken
+            | AuthError::MissingToken => Status::unauthenticated(e.to_string()),
+            AuthError::DebugNotAllowed => Status::permission_denied(e.to_string()),
+            AuthError::BadDebugValue => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+/// A call refused because `server.max_concurrent_calls` calls are being served.
+pub(crate) fn shed() -> Status {
+    Status::resource_exhausted(
+        "server is at its concurrency limit (server.max_concurrent_calls); retry with backoff",
+    )
+}
+
+/// A call whose `grpc-timeout` ran out before it was answered.
+pub(crate) fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("deadline exceeded")
+}
+
 /// The per-key error of a batched call.
-pub fn key_error(e: CacheError) -> proto::KeyError {
+pub(crate) fn key_error(e: CacheError) -> proto::KeyError {
     let status = Status::from(e);
     proto::KeyError {
         code: status.code() as i32,
@@ -44,7 +72,7 @@ pub fn key_error(e: CacheError) -> proto::KeyError {
 }
 
 /// The status of a call whose metadata layer did not run (a wiring bug, never a client error).
-pub fn missing_call_meta() -> Status {
+pub(crate) fn missing_call_meta() -> Status {
     tracing::error!("call context missing: a request-path layer is not wired");
     Status::new(Code::Internal, "internal error")
 }
@@ -63,6 +91,34 @@ mod tests {
         assert_eq!(status.code(), Code::Unavailable);
         assert!(!status.message().contains("10.1.2.3"));
         assert!(!status.message().contains("SERVER_ERROR"));
+    }
+
+    #[test]
+    fn refusals_of_the_request_path() {
+        assert_eq!(
+            Status::from(AuthError::UnknownToken).code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            Status::from(AuthError::MissingToken).code(),
+            Code::Unauthenticated
+        );
+        assert_eq!(
+            Status::from(AuthError::DebugNotAllowed).code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            Status::from(AuthError::BadDebugValue).code(),
+            Code::InvalidArgument
+        );
+        assert_eq!(shed().code(), Code::ResourceExhausted);
+        assert!(shed().message().contains("server.max_concurrent_calls"));
+        assert_eq!(deadline_exceeded().code(), Code::DeadlineExceeded);
+        let repeated = Status::from(MetaError::Repeated {
+            header: "x-cache-version",
+        });
+        assert_eq!(repeated.code(), Code::InvalidArgument);
+        assert!(repeated.message().contains("x-cache-version"));
     }
 
     #[test]

@@ -3,11 +3,9 @@
 //! debug mode in the response (`x-cache-debug-applied`). The decisions are the pure
 //! [`AuthPolicy::authorize`]; this layer only gathers its inputs.
 //!
-//! It is a tower layer rather than an interceptor because it writes response metadata. Other
-//! services (health, reflection) pass through untouched. Tokens are never logged.
+//! It is a tower layer rather than an interceptor because it writes response metadata. It
+//! wraps the Cache service only (health and reflection stay open). Tokens are never logged.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,22 +13,20 @@ use http::HeaderValue;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
-use super::is_cache_call;
-
+use super::{BoxFuture, answer_now};
 use crate::core::auth::{
-    AUTHORIZATION_HEADER, AuthError, AuthPolicy, DEBUG_APPLIED_HEADER, DEBUG_HEADER, Grant,
-    Presented,
+    AUTHORIZATION_HEADER, AuthPolicy, DEBUG_APPLIED_HEADER, DEBUG_HEADER, Grant, Presented,
 };
 
 /// Adds [`AuthService`] around a service.
 #[derive(Clone, Debug)]
-pub struct AuthLayer {
+pub(crate) struct AuthLayer {
     policy: Arc<AuthPolicy>,
 }
 
 impl AuthLayer {
     /// Enforces `policy`.
-    pub fn new(policy: AuthPolicy) -> Self {
+    pub(crate) fn new(policy: AuthPolicy) -> Self {
         Self {
             policy: Arc::new(policy),
         }
@@ -50,7 +46,7 @@ impl<S> Layer<S> for AuthLayer {
 
 /// See the module documentation.
 #[derive(Clone, Debug)]
-pub struct AuthService<S> {
+pub(crate) struct AuthService<S> {
     inner: S,
     policy: Arc<AuthPolicy>,
 }
@@ -66,27 +62,17 @@ fn peer_subject<B>(request: &http::Request<B>) -> Option<String> {
     Some(cert.subject().to_string())
 }
 
-fn status_of(e: AuthError) -> tonic::Status {
-    match e {
-        AuthError::AuthorizationTooLong
-        | AuthError::MalformedAuthorization
-        | AuthError::UnknownToken
-        | AuthError::MissingToken => tonic::Status::unauthenticated(e.to_string()),
-        AuthError::DebugNotAllowed => tonic::Status::permission_denied(e.to_string()),
-        AuthError::BadDebugValue => tonic::Status::invalid_argument(e.to_string()),
-    }
-}
-
 impl<S, B, R> Service<http::Request<B>> for AuthService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     B: Send + 'static,
     R: Default + Send + 'static,
 {
     type Response = http::Response<R>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -96,9 +82,6 @@ where
         // The clone is the one that was not polled ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !is_cache_call(&request) {
-            return Box::pin(inner.call(request));
-        }
         let headers = request.headers();
         let authorization: Vec<&[u8]> = headers
             .get_all(AUTHORIZATION_HEADER)
@@ -120,8 +103,7 @@ where
             Ok(grant) => grant,
             Err(e) => {
                 tracing::debug!(path = request.uri().path(), reason = %e, "call refused");
-                let response = status_of(e).into_http::<R>();
-                return Box::pin(async move { Ok(response) });
+                return answer_now(e.into());
             }
         };
         request.extensions_mut().insert(grant);

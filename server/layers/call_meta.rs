@@ -1,32 +1,85 @@
-//! The call metadata interceptor: turns the per-call key space headers into a [`KeySpace`]
-//! request extension, using the pure parser in [`crate::core::meta`].
+//! The call metadata layer: turns the per-call key space headers (`x-cache-version`,
+//! `x-cache-namespace`) into a [`KeySpace`] request extension for the handlers, using the pure
+//! parser in [`crate::core::meta`]. A header sent twice is refused, never resolved by picking
+//! one.
+//!
+//! A tower layer rather than a tonic interceptor: the layers around it answer refusals with
+//! the same body type as the service.
 
-use tonic::service::Interceptor;
-use tonic::{Request, Status};
+use std::task::{Context, Poll};
 
+use tower::{Layer, Service};
+
+use super::{BoxFuture, answer_now};
 use crate::core::key::KeySpace;
 use crate::core::meta::{self, NAMESPACE_HEADER, VERSION_HEADER};
 
-/// Attaches the call's [`KeySpace`] to every request.
+/// Adds [`CallMetaService`] around a service.
 #[derive(Clone, Debug)]
-pub struct CallMetaInterceptor {
+pub(crate) struct CallMetaLayer {
     defaults: KeySpace,
 }
 
-impl CallMetaInterceptor {
+impl CallMetaLayer {
     /// Uses `defaults` for calls that name no version or namespace.
-    pub fn new(defaults: KeySpace) -> Self {
+    pub(crate) fn new(defaults: KeySpace) -> Self {
         Self { defaults }
     }
 }
 
-impl Interceptor for CallMetaInterceptor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let md = request.metadata();
-        let version = md.get(VERSION_HEADER).map(|v| v.as_bytes());
-        let namespace = md.get(NAMESPACE_HEADER).map(|v| v.as_bytes());
-        let space = meta::key_space(version, namespace, &self.defaults)?;
-        request.extensions_mut().insert(space);
-        Ok(request)
+impl<S> Layer<S> for CallMetaLayer {
+    type Service = CallMetaService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CallMetaService {
+            inner,
+            defaults: self.defaults.clone(),
+        }
+    }
+}
+
+/// Attaches the call's [`KeySpace`] to every request.
+#[derive(Clone, Debug)]
+pub(crate) struct CallMetaService<S> {
+    inner: S,
+    defaults: KeySpace,
+}
+
+impl<S, B, R> Service<http::Request<B>> for CallMetaService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    R: Default + Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The clone is the one that was not polled ready; keep the ready one for this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let headers = request.headers();
+        let all = |name| -> Vec<&[u8]> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(http::HeaderValue::as_bytes)
+                .collect()
+        };
+        let space = meta::key_space(&all(VERSION_HEADER), &all(NAMESPACE_HEADER), &self.defaults);
+        match space {
+            Ok(space) => {
+                request.extensions_mut().insert(space);
+                Box::pin(inner.call(request))
+            }
+            Err(e) => answer_now(e.into()),
+        }
     }
 }

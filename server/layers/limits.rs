@@ -6,32 +6,42 @@
 //!   (`DEADLINE_EXCEEDED`); dropping it cancels its memcached operation, whose connection is
 //!   then discarded by the pool.
 //!
-//! Health and reflection calls are exempt: an overloaded server must still answer its probes.
+//! Both wrap the Cache service only: an overloaded server must still answer its probes.
+//!
+//! A deadline counts from the moment the call reached the server, stamped by
+//! [`ReceivedAtLayer`] around the whole server. The layers of the Cache service only see the
+//! call when its task first runs (the router hands it over then), which under load is
+//! measurably later; tonic itself starts its own `grpc-timeout` timer on arrival, and the
+//! service's own timer must run out first so that the answer is `DEADLINE_EXCEEDED`.
+//!
+//! Why not tonic's own: `Server::concurrency_limit_per_connection` limits each connection, not
+//! the server, and queues calls (with `load_shed`, it answers "Too many active requests for the
+//! connection", which names no setting); `Server::timeout` and tonic's built-in `grpc-timeout`
+//! handling answer `CANCELLED` "Timeout expired" rather than `DEADLINE_EXCEEDED`, and apply to
+//! health and reflection too. The statuses these layers answer are in [`crate::grpc::status`].
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::is_cache_call;
+use super::{BoxFuture, answer_now};
 use crate::core::deadline::{budget, parse_grpc_timeout};
+use crate::grpc::status;
 use crate::metrics::Metrics;
-
-type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 /// See the module documentation.
 #[derive(Clone, Debug)]
-pub struct ConcurrencyLayer {
+pub(crate) struct ConcurrencyLayer {
     permits: Arc<Semaphore>,
     metrics: Metrics,
 }
 
 impl ConcurrencyLayer {
     /// Serves at most `max` calls at once.
-    pub fn new(max: usize, metrics: Metrics) -> Self {
+    pub(crate) fn new(max: usize, metrics: Metrics) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max)),
             metrics,
@@ -53,7 +63,7 @@ impl<S> Layer<S> for ConcurrencyLayer {
 
 /// See [`ConcurrencyLayer`].
 #[derive(Clone, Debug)]
-pub struct ConcurrencyService<S> {
+pub(crate) struct ConcurrencyService<S> {
     inner: S,
     permits: Arc<Semaphore>,
     metrics: Metrics,
@@ -63,6 +73,7 @@ impl<S, B, R> Service<http::Request<B>> for ConcurrencyService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     B: Send + 'static,
     R: Default + Send + 'static,
 {
@@ -77,16 +88,9 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !is_cache_call(&request) {
-            return Box::pin(inner.call(request));
-        }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             self.metrics.shed();
-            let status = tonic::Status::resource_exhausted(
-                "server is at its concurrency limit (server.max_concurrent_calls); retry with backoff",
-            );
-            let response = status.into_http::<R>();
-            return Box::pin(async move { Ok(response) });
+            return answer_now(status::shed());
         };
         let future = inner.call(request);
         Box::pin(async move {
@@ -99,7 +103,7 @@ where
 
 /// See the module documentation.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DeadlineLayer;
+pub(crate) struct DeadlineLayer;
 
 impl<S> Layer<S> for DeadlineLayer {
     type Service = DeadlineService<S>;
@@ -111,14 +115,55 @@ impl<S> Layer<S> for DeadlineLayer {
 
 /// See [`DeadlineLayer`].
 #[derive(Clone, Debug)]
-pub struct DeadlineService<S> {
+pub(crate) struct DeadlineService<S> {
     inner: S,
+}
+
+/// When a call reached the server (a request extension).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReceivedAt(Instant);
+
+/// Stamps every request with [`ReceivedAt`]; nothing else. See the module documentation.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReceivedAtLayer;
+
+impl<S> Layer<S> for ReceivedAtLayer {
+    type Service = ReceivedAtService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ReceivedAtService { inner }
+    }
+}
+
+/// See [`ReceivedAtLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct ReceivedAtService<S> {
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for ReceivedAtService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(ReceivedAt(Instant::now()));
+        self.inner.call(request)
+    }
 }
 
 impl<S, B, R> Service<http::Request<B>> for DeadlineService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     B: Send + 'static,
     R: Default + Send + 'static,
 {
@@ -137,15 +182,17 @@ where
             .headers()
             .get("grpc-timeout")
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        let received = request
+            .extensions()
+            .get::<ReceivedAt>()
+            .map_or_else(Instant::now, |r| r.0);
         let future = inner.call(request);
         match timeout {
             None => Box::pin(future),
             Some(timeout) => Box::pin(async move {
-                match tokio::time::timeout(budget(timeout), future).await {
+                match tokio::time::timeout_at(received + budget(timeout), future).await {
                     Ok(response) => response,
-                    Err(_) => {
-                        Ok(tonic::Status::deadline_exceeded("deadline exceeded").into_http::<R>())
-                    }
+                    Err(_) => Ok(status::deadline_exceeded().into_http::<R>()),
                 }
             }),
         }

@@ -1,55 +1,86 @@
-//! Request-path layers around the gRPC services, built in one place ([`stack`]).
+//! The Cache service's request path, put around the service in one place
+//! ([`cache_service`]), outermost first:
 //!
 //! - [`telemetry`]: a span and request metrics per call;
 //! - [`limits`]: global concurrency limit with load shedding, and `grpc-timeout` deadlines;
 //! - [`auth`]: bearer tokens, TLS client certificates, admin-only debug modes;
-//! - [`call_meta`]: the per-call key space (`x-cache-version`, `x-cache-namespace`), as an
-//!   interceptor on the Cache service.
+//! - [`call_meta`]: the per-call key space (`x-cache-version`, `x-cache-namespace`).
 //!
-//! The tower layers only act on `mintcache.v1.Cache` calls; health and reflection pass through.
+//! The layers wrap the Cache service, not the server: health and reflection are added beside
+//! it, so no layer ever sees them. An overloaded server still answers its probes, and they
+//! need no token. The one exception is a timestamp: [`limits::ReceivedAtLayer`] notes when
+//! each call arrived, before routing, for the deadlines.
 
-pub mod auth;
-pub mod call_meta;
-pub mod limits;
-pub mod telemetry;
+pub(crate) mod auth;
+pub(crate) mod call_meta;
+pub(crate) mod limits;
+pub(crate) mod telemetry;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tonic::service::{LayerExt as _, Layered};
 use tower::ServiceBuilder;
-use tower::layer::util::{Identity, Stack};
 
-use crate::core::auth::AuthPolicy;
+use crate::cache::MintCache;
+use crate::config::Settings;
+use crate::grpc::CacheService;
+use crate::grpc::proto::cache_server::CacheServer;
 use crate::metrics::Metrics;
+use crate::store::Store;
 
-/// Path prefix of the Cache service's calls.
-pub const CACHE_PATH_PREFIX: &str = "/mintcache.v1.Cache/";
+/// The future of the layers' services.
+pub(crate) type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-/// Whether a request is a call of the Cache service.
-pub fn is_cache_call<B>(request: &http::Request<B>) -> bool {
-    request.uri().path().starts_with(CACHE_PATH_PREFIX)
+/// A layer's answer that does not reach the service: `status`, at once.
+pub(crate) fn answer_now<R, E>(status: tonic::Status) -> BoxFuture<http::Response<R>, E>
+where
+    R: Default + Send + 'static,
+    E: Send + 'static,
+{
+    Box::pin(std::future::ready(Ok(status.into_http::<R>())))
 }
 
-/// The layers of the request path, outermost first.
-pub type Layers = Stack<
-    auth::AuthLayer,
-    Stack<
-        limits::DeadlineLayer,
-        Stack<limits::ConcurrencyLayer, Stack<telemetry::TelemetryLayer, Identity>>,
+/// The generated Cache service over the handlers.
+type Handlers<S> = CacheServer<CacheService<S>>;
+
+/// The Cache service with its whole request path.
+pub(crate) type CacheStack<S> = Layered<
+    telemetry::TelemetryService<
+        limits::ConcurrencyService<
+            limits::DeadlineService<auth::AuthService<call_meta::CallMetaService<Handlers<S>>>>,
+        >,
     >,
+    Handlers<S>,
 >;
 
-/// Builds the request path's layers.
-pub fn stack(
-    max_concurrent_calls: usize,
-    policy: AuthPolicy,
+/// The Cache service over `cache`, with its request path.
+pub(crate) fn cache_service<S: Store>(
+    cache: Arc<MintCache<S>>,
+    settings: &Settings,
     metrics: Metrics,
-) -> ServiceBuilder<Layers> {
+) -> CacheStack<S> {
+    let max_message = settings.server.max_message_bytes;
+    let handlers = CacheServer::new(CacheService::new(cache))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     ServiceBuilder::new()
         // A span and request metrics for every call, shed or refused ones included.
         .layer(telemetry::TelemetryLayer::new(metrics.clone()))
         // Refuse at once (RESOURCE_EXHAUSTED) beyond the concurrency limit: no unbounded queue.
-        .layer(limits::ConcurrencyLayer::new(max_concurrent_calls, metrics))
+        .layer(limits::ConcurrencyLayer::new(
+            settings.server.max_concurrent_calls,
+            metrics,
+        ))
         // Abandon calls whose grpc-timeout ran out (DEADLINE_EXCEEDED), cancelling their
         // memcached operations.
         .layer(limits::DeadlineLayer)
         // Who the caller is; admin-only debug modes (UNAUTHENTICATED, PERMISSION_DENIED).
-        .layer(auth::AuthLayer::new(policy))
+        .layer(auth::AuthLayer::new(settings.auth.clone()))
+        // The call's key space, for the handlers (INVALID_ARGUMENT for bad metadata).
+        .layer(call_meta::CallMetaLayer::new(
+            settings.cache.default_space.clone(),
+        ))
+        .named_layer(handlers)
 }

@@ -5,8 +5,6 @@
 //! A W3C `traceparent` in the request metadata makes it a child of the caller's span, and the
 //! memcached calls made for the request are its children.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -15,12 +13,13 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::{CACHE_PATH_PREFIX, is_cache_call};
+use super::BoxFuture;
 use crate::core::mint::MintOutcome;
+use crate::grpc::proto::cache_server::SERVICE_NAME;
 use crate::metrics::Metrics;
 
 /// The RPCs of `mintcache.v1.Cache`, as metric and span labels (a closed set, so label
-/// cardinality stays bounded whatever path a client sends).
+/// cardinality stays bounded whatever path a client sends; a test keeps it equal to the API's).
 const RPCS: &[&str] = &[
     "Get",
     "Set",
@@ -35,8 +34,13 @@ const RPCS: &[&str] = &[
     "Flush",
 ];
 
+/// The RPC of a Cache call's path (`/mintcache.v1.Cache/Get`), or `unknown`.
 fn rpc_name(path: &str) -> &'static str {
-    let method = path.strip_prefix(CACHE_PATH_PREFIX).unwrap_or_default();
+    let method = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(SERVICE_NAME))
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or_default();
     RPCS.iter()
         .find(|r| **r == method)
         .copied()
@@ -44,7 +48,7 @@ fn rpc_name(path: &str) -> &'static str {
 }
 
 /// The name of a gRPC status code, as in the gRPC specification.
-pub fn code_name(code: tonic::Code) -> &'static str {
+fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",
@@ -82,13 +86,13 @@ impl Extractor for HeaderExtractor<'_> {
 
 /// See the module documentation.
 #[derive(Clone, Debug)]
-pub struct TelemetryLayer {
+pub(crate) struct TelemetryLayer {
     metrics: Metrics,
 }
 
 impl TelemetryLayer {
     /// Records into `metrics`.
-    pub fn new(metrics: Metrics) -> Self {
+    pub(crate) fn new(metrics: Metrics) -> Self {
         Self { metrics }
     }
 }
@@ -106,7 +110,7 @@ impl<S> Layer<S> for TelemetryLayer {
 
 /// See [`TelemetryLayer`].
 #[derive(Clone, Debug)]
-pub struct TelemetryService<S> {
+pub(crate) struct TelemetryService<S> {
     inner: S,
     metrics: Metrics,
 }
@@ -124,12 +128,13 @@ impl<S, B, R> Service<http::Request<B>> for TelemetryService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     B: Send + 'static,
     R: Send + 'static,
 {
     type Response = http::Response<R>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -138,16 +143,13 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if !is_cache_call(&request) {
-            return Box::pin(inner.call(request));
-        }
         let rpc = rpc_name(request.uri().path());
         let span = tracing::info_span!(
             "grpc.request",
-            otel.name = %format_args!("mintcache.v1.Cache/{rpc}"),
+            otel.name = %format_args!("{SERVICE_NAME}/{rpc}"),
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.service = "mintcache.v1.Cache",
+            rpc.service = SERVICE_NAME,
             rpc.method = rpc,
             rpc.grpc.status_code = tracing::field::Empty,
             mintcache.outcome = tracing::field::Empty,
@@ -189,6 +191,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rpc_list_is_the_apis() {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(crate::grpc::proto::FILE_DESCRIPTOR_SET)
+            .expect("the generated descriptor set decodes");
+        let service = set
+            .file
+            .iter()
+            .filter(|f| f.package() == "mintcache.v1")
+            .flat_map(|f| f.service.iter())
+            .find(|s| format!("mintcache.v1.{}", s.name()) == SERVICE_NAME)
+            .expect("the Cache service is in the descriptor set");
+        let mut api: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+        let mut listed = RPCS.to_vec();
+        api.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, api);
+    }
 
     #[test]
     fn rpc_names_are_a_closed_set() {

@@ -4,6 +4,9 @@
 //! replicas. Each operation runs [`crate::core::item`]'s rules inside moka's per-key atomic
 //! `and_compute_with`, so concurrent readers of one key see the same single election that
 //! memcached would hold.
+//!
+//! Time comes from a [`Clock`]: the item rules decide what has expired at the clock's `now`,
+//! and moka only reclaims the memory of expired items.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +17,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 
 use super::{Store, StoreError};
+use crate::clock::Clock;
 use crate::core::item::{
     self, Cas, Change, Create, GetOpts, IncrStatus, Item, ItemView, Write, WriteStatus,
 };
@@ -24,26 +28,33 @@ const ENTRY_OVERHEAD: u32 = 64;
 
 /// The in-process store.
 #[derive(Clone)]
-pub struct EmbeddedStore {
+pub(crate) struct EmbeddedStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     items: Cache<bytes::Bytes, Arc<Item>>,
     epoch: Instant,
+    clock: Clock,
     cas: AtomicU64,
     /// This store's identity in CAS values (see [`Cas`]): a new one each time the process
     /// starts, as a restarted memcached would have.
     instance: u64,
 }
 
-/// Expires each entry at its own `expires_at`.
+/// Reclaims each entry at its own `expires_at`.
 struct ItemExpiry {
     epoch: Instant,
+    /// A manual clock's time is not moka's (which is the system's): entries are then only
+    /// evicted for space, never early by moka's reckoning; the item rules hide expired ones.
+    manual: bool,
 }
 
 impl ItemExpiry {
     fn until(&self, item: &Item, at: Instant) -> Option<Duration> {
+        if self.manual {
+            return None;
+        }
         let expires_at = item.expires_at?;
         let now_ms =
             u64::try_from(at.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
@@ -73,9 +84,10 @@ impl Expiry<bytes::Bytes, Arc<Item>> for ItemExpiry {
 }
 
 impl EmbeddedStore {
-    /// A store holding at most about `max_bytes` of keys and values.
-    pub fn new(max_bytes: u64) -> Self {
+    /// A store holding at most about `max_bytes` of keys and values, reading time from `clock`.
+    pub(crate) fn new(max_bytes: u64, clock: Clock) -> Self {
         let epoch = Instant::now();
+        let manual = matches!(clock, Clock::Manual(_));
         let items = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &bytes::Bytes, v: &Arc<Item>| {
@@ -84,20 +96,27 @@ impl EmbeddedStore {
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD)
             })
-            .expire_after(ItemExpiry { epoch })
+            .expire_after(ItemExpiry { epoch, manual })
             .build();
         Self {
             inner: Arc::new(Inner {
                 items,
                 epoch,
+                clock,
                 cas: AtomicU64::new(1),
                 instance: fastrand::u64(1..),
             }),
         }
     }
 
+    /// Milliseconds since the store was made, by its clock.
     fn now(&self) -> u64 {
-        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        match &self.inner.clock {
+            Clock::System => {
+                u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+            }
+            Clock::Manual(clock) => clock.elapsed_ms(),
+        }
     }
 
     fn next_cas(&self) -> u64 {
@@ -133,10 +152,6 @@ impl EmbeddedStore {
 }
 
 impl Store for EmbeddedStore {
-    fn kind(&self) -> &'static str {
-        "embedded"
-    }
-
     async fn probe(&self) -> bool {
         true
     }

@@ -11,15 +11,15 @@ use futures_util::future::join_all;
 use crate::core::item::{Cas, Create, GetOpts, IncrStatus, ItemView, Write, WriteStatus};
 use crate::core::key::StoreKey;
 
-pub mod embedded;
-pub mod memcached;
+pub(crate) mod embedded;
+pub(crate) mod memcached;
 
-pub use embedded::EmbeddedStore;
-pub use memcached::MemcachedStore;
+pub(crate) use embedded::EmbeddedStore;
+pub(crate) use memcached::MemcachedStore;
 
 /// A backend failure. Messages name the node, never keys or values.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// No connection could be had to the node in time.
     #[error("memcached {node}: cannot connect: {reason}")]
     Connect {
@@ -68,7 +68,7 @@ pub enum StoreError {
 
 /// Why a memcached server refused one command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The item is larger than the server's item size limit (memcached `-I`).
     #[error("object too large for the server's item size limit")]
     TooLarge,
@@ -82,7 +82,7 @@ pub enum Refusal {
 
 impl StoreError {
     /// A short name of the kind of failure, for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Connect { .. } => "connect",
             Self::Timeout { .. } => "timeout",
@@ -96,7 +96,7 @@ impl StoreError {
     /// Whether the failure says something about the server (it is down, hung, or not
     /// memcached), and so counts towards ejecting it. A broken connection, or a refusal of one
     /// item, does not.
-    pub fn counts_against_server(&self) -> bool {
+    pub(crate) fn counts_against_server(&self) -> bool {
         matches!(
             self,
             Self::Connect { .. } | Self::Timeout { .. } | Self::Protocol { .. }
@@ -106,22 +106,19 @@ impl StoreError {
 
 /// Connection pool usage of one memcached server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolStats {
+pub(crate) struct PoolStats {
     /// The server.
-    pub node: String,
+    pub(crate) node: String,
     /// Connections lent out.
-    pub in_use: usize,
+    pub(crate) in_use: usize,
     /// Connections in the pool.
-    pub idle: usize,
+    pub(crate) idle: usize,
     /// Callers waiting for a connection.
-    pub waiting: usize,
+    pub(crate) waiting: usize,
 }
 
 /// What the mint logic needs from a backend.
-pub trait Store: Send + Sync + 'static {
-    /// A short name for logs (`memcached`, `embedded`).
-    fn kind(&self) -> &'static str;
-
+pub(crate) trait Store: Send + Sync + 'static {
     /// Whether the backend can serve (for memcached: at least one server answers).
     fn probe(&self) -> impl Future<Output = bool> + Send;
 

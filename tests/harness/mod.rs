@@ -1,16 +1,23 @@
-//! Test harness: real memcached processes on free loopback ports, mintcache servers (in-process
-//! or as the real binary), and gRPC clients. memcached missing is a test failure, never a skip.
+//! Test harness: real memcached processes on loopback ports, mintcache servers (in this process,
+//! or the real binary as a child process) on ports they bind themselves, stand-ins for servers
+//! that hang or are down, gRPC clients, and waits on observable state. memcached missing is a
+//! test failure, never a skip.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod calls;
+pub mod cases;
 pub mod pki;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{Shutdown, SocketAddr, TcpListener as StdListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mintcache::clock::Clock;
 use mintcache::config::Config;
 use mintcache_client::proto::cache_client::CacheClient;
 use mintcache_client::{NAMESPACE_HEADER, VERSION_HEADER};
@@ -21,16 +28,12 @@ use tonic::transport::Channel;
 /// not turn reads into fail-open misses. Tests about timeouts set their own.
 pub const TEST_MEMCACHED_TIMEOUT_MS: u64 = 5000;
 
-/// How long a process gets to start answering.
-const STARTUP: Duration = Duration::from_secs(10);
+/// How long a process gets to start answering, and a wait to see its state change: bounds on
+/// waiting for something that is broken, never measures of speed.
+const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
+/// How often waits look at the state they wait for.
+const POLL: Duration = Duration::from_millis(20);
 
 fn running_as_root() -> bool {
     Command::new("id")
@@ -40,38 +43,85 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited during startup: {status}");
-        }
+/// A loopback port nothing listens on right now: for tests of calling a port where nothing
+/// listens, and for programs that cannot bind port 0 and report the port they got (memcached),
+/// which must cope with losing it to another process, as [`Memcached::start`] does. Servers of
+/// our own bind port 0 instead.
+pub fn closed_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Waits (blocking) until `check` holds, failing with `what` and `describe()` after
+/// [`PATIENCE`].
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool, describe: impl FnOnce() -> String) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
         assert!(
             Instant::now() < deadline,
-            "{what} did not listen on port {port} within {STARTUP:?}"
+            "timed out waiting for {what}; {}",
+            describe()
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(POLL);
     }
 }
 
-/// A memcached process on a free port, killed on drop.
+/// Waits until `check` resolves to true.
+pub async fn wait_for<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for_or(what, check, || async { String::new() }).await;
+}
+
+/// Waits until `check` resolves to true, failing with `describe()` after [`PATIENCE`].
+pub async fn wait_for_or<F, Fut, D, DFut>(what: &str, mut check: F, describe: D)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+    D: FnOnce() -> DFut,
+    DFut: std::future::Future<Output = String>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !check().await {
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}; {}", describe().await);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A memcached process on a loopback port, killed on drop.
 pub struct Memcached {
     child: Option<Child>,
     pub port: u16,
 }
 
 impl Memcached {
-    /// Starts `memcached` (64 MiB, TCP only, loopback). Panics with instructions when the
-    /// binary is missing: these tests must fail, not skip, without memcached.
+    /// Starts `memcached` (64 MiB, TCP only, loopback) on a port nobody uses, trying another
+    /// port if another process takes it first. Panics with instructions when the binary is
+    /// missing: these tests must fail, not skip, without memcached.
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(closed_port()) {
+                Ok(memcached) => return memcached,
+                Err(why) => last = why,
+            }
+        }
+        panic!("memcached did not start on any of 5 ports; last: {last}")
     }
 
     /// Starts memcached on a given port (e.g. to restart one that was stopped).
     pub fn start_on(port: u16) -> Self {
+        Self::try_start(port).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Starts memcached on `port`; ready once the memcached answering there is this one.
+    fn try_start(port: u16) -> Result<Self, String> {
         let mut cmd = Command::new("memcached");
         cmd.args([
             "-l",
@@ -88,17 +138,32 @@ impl Memcached {
         if running_as_root() {
             cmd.args(["-u", "root"]);
         }
-        let mut child = cmd
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start memcached ({e}); install it (apt-get install memcached) — see README")
             });
-        wait_for_port(port, &mut child, "memcached");
-        Self {
+        let mut memcached = Self {
             child: Some(child),
             port,
+        };
+        let pid = memcached.child.as_ref().map(Child::id).unwrap_or_default();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(Ok(Some(status))) = memcached.child.as_mut().map(Child::try_wait) {
+                memcached.child = None;
+                return Err(format!("memcached on port {port} exited: {status}"));
+            }
+            // Someone else's memcached may hold the port: only ours reports our pid.
+            if memcached.try_stats().and_then(|s| s.get("pid").cloned()) == Some(pid.to_string()) {
+                return Ok(memcached);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("memcached did not answer on port {port}"));
+            }
+            std::thread::sleep(POLL);
         }
     }
 
@@ -107,23 +172,27 @@ impl Memcached {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The output of memcached's `stats` command.
-    pub fn stats(&self) -> HashMap<String, String> {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to memcached");
-        stream.write_all(b"stats\r\n").expect("write stats");
+    fn try_stats(&self) -> Option<HashMap<String, String>> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(PATIENCE)).ok()?;
+        stream.write_all(b"stats\r\n").ok()?;
         let mut stats = HashMap::new();
         for line in BufReader::new(stream).lines() {
-            let line = line.expect("read stats");
+            let line = line.ok()?;
             if line == "END" {
-                break;
+                return Some(stats);
             }
             let mut parts = line.splitn(3, ' ');
             if let (Some("STAT"), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next()) {
                 stats.insert(k.to_owned(), v.to_owned());
             }
         }
-        stats
+        None
+    }
+
+    /// The output of memcached's `stats` command.
+    pub fn stats(&self) -> HashMap<String, String> {
+        self.try_stats().expect("memcached answers stats")
     }
 
     /// Items currently stored, not counting the marker mintcache keeps in every server it
@@ -173,6 +242,132 @@ impl Drop for Memcached {
     }
 }
 
+/// A memcached stand-in that accepts connections and never answers: a hung server. The
+/// connections it holds close when it is [released](HungNode::release), which fails the
+/// operations waiting on them at once: tests end a slow call when they choose, not when a
+/// timer says.
+pub struct HungNode {
+    addr: SocketAddr,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+    stopping: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl HungNode {
+    pub fn start() -> Self {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (held, stopping) = (held.clone(), stopping.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if let Ok(stream) = stream {
+                        held.lock().expect("lock").push(stream);
+                    }
+                }
+            })
+        };
+        Self {
+            addr,
+            held,
+            stopping,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Closes every connection held so far (later ones hang again).
+    pub fn release(&self) {
+        for stream in self.held.lock().expect("lock").drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for HungNode {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wakes the acceptor, which then sees it must stop.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        self.release();
+    }
+}
+
+/// A port where a server was: it accepts connections and closes them at once, counting them.
+/// Callers see a server that is down; the count tells how often they tried.
+pub struct ClosedDoor {
+    port: u16,
+    knocks: Arc<AtomicUsize>,
+    stopping: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl ClosedDoor {
+    /// Takes over `port` (whose server has stopped).
+    pub fn on(port: u16) -> Self {
+        let listener = StdListener::bind(("127.0.0.1", port)).expect("take over the port");
+        let knocks = Arc::new(AtomicUsize::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let (knocks, stopping) = (knocks.clone(), stopping.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if let Ok(stream) = stream {
+                        knocks.fetch_add(1, Ordering::SeqCst);
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
+                }
+            })
+        };
+        Self {
+            port,
+            knocks,
+            stopping,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// Connections attempted so far.
+    pub fn knocks(&self) -> usize {
+        self.knocks.load(Ordering::SeqCst)
+    }
+
+    /// Gives the port back (for a server to start on it again); the number of knocks.
+    pub fn open(mut self) -> usize {
+        self.close_listener();
+        self.knocks()
+    }
+
+    fn close_listener(&mut self) {
+        if let Some(acceptor) = self.acceptor.take() {
+            self.stopping.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect(("127.0.0.1", self.port));
+            let _ = acceptor.join();
+        }
+    }
+}
+
+impl Drop for ClosedDoor {
+    fn drop(&mut self) {
+        self.close_listener();
+    }
+}
+
 /// A configuration for tests: the given memcached servers (none = embedded store).
 pub fn config(memcached: &[&Memcached]) -> Config {
     let mut config = Config::default();
@@ -194,7 +389,7 @@ pub fn init_logs() {
         .try_init();
 }
 
-/// A mintcache server running in this process on free ports; stops on drop.
+/// A mintcache server running in this process on ports it bound itself; stops on drop.
 pub struct TestServer {
     /// The gRPC address.
     pub addr: SocketAddr,
@@ -207,7 +402,15 @@ pub struct TestServer {
 impl TestServer {
     /// Serves `config` on 127.0.0.1 with ephemeral gRPC and admin ports.
     pub async fn start(config: Config) -> Self {
+        Self::start_with_clock(config, Clock::System).await
+    }
+
+    /// As [`TestServer::start`], the embedded store reading the time from `clock`.
+    pub async fn start_with_clock(config: Config, clock: Clock) -> Self {
         init_logs();
+        let settings = config
+            .validate()
+            .unwrap_or_else(|e| panic!("invalid test configuration: {e}"));
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -219,11 +422,12 @@ impl TestServer {
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             let listeners = mintcache::Listeners { grpc, admin };
-            mintcache::run(config, listeners, async {
+            let shutdown = async {
                 let _ = rx.await;
-            })
-            .await
-            .expect("server runs");
+            };
+            mintcache::run_with_clock(settings, listeners, shutdown, clock)
+                .await
+                .expect("server runs");
         });
         Self {
             addr,
@@ -250,6 +454,9 @@ impl TestServer {
 
     /// A gRPC client connected to this server.
     pub async fn client(&self) -> CacheClient<Channel> {
+        if let Some(handle) = &self.handle {
+            assert!(!handle.is_finished(), "the server task has ended");
+        }
         connect(self.addr).await
     }
 }
@@ -262,79 +469,209 @@ impl Drop for TestServer {
     }
 }
 
-/// Connects a client, retrying briefly while the server starts.
+/// Connects a client. Servers started here have bound their port before anyone connects.
 pub async fn connect(addr: SocketAddr) -> CacheClient<Channel> {
-    let deadline = Instant::now() + STARTUP;
-    loop {
-        match CacheClient::connect(format!("http://{addr}")).await {
-            Ok(client) => return client,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "cannot connect to {addr}: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
+    CacheClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
 }
 
-/// The `mintcache-server` binary running as a child process; killed on drop.
+/// The `mintcache-server` binary as a child process, on ports it binds itself and reports
+/// (the `listening grpc=… admin=…` line on its stdout); its logs are captured. Killed on drop.
 pub struct ServerProcess {
-    child: Child,
+    child: Mutex<Child>,
+    /// The gRPC address.
     pub addr: SocketAddr,
+    /// The admin HTTP address.
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<String>>,
+    log_reader: Option<JoinHandle<()>>,
 }
 
 impl ServerProcess {
-    /// Starts the binary with `MINTCACHE_*` variables (the listen address is chosen here).
+    /// Starts the binary with `MINTCACHE_*` variables, on ephemeral ports.
     pub fn start(env: &[(&str, String)]) -> Self {
-        Self::start_on(free_port(), env)
+        Self::start_on(0, env)
     }
 
-    /// Starts the binary listening on `port` (e.g. to restart a server on its old address).
+    /// Starts the binary with its gRPC port on `port` (e.g. to restart a server on its old
+    /// address; 0 for an ephemeral one). The harness sets the listen addresses, the memcached
+    /// timeout ([`TEST_MEMCACHED_TIMEOUT_MS`]) and nothing else; `env` comes on top.
     pub fn start_on(port: u16, env: &[(&str, String)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mintcache-server"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("MINTCACHE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env(
-                "MINTCACHE_ADMIN__LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
-            .env("MINTCACHE_LOG__LEVEL", "warn")
+            .env("MINTCACHE_ADMIN__LISTEN", "127.0.0.1:0")
             .env(
                 "MINTCACHE_MEMCACHED__TIMEOUT_MS",
                 TEST_MEMCACHED_TIMEOUT_MS.to_string(),
             )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start mintcache-server");
-        wait_for_port(port, &mut child, "mintcache-server");
-        Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        let logs: Arc<Mutex<String>> = Arc::default();
+        let log_reader = {
+            let stderr = child.stderr.take().expect("piped stderr");
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut logs = logs.lock().expect("lock");
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            })
+        };
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep the pipe open and drained for as long as the process lives.
+            for _ in lines {}
+        });
+        let mut process = Self {
+            child: Mutex::new(child),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+            logs,
+            log_reader: Some(log_reader),
+        };
+        let line = match rx.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(e) => {
+                let (status, logs) = process.kill_and_logs();
+                panic!("mintcache-server did not report its addresses ({e}), {status}:\n{logs}")
+            }
+        };
+        match parse_listening(&line) {
+            Some((grpc, admin)) => {
+                process.addr = grpc;
+                process.admin = admin;
+                process
+            }
+            None => {
+                let (status, logs) = process.kill_and_logs();
+                panic!("unexpected first line {line:?} from mintcache-server, {status}:\n{logs}")
+            }
         }
     }
 
-    /// A gRPC client connected to this process.
+    /// Runs the binary to completion with `args` and only the given environment (e.g.
+    /// `--check-config`, or a start that must fail).
+    pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mintcache-server"));
+        cmd.env_clear().args(args).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run mintcache-server")
+    }
+
+    /// A gRPC client connected to this process (which must still be running).
     pub async fn client(&self) -> CacheClient<Channel> {
+        self.assert_running();
         connect(self.addr).await
     }
-}
 
-impl ServerProcess {
+    /// Panics, with the logs, if the process has exited.
+    pub fn assert_running(&self) {
+        let exited = self.child.lock().expect("lock").try_wait();
+        if let Ok(Some(status)) = exited {
+            panic!("mintcache-server exited ({status}):\n{}", self.logs());
+        }
+    }
+
+    /// The logs so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("lock").clone()
+    }
+
+    /// `GET http://<admin><path>`: the status code and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let pid = self.child.lock().expect("lock").id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit: its status and all its logs. Async, so that the
+    /// test's own clients keep running meanwhile (a graceful shutdown waits for them to
+    /// acknowledge it).
+    pub async fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let mut status = None;
+        wait_for_or(
+            "mintcache-server to exit",
+            || {
+                status = self.child.lock().expect("lock").try_wait().expect("wait");
+                std::future::ready(status.is_some())
+            },
+            || std::future::ready(self.logs()),
+        )
+        .await;
+        // The reader ends at the end of stderr: every line is in.
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+        (status.expect("exited"), self.logs())
+    }
+
     /// Kills the process and waits for it.
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = self.child.lock().expect("lock");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn kill_and_logs(&mut self) -> (String, String) {
+        let status = {
+            let mut child = self.child.lock().expect("lock");
+            let _ = child.kill();
+            child
+                .wait()
+                .map_or_else(|e| e.to_string(), |s| s.to_string())
+        };
+        if let Some(reader) = self.log_reader.take() {
+            let _ = reader.join();
+        }
+        (status, self.logs())
     }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("mintcache-server logs:\n{}", self.logs());
+        }
     }
+}
+
+/// The addresses of a `listening grpc=ADDR admin=ADDR` line.
+fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let mut grpc = None;
+    let mut admin = None;
+    for word in line.strip_prefix("listening ")?.split_whitespace() {
+        match word.split_once('=') {
+            Some(("grpc", a)) => grpc = a.parse().ok(),
+            Some(("admin", a)) => admin = a.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((grpc?, admin?))
 }
 
 /// Wraps a message with optional version and namespace metadata.
@@ -377,4 +714,14 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The value of a Prometheus sample line starting with `prefix`, or 0.
+pub fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -12,7 +12,7 @@ const POINTS_PER_HASH: usize = 4;
 
 /// The ring.
 #[derive(Debug, Clone)]
-pub struct KetamaRing {
+pub(crate) struct KetamaRing {
     /// `(point, server index)`, sorted by point.
     points: Vec<(u32, usize)>,
 }
@@ -27,13 +27,13 @@ fn point(digest: &[u8], n: usize) -> u32 {
 }
 
 /// The ketama hash of a key: the first four bytes of its MD5, little-endian.
-pub fn ketama_hash(key: &[u8]) -> u32 {
+pub(crate) fn ketama_hash(key: &[u8]) -> u32 {
     point(&Md5::digest(key), 0)
 }
 
 impl KetamaRing {
     /// Builds the ring for `(name, weight)` servers. Names are `host:port`.
-    pub fn new<'a>(servers: impl IntoIterator<Item = (&'a str, u32)>) -> Self {
+    pub(crate) fn new<'a>(servers: impl IntoIterator<Item = (&'a str, u32)>) -> Self {
         let servers: Vec<(&str, u32)> = servers.into_iter().collect();
         let total_weight: f64 = servers.iter().map(|(_, w)| f64::from(*w)).sum();
         let count = servers.len() as f64;
@@ -54,14 +54,18 @@ impl KetamaRing {
     }
 
     /// The index of the server owning `key`; `None` for an empty ring.
-    pub fn server_for(&self, key: &[u8]) -> Option<usize> {
+    pub(crate) fn server_for(&self, key: &[u8]) -> Option<usize> {
         self.server_for_where(key, |_| true)
     }
 
     /// The first server at or after `key`'s point that `accept`s; `None` if none does. With
     /// servers left out, their keys spread over the others as if they had been removed from
     /// the ring, and every other key stays where it is.
-    pub fn server_for_where(&self, key: &[u8], accept: impl Fn(usize) -> bool) -> Option<usize> {
+    pub(crate) fn server_for_where(
+        &self,
+        key: &[u8],
+        accept: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let hash = ketama_hash(key);
         let at = self.points.partition_point(|(p, _)| *p < hash);
         let (after, before) = self.points.split_at(at);

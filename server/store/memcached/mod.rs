@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 
-pub use ketama::{KetamaRing, ketama_hash};
+pub(crate) use ketama::KetamaRing;
 use node::{Node, NodeSettings};
 use wire::{Meta, Reply};
 
@@ -34,7 +34,7 @@ use crate::store::PoolStats;
 const CRLF: Bytes = Bytes::from_static(b"\r\n");
 
 /// A pool of memcached servers.
-pub struct MemcachedStore {
+pub(crate) struct MemcachedStore {
     ring: KetamaRing,
     nodes: Vec<Node>,
     remap_ejected: bool,
@@ -42,7 +42,7 @@ pub struct MemcachedStore {
 
 impl MemcachedStore {
     /// Builds the pool. Connections are made lazily, on first use.
-    pub fn new(config: &MemcachedConfig, metrics: Metrics) -> Self {
+    pub(crate) fn new(config: &MemcachedConfig, metrics: Metrics) -> Self {
         let settings = NodeSettings {
             connections: config.pool_size,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
@@ -283,10 +283,6 @@ fn encode_set(
 }
 
 impl Store for MemcachedStore {
-    fn kind(&self) -> &'static str {
-        "memcached"
-    }
-
     async fn probe(&self) -> bool {
         // Answered as soon as one server answers: a hung server must not hold up the verdict.
         let probes = self

@@ -519,6 +519,17 @@ mod tests {
     }
 
     proptest! {
+        /// The key token written into a command is the key's wire token, whatever the key.
+        #[test]
+        fn keys_are_written_as_their_wire_token(key in proptest::collection::vec(any::<u8>(), 1..300)) {
+            let k = KeySpace::new("ns", "v").expect("valid").store_key(&key);
+            let mut buf = BytesMut::new();
+            let b64 = put_key(&mut buf, &k);
+            let token = k.wire_token();
+            prop_assert_eq!(&buf[..], token.as_bytes());
+            prop_assert_eq!(b64, k.wire_form() == WireForm::Base64);
+        }
+
         /// Whatever bytes arrive, the parser answers (never panics), and what it takes out of
         /// the buffer is whole replies.
         #[test]

@@ -1,0 +1,304 @@
+//! Serving validated settings over one store: the parts [`crate::run`] puts together, after
+//! mini-redis's `server.rs` (listeners, a handler per service, a drain):
+//!
+//! - [`Server::serve`]: the gRPC port (the Cache service behind its request path, health,
+//!   reflection), until the drain is over;
+//! - [`Readiness`]: one readiness verdict, reported to gRPC health and `/readyz` alike;
+//! - [`spawn_prober`]: probes the backend and updates readiness;
+//! - [`spawn_admin`]: the admin HTTP port, which outlives the drain so that orchestrators see
+//!   `/readyz` fail meanwhile;
+//! - [`Shutdown`] and [`shutdown_after`]: when the drain starts, and when it gives up.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use crate::admin::{self, AdminState};
+use crate::cache::MintCache;
+use crate::config::{Settings, TlsSettings};
+use crate::grpc::proto::{self, cache_server::SERVICE_NAME};
+use crate::layers::{self, CacheStack};
+use crate::metrics::{Metrics, MetricsRegistry};
+use crate::store::Store;
+use crate::{Listeners, RunError};
+
+/// How often the backend is probed for health.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long startup waits for the first health verdict.
+const FIRST_PROBE_LIMIT: Duration = Duration::from_secs(1);
+
+/// Whether the server can serve: the backend answers and no drain has started. gRPC health
+/// (for `""` and the Cache service) and `/readyz` report this one verdict.
+#[derive(Clone)]
+pub(crate) struct Readiness {
+    inner: Arc<ReadinessInner>,
+}
+
+struct ReadinessInner {
+    health: HealthReporter,
+    ready: AtomicBool,
+    /// Whether the drain has started. Held across each health update, so that a verdict of the
+    /// prober can never land after the drain's NOT_SERVING.
+    draining: Mutex<bool>,
+}
+
+impl Readiness {
+    /// Not ready yet, and the health service that reports it.
+    pub(crate) fn new() -> (Self, HealthServer<HealthService>) {
+        let health = HealthReporter::new();
+        let service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+        let readiness = Self {
+            inner: Arc::new(ReadinessInner {
+                health,
+                ready: AtomicBool::new(false),
+                draining: Mutex::new(false),
+            }),
+        };
+        (readiness, service)
+    }
+
+    /// Whether the server is ready now.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Relaxed)
+    }
+
+    /// The backend's verdict; ignored once the drain has started.
+    async fn set(&self, serving: bool) {
+        let draining = self.inner.draining.lock().await;
+        if !*draining {
+            self.publish(serving).await;
+        }
+    }
+
+    /// Once shutdown is asked for: not ready from then on. Resolves when NOT_SERVING has been
+    /// reported, the moment to stop accepting calls: load balancers are told first.
+    async fn drain_on(self, shutdown: Shutdown) {
+        shutdown.requested().await;
+        let mut draining = self.inner.draining.lock().await;
+        *draining = true;
+        self.publish(false).await;
+    }
+
+    async fn publish(&self, serving: bool) {
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.inner.ready.store(serving, Ordering::Relaxed);
+        self.inner.health.set_service_status("", status).await;
+        self.inner
+            .health
+            .set_service_status(SERVICE_NAME, status)
+            .await;
+    }
+}
+
+/// Whether shutdown has been asked for. Every part of the server follows one.
+#[derive(Clone)]
+pub(crate) struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Shutdown once `signal` resolves.
+    pub(crate) fn on(signal: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (requested, shutdown) = watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            tracing::info!("shutting down: health NOT_SERVING, draining in-flight calls");
+            let _ = requested.send(true);
+        });
+        Self(shutdown)
+    }
+
+    /// Whether shutdown has been asked for.
+    fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once shutdown has been asked for.
+    pub(crate) async fn requested(mut self) {
+        let _ = self.0.wait_for(|requested| *requested).await;
+    }
+}
+
+/// Resolves `grace` after shutdown was asked for: when the drain stops waiting for the calls
+/// still in flight.
+pub(crate) async fn shutdown_after(shutdown: Shutdown, grace: Duration) {
+    shutdown.requested().await;
+    tokio::time::sleep(grace).await;
+}
+
+/// The first health verdict, before serving; never more than a moment, so that a hung
+/// memcached cannot hold up startup (the prober keeps at it in the background).
+async fn first_verdict<S: Store>(store: &S) -> bool {
+    tokio::time::timeout(FIRST_PROBE_LIMIT, store.probe())
+        .await
+        .unwrap_or(false)
+}
+
+/// Probes the backend every [`PROBE_INTERVAL`], logs changes, and reports each verdict to
+/// `readiness`, until shutdown.
+pub(crate) fn spawn_prober<S: Store>(
+    store: Arc<S>,
+    readiness: Readiness,
+    mut serving: bool,
+    shutdown: Shutdown,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            if shutdown.is_requested() {
+                return;
+            }
+            let now = store.probe().await;
+            if now != serving {
+                if now {
+                    tracing::info!("backend reachable again: SERVING");
+                } else {
+                    tracing::error!("no memcached server answers: NOT_SERVING");
+                }
+                serving = now;
+            }
+            readiness.set(serving).await;
+        }
+    })
+}
+
+/// The admin HTTP port, served in the background until [`AdminTask::stop`].
+pub(crate) struct AdminTask {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener`.
+pub(crate) fn spawn_admin(
+    listener: TcpListener,
+    metrics: Arc<MetricsRegistry>,
+    readiness: Readiness,
+) -> AdminTask {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    }
+    let state = AdminState { metrics, readiness };
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(admin::serve(listener, state, Shutdown(stopped).requested()));
+    AdminTask { stop, task }
+}
+
+impl AdminTask {
+    /// Stops the admin port and waits until it has.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Ok(Err(e)) = self.task.await {
+            tracing::warn!(error = %e, "admin server");
+        }
+    }
+}
+
+/// Everything serving needs besides the store.
+pub(crate) struct Server {
+    pub(crate) settings: Settings,
+    pub(crate) listeners: Listeners,
+    pub(crate) registry: Arc<MetricsRegistry>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Server {
+    /// Serves over `store` until `shutdown` and the drain are over.
+    pub(crate) async fn serve<S: Store>(
+        self,
+        store: S,
+        shutdown: Shutdown,
+    ) -> Result<(), RunError> {
+        let Self {
+            settings,
+            listeners,
+            registry,
+            metrics,
+        } = self;
+        let store = Arc::new(store);
+        let _pool_gauges = {
+            let store = store.clone();
+            registry.pool_gauges(move || store.pool_stats())
+        };
+        let (readiness, health) = Readiness::new();
+        let serving = first_verdict(&*store).await;
+        readiness.set(serving).await;
+        let prober = spawn_prober(store.clone(), readiness.clone(), serving, shutdown.clone());
+        let admin = spawn_admin(listeners.admin, registry, readiness.clone());
+        let cache = Arc::new(MintCache::new(
+            store,
+            settings.cache.clone(),
+            metrics.clone(),
+        ));
+        let cache = layers::cache_service(cache, &settings, metrics);
+        // Not serving first, so that load balancers stop sending calls; then stop accepting
+        // and let the calls in flight finish.
+        let drained = readiness.drain_on(shutdown.clone());
+        let grpc = serve_grpc(&settings, listeners.grpc, cache, health, drained)?;
+        let grace = settings.server.shutdown_grace;
+        let result = tokio::select! {
+            result = grpc => result.map_err(RunError::from),
+            () = shutdown_after(shutdown, grace) => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "shutdown grace period over: abandoning calls still in flight");
+                Ok(())
+            }
+        };
+        prober.abort();
+        admin.stop().await;
+        result
+    }
+}
+
+/// The gRPC port: the Cache service, health, and reflection (v1, and v1alpha, the only one
+/// many deployed tools such as grpcurl 1.8 speak), with TLS when configured; it stops
+/// accepting once `drained` resolves and ends when the calls in flight have.
+fn serve_grpc<S: Store>(
+    settings: &Settings,
+    listener: TcpListener,
+    cache: CacheStack<S>,
+    health: HealthServer<HealthService>,
+    drained: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>>, RunError> {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &settings.tls {
+        builder = builder.tls_config(tls_config(tls))?;
+    }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, tls = settings.tls.is_some(), "serving {SERVICE_NAME}");
+    }
+    Ok(builder
+        // When each call arrived, for the Cache service's deadlines.
+        .layer(layers::limits::ReceivedAtLayer)
+        .add_service(cache)
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drained))
+}
+
+/// The TLS settings of the gRPC port, from the PEM files read at startup.
+fn tls_config(tls: &TlsSettings) -> ServerTlsConfig {
+    let server = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+    match &tls.client_ca {
+        Some((ca, optional)) => server
+            .client_ca_root(Certificate::from_pem(ca))
+            .client_auth_optional(*optional),
+        None => server,
+    }
+}
