@@ -156,7 +156,7 @@ impl FromStr for LeaseToken {
     type Err = ParseLeaseTokenError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(ParseLeaseTokenError);
         }
         // `u8::from_str_radix` would accept a sign ("+1"), so digits are checked one by one.

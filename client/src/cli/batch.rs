@@ -54,7 +54,7 @@ pub(crate) fn items(
 ) -> Result<Vec<Item>, CliError> {
     let from_args = !(args.is_empty() || (args.len() == 1 && args[0] == "-"));
     let items = if from_args {
-        if args.len() % 2 != 0 {
+        if !args.len().is_multiple_of(2) {
             return Err(CliError::usage(format!(
                 "set-many takes KEY VALUE pairs; {} arguments leave a key without a value",
                 args.len()

@@ -168,12 +168,18 @@ fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
         return format!("cannot reach a mintcache server at {endpoints}: {hint} ({said})");
     }
     match status.code() {
-        Code::Unavailable | Code::Unknown if from_transport(status) || chain.contains("error") => {
+        Code::Unavailable | Code::Unknown
+            if status.code() == Code::Unavailable || from_transport(status) =>
+        {
             let hint = if chain.contains("Connection refused") {
                 "nothing listens there: is the server running, and is this its server.listen \
                  address?"
             } else if chain.contains("dns error") || chain.contains("failed to lookup") {
                 "the host name does not resolve"
+            } else if chain.contains("connection lost") || chain.contains("connection closed") {
+                "the connection was closed during the call: is this a mintcache gRPC port (not \
+                 memcached, not the admin port)? If the server uses TLS, connect with --tls \
+                 (and --tls-ca) or an https:// endpoint"
             } else if chain.contains("timed out") || chain.contains("deadline") {
                 "no answer in time: a firewall, or the wrong address?"
             } else {
@@ -194,6 +200,9 @@ fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
             "{said} (the server is at its concurrency limit, or the message is over its \
              server.max_message_bytes)"
         ),
+        Code::OutOfRange if chain.contains("too large") => {
+            format!("{said} (the message is over the server's server.max_message_bytes)")
+        }
         Code::Unimplemented if status.message().is_empty() => format!(
             "{said} (the server at {endpoints} does not know this call: is it a mintcache \
              server, and as recent as this CLI?)"
@@ -204,7 +213,7 @@ fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
 
 /// What a TLS failure most likely means, in words.
 fn tls_hint(chain: &str) -> Option<&'static str> {
-    let hints: [(&str, &str); 7] = [
+    let hints: [(&str, &str); 9] = [
         (
             "InvalidContentType",
             "TLS was used, but the server answered in plaintext: drop --tls (and https://) \
@@ -220,6 +229,16 @@ fn tls_hint(chain: &str) -> Option<&'static str> {
             "UnknownIssuer",
             "the server's certificate is not signed by a CA this CLI trusts: pass the CA \
              that signed it with --tls-ca",
+        ),
+        (
+            "BadSignature",
+            "the server's certificate is not signed by the CA given with --tls-ca: pass the CA \
+             that signed it",
+        ),
+        (
+            "not valid for name",
+            "the server's certificate is not valid for this host name: connect by a name it \
+             was issued for, or pass that name with --tls-domain",
         ),
         (
             "NotValidForName",
