@@ -304,18 +304,18 @@ fn the_variables_table_lists_every_global_flag() {
         .output()
         .expect("mintcache --help");
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    // clap prints each option's variable in its help: `--flag ... [env: VAR=]`.
-    let entry = Regex::new(
-        r"(?s)(--[a-z-]+)[^\n]*?\n?(?:[^\[\n-][^\n]*\n)*?[^\n]*\[env: (MINTCACHECLI_[A-Z_]+)",
-    )
-    .expect("regex");
-    let shown: BTreeSet<(String, String)> = help
-        .split("\n  ")
-        .filter_map(|option| {
-            let c = entry.captures(option)?;
-            Some((c[1].to_owned(), c[2].to_owned()))
-        })
-        .collect();
+    // clap prints each option's variable under it: `--flag ...` then `[env: VAR=]`.
+    let option = Regex::new(r"^\s+(?:-\w, )?(--[a-z-]+)").expect("regex");
+    let env = Regex::new(r"\[env: (MINTCACHECLI_[A-Z_]+)").expect("regex");
+    let mut shown = BTreeSet::new();
+    let mut current = None;
+    for line in help.lines() {
+        if let Some(c) = option.captures(line) {
+            current = Some(c[1].to_owned());
+        } else if let (Some(c), Some(flag)) = (env.captures(line), &current) {
+            shown.insert((flag.clone(), c[1].to_owned()));
+        }
+    }
     assert!(shown.len() >= 15, "{shown:?}\n{help}");
     assert_eq!(documented, shown, "README table vs `mintcache --help`");
 }

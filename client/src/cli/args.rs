@@ -219,9 +219,10 @@ pub(crate) struct BatchInput {
 
 #[derive(Clone, Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Read a key and print its value, without taking part in the refresh election (a stale
-    /// value is STALE, never REFRESH). Exit 0 for HIT and STALE, 1 for MISS (and, with
-    /// --elect, REFRESH and PENDING).
+    /// Read a key and print its value (a look: never takes part in the refresh election)
+    ///
+    /// A stale value is STALE, never REFRESH, and no lease token is handed out unless --elect
+    /// is given. Exit 0 for HIT and STALE, 1 for MISS (and, with --elect, REFRESH and PENDING).
     #[command(after_help = "Examples:
   mintcache get user:42
   mintcache get user:42 --json
@@ -238,8 +239,10 @@ pub(crate) enum Command {
         #[arg(long, requires = "elect")]
         lease_on_miss: bool,
     },
-    /// Show everything about a key: state, ttl, grace, flags, counter, size and value. Never
-    /// takes part in the refresh election. Exit 0 when the key holds a value, 1 otherwise.
+    /// Show everything about a key: state, ttl, grace, flags, counter, size, value
+    ///
+    /// Never takes part in the refresh election. Exit 0 when the key holds a value, 1
+    /// otherwise.
     #[command(
         visible_alias = "peek",
         after_help = "Examples:
@@ -250,8 +253,10 @@ pub(crate) enum Command {
         /// The key.
         key: OsString,
     },
-    /// Store a value, given as VALUE or, with `-`, read from stdin byte for byte. Exit 1 when
-    /// it was not stored (an outdated --lease).
+    /// Store a value (from VALUE, or stdin with `-`)
+    ///
+    /// A value read from stdin is stored byte for byte. Exit 1 when it was not stored (an
+    /// outdated --lease).
     #[command(after_help = "Examples:
   mintcache set user:42 '{\"name\":\"Ada\"}' --ttl 60 --grace 30
   mintcache set config:flags on --no-expiry
@@ -269,7 +274,9 @@ pub(crate) enum Command {
         #[arg(long)]
         lease: Option<LeaseToken>,
     },
-    /// Store a value only if the key holds none. Exit 1 when it held one.
+    /// Store a value only if the key holds none
+    ///
+    /// Exit 1 when it held one.
     #[command(after_help = "Examples:
   mintcache add lock:report \"$HOSTNAME\" --ttl 30 --no-grace")]
     Add {
@@ -280,23 +287,28 @@ pub(crate) enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
-    /// Remove a key. Exit 1 when it held no value.
+    /// Remove a key
+    ///
+    /// Exit 1 when it held no value.
     #[command(after_help = "Examples:
   mintcache delete user:42")]
     Delete {
         /// The key.
         key: OsString,
     },
-    /// Mark a key stale (soft purge): the next reader refreshes it, the others keep the stale
-    /// value meanwhile. Exit 1 when it held no value.
+    /// Mark a key stale (soft purge)
+    ///
+    /// The next reader that takes part in the election refreshes it; the others keep getting
+    /// the stale value meanwhile. Exit 1 when it held no value.
     #[command(after_help = "Examples:
   mintcache invalidate user:42")]
     Invalidate {
         /// The key.
         key: OsString,
     },
-    /// Give an existing key a new fresh ttl (or make it never expire). Exit 1 when it does
-    /// not exist.
+    /// Give an existing key a new fresh ttl, or make it never expire
+    ///
+    /// Exit 1 when it does not exist.
     #[command(after_help = "Examples:
   mintcache touch session:9 --ttl 1800
   mintcache touch config:flags --no-expiry")]
@@ -310,8 +322,10 @@ pub(crate) enum Command {
         #[arg(long)]
         no_expiry: bool,
     },
-    /// Add DELTA (default 1, negative to subtract) to a counter and print the new value.
-    /// Exit 1 when the counter does not exist and --initial is not given.
+    /// Add DELTA (default 1) to a counter and print the new value
+    ///
+    /// A negative DELTA subtracts (counters stop at 0). Exit 1 when the counter does not
+    /// exist and --initial is not given.
     #[command(after_help = "Examples:
   mintcache incr hits --initial 1 --ttl 3600   # creates it at 1 when missing
   mintcache incr hits 10
@@ -325,8 +339,9 @@ pub(crate) enum Command {
         #[command(flatten)]
         create: CounterArgs,
     },
-    /// Subtract DELTA (default 1) from a counter (never below 0) and print the new value.
-    /// Exit 1 when the counter does not exist and --initial is not given.
+    /// Subtract DELTA (default 1) from a counter and print the new value
+    ///
+    /// Counters stop at 0. Exit 1 when the counter does not exist and --initial is not given.
     #[command(after_help = "Examples:
   mintcache decr stock:42
   mintcache decr stock:42 5")]
@@ -339,9 +354,10 @@ pub(crate) enum Command {
         #[command(flatten)]
         create: CounterArgs,
     },
-    /// Read many keys in one call (keys as arguments, or one per line on stdin), without
-    /// taking part in refresh elections. Prints `KEY<TAB>VALUE` per key that holds a value.
-    /// Exit 1 when at least one key holds none.
+    /// Read many keys in one call (arguments, or one key per line on stdin)
+    ///
+    /// Never takes part in refresh elections. Prints `KEY<TAB>VALUE` per key that holds a
+    /// value. Exit 1 when at least one key holds none.
     #[command(
         name = "get-many",
         visible_alias = "mget",
@@ -356,9 +372,10 @@ pub(crate) enum Command {
         #[command(flatten)]
         input: BatchInput,
     },
-    /// Store many values in one call: KEY VALUE pairs as arguments, or one `KEY<TAB>VALUE`
-    /// line per item on stdin (the value is the rest of the line after the first tab, as is).
-    /// Exit 1 when at least one item was not stored.
+    /// Store many values in one call (KEY VALUE pairs, or KEY<TAB>VALUE lines on stdin)
+    ///
+    /// On stdin the value is the rest of the line after the first tab, as is. Exit 1 when at
+    /// least one item was not stored.
     #[command(
         name = "set-many",
         visible_alias = "mset",
@@ -375,8 +392,9 @@ pub(crate) enum Command {
         #[command(flatten)]
         input: BatchInput,
     },
-    /// Remove many keys in one call (keys as arguments, or one per line on stdin). Exit 1
-    /// when at least one key held no value.
+    /// Remove many keys in one call (arguments, or one key per line on stdin)
+    ///
+    /// Exit 1 when at least one key held no value.
     #[command(
         name = "delete-many",
         visible_alias = "mdel",
@@ -390,8 +408,10 @@ pub(crate) enum Command {
         #[command(flatten)]
         input: BatchInput,
     },
-    /// Drop every key of one key space (the --cache-version and --namespace of the call, or
-    /// the server's defaults), and nothing else. Asks for confirmation unless --yes.
+    /// Drop every key of one key space, and nothing else
+    ///
+    /// The key space is the call's --cache-version and --namespace (or the server's
+    /// defaults). Asks for confirmation unless --yes.
     #[command(after_help = "Examples:
   mintcache --cache-version r41 flush          # asks first
   mintcache --cache-version r41 flush --yes")]
@@ -400,8 +420,9 @@ pub(crate) enum Command {
         #[arg(short, long)]
         yes: bool,
     },
-    /// Show the server's own counters (requests, outcomes, hit ratio, errors, backend), read
-    /// from its admin port's /metrics (--admin).
+    /// Show the server's counters: calls, errors, hit ratio, latency, memcached
+    ///
+    /// Read from the admin port's /metrics (--admin).
     #[command(after_help = "Examples:
   mintcache stats
   mintcache --admin 10.0.0.5:50052 stats --json
@@ -411,8 +432,9 @@ pub(crate) enum Command {
         #[arg(long, conflicts_with = "json")]
         raw: bool,
     },
-    /// Check the server's gRPC health service (grpc.health.v1.Health/Check) and print the
-    /// status. Exit 0 for SERVING, 1 for any other status.
+    /// Ask the server's gRPC health service and print the status
+    ///
+    /// grpc.health.v1.Health/Check. Exit 0 for SERVING, 1 for any other status.
     #[command(after_help = "Examples:
   mintcache health
   mintcache health mintcache.v1.Cache")]
@@ -421,8 +443,10 @@ pub(crate) enum Command {
         #[arg(default_value = "")]
         service: String,
     },
-    /// An interactive shell with history (~/.mintcache_history) and `help`: the same
-    /// commands without `mintcache`, plus `use VERSION`, `namespace NAME` and `quit`.
+    /// An interactive shell with history and `help`
+    ///
+    /// The same commands without `mintcache`, plus `use VERSION`, `namespace NAME` and
+    /// `quit`. History is kept in ~/.mintcache_history.
     #[command(after_help = "Examples:
   mintcache shell
   mintcache --cache-version r42 shell

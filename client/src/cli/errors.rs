@@ -203,6 +203,10 @@ fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
         Code::OutOfRange if chain.contains("too large") => {
             format!("{said} (the message is over the server's server.max_message_bytes)")
         }
+        Code::Unimplemented if status.message().contains("`peek`") => format!(
+            "{said} (the server is older than this CLI: `get --elect` works with it, but \
+             takes part in the refresh election)"
+        ),
         Code::Unimplemented if status.message().is_empty() => format!(
             "{said} (the server at {endpoints} does not know this call: is it a mintcache \
              server, and as recent as this CLI?)"

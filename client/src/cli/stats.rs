@@ -462,6 +462,8 @@ impl Summary {
 
 /// A counter's value as an integer when it is one.
 fn count(n: f64) -> String {
+    // An empty sum is -0.0; adding 0.0 makes it 0.0.
+    let n = n + 0.0;
     if n.fract() == 0.0 && n.abs() < 1e15 {
         format!("{n:.0}")
     } else {
@@ -564,6 +566,11 @@ target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
         assert_eq!(json["hit_ratio"], 0.9);
         // No series yet: zeros, not errors.
         let empty = Summary::new(&parse("mintcache_rpc_in_flight 0\n"));
-        assert!(empty.text("a:1").contains("hit ratio   - (no reads yet)"));
+        let text = empty.text("a:1");
+        assert!(text.contains("hit ratio   - (no reads yet)"), "{text}");
+        assert!(
+            text.contains("calls       0\n") && !text.contains("-0"),
+            "{text}"
+        );
     }
 }
