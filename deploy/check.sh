@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Deployment checks (run by .ci/run as "deploy checks"; no cluster and no Docker engine needed):
-#   1. hadolint on deploy/Dockerfile, and deploy/check_dockerfile.py (paths, binaries, user, ports)
-#   2. the image's baked-in config (deploy/mintcache.toml) passes mintcache-server --check-config
-#   3. helm lint --strict of the chart with the defaults, values-production.yaml and the
-#      bundled-memcached CI values
-#   4. helm template of the same three into target/deploy-render/
-#   5. every rendered manifest validated offline (kubernetes-validate, --strict) against
-#      Kubernetes $K8S_VERSIONS; the ServiceMonitor CRD is skipped by name (no schema bundled)
-#   6. deploy/check_chart_config.py: mintcache-server --check-config on each render's ConfigMap
-#      and container environment, plus consistency of ports, probes, memcached pods, grace
-#   7. self-tests: broken inputs must make the checks above fail
+# Deployment checks (run by .ci/run as "deploy checks"; no cluster and no Docker engine needed).
+# Any problem makes it exit non-zero.
+#   1. the image: hadolint on deploy/Dockerfile; deploy/check_dockerfile.py (cargo loads the
+#      workspace as the build stage copies it, binaries, user, ports); the baked-in
+#      deploy/mintcache.toml passes mintcache-server --check-config
+#   2. the chart: helm lint --strict and helm template with the defaults, values-production.yaml
+#      and ci/bundled-memcached-values.yaml (output in target/deploy-render/). Helm checks the
+#      values against values.schema.json and the fail guards of templates/_validate.tpl run
+#   3. every rendered manifest validated offline (kubernetes-validate --strict) against
+#      Kubernetes $K8S_VERSIONS; a kind without a schema is an error, except the ServiceMonitor
+#      (a CRD, none bundled)
+#   4. deploy/check_chart_config.py: mintcache-server --check-config on what each render gives
+#      the server (ConfigMap + environment), and the schema's config keys are the server's
+#   5. self-tests: the schema must refuse a wrong type, an unknown key, a value out of range or
+#      not in an enum; every fail guard must fail once; broken renders, manifests and
+#      Dockerfiles must make the checks above fail
 # Tools come from scripts/install-deploy-tools.sh (run here when missing).
 set -euo pipefail
 
@@ -26,7 +31,7 @@ RELEASE="mintcache"
 # schema set kubernetes-validate ships.
 KUBE_VERSION="${KUBE_VERSION:-1.31.0}"
 K8S_VERSIONS="${K8S_VERSIONS:-1.31.0 1.37.0}"
-SERVER="${MINTCACHE_SERVER:-$ROOT/target/debug/mintcache-server}"
+SERVER="${MINTCACHE_SERVER:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/mintcache-server}"
 
 started=$SECONDS
 step() { printf '\n--- deploy: %s\n' "$*"; }
@@ -43,6 +48,12 @@ RENDERS=(
     "production|-f $CHART/values-production.yaml"
     "bundled-memcached|-f $CHART/ci/bundled-memcached-values.yaml"
 )
+LABELS=()
+RENDERED=()
+for r in "${RENDERS[@]}"; do
+    LABELS+=("${r%%|*}")
+    RENDERED+=("$OUT/${r%%|*}.yaml")
+done
 
 render() { # render LABEL OUTFILE [extra helm args...]
     local label="$1" out="$2"
@@ -54,14 +65,66 @@ render() { # render LABEL OUTFILE [extra helm args...]
         $files "$@" >"$out"
 }
 
-expect_failure() { # expect_failure DESCRIPTION COMMAND... : the command must fail
-    local what="$1"
+kube_validate() { # kube_validate VERSION FILE... : strict, and a kind without a schema fails
+    local version="$1" log="$OUT/validate-$1.log"
     shift
+    kubernetes-validate --strict -k "$version" "$@" >"$log" 2>&1 || { cat "$log"; return 1; }
+    if grep -E '^(WARN|ERROR)' "$log" |
+        grep -vE 'schema for kind ServiceMonitor with api version monitoring\.coreos\.com/v1 '; then
+        return 1
+    fi
+    printf '%s: %s resources passed\n' "$version" "$(grep -c ' passed for resource ' "$log")"
+}
+
+config_check() { # config_check [--schema FILE] RENDERED... : mintcache-server --check-config
+    local schema="$CHART/values.schema.json"
+    if [ "$1" = "--schema" ]; then schema="$2"; shift 2; fi
+    "$PY" deploy/check_chart_config.py --server "$SERVER" --schema "$schema" "$@"
+}
+
+schema_described() { # schema_described SCHEMA : every property has a description
+    "$PY" - "$1" <<'PY'
+import json, sys
+def undescribed(node, path):
+    for key, sub in node.get("properties", {}).items():
+        if "description" not in sub:
+            yield path + key
+        yield from undescribed(sub, path + key + ".")
+missing = list(undescribed(json.load(open(sys.argv[1])), ""))
+for path in missing:
+    print(f"FAIL values.schema.json: {path} has no description")
+sys.exit(1 if missing else 0)
+PY
+}
+
+selftests=0
+expect_failure() { # expect_failure DESCRIPTION PATTERN COMMAND... : must fail, saying PATTERN
+    local what="$1" pattern="$2"
+    shift 2
+    selftests=$((selftests + 1))
     if "$@" >"$OUT/selftest.log" 2>&1; then
         cat "$OUT/selftest.log"
         die "self-test: $what was accepted, but must fail"
     fi
-    printf 'ok   fails as it must: %s (%s)\n' "$what" "$(grep -m1 -E 'FAIL|ERROR|error|Error|DL[0-9]+' "$OUT/selftest.log" | cut -c1-160)"
+    grep -qF -- "$pattern" "$OUT/selftest.log" || {
+        cat "$OUT/selftest.log"
+        die "self-test: $what failed, but not with: $pattern"
+    }
+    printf 'ok   refused: %-58s %s\n' "$what" \
+        "$(grep -m1 -F -- "$pattern" "$OUT/selftest.log" | cut -c1-150)"
+}
+
+schema_edit() { # schema_edit OUTFILE PYTHON : values.schema.json changed by PYTHON, in which
+    # props("a.b") is the properties of the value a.b
+    "$PY" -c "import json, sys
+s = json.load(open(sys.argv[1]))
+def props(path):
+    node = s
+    for key in path.split('.'):
+        node = node['properties'][key]
+    return node['properties']
+$2
+json.dump(s, open(sys.argv[2], 'w'))" "$CHART/values.schema.json" "$1"
 }
 
 rm -rf "$OUT"
@@ -71,85 +134,151 @@ step "hadolint deploy/Dockerfile ($(hadolint --version))"
 hadolint --no-color deploy/Dockerfile
 echo "hadolint: no findings"
 
-step "Dockerfile paths and binaries"
-"$PY" deploy/check_dockerfile.py
-
 step "server binary"
 cargo build --quiet --bin mintcache-server
 [ -x "$SERVER" ] || die "no server binary at $SERVER"
+
+step "Dockerfile against the workspace"
+"$PY" deploy/check_dockerfile.py
 
 step "image default config (deploy/mintcache.toml)"
 env -i PATH="$PATH" "$SERVER" --config deploy/mintcache.toml --check-config >"$OUT/image-config.toml"
 grep -E '^listen' "$OUT/image-config.toml"
 
-step "helm lint --strict ($(helm version --short))"
+step "values.schema.json: every value described"
+schema_described "$CHART/values.schema.json"
+echo "every property has a description"
+
+step "helm lint --strict ($(helm version --short)): values.schema.json and fail guards"
 for r in "${RENDERS[@]}"; do
-    label="${r%%|*}"
     # shellcheck disable=SC2086
     helm lint --strict "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" ${r#*|} |
-        sed "s/^/[$label] /"
+        sed "s/^/[${r%%|*}] /"
 done
 
 step "helm template -> $OUT/"
-for r in "${RENDERS[@]}"; do
-    label="${r%%|*}"
+for label in "${LABELS[@]}"; do
     render "$label" "$OUT/$label.yaml"
     printf '%-18s %s\n' "$label:" "$(grep -E '^kind: ' "$OUT/$label.yaml" | cut -d' ' -f2 | sort | uniq -c | awk '{printf "%s%s×%s", (NR>1?", ":""), $2, $1}')"
 done
 
-step "kubernetes-validate $("$TOOLS/venv/bin/kubernetes-validate" --version) (strict) against $K8S_VERSIONS"
-kv_args=()
-for v in $K8S_VERSIONS; do kv_args+=(-k "$v"); done
-"$PY" deploy/validate_manifests.py "${kv_args[@]}" "$OUT"/defaults.yaml "$OUT"/production.yaml \
-    "$OUT"/bundled-memcached.yaml >"$OUT/validate.log" || { cat "$OUT/validate.log"; die "validation failed"; }
-grep -vE '^PASSED' "$OUT/validate.log" || true
-
-step "chart <-> server: mintcache-server --check-config on each render"
-for r in "${RENDERS[@]}"; do
-    label="${r%%|*}"
-    printf '\n[%s]\n' "$label"
-    "$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/$label.yaml" >"$OUT/$label.check.log" ||
-        { cat "$OUT/$label.check.log"; die "chart and server disagree ($label)"; }
-    grep -E '^(ok|note)' "$OUT/$label.check.log"
+step "kubernetes-validate $(kubernetes-validate --version) --strict"
+for v in $K8S_VERSIONS; do
+    kube_validate "$v" "${RENDERED[@]}" || die "validation against $v failed"
 done
 
-step "self-tests: broken inputs must fail"
-render defaults "$OUT/bad-key.yaml" --set config.cache.bogus_key=1
-expect_failure "an unknown server key in config" \
-    "$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/bad-key.yaml"
-render defaults "$OUT/bad-value.yaml" --set config.cache.default_ttl_seconds=0
-expect_failure "an invalid value (ttl 0)" \
-    "$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/bad-value.yaml"
-# Service links are off in the chart, but a pod that has them (MINTCACHE_SERVICE_HOST, ...) must
-# still start: the server only reads MINTCACHE_<SECTION>__<KEY> variables.
-sed 's/enableServiceLinks: false/enableServiceLinks: true/' "$OUT/defaults.yaml" >"$OUT/service-links.yaml"
-"$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/service-links.yaml" >"$OUT/service-links.check.log" ||
-    { cat "$OUT/service-links.check.log"; die "service-link variables must not stop the server"; }
-printf 'ok   accepted as it must: service-link variables (MINTCACHE_SERVICE_HOST, ...) are not settings\n'
-sed 's/containerPort: 9090/containerPort: 9091/' "$OUT/defaults.yaml" >"$OUT/bad-port.yaml"
-expect_failure "admin.listen not matching the container port" \
-    "$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/bad-port.yaml"
-sed 's/\(mintcache-memcached-2\.\)/\1x-/' "$OUT/bundled-memcached.yaml" >"$OUT/bad-servers.yaml"
-expect_failure "memcached.servers not matching the StatefulSet" \
-    "$PY" deploy/check_chart_config.py --server "$SERVER" "$OUT/bad-servers.yaml"
-expect_failure "a managed key set in config (server.listen)" \
-    render defaults "$OUT/managed.yaml" --set config.server.listen=0.0.0.0:1
-expect_failure "two pods on the embedded store" \
-    render defaults "$OUT/embedded.yaml" --set replicaCount=2
-expect_failure "a malformed token digest" \
-    render defaults "$OUT/digest.yaml" --set 'auth.adminTokenSha256[0]=abc'
+step "chart <-> server: mintcache-server --check-config on each render"
+config_check "${RENDERED[@]}" >"$OUT/config-check.log" ||
+    { cat "$OUT/config-check.log"; die "the server refuses what the chart renders"; }
+grep -E '^(ok|FAIL)' "$OUT/config-check.log"
+
+step "self-tests: values.schema.json refuses bad values"
+schema_refuses() { # schema_refuses DESCRIPTION PATTERN HELM-ARGS...
+    local what="$1" pattern="$2"
+    shift 2
+    expect_failure "$what" "$pattern" render defaults "$OUT/refused.yaml" "$@"
+}
+schema_refuses "a wrong type" "config.cache.default_ttl_seconds: Invalid type" \
+    --set config.cache.default_ttl_seconds=abc
+schema_refuses "an unknown top-level value" "Additional property bogus is not allowed" \
+    --set bogus=1
+schema_refuses "an unknown server key" "Additional property bogus_key is not allowed" \
+    --set config.cache.bogus_key=1
+schema_refuses "a value out of range" \
+    "config.cache.default_ttl_seconds: Must be greater than or equal to 1" \
+    --set config.cache.default_ttl_seconds=0
+schema_refuses "a value not in the enum" "probes.mode must be one of the following" \
+    --set probes.mode=tcp
+schema_refuses "a malformed token digest" "auth.adminTokenSha256.0: Does not match pattern" \
+    --set 'auth.adminTokenSha256[0]=abc'
+schema_refuses "a version outside [A-Za-z0-9._-]" \
+    "config.cache.default_version: Does not match pattern" --set config.cache.default_version=a:b
+expect_failure "an unknown value, at helm lint" "Additional property bogus is not allowed" \
+    helm lint --strict "$CHART" --set bogus=1
+
+step "self-tests: each fail guard of templates/_validate.tpl"
+guards=0
+guard_refuses() { # guard_refuses DESCRIPTION PATTERN HELM-ARGS...
+    guards=$((guards + 1))
+    schema_refuses "$@"
+}
+MC=(--set 'memcached.servers[0]=memcached:11211')
+BUNDLED=(--set memcached.bundled.enabled=true)
+guard_refuses "a managed key in config" "config.server.listen is managed by the chart" \
+    --set config.server.listen=0.0.0.0:1
+guard_refuses "a managed key in extraEnv" "extraEnv MINTCACHE_ADMIN__LISTEN sets admin.listen" \
+    --set 'extraEnv[0].name=MINTCACHE_ADMIN__LISTEN,extraEnv[0].value=0.0.0.0:1'
+guard_refuses "MINTCACHE_CONFIG in extraEnv" "extraEnv MINTCACHE_CONFIG: the chart points it" \
+    --set 'extraEnv[0].name=MINTCACHE_CONFIG,extraEnv[0].value=/tmp/x.toml'
+guard_refuses "external and bundled memcached" "are exclusive" "${MC[@]}" "${BUNDLED[@]}"
+guard_refuses "two pods on the embedded store" "more than one mintcache pod without memcached" \
+    --set replicaCount=2
+guard_refuses "TLS without a Secret" "tls.enabled needs tls.secretName" --set tls.enabled=true
+guard_refuses "mutual TLS without TLS" "tls.clientCA.enabled needs tls.enabled" \
+    --set tls.clientCA.enabled=true
+guard_refuses "admin subjects without mutual TLS" "config.auth.admin_subjects needs tls.clientCA" \
+    --set 'config.auth.admin_subjects[0]=CN=ops'
+guard_refuses "gRPC probes with TLS" "probes.mode grpc with tls.enabled" \
+    --set tls.enabled=true --set tls.secretName=tls --set probes.mode=grpc
+guard_refuses "one port for gRPC and admin" "containerPorts.grpc and containerPorts.admin must" \
+    --set containerPorts.admin=50051
+guard_refuses "a termination grace shorter than the drain" \
+    "terminationGracePeriodSeconds (10) must be at least" --set terminationGracePeriodSeconds=10
+guard_refuses "a message limit below the value limit" \
+    "config.server.max_message_bytes (1000000) must be at least" \
+    --set config.server.max_message_bytes=1000000
+guard_refuses "a memcached item size beyond 1024m" "memcached takes 1k to 1024m" "${BUNDLED[@]}" \
+    --set memcached.bundled.maxItemSize=2000m --set memcached.bundled.memoryMB=8192
+guard_refuses "a memcached item size over half its memory" "more than half of memoryMB" \
+    "${BUNDLED[@]}" --set memcached.bundled.maxItemSize=2m --set memcached.bundled.memoryMB=3
+guard_refuses "a memcached item size below the value limit" \
+    "must hold config.limits.max_value_bytes + 1024" \
+    "${BUNDLED[@]}" --set memcached.bundled.maxItemSize=512k
+guard_refuses "a PodDisruptionBudget without a bound" \
+    "podDisruptionBudget: set minAvailable or maxUnavailable" \
+    --set podDisruptionBudget.maxUnavailable=null
+guard_refuses "an HPA without a metric" "autoscaling: set targetCPUUtilizationPercentage" \
+    "${MC[@]}" --set autoscaling.enabled=true --set autoscaling.targetCPUUtilizationPercentage=null
+declared="$(grep -c '{{- fail ' "$CHART/templates/_validate.tpl")"
+[ "$guards" -eq "$declared" ] ||
+    die "self-test: _validate.tpl has $declared fail guards, $guards are tested here"
+echo "all $declared fail guards tested"
+
+step "self-tests: broken renders, manifests and Dockerfiles"
+render defaults "$OUT/unknown-env.yaml" \
+    --set 'extraEnv[0].name=MINTCACHE_CACHE__BOGUS,extraEnv[0].value=1'
+expect_failure "a server key the server does not know (extraEnv)" "--check-config exited" \
+    config_check "$OUT/unknown-env.yaml"
+sed 's/containerPort: 50052/containerPort: 50053/' "$OUT/defaults.yaml" >"$OUT/bad-port.yaml"
+expect_failure "admin.listen not on the container port" "the container port admin is 50053" \
+    config_check "$OUT/bad-port.yaml"
+schema_edit "$OUT/schema-without-key.json" 'del props("config.cache")["lease_on_miss"]'
+expect_failure "a server key missing from the schema" \
+    "values.schema.json has no config.cache.lease_on_miss" \
+    config_check --schema "$OUT/schema-without-key.json" "$OUT/defaults.yaml"
+schema_edit "$OUT/schema-extra-key.json" 'props("config.cache")["retired_key"] = {}'
+expect_failure "a schema key the server does not have" \
+    "values.schema.json has config.cache.retired_key" \
+    config_check --schema "$OUT/schema-extra-key.json" "${RENDERED[@]}"
+schema_edit "$OUT/schema-undescribed.json" 'del props("probes")["mode"]["description"]'
+expect_failure "a schema value without a description" "probes.mode has no description" \
+    schema_described "$OUT/schema-undescribed.json"
 sed 's/^  revisionHistoryLimit: 10$/  revisionHistoryLimit: 10\n  revisionHistoryLimitt: 10/' \
     "$OUT/defaults.yaml" >"$OUT/bad-field.yaml"
-grep -q revisionHistoryLimitt "$OUT/bad-field.yaml" || die "self-test: could not inject a field"
-expect_failure "an unknown field in a Deployment" \
-    "$PY" deploy/validate_manifests.py -k "$KUBE_VERSION" "$OUT/bad-field.yaml"
+expect_failure "an unknown field in a Deployment" "'revisionHistoryLimitt' was unexpected" \
+    kube_validate "$KUBE_VERSION" "$OUT/bad-field.yaml"
 sed 's#^apiVersion: policy/v1$#apiVersion: policy/v1beta7#' "$OUT/defaults.yaml" >"$OUT/bad-api.yaml"
 expect_failure "an unknown apiVersion for a built-in kind" \
-    "$PY" deploy/validate_manifests.py -k "$KUBE_VERSION" "$OUT/bad-api.yaml"
-sed 's#^COPY client/ client/$#COPY clients/ client/#' deploy/Dockerfile >"$OUT/Dockerfile.bad"
-expect_failure "a Dockerfile copying a missing path" \
-    "$PY" deploy/check_dockerfile.py --dockerfile "$OUT/Dockerfile.bad"
+    "kind PodDisruptionBudget with api version policy/v1beta7" \
+    kube_validate "$KUBE_VERSION" "$OUT/bad-api.yaml"
+sed 's#^COPY client/ client/$#COPY clients/ client/#' deploy/Dockerfile >"$OUT/Dockerfile.missing"
+expect_failure "a Dockerfile copying a missing path" "COPY clients/: no such path" \
+    "$PY" deploy/check_dockerfile.py --dockerfile "$OUT/Dockerfile.missing"
+sed 's#^COPY Cargo.toml Cargo.lock build.rs ./#COPY Cargo.toml Cargo.lock ./#' deploy/Dockerfile \
+    >"$OUT/Dockerfile.nobuild"
+expect_failure "a Dockerfile leaving out build.rs" "build.rs is not copied" \
+    "$PY" deploy/check_dockerfile.py --dockerfile "$OUT/Dockerfile.nobuild"
 printf 'FROM debian\nRUN apt-get install curl\n' >"$OUT/Dockerfile.lint"
-expect_failure "hadolint on a sloppy Dockerfile" hadolint --no-color "$OUT/Dockerfile.lint"
+expect_failure "hadolint on a sloppy Dockerfile" "DL3008" hadolint --no-color "$OUT/Dockerfile.lint"
 
-step "deploy checks passed in $((SECONDS - started)) s"
+step "deploy checks passed in $((SECONDS - started)) s ($selftests self-tests)"

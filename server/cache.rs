@@ -1,11 +1,13 @@
 //! The mint cache: validates requests, derives keys, and runs the mint protocol over a
 //! [`Store`]. Pure decisions live in [`crate::core`]; this module only sequences store calls.
 
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
+use futures_util::future::join_all;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use futures_util::future::join_all;
 
 use crate::core::auth::{self, DebugMode, Effect, OpKind};
 use crate::core::envelope;
@@ -14,8 +16,8 @@ use crate::core::item::{
 };
 use crate::core::key::{KeySpace, StoreKey};
 use crate::core::lease::{LeaseToken, LeaseTokenError};
-use crate::core::mint::{self, Lookup, Step};
-use crate::core::ttl::{self, TtlError};
+use crate::core::mint::{self, Lookup, MintOutcome, Step};
+use crate::core::ttl::{self, Expiry, TtlError};
 use crate::store::{Store, StoreError};
 
 /// Why a cache call failed.
@@ -51,6 +53,14 @@ pub enum CacheError {
     /// A lease token is malformed.
     #[error(transparent)]
     Lease(#[from] LeaseTokenError),
+    /// A field does not go with the others.
+    #[error("`{field}` {reason}")]
+    Field {
+        /// The request field.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// `Increment` on a missing counter without an initial value.
     #[error("counter does not exist (pass initial_value to create it)")]
     NoCounter,
@@ -110,6 +120,12 @@ impl Read {
 /// A store request, as the API gives it (0 = defaults).
 #[derive(Debug, Clone, Default)]
 pub struct SetArgs {
+    /// The value never expires (`ttl_seconds` must be 0).
+    pub no_expiry: bool,
+    /// The value has no grace period (`grace_seconds` must be 0).
+    pub no_grace: bool,
+    /// The value is a counter's decimal digits.
+    pub counter: bool,
     /// The user key.
     pub key: Bytes,
     /// The value.
@@ -141,6 +157,10 @@ pub struct Settings {
     pub fill_timeout: u64,
     /// Reads answer `MISS` on backend failure.
     pub fail_open: bool,
+    /// How long a refresh winner has before the election reopens (`None`: never).
+    pub refresh_timeout: Option<Duration>,
+    /// How long a key space's generation is trusted before it is read again.
+    pub flush_sync: Duration,
 }
 
 impl Settings {
@@ -154,6 +174,9 @@ impl Settings {
             lease_on_miss: config.cache.lease_on_miss,
             fill_timeout: config.cache.fill_timeout_seconds,
             fail_open: config.cache.fail_open,
+            refresh_timeout: (config.cache.refresh_timeout_seconds > 0)
+                .then(|| Duration::from_secs(config.cache.refresh_timeout_seconds)),
+            flush_sync: Duration::from_millis(config.cache.flush_sync_ms),
         }
     }
 }
@@ -213,20 +236,43 @@ impl<P, T> Batch<P, T> {
     }
 }
 
+/// Most key spaces a replica keeps the generation of at once.
+const MAX_KEY_SPACES: u64 = 10_000;
+/// Most stale items a replica watches for a refresh winner that never stores.
+const MAX_WATCHED_ELECTIONS: u64 = 100_000;
+
 /// The versioned mint cache over a store.
 pub struct MintCache<S> {
     store: S,
     settings: Settings,
     metrics: Metrics,
+    /// The generation of each key space in use, trusted for `settings.flush_sync`.
+    generations: moka::future::Cache<KeySpace, u64>,
+    /// When this replica first saw each decided election (stored key, CAS value) still
+    /// unanswered: the basis of the refresh timeout.
+    elections_seen: moka::sync::Cache<(Bytes, u64), Instant>,
 }
 
 impl<S: Store> MintCache<S> {
     /// A mint cache over `store`, recording read outcomes into `metrics`.
     pub fn new(store: S, settings: Settings, metrics: Metrics) -> Self {
+        let generations = moka::future::Cache::builder()
+            .max_capacity(MAX_KEY_SPACES)
+            .time_to_live(settings.flush_sync.max(Duration::from_millis(1)))
+            .build();
+        let watch = settings
+            .refresh_timeout
+            .map_or(Duration::from_secs(1), |t| t * 2);
+        let elections_seen = moka::sync::Cache::builder()
+            .max_capacity(MAX_WATCHED_ELECTIONS)
+            .time_to_live(watch)
+            .build();
         Self {
             store,
             settings,
             metrics,
+            generations,
+            elections_seen,
         }
     }
 
@@ -235,8 +281,8 @@ impl<S: Store> MintCache<S> {
         &self.store
     }
 
-    /// Checks a key against the limits and derives its store key.
-    fn key(&self, space: &KeySpace, key: &[u8]) -> Result<StoreKey, CacheError> {
+    /// Checks a key against the limits.
+    fn check_key<'k>(&self, key: &'k [u8]) -> Result<&'k [u8], CacheError> {
         if key.is_empty() {
             return Err(CacheError::EmptyKey);
         }
@@ -246,7 +292,62 @@ impl<S: Store> MintCache<S> {
                 max: self.settings.max_key_bytes,
             });
         }
-        Ok(space.store_key(key))
+        Ok(key)
+    }
+
+    /// The current generation of a key space: from this replica's copy while it is younger
+    /// than `cache.flush_sync_ms`, else read from the backend (one read per key space at a
+    /// time, however many calls wait for it).
+    async fn generation(&self, space: &KeySpace) -> Result<u64, StoreError> {
+        if self.settings.flush_sync.is_zero() {
+            return self.read_generation(space).await;
+        }
+        if let Some(generation) = self.generations.get(space).await {
+            return Ok(generation);
+        }
+        self.generations
+            .try_get_with(space.clone(), self.read_generation(space))
+            .await
+            .map_err(|e| (*e).clone())
+    }
+
+    /// Reads a key space's generation from every server and takes the highest: a `Flush`
+    /// that reached only some servers still counts, and a server that lost its copy (restart,
+    /// eviction) or missed a flush is given the current one back.
+    async fn read_generation(&self, space: &KeySpace) -> Result<u64, StoreError> {
+        let key = space.generation_key();
+        let answers = self.store.get_replicated(&key, GetOpts::default()).await;
+        let mut seen = Vec::with_capacity(answers.len());
+        let mut failure = None;
+        for answer in answers {
+            match answer {
+                Ok(view) => seen.push(view.map_or(0, |v| generation_of(&v))),
+                Err(e) => failure = Some(e),
+            }
+        }
+        let Some(&current) = seen.iter().max() else {
+            return Err(failure.unwrap_or_else(|| StoreError::Protocol {
+                node: "-".to_owned(),
+                reason: "no server to read a generation from".to_owned(),
+            }));
+        };
+        if current > 0 && seen.iter().any(|&g| g < current) {
+            // Best effort: the next reader repairs what this one could not.
+            let repairs = self
+                .store
+                .set_replicated(&key, &generation_write(current))
+                .await;
+            if let Some(Err(e)) = repairs.into_iter().find(Result::is_err) {
+                tracing::debug!(error = %e, "cannot repair a key space generation");
+            }
+        }
+        Ok(current)
+    }
+
+    /// The store key of a checked key in the call's key space, at its current generation.
+    async fn store_key(&self, call: &Call, key: &[u8]) -> Result<StoreKey, StoreError> {
+        let generation = self.generation(&call.space).await?;
+        Ok(call.space.store_key_at(generation, key))
     }
 
     /// The options of a first read, and whether the caller asked for cold-miss protection.
@@ -259,20 +360,56 @@ impl<S: Store> MintCache<S> {
         (opts, protect)
     }
 
-    /// Reads a key, running the mint protocol.
+    /// Reads a key, running the mint protocol; or, with `peek`, only looks at it.
     pub async fn get(
         &self,
         call: &Call,
         key: &[u8],
         lease_on_miss: Option<bool>,
+        peek: bool,
     ) -> Result<Read, CacheError> {
-        let key = self.key(&call.space, key)?;
+        let key = self.check_key(key)?;
         if call.effect(OpKind::Read) == Effect::Miss {
             return Ok(Read::debug_miss());
+        }
+        let key = match self.store_key(call, key).await {
+            Ok(key) => key,
+            Err(e) => return self.read_failed(e),
+        };
+        if peek {
+            let first = self.store.get(&key, GetOpts::default()).await;
+            return self.finish_peek(&key, first).await;
         }
         let (opts, protect) = self.read_opts(lease_on_miss);
         let first = self.store.get(&key, opts).await;
         self.finish_read(&key, first, opts, protect).await
+    }
+
+    /// Turns a plain read into a peek's answer, giving back an election the read took.
+    async fn finish_peek(
+        &self,
+        key: &StoreKey,
+        first: Result<Option<ItemView>, StoreError>,
+    ) -> Result<Read, CacheError> {
+        let view = match first {
+            Ok(view) => view,
+            Err(e) => return self.read_failed(e),
+        };
+        let peek = mint::peek(view);
+        if let Some(give_back) = peek.give_back {
+            // Should this fail, the refresh timeout reopens the election later.
+            if let Err(e) = self
+                .store
+                .invalidate(key, give_back.stale_ttl, Some(give_back.cas))
+                .await
+            {
+                tracing::debug!(error = %e, "a peek cannot give back a refresh election");
+            }
+        }
+        Ok(Read {
+            lookup: peek.lookup,
+            degraded: false,
+        })
     }
 
     /// Turns a first read into an answer, holding the refresh election when it is needed.
@@ -283,32 +420,77 @@ impl<S: Store> MintCache<S> {
         opts: GetOpts,
         protect: bool,
     ) -> Result<Read, CacheError> {
-        let step = match first {
-            Ok(view) => mint::decide(view, false, protect),
+        let view = match first {
+            Ok(view) => view,
             Err(e) => return self.read_failed(e),
         };
-        let lookup = match step {
+        let mut decided = Decided::of(view.as_ref());
+        let mut lookup = match mint::decide(view, false, protect) {
             Step::Done(lookup) => lookup,
             Step::Elect { recache_below } => {
                 let elect = GetOpts {
                     recache_below: Some(recache_below),
                     ..opts
                 };
-                match self.store.get(key, elect).await {
-                    Ok(view) => match mint::decide(view, true, protect) {
-                        Step::Done(lookup) => lookup,
-                        // `decide` always answers an elected read.
-                        Step::Elect { .. } => Lookup::miss(),
-                    },
+                let view = match self.store.get(key, elect).await {
+                    Ok(view) => view,
                     Err(e) => return self.read_failed(e),
-                }
+                };
+                decided = Decided::of(view.as_ref());
+                elected(view, protect)
             }
         };
+        if lookup.outcome == MintOutcome::Stale {
+            if let Some(reopened) = self.reopen_if_abandoned(key, decided, opts, protect).await {
+                lookup = reopened;
+            }
+        }
         self.metrics.mint_outcome(lookup.outcome);
         Ok(Read {
             lookup,
             degraded: false,
         })
+    }
+
+    /// The refresh timeout: a stale value whose election was won by a caller that has not
+    /// stored anything for `cache.refresh_timeout_seconds` (counted from when this replica
+    /// first saw the election decided) gets a new election. The reopening is itself atomic in
+    /// the store (an invalidation only if the item still has the CAS value seen), so across
+    /// the fleet one reader reopens, and the store then elects one new winner. The answer to
+    /// this read, if it took part in the new election.
+    async fn reopen_if_abandoned(
+        &self,
+        key: &StoreKey,
+        decided: Option<Decided>,
+        opts: GetOpts,
+        protect: bool,
+    ) -> Option<Lookup> {
+        let timeout = self.settings.refresh_timeout?;
+        let decided = decided.filter(|d| d.won_by_another)?;
+        let watched = (key.stored().clone(), decided.cas);
+        let first_seen = self.elections_seen.get_with(watched.clone(), Instant::now);
+        if first_seen.elapsed() < timeout {
+            return None;
+        }
+        self.elections_seen.invalidate(&watched);
+        let stale_ttl = decided.ttl_remaining.unwrap_or(1).max(1);
+        match self
+            .store
+            .invalidate(key, stale_ttl, Some(decided.cas))
+            .await
+        {
+            Ok(true) => {
+                tracing::debug!("refresh winner did not store in time: election reopened");
+                let view = self.store.get(key, opts).await.ok()?;
+                Some(elected(view, protect))
+            }
+            // Someone stored, or reopened it first.
+            Ok(false) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reopen a refresh election");
+                None
+            }
+        }
     }
 
     /// Reads many keys; one answer per key, in order. A bad key fails only itself.
@@ -317,21 +499,40 @@ impl<S: Store> MintCache<S> {
         call: &Call,
         keys: &[Bytes],
         lease_on_miss: Option<bool>,
+        peek: bool,
     ) -> Vec<Result<Read, CacheError>> {
         let (opts, protect) = self.read_opts(lease_on_miss);
-        let batch = Batch::new(keys, |key| self.key(&call.space, key));
+        let batch = Batch::new(keys, |key| self.check_key(key));
         if call.effect(OpKind::Read) == Effect::Miss {
             return batch.answer_all(|| Ok(Read::debug_miss()));
         }
-        let store_keys: Vec<StoreKey> = batch.prepared().cloned().collect();
-        let firsts = self.store.get_many(&store_keys, opts).await;
-        let answers = join_all(
-            store_keys
-                .iter()
-                .zip(firsts)
-                .map(|(key, first)| self.finish_read(key, first, opts, protect)),
-        )
-        .await;
+        let generation = match self.generation(&call.space).await {
+            Ok(generation) => generation,
+            Err(e) => return batch.answer_all(|| self.read_failed(e.clone())),
+        };
+        let store_keys: Vec<StoreKey> = batch
+            .prepared()
+            .map(|key| call.space.store_key_at(generation, key))
+            .collect();
+        let answers = if peek {
+            let firsts = self.store.get_many(&store_keys, GetOpts::default()).await;
+            join_all(
+                store_keys
+                    .iter()
+                    .zip(firsts)
+                    .map(|(key, first)| self.finish_peek(key, first)),
+            )
+            .await
+        } else {
+            let firsts = self.store.get_many(&store_keys, opts).await;
+            join_all(
+                store_keys
+                    .iter()
+                    .zip(firsts)
+                    .map(|(key, first)| self.finish_read(key, first, opts, protect)),
+            )
+            .await
+        };
         batch.answer(answers)
     }
 
@@ -358,6 +559,21 @@ impl<S: Store> MintCache<S> {
         ttl::resolve_seconds(requested, default).map_err(|source| CacheError::Ttl { field, source })
     }
 
+    /// The lifetime a write or touch asks for: never, or `ttl_seconds` (0 = the default).
+    fn expiry(&self, ttl_seconds: i64, no_expiry: bool) -> Result<Expiry, CacheError> {
+        if no_expiry {
+            if ttl_seconds != 0 {
+                return Err(CacheError::Field {
+                    field: "ttl_seconds",
+                    reason: "must be 0 when no_expiry is set",
+                });
+            }
+            return Ok(Expiry::Never);
+        }
+        self.resolve("ttl_seconds", ttl_seconds, self.settings.default_ttl)
+            .map(Expiry::After)
+    }
+
     /// Builds the write for a store request.
     fn write(&self, args: &SetArgs, mode: WriteMode) -> Result<Write, CacheError> {
         if args.value.len() > self.settings.max_value_bytes {
@@ -366,12 +582,25 @@ impl<S: Store> MintCache<S> {
                 max: self.settings.max_value_bytes,
             });
         }
-        let ttl = self.resolve("ttl_seconds", args.ttl_seconds, self.settings.default_ttl)?;
-        let grace = self.resolve(
-            "grace_seconds",
-            args.grace_seconds,
-            self.settings.default_grace,
-        )?;
+        let ttl = self.expiry(args.ttl_seconds, args.no_expiry)?;
+        if args.counter {
+            return counter_write(args, ttl, mode);
+        }
+        let grace = if args.no_grace {
+            if args.grace_seconds != 0 {
+                return Err(CacheError::Field {
+                    field: "grace_seconds",
+                    reason: "must be 0 when no_grace is set",
+                });
+            }
+            0
+        } else {
+            self.resolve(
+                "grace_seconds",
+                args.grace_seconds,
+                self.settings.default_grace,
+            )?
+        };
         if grace > envelope::MAX_GRACE_SECONDS {
             return Err(CacheError::Ttl {
                 field: "grace_seconds",
@@ -412,11 +641,15 @@ impl<S: Store> MintCache<S> {
         args: &SetArgs,
         mode: WriteMode,
     ) -> Result<bool, CacheError> {
-        let key = self.key(&call.space, &args.key)?;
+        let key = self.check_key(&args.key)?;
         let write = self.write(args, mode)?;
         if call.effect(OpKind::Write) == Effect::Skip {
             return Ok(false);
         }
+        let key = self
+            .store_key(call, key)
+            .await
+            .map_err(CacheError::Unavailable)?;
         let status = self
             .store
             .set(&key, &write)
@@ -429,14 +662,21 @@ impl<S: Store> MintCache<S> {
     pub async fn set_many(&self, call: &Call, items: &[SetArgs]) -> Vec<Result<bool, CacheError>> {
         let batch = Batch::new(items, |args| {
             Ok((
-                self.key(&call.space, &args.key)?,
+                self.check_key(&args.key)?,
                 self.write(args, WriteMode::Set)?,
             ))
         });
         if call.effect(OpKind::Write) == Effect::Skip {
             return batch.answer_all(|| Ok(false));
         }
-        let writes: Vec<(StoreKey, Write)> = batch.prepared().cloned().collect();
+        let generation = match self.generation(&call.space).await {
+            Ok(generation) => generation,
+            Err(e) => return batch.answer_all(|| Err(CacheError::Unavailable(e.clone()))),
+        };
+        let writes: Vec<(StoreKey, Write)> = batch
+            .prepared()
+            .map(|(key, write)| (call.space.store_key_at(generation, key), write.clone()))
+            .collect();
         let results = self.store.set_many(&writes).await;
         batch.answer(results.into_iter().map(|result| {
             result
@@ -447,10 +687,10 @@ impl<S: Store> MintCache<S> {
 
     /// Removes a key; whether it held a value.
     pub async fn delete(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
-        let key = self.key(&call.space, key)?;
-        if call.effect(OpKind::Write) == Effect::Skip {
+        let key = self.write_key(call, key).await?;
+        let Some(key) = key else {
             return Ok(false);
-        }
+        };
         self.store
             .delete(&key)
             .await
@@ -459,17 +699,37 @@ impl<S: Store> MintCache<S> {
 
     /// Removes many keys; one answer per key, in order. A bad key fails only itself.
     pub async fn delete_many(&self, call: &Call, keys: &[Bytes]) -> Vec<Result<bool, CacheError>> {
-        let batch = Batch::new(keys, |key| self.key(&call.space, key));
+        let batch = Batch::new(keys, |key| self.check_key(key));
         if call.effect(OpKind::Write) == Effect::Skip {
             return batch.answer_all(|| Ok(false));
         }
-        let store_keys: Vec<StoreKey> = batch.prepared().cloned().collect();
+        let generation = match self.generation(&call.space).await {
+            Ok(generation) => generation,
+            Err(e) => return batch.answer_all(|| Err(CacheError::Unavailable(e.clone()))),
+        };
+        let store_keys: Vec<StoreKey> = batch
+            .prepared()
+            .map(|key| call.space.store_key_at(generation, key))
+            .collect();
         let results = self.store.delete_many(&store_keys).await;
         batch.answer(
             results
                 .into_iter()
                 .map(|r| r.map_err(CacheError::Unavailable)),
         )
+    }
+
+    /// Checks a key of a write and, unless the debug mode skips writes (`None`), derives its
+    /// store key.
+    async fn write_key(&self, call: &Call, key: &[u8]) -> Result<Option<StoreKey>, CacheError> {
+        let key = self.check_key(key)?;
+        if call.effect(OpKind::Write) == Effect::Skip {
+            return Ok(None);
+        }
+        self.store_key(call, key)
+            .await
+            .map(Some)
+            .map_err(CacheError::Unavailable)
     }
 
     /// A look at an item's flags, ttl and election state, without its value.
@@ -487,20 +747,27 @@ impl<S: Store> MintCache<S> {
     /// Soft purge: marks a key stale for the rest of its grace period. The next reader gets
     /// `REFRESH`, the others `STALE`. Whether the key held a value.
     pub async fn invalidate(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
-        let key = self.key(&call.space, key)?;
-        if call.effect(OpKind::Write) == Effect::Skip {
+        let Some(key) = self.write_key(call, key).await? else {
             return Ok(false);
-        }
+        };
         let Some(item) = self.peek(&key).await? else {
             return Ok(false);
         };
         // The item keeps being served as stale for its grace period (or what is left of its
         // life, if less). The peek may itself have taken part in an election on an item
-        // already invalidated; the invalidation below re-opens it.
+        // already invalidated; the invalidation below re-opens it. A value without a grace
+        // period has no stale phase: invalidating it removes it.
         let grace = envelope::grace_of(item.client_flags).unwrap_or(self.settings.default_grace);
+        if grace == 0 {
+            return self
+                .store
+                .delete(&key)
+                .await
+                .map_err(CacheError::Unavailable);
+        }
         let stale_ttl = item.ttl_remaining.map_or(grace, |t| t.min(grace)).max(1);
         self.store
-            .invalidate(&key, stale_ttl)
+            .invalidate(&key, stale_ttl, None)
             .await
             .map_err(CacheError::Unavailable)
     }
@@ -511,12 +778,13 @@ impl<S: Store> MintCache<S> {
         call: &Call,
         key: &[u8],
         ttl_seconds: i64,
+        no_expiry: bool,
     ) -> Result<bool, CacheError> {
-        let key = self.key(&call.space, key)?;
-        let ttl = self.resolve("ttl_seconds", ttl_seconds, self.settings.default_ttl)?;
-        if call.effect(OpKind::Write) == Effect::Skip {
+        self.check_key(key)?;
+        let ttl = self.expiry(ttl_seconds, no_expiry)?;
+        let Some(key) = self.write_key(call, key).await? else {
             return Ok(false);
-        }
+        };
         let Some(item) = self.peek(&key).await? else {
             return Ok(false);
         };
@@ -524,8 +792,9 @@ impl<S: Store> MintCache<S> {
         let hard = ttl::hard_ttl(ttl, grace);
         let result = if item.win == Some(Win::Won) {
             // The item was invalidated and the peek took its refresh election: keep it stale
-            // with the new ttl and re-open the election for the real readers.
-            self.store.invalidate(&key, hard).await
+            // for the rest of its grace and re-open the election for the real readers.
+            let stale_ttl = item.ttl_remaining.unwrap_or(grace).max(1);
+            self.store.invalidate(&key, stale_ttl, None).await
         } else {
             let opts = GetOpts {
                 touch: Some(hard),
@@ -548,12 +817,17 @@ impl<S: Store> MintCache<S> {
         delta: i64,
         initial: Option<u64>,
         ttl_seconds: i64,
+        no_expiry: bool,
     ) -> Result<u64, CacheError> {
-        let key = self.key(&call.space, key)?;
-        let ttl = self.resolve("ttl_seconds", ttl_seconds, self.settings.default_ttl)?;
+        let key = self.check_key(key)?;
+        let ttl = self.expiry(ttl_seconds, no_expiry)?;
         if call.effect(OpKind::Counter) == Effect::Refuse {
             return Err(CacheError::CacheOff);
         }
+        let key = self
+            .store_key(call, key)
+            .await
+            .map_err(CacheError::Unavailable)?;
         let create = initial.map(|initial| Create { initial, ttl });
         match self
             .store
@@ -566,4 +840,131 @@ impl<S: Store> MintCache<S> {
             IncrStatus::NotNumeric => Err(CacheError::NotACounter),
         }
     }
+
+    /// Drops every key of the call's key space: moves the key space to a new generation on
+    /// every server, so its keys get new names and the old ones are never read again (memcached
+    /// evicts them in time). This replica uses the new generation at once; others within
+    /// `cache.flush_sync_ms`. Whether it flushed (not under the debug mode `off`).
+    pub async fn flush(&self, call: &Call) -> Result<bool, CacheError> {
+        if call.effect(OpKind::Write) == Effect::Skip {
+            return Ok(false);
+        }
+        let current = self
+            .read_generation(&call.space)
+            .await
+            .map_err(CacheError::Unavailable)?;
+        let next = current.saturating_add(1).max(unix_millis());
+        let results = self
+            .store
+            .set_replicated(&call.space.generation_key(), &generation_write(next))
+            .await;
+        let mut failure = None;
+        let mut stored = false;
+        for result in results {
+            match result {
+                Ok(_) => stored = true,
+                Err(e) => failure = Some(e),
+            }
+        }
+        if stored {
+            self.generations.insert(call.space.clone(), next).await;
+        }
+        match failure {
+            // The servers that took the new generation already hide the old keys from every
+            // replica (replicas take the highest generation they find); the caller retries.
+            Some(e) => Err(CacheError::Unavailable(e)),
+            None => Ok(true),
+        }
+    }
+}
+
+/// The election state of a read that was decided: enough to reopen it later.
+#[derive(Debug, Clone, Copy)]
+struct Decided {
+    cas: u64,
+    ttl_remaining: Option<u64>,
+    /// Another reader holds the election (`Z`).
+    won_by_another: bool,
+}
+
+impl Decided {
+    fn of(view: Option<&ItemView>) -> Option<Self> {
+        view.map(|v| Self {
+            cas: v.cas,
+            ttl_remaining: v.ttl_remaining,
+            won_by_another: v.win == Some(Win::Lost),
+        })
+    }
+}
+
+/// The answer to a read that held an election: final.
+fn elected(view: Option<ItemView>, protect: bool) -> Lookup {
+    match mint::decide(view, true, protect) {
+        Step::Done(lookup) => lookup,
+        // `decide` always answers an elected read.
+        Step::Elect { .. } => Lookup::miss(),
+    }
+}
+
+/// The generation recorded in a generation item (decimal digits, as a counter).
+fn generation_of(view: &ItemView) -> u64 {
+    match envelope::decode(view.client_flags, view.value.clone()) {
+        envelope::Decoded::Counter(digits) => std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The write that records a key space's generation: digits, never expiring.
+fn generation_write(generation: u64) -> Write {
+    Write {
+        value: Bytes::from(generation.to_string()),
+        client_flags: 0,
+        ttl: Expiry::Never,
+        mode: WriteMode::Set,
+        cas: None,
+    }
+}
+
+/// The write of a counter value (`counter` set): canonical decimal digits, no envelope, no
+/// grace (counters are not minted).
+fn counter_write(args: &SetArgs, ttl: Expiry, mode: WriteMode) -> Result<Write, CacheError> {
+    let refuse = |field, reason| Err(CacheError::Field { field, reason });
+    if args.flags != 0 {
+        return refuse("flags", "must be 0 for a counter");
+    }
+    if args.grace_seconds != 0 {
+        return refuse(
+            "grace_seconds",
+            "must be 0 for a counter (counters have no grace)",
+        );
+    }
+    if !args.lease_token.is_empty() {
+        return refuse("lease_token", "must be empty for a counter");
+    }
+    let digits = std::str::from_utf8(&args.value)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok());
+    let Some(number) = digits else {
+        return refuse(
+            "value",
+            "must be the decimal digits of an unsigned 64-bit number for a counter",
+        );
+    };
+    Ok(Write {
+        value: Bytes::from(number.to_string()),
+        client_flags: 0,
+        ttl,
+        mode,
+        cas: None,
+    })
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

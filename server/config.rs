@@ -274,6 +274,13 @@ pub struct CacheConfig {
     pub fill_timeout_seconds: u64,
     /// Answer reads as `MISS` when the backend fails (true), or fail them with `UNAVAILABLE`.
     pub fail_open: bool,
+    /// Seconds a `REFRESH` winner has to store a new value; after that the refresh election
+    /// reopens and a later reader gets `REFRESH` (0: never reopen).
+    pub refresh_timeout_seconds: u64,
+    /// Milliseconds a replica trusts its copy of a key space's generation: after a `Flush`
+    /// through another replica, this one stops serving the flushed keys within this delay
+    /// (0: read the generation from the backend on every call).
+    pub flush_sync_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -286,6 +293,8 @@ impl Default for CacheConfig {
             lease_on_miss: false,
             fill_timeout_seconds: 5,
             fail_open: true,
+            refresh_timeout_seconds: 10,
+            flush_sync_ms: 1000,
         }
     }
 }
@@ -519,6 +528,15 @@ impl Config {
         }
         if !(1..=3600).contains(&self.cache.fill_timeout_seconds) {
             return invalid("cache.fill_timeout_seconds", "must be in 1..=3600".into());
+        }
+        if self.cache.refresh_timeout_seconds > 3600 {
+            return invalid(
+                "cache.refresh_timeout_seconds",
+                "must be in 0..=3600 (0: never reopen a refresh election)".into(),
+            );
+        }
+        if self.cache.flush_sync_ms > 60_000 {
+            return invalid("cache.flush_sync_ms", "must be in 0..=60000".into());
         }
         if self.limits.max_key_bytes == 0 || self.limits.max_key_bytes > 1 << 20 {
             return invalid("limits.max_key_bytes", "must be in 1..=1048576".into());

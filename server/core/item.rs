@@ -9,6 +9,8 @@
 
 use bytes::Bytes;
 
+use super::ttl::Expiry;
+
 /// Who gets to refresh a stale or missing item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Win {
@@ -42,8 +44,8 @@ pub struct GetOpts {
     pub recache_below: Option<u64>,
     /// `N<n>`: on a miss, create an empty placeholder living `n` seconds and win it.
     pub vivify_for: Option<u64>,
-    /// `T<n>`: give the item a new ttl of `n` seconds.
-    pub touch: Option<u64>,
+    /// `T<n>`: give the item a new lifetime.
+    pub touch: Option<Expiry>,
     /// Leave out the value (no `v` flag): a peek at flags, ttl and election state.
     pub no_value: bool,
 }
@@ -64,8 +66,8 @@ pub struct Write {
     pub value: Bytes,
     /// memcached's client flags.
     pub client_flags: u32,
-    /// Seconds the store keeps the item (the hard ttl).
-    pub ttl: u64,
+    /// How long the store keeps the item (the hard ttl).
+    pub ttl: Expiry,
     /// Set or add.
     pub mode: WriteMode,
     /// `C<cas>`: store only if the item exists with this CAS value.
@@ -143,6 +145,13 @@ fn expiry(now: u64, ttl_seconds: u64) -> Option<u64> {
     Some(now.saturating_add(ttl_seconds.saturating_mul(MS_PER_S)))
 }
 
+fn lifetime(now: u64, ttl: Expiry) -> Option<u64> {
+    match ttl {
+        Expiry::Never => None,
+        Expiry::After(seconds) => expiry(now, seconds.max(1)),
+    }
+}
+
 fn live(item: Option<&Item>, now: u64) -> Option<&Item> {
     item.filter(|it| !it.expired(now))
 }
@@ -186,7 +195,7 @@ pub fn get(
         .is_some_and(|n| it.ttl_remaining(now).is_some_and(|t| t < n));
     let mut next = it.clone();
     if let Some(ttl) = opts.touch {
-        next.expires_at = expiry(now, ttl);
+        next.expires_at = lifetime(now, ttl);
     }
     let win = if (below || it.stale) && !it.token_sent {
         next.token_sent = true;
@@ -208,10 +217,18 @@ pub fn get(
     (Some(view), change)
 }
 
-/// `md … I T<n>`: marks an item stale (the next reader wins the refresh), gives it `stale_ttl`
-/// more seconds and a new CAS value; reports whether an item was there.
-pub fn invalidate(item: Option<&Item>, stale_ttl: u64, now: u64, new_cas: u64) -> (bool, Change) {
+/// `md … I T<n> [C<cas>]`: marks an item stale (the next reader wins the refresh), gives it
+/// `stale_ttl` more seconds and a new CAS value; reports whether it did (an item was there, with
+/// the CAS value `expect_cas` when one is given).
+pub fn invalidate(
+    item: Option<&Item>,
+    stale_ttl: u64,
+    expect_cas: Option<u64>,
+    now: u64,
+    new_cas: u64,
+) -> (bool, Change) {
     match live(item, now) {
+        Some(it) if expect_cas.is_some_and(|cas| cas != it.cas) => (false, Change::Keep),
         Some(it) => {
             let mut next = it.clone();
             next.stale = true;
@@ -240,8 +257,8 @@ pub enum IncrStatus {
 pub struct Create {
     /// The value the counter starts with (the delta is not applied).
     pub initial: u64,
-    /// Seconds the new counter lives.
-    pub ttl: u64,
+    /// How long the new counter lives.
+    pub ttl: Expiry,
 }
 
 /// `ma`: adds `delta` to a decimal counter; increments wrap at 2^64, decrements stop at 0.
@@ -258,7 +275,7 @@ pub fn incr(
                 let counter = Item {
                     value: Bytes::from(c.initial.to_string()),
                     client_flags: 0,
-                    expires_at: expiry(now, c.ttl),
+                    expires_at: lifetime(now, c.ttl),
                     cas: new_cas,
                     stale: false,
                     token_sent: false,
@@ -301,7 +318,7 @@ pub fn set(item: Option<&Item>, write: &Write, now: u64, new_cas: u64) -> (Write
     let stored = Item {
         value: write.value.clone(),
         client_flags: write.client_flags,
-        expires_at: expiry(now, write.ttl),
+        expires_at: lifetime(now, write.ttl),
         cas: new_cas,
         stale: false,
         token_sent: false,
@@ -336,7 +353,7 @@ mod tests {
         Write {
             value: Bytes::from_static(value),
             client_flags: 0,
-            ttl,
+            ttl: Expiry::After(ttl),
             mode: WriteMode::Set,
             cas: None,
         }
@@ -439,7 +456,7 @@ mod tests {
     fn invalidate_reopens_the_election_and_bumps_cas() {
         let mut slot = None;
         apply(&mut slot, set(None, &write(b"v", 100), T0, 1).1);
-        let (found, ch) = invalidate(slot.as_ref(), 30, T0, 2);
+        let (found, ch) = invalidate(slot.as_ref(), 30, None, T0, 2);
         assert!(found);
         apply(&mut slot, ch);
         // Any read (even a peek without the value) of an invalidated item takes part in the
@@ -462,7 +479,7 @@ mod tests {
             Some(Some(Win::Lost))
         );
         // A second invalidation opens a new election.
-        let ch = invalidate(slot.as_ref(), 50, T0, 4).1;
+        let ch = invalidate(slot.as_ref(), 50, None, T0, 4).1;
         apply(&mut slot, ch);
         assert_eq!(
             get(slot.as_ref(), GetOpts::default(), T0, 5)
@@ -474,7 +491,62 @@ mod tests {
         let mut late = write(b"late", 100);
         late.cas = Some(2);
         assert_eq!(set(slot.as_ref(), &late, T0, 6).0, WriteStatus::Exists);
-        assert_eq!(invalidate(None, 30, T0, 7), (false, Change::Keep));
+        assert_eq!(invalidate(None, 30, None, T0, 7), (false, Change::Keep));
+    }
+
+    #[test]
+    fn invalidate_with_a_cas_only_matches_that_item() {
+        let mut slot = None;
+        apply(&mut slot, set(None, &write(b"v", 100), T0, 1).1);
+        assert_eq!(
+            invalidate(slot.as_ref(), 30, Some(9), T0, 2),
+            (false, Change::Keep)
+        );
+        let (done, ch) = invalidate(slot.as_ref(), 30, Some(1), T0, 2);
+        assert!(done);
+        apply(&mut slot, ch);
+        // The CAS value moved on: the same expectation no longer matches.
+        assert_eq!(
+            invalidate(slot.as_ref(), 30, Some(1), T0, 3),
+            (false, Change::Keep)
+        );
+    }
+
+    #[test]
+    fn never_expiring_items() {
+        let mut slot = None;
+        let mut w = write(b"v", 0);
+        w.ttl = Expiry::Never;
+        apply(&mut slot, set(None, &w, T0, 1).1);
+        let far = T0 + 100 * 365 * 24 * 3_600_000;
+        let (v, _) = get(slot.as_ref(), GetOpts::default(), far, 2);
+        assert_eq!(v.map(|v| v.ttl_remaining), Some(None));
+        // A touch can give it a lifetime again, and take it away.
+        let touch = |ttl| GetOpts {
+            touch: Some(ttl),
+            ..GetOpts::default()
+        };
+        let (v, ch) = get(slot.as_ref(), touch(Expiry::After(5)), T0, 3);
+        assert_eq!(v.map(|v| v.ttl_remaining), Some(Some(5)));
+        apply(&mut slot, ch);
+        let (_, ch) = get(slot.as_ref(), touch(Expiry::Never), T0 + 1_000, 4);
+        apply(&mut slot, ch);
+        assert_eq!(slot.as_ref().map(|it| it.expires_at), Some(None));
+        let (st, ch) = incr(
+            None,
+            1,
+            Some(Create {
+                initial: 3,
+                ttl: Expiry::Never,
+            }),
+            T0,
+            5,
+        );
+        assert_eq!(st, IncrStatus::Value(3));
+        let Change::Put(counter) = ch else {
+            panic!("counter created")
+        };
+        assert_eq!(counter.expires_at, None);
     }
 
     #[test]
@@ -484,7 +556,7 @@ mod tests {
         let (v, ch) = get(
             slot.as_ref(),
             GetOpts {
-                touch: Some(80),
+                touch: Some(Expiry::After(80)),
                 no_value: true,
                 ..GetOpts::default()
             },
@@ -511,7 +583,7 @@ mod tests {
             3,
             Some(Create {
                 initial: 5,
-                ttl: 60,
+                ttl: Expiry::After(60),
             }),
             T0,
             1,

@@ -1,10 +1,17 @@
 //! Key derivation: `(namespace, version, user key)` → the key memcached stores.
 //!
 //! The stored key is `<namespace>:<version>:<key>` when that fits memcached (at most 250 bytes),
-//! and `<namespace>:<version>#<sha256(key) in unpadded base64url>` when it does not. Namespaces
-//! and versions only contain `[A-Za-z0-9._-]`, so the first `:` ends the namespace and the next
-//! `:` or `#` ends the version: the stored key can be parsed back ([`parse_stored_key`]), which
-//! makes the encoding injective (up to SHA-256 collisions for hashed keys).
+//! and `<namespace>:<version>#<sha256(key) in unpadded base64url>` when it does not. Once a key
+//! space has been flushed, its keys carry the key space's generation after the version:
+//! `<namespace>:<version>~<generation>:<key>` (or `…~<generation>#<hash>`); generation 0, the
+//! generation of a key space never flushed, is written as nothing, so keys stored before
+//! flushing existed keep their names. Namespaces and versions only contain `[A-Za-z0-9._-]`, so
+//! the first `:` ends the namespace and the next `:`, `#` or `~` ends the version: the stored key
+//! can be parsed back ([`parse_stored_key`]), which makes the encoding injective (up to SHA-256
+//! collisions for hashed keys).
+//!
+//! The generation itself is stored under `<namespace>:<version>@generation`, a name no user key
+//! can take (`@` never follows a version in a user key's name).
 //!
 //! How the stored key travels on the wire is a separate choice: keys made only of printable
 //! ASCII other than space go as they are; any other key (spaces, `\r\n`, NUL, non-UTF-8) goes
@@ -93,15 +100,35 @@ impl KeySpace {
         &self.version
     }
 
-    /// Derives the memcached key of `key` in this key space. `key` must not be empty (callers
-    /// check limits before).
+    /// Derives the memcached key of `key` in this key space, at generation 0 (a key space
+    /// never flushed). `key` must not be empty (callers check limits before).
     pub fn store_key(&self, key: &[u8]) -> StoreKey {
-        let prefix_len = self.namespace.len() + 1 + self.version.len();
+        self.store_key_at(0, key)
+    }
+
+    /// Derives the memcached key of `key` in this key space at `generation`.
+    pub fn store_key_at(&self, generation: u64, key: &[u8]) -> StoreKey {
+        let mut digits = itoa_buf();
+        let generation: &[u8] = if generation == 0 {
+            b""
+        } else {
+            decimal(generation, &mut digits)
+        };
+        let gen_len = if generation.is_empty() {
+            0
+        } else {
+            1 + generation.len()
+        };
+        let prefix_len = self.namespace.len() + 1 + self.version.len() + gen_len;
         let plain_len = prefix_len + 1 + key.len();
         let mut stored = BytesMut::with_capacity(plain_len.min(prefix_len + 44));
         stored.put_slice(self.namespace.as_bytes());
         stored.put_u8(b':');
         stored.put_slice(self.version.as_bytes());
+        if !generation.is_empty() {
+            stored.put_u8(b'~');
+            stored.put_slice(generation);
+        }
         let text_safe = key.iter().all(|&b| is_text_key_byte(b));
         let wire = if plain_len <= MEMCACHED_MAX_KEY && text_safe {
             stored.put_u8(b':');
@@ -120,6 +147,38 @@ impl KeySpace {
         StoreKey {
             stored: stored.freeze(),
             wire,
+        }
+    }
+}
+
+impl KeySpace {
+    /// The key under which the key space's generation is stored.
+    pub fn generation_key(&self) -> StoreKey {
+        let mut stored = BytesMut::with_capacity(self.namespace.len() + self.version.len() + 12);
+        stored.put_slice(self.namespace.as_bytes());
+        stored.put_u8(b':');
+        stored.put_slice(self.version.as_bytes());
+        stored.put_slice(b"@generation");
+        StoreKey {
+            stored: stored.freeze(),
+            wire: WireForm::Text,
+        }
+    }
+}
+
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// The decimal digits of `n`, written into `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
         }
     }
 }
@@ -195,6 +254,8 @@ pub struct ParsedStoredKey<'a> {
     pub namespace: &'a [u8],
     /// The version.
     pub version: &'a [u8],
+    /// The key space's generation (0: never flushed).
+    pub generation: u64,
     /// The user key, or its hash.
     pub tail: KeyTail<'a>,
 }
@@ -212,12 +273,22 @@ pub enum KeyTail<'a> {
 pub fn parse_stored_key(stored: &[u8]) -> Option<ParsedStoredKey<'_>> {
     let ns_end = stored.iter().position(|&b| b == b':')?;
     let rest = &stored[ns_end + 1..];
-    let ver_end = rest.iter().position(|&b| b == b':' || b == b'#')?;
-    let tail = &rest[ver_end + 1..];
+    let ver_end = rest.iter().position(|&b| matches!(b, b':' | b'#' | b'~'))?;
+    let version = &rest[..ver_end];
+    let (generation, rest) = if rest[ver_end] == b'~' {
+        let digits = &rest[ver_end + 1..];
+        let gen_end = digits.iter().position(|&b| b == b':' || b == b'#')?;
+        let generation = std::str::from_utf8(&digits[..gen_end]).ok()?.parse().ok()?;
+        (generation, &digits[gen_end..])
+    } else {
+        (0, &rest[ver_end..])
+    };
+    let tail = &rest[1..];
     Some(ParsedStoredKey {
         namespace: &stored[..ns_end],
-        version: &rest[..ver_end],
-        tail: if rest[ver_end] == b':' {
+        version,
+        generation,
+        tail: if rest[0] == b':' {
             KeyTail::Plain(tail)
         } else {
             KeyTail::Hashed(tail)
@@ -296,6 +367,20 @@ mod tests {
     }
 
     #[test]
+    fn generations_rename_keys_and_zero_is_the_old_name() {
+        let s = space("app", "v1");
+        assert_eq!(s.store_key_at(0, b"k"), s.store_key(b"k"));
+        assert_eq!(
+            s.store_key_at(1_700_000_000_123, b"k").stored().as_ref(),
+            b"app:v1~1700000000123:k"
+        );
+        let long = vec![b'x'; 300];
+        assert!(s.store_key_at(7, &long).stored().starts_with(b"app:v1~7#"));
+        assert_eq!(s.generation_key().stored().as_ref(), b"app:v1@generation");
+        assert_eq!(parse_stored_key(s.generation_key().stored()), None);
+    }
+
+    #[test]
     fn display_hides_the_key() {
         let k = space("ns", "v").store_key(b"secret-user-id");
         assert!(!k.to_string().contains("secret"));
@@ -361,6 +446,23 @@ mod tests {
                     prop_assert_eq!(tail, hash.as_bytes());
                 }
             }
+        }
+
+        /// With a generation too, the stored key parses back to exactly what it came from.
+        #[test]
+        fn generations_have_a_left_inverse(ns in label(true), v in label(false), generation: u64, key in user_key()) {
+            let k = space(&ns, &v).store_key_at(generation, &key);
+            prop_assert!(wire_is_memcached_safe(&k), "unsafe wire token for {:?}", k);
+            let parsed = parse_stored_key(k.stored()).expect("parses");
+            prop_assert_eq!(parsed.namespace, ns.as_bytes());
+            prop_assert_eq!(parsed.version, v.as_bytes());
+            prop_assert_eq!(parsed.generation, generation);
+            if let KeyTail::Plain(tail) = parsed.tail {
+                prop_assert_eq!(tail, &key[..]);
+            }
+            // No user key, at any generation, is named like a generation key.
+            let generation_key = space(&ns, &v).generation_key();
+            prop_assert_ne!(k.stored(), generation_key.stored());
         }
 
         /// Two different triples never share a stored key.

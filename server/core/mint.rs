@@ -51,8 +51,15 @@ pub struct Lookup {
     pub value: Bytes,
     /// The caller's flags.
     pub flags: u32,
-    /// Seconds the value stays fresh (0 if stale or absent).
+    /// Seconds the value stays fresh (0 if stale, absent, or never expiring).
     pub ttl_seconds: u64,
+    /// The value never expires.
+    pub no_expiry: bool,
+    /// For `Hit`: the grace period after `ttl_seconds`; for `Stale` and `Refresh`: seconds the
+    /// stale value stays servable; 0 otherwise.
+    pub grace_seconds: u64,
+    /// The value is a counter.
+    pub counter: bool,
     /// The lease for `Refresh` and `Miss`.
     pub lease: Option<LeaseToken>,
 }
@@ -65,6 +72,9 @@ impl Lookup {
             value: Bytes::new(),
             flags: 0,
             ttl_seconds: 0,
+            no_expiry: false,
+            grace_seconds: 0,
+            counter: false,
             lease: None,
         }
     }
@@ -73,6 +83,18 @@ impl Lookup {
         Self {
             outcome,
             lease,
+            ..Self::miss()
+        }
+    }
+
+    /// A counter's value (counters are not minted: always a hit while they exist).
+    fn counter(value: Bytes, ttl_remaining: Option<u64>) -> Self {
+        Self {
+            outcome: MintOutcome::Hit,
+            value,
+            ttl_seconds: ttl_remaining.unwrap_or(0),
+            no_expiry: ttl_remaining.is_none(),
+            counter: true,
             ..Self::miss()
         }
     }
@@ -91,6 +113,56 @@ pub enum Step {
     },
 }
 
+/// A minted value, as a read found it.
+struct Found<'a> {
+    view: &'a ItemView,
+    grace: u64,
+    flags: u32,
+    payload: Bytes,
+    /// Fresh seconds left (`Some(0)` for a value that never expires), `None` once stale.
+    fresh: Option<u64>,
+}
+
+impl<'a> Found<'a> {
+    fn new(view: &'a ItemView, grace: u64, flags: u32, payload: Bytes) -> Self {
+        let fresh = match view.ttl_remaining {
+            None => Some(0),
+            Some(t) => fresh_remaining(t, grace),
+        };
+        Self {
+            view,
+            grace,
+            flags,
+            payload,
+            fresh,
+        }
+    }
+
+    /// Fresh, and not invalidated.
+    fn is_fresh(&self) -> bool {
+        self.fresh.is_some() && !self.view.stale
+    }
+
+    fn answer(self, outcome: MintOutcome) -> Lookup {
+        let hit = outcome == MintOutcome::Hit;
+        let never = self.view.ttl_remaining.is_none();
+        Lookup {
+            outcome,
+            value: self.payload,
+            flags: self.flags,
+            ttl_seconds: if hit { self.fresh.unwrap_or(0) } else { 0 },
+            no_expiry: never,
+            grace_seconds: match (hit, self.view.ttl_remaining) {
+                (true, _) => self.grace,
+                (false, Some(left)) => left.min(self.grace),
+                (false, None) => self.grace,
+            },
+            counter: false,
+            lease: (outcome == MintOutcome::Refresh).then_some(LeaseToken::Cas(self.view.cas)),
+        }
+    }
+}
+
 /// Decides what a read means. `elected` is true for the second read of [`Step::Elect`]: its
 /// answer is final. `cold_miss_protection` is whether this caller asked for it: only such
 /// callers are told to wait (`Pending`) for another caller's fill.
@@ -101,7 +173,7 @@ pub fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool)
             Some(LeaseToken::Absent),
         ));
     };
-    match decode(view.client_flags, view.value) {
+    match decode(view.client_flags, view.value.clone()) {
         Decoded::Placeholder => Step::Done(match view.win {
             Some(Win::Won) => {
                 Lookup::outcome_only(MintOutcome::Miss, Some(LeaseToken::Cas(view.cas)))
@@ -115,44 +187,85 @@ pub fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool)
             Some(Win::Lost) | None => Lookup::miss(),
         }),
         Decoded::Unknown => Step::Done(Lookup::miss()),
-        Decoded::Counter(value) => Step::Done(Lookup {
-            outcome: MintOutcome::Hit,
-            value,
-            flags: 0,
-            ttl_seconds: view.ttl_remaining.unwrap_or(0),
-            lease: None,
-        }),
+        Decoded::Counter(value) => Step::Done(Lookup::counter(value, view.ttl_remaining)),
         Decoded::Value {
             grace,
             flags,
             payload,
         } => {
-            let fresh = match view.ttl_remaining {
-                None => Some(0),
-                Some(t) => fresh_remaining(t, grace),
-            };
-            let outcome = match (view.win, fresh) {
-                (Some(Win::Won), _) => MintOutcome::Refresh,
-                (Some(Win::Lost), _) => MintOutcome::Stale,
-                (None, Some(_)) if !view.stale => MintOutcome::Hit,
-                (None, _) if elected => MintOutcome::Stale,
-                (None, _) => {
+            let found = Found::new(&view, grace, flags, payload);
+            let outcome = match view.win {
+                Some(Win::Won) => MintOutcome::Refresh,
+                Some(Win::Lost) => MintOutcome::Stale,
+                None if found.is_fresh() => MintOutcome::Hit,
+                None if elected => MintOutcome::Stale,
+                None => {
                     return Step::Elect {
                         recache_below: grace.saturating_add(1),
                     };
                 }
             };
-            Step::Done(Lookup {
-                outcome,
-                value: payload,
-                flags,
-                ttl_seconds: if outcome == MintOutcome::Hit {
-                    fresh.unwrap_or(0)
-                } else {
-                    0
-                },
-                lease: (outcome == MintOutcome::Refresh).then_some(LeaseToken::Cas(view.cas)),
-            })
+            Step::Done(found.answer(outcome))
+        }
+    }
+}
+
+/// What a peek found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peek {
+    /// The answer: never `Refresh`, never a lease.
+    pub lookup: Lookup,
+    /// The peek's read took the refresh election of an invalidated item (memcached hands the
+    /// win to the first read of such an item, whatever its flags): give it back by
+    /// invalidating again, only if the item still has this CAS value, for this many seconds.
+    pub give_back: Option<GiveBack>,
+}
+
+/// An election a peek took and must give back (see [`Peek::give_back`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GiveBack {
+    /// The CAS value the item had when the peek read it.
+    pub cas: u64,
+    /// Seconds the item stays stale after the re-invalidation.
+    pub stale_ttl: u64,
+}
+
+/// Decides what a peek (a plain read, without `R` or `N`) means: the value and its state,
+/// without taking part in the refresh election.
+pub fn peek(view: Option<ItemView>) -> Peek {
+    let done = |lookup| Peek {
+        lookup,
+        give_back: None,
+    };
+    let Some(view) = view else {
+        return done(Lookup::miss());
+    };
+    match decode(view.client_flags, view.value.clone()) {
+        // Someone holds the fill of a missing value.
+        Decoded::Placeholder if view.win == Some(Win::Lost) => {
+            done(Lookup::outcome_only(MintOutcome::Pending, None))
+        }
+        Decoded::Placeholder | Decoded::Unknown => done(Lookup::miss()),
+        Decoded::Counter(value) => done(Lookup::counter(value, view.ttl_remaining)),
+        Decoded::Value {
+            grace,
+            flags,
+            payload,
+        } => {
+            let found = Found::new(&view, grace, flags, payload);
+            let give_back = (view.win == Some(Win::Won)).then(|| GiveBack {
+                cas: view.cas,
+                stale_ttl: view.ttl_remaining.unwrap_or(grace).clamp(1, grace.max(1)),
+            });
+            let outcome = if view.win.is_none() && found.is_fresh() {
+                MintOutcome::Hit
+            } else {
+                MintOutcome::Stale
+            };
+            Peek {
+                lookup: found.answer(outcome),
+                give_back,
+            }
         }
     }
 }
@@ -162,6 +275,7 @@ mod tests {
     use super::*;
     use crate::core::envelope::encode;
     use crate::core::item::{self, Change, GetOpts, Item, Write, WriteMode};
+    use crate::core::ttl::Expiry;
     use proptest::prelude::*;
 
     fn view(ttl: u64, grace: u64, win: Option<Win>, stale: bool) -> ItemView {
@@ -308,6 +422,103 @@ mod tests {
         );
     }
 
+    #[test]
+    fn peeks_never_elect_and_never_lease() {
+        use MintOutcome::*;
+        let cases: Vec<(&str, Option<ItemView>, MintOutcome, bool)> = vec![
+            ("absent", None, Miss, false),
+            ("fresh", Some(view(90, 30, None, false)), Hit, false),
+            (
+                "soft-expired",
+                Some(view(30, 30, None, false)),
+                Stale,
+                false,
+            ),
+            (
+                "lost",
+                Some(view(20, 30, Some(Win::Lost), false)),
+                Stale,
+                false,
+            ),
+            // memcached gave this read the election of an invalidated item: give it back.
+            (
+                "invalidated, won",
+                Some(view(25, 30, Some(Win::Won), true)),
+                Stale,
+                true,
+            ),
+            (
+                "placeholder being filled",
+                Some(ItemView {
+                    value: Bytes::new(),
+                    client_flags: 0,
+                    ttl_remaining: Some(5),
+                    cas: 9,
+                    stale: false,
+                    win: Some(Win::Lost),
+                }),
+                Pending,
+                false,
+            ),
+        ];
+        for (name, v, want, gives_back) in cases {
+            let p = peek(v);
+            assert_eq!(p.lookup.outcome, want, "{name}");
+            assert_eq!(p.lookup.lease, None, "{name}");
+            assert_eq!(p.give_back.is_some(), gives_back, "{name}");
+        }
+        let p = peek(Some(view(25, 30, Some(Win::Won), true)));
+        assert_eq!(
+            p.give_back,
+            Some(GiveBack {
+                cas: 42,
+                stale_ttl: 25
+            })
+        );
+    }
+
+    #[test]
+    fn answers_say_expiry_grace_and_counters() {
+        let Step::Done(hit) = decide(Some(view(90, 30, None, false)), false, false) else {
+            panic!("hit expected")
+        };
+        assert_eq!(
+            (hit.grace_seconds, hit.no_expiry, hit.counter),
+            (30, false, false)
+        );
+        let forever = ItemView {
+            ttl_remaining: None,
+            ..view(0, 30, None, false)
+        };
+        let Step::Done(hit) = decide(Some(forever), false, false) else {
+            panic!("hit expected")
+        };
+        assert_eq!(
+            (hit.outcome, hit.ttl_seconds, hit.no_expiry),
+            (MintOutcome::Hit, 0, true)
+        );
+        let Step::Done(stale) = decide(Some(view(12, 30, Some(Win::Lost), false)), false, false)
+        else {
+            panic!("stale expected")
+        };
+        assert_eq!((stale.ttl_seconds, stale.grace_seconds), (0, 12));
+        let counter = ItemView {
+            value: Bytes::from_static(b"17"),
+            client_flags: 0,
+            ttl_remaining: None,
+            cas: 1,
+            stale: false,
+            win: None,
+        };
+        let Step::Done(c) = decide(Some(counter), false, false) else {
+            panic!("counter expected")
+        };
+        assert_eq!(
+            (c.outcome, c.value.as_ref(), c.counter, c.no_expiry),
+            (MintOutcome::Hit, &b"17"[..], true, true)
+        );
+    }
+
     proptest! {
         /// Many readers of one stale item, interleaved in any order against the store's own
         /// rules: exactly one of them is told to refresh, all others get the stale value.
@@ -316,7 +527,7 @@ mod tests {
             prop_assume!(left <= grace);
             let now = 10_000_000;
             let (value, client_flags) = encode(b"v", grace, 0);
-            let w = Write { value, client_flags, ttl: left, mode: WriteMode::Set, cas: None };
+            let w = Write { value, client_flags, ttl: Expiry::After(left), mode: WriteMode::Set, cas: None };
             let mut slot: Option<Item> = None;
             if let (_, Change::Put(it)) = item::set(None, &w, now, 1) { slot = Some(it); }
             // Each reader does its first read; those told to elect do the second read later,

@@ -39,9 +39,33 @@ pub fn resolve_seconds(requested: i64, default: u64) -> Result<u64, TtlError> {
     }
 }
 
-/// How long memcached keeps an item: fresh period plus grace, at least one second.
-pub fn hard_ttl(ttl: u64, grace: u64) -> u64 {
-    ttl.saturating_add(grace).max(1)
+/// How long an item lives from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Expiry {
+    /// This many seconds (at least one).
+    After(u64),
+    /// Until it is deleted, replaced or evicted.
+    Never,
+}
+
+impl Expiry {
+    /// memcached's expiry field for this lifetime: 0 for never, relative seconds up to 30 days,
+    /// an absolute Unix time beyond (see [`memcached_exptime`]).
+    pub fn memcached(self, now_unix: u64) -> u64 {
+        match self {
+            Self::Never => 0,
+            Self::After(ttl) => memcached_exptime(ttl.max(1), now_unix),
+        }
+    }
+}
+
+/// How long memcached keeps an item: fresh period plus grace, at least one second; never, for
+/// a value that never expires.
+pub fn hard_ttl(ttl: Expiry, grace: u64) -> Expiry {
+    match ttl {
+        Expiry::Never => Expiry::Never,
+        Expiry::After(ttl) => Expiry::After(ttl.saturating_add(grace).max(1)),
+    }
 }
 
 /// The expiry to send to memcached for a relative `ttl`, given the current Unix time.
@@ -103,8 +127,19 @@ mod tests {
         assert_eq!(fresh_remaining(31, 30), Some(1));
         assert_eq!(fresh_remaining(30, 30), None);
         assert_eq!(fresh_remaining(5, 30), None);
-        assert_eq!(hard_ttl(0, 0), 1);
-        assert_eq!(hard_ttl(60, 30), 90);
+        assert_eq!(hard_ttl(Expiry::After(0), 0), Expiry::After(1));
+        assert_eq!(hard_ttl(Expiry::After(60), 30), Expiry::After(90));
+        assert_eq!(hard_ttl(Expiry::Never, 30), Expiry::Never);
+    }
+
+    #[test]
+    fn never_is_memcached_zero() {
+        let now = 1_800_000_000;
+        assert_eq!(Expiry::Never.memcached(now), 0);
+        assert_eq!(Expiry::After(0).memcached(now), 1);
+        assert_eq!(Expiry::After(60).memcached(now), 60);
+        let forty_days = 40 * 24 * 3600;
+        assert_eq!(Expiry::After(forty_days).memcached(now), now + forty_days);
     }
 
     proptest! {

@@ -25,14 +25,14 @@ fn seconds(s: u64) -> i64 {
 impl From<Lookup> for proto::GetResponse {
     fn from(l: Lookup) -> Self {
         Self {
-            counter: false,
+            counter: l.counter,
             outcome: proto::Outcome::from(l.outcome).into(),
             value: l.value,
             flags: l.flags,
             ttl_seconds: seconds(l.ttl_seconds),
             lease_token: l.lease.map(|t| t.to_bytes().into()).unwrap_or_default(),
-            no_expiry: false,
-            grace_seconds: 0,
+            no_expiry: l.no_expiry,
+            grace_seconds: seconds(l.grace_seconds),
         }
     }
 }
@@ -46,6 +46,9 @@ impl From<proto::SetRequest> for SetArgs {
             grace_seconds: r.grace_seconds,
             flags: r.flags,
             lease_token: r.lease_token,
+            no_expiry: r.no_expiry,
+            no_grace: r.no_grace,
+            counter: r.counter,
         }
     }
 }
@@ -59,6 +62,9 @@ impl From<proto::SetManyItem> for SetArgs {
             grace_seconds: r.grace_seconds,
             flags: r.flags,
             lease_token: r.lease_token,
+            no_expiry: r.no_expiry,
+            no_grace: r.no_grace,
+            counter: r.counter,
         }
     }
 }
@@ -128,6 +134,9 @@ impl From<proto::AddRequest> for SetArgs {
             grace_seconds: r.grace_seconds,
             flags: r.flags,
             lease_token: bytes::Bytes::new(),
+            no_expiry: r.no_expiry,
+            no_grace: r.no_grace,
+            counter: r.counter,
         }
     }
 }

@@ -49,17 +49,6 @@ fn call_of<T>(request: &Request<T>) -> Result<Call, Status> {
     })
 }
 
-/// Refuses a request field this server does not implement yet.
-fn not_yet(set: bool, field: &str) -> Result<(), Status> {
-    if set {
-        Err(Status::unimplemented(format!(
-            "`{field}` is not supported by this server yet"
-        )))
-    } else {
-        Ok(())
-    }
-}
-
 #[tonic::async_trait]
 impl<S: Store> cache_server::Cache for CacheService<S> {
     async fn get(
@@ -68,8 +57,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::GetResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
-        not_yet(req.peek, "peek")?;
-        let read = self.cache.get(&call, &req.key, req.lease_on_miss).await?;
+        let read = self
+            .cache
+            .get(&call, &req.key, req.lease_on_miss, req.peek)
+            .await?;
         let outcome = read.lookup.outcome;
         let mut response = Response::new(proto::GetResponse::from(read.lookup));
         // For the telemetry layer's metrics and span.
@@ -88,9 +79,6 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::SetResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
-        not_yet(req.no_expiry, "no_expiry")?;
-        not_yet(req.no_grace, "no_grace")?;
-        not_yet(req.counter, "counter")?;
         let stored = self.cache.set(&call, &SetArgs::from(req)).await?;
         Ok(Response::new(proto::SetResponse { stored }))
     }
@@ -110,9 +98,6 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::AddResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
-        not_yet(req.no_expiry, "no_expiry")?;
-        not_yet(req.no_grace, "no_grace")?;
-        not_yet(req.counter, "counter")?;
         let stored = self.cache.add(&call, &SetArgs::from(req)).await?;
         Ok(Response::new(proto::AddResponse { stored }))
     }
@@ -123,8 +108,10 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::TouchResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
-        not_yet(req.no_expiry, "no_expiry")?;
-        let touched = self.cache.touch(&call, &req.key, req.ttl_seconds).await?;
+        let touched = self
+            .cache
+            .touch(&call, &req.key, req.ttl_seconds, req.no_expiry)
+            .await?;
         Ok(Response::new(proto::TouchResponse { touched }))
     }
 
@@ -146,7 +133,6 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::IncrementResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
-        not_yet(req.no_expiry, "no_expiry")?;
         let value = self
             .cache
             .increment(
@@ -155,6 +141,7 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
                 req.delta,
                 req.initial_value,
                 req.ttl_seconds,
+                req.no_expiry,
             )
             .await?;
         Ok(Response::new(proto::IncrementResponse { value }))
@@ -166,10 +153,9 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::GetManyResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
-        not_yet(req.peek, "peek")?;
         let reads = self
             .cache
-            .get_many(&call, &req.keys, req.lease_on_miss)
+            .get_many(&call, &req.keys, req.lease_on_miss, req.peek)
             .await;
         let degraded = reads.iter().any(|r| r.as_ref().is_ok_and(|r| r.degraded));
         let results = req
@@ -193,11 +179,6 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::SetManyResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
-        for item in &req.items {
-            not_yet(item.no_expiry, "no_expiry")?;
-            not_yet(item.no_grace, "no_grace")?;
-            not_yet(item.counter, "counter")?;
-        }
         let items: Vec<SetArgs> = req.items.into_iter().map(SetArgs::from).collect();
         let stored = self.cache.set_many(&call, &items).await;
         let results = items
@@ -227,9 +208,8 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         &self,
         request: Request<proto::FlushRequest>,
     ) -> Result<Response<proto::FlushResponse>, Status> {
-        call_of(&request)?;
-        Err(Status::unimplemented(
-            "Flush is not supported by this server yet",
-        ))
+        let call = call_of(&request)?;
+        let flushed = self.cache.flush(&call).await?;
+        Ok(Response::new(proto::FlushResponse { flushed }))
     }
 }

@@ -14,7 +14,8 @@ impl From<CacheError> for Status {
             | CacheError::KeyTooLong { .. }
             | CacheError::ValueTooLarge { .. }
             | CacheError::Ttl { .. }
-            | CacheError::Lease(_) => Status::invalid_argument(e.to_string()),
+            | CacheError::Lease(_)
+            | CacheError::Field { .. } => Status::invalid_argument(e.to_string()),
             CacheError::NoCounter => Status::not_found(e.to_string()),
             CacheError::NotACounter | CacheError::CacheOff => {
                 Status::failed_precondition(e.to_string())

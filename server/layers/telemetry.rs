@@ -32,6 +32,7 @@ const RPCS: &[&str] = &[
     "GetMany",
     "SetMany",
     "DeleteMany",
+    "Flush",
 ];
 
 fn rpc_name(path: &str) -> &'static str {

@@ -153,10 +153,15 @@ impl Store for EmbeddedStore {
         Ok(self.apply(key, |it, now, _| item::delete(it, now)).await)
     }
 
-    async fn invalidate(&self, key: &StoreKey, stale_ttl: u64) -> Result<bool, StoreError> {
+    async fn invalidate(
+        &self,
+        key: &StoreKey,
+        stale_ttl: u64,
+        cas: Option<u64>,
+    ) -> Result<bool, StoreError> {
         Ok(self
-            .apply(key, |it, now, cas| {
-                item::invalidate(it, stale_ttl, now, cas)
+            .apply(key, |it, now, new_cas| {
+                item::invalidate(it, stale_ttl, cas, now, new_cas)
             })
             .await)
     }

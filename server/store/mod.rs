@@ -105,12 +105,14 @@ pub trait Store: Send + Sync + 'static {
     /// Meta delete (`md <key>`); whether the key held an item.
     fn delete(&self, key: &StoreKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Invalidation (`md <key> I T<stale_ttl>`): marks the item stale, re-opens the refresh
-    /// election, bumps its CAS value; whether the key held an item.
+    /// Invalidation (`md <key> I T<stale_ttl> [C<cas>]`): marks the item stale, re-opens the
+    /// refresh election, bumps its CAS value; whether it did (the key held an item, with the
+    /// CAS value `cas` when one is given).
     fn invalidate(
         &self,
         key: &StoreKey,
         stale_ttl: u64,
+        cas: Option<u64>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Arithmetic (`ma <key> [N<ttl> J<initial>] D<delta> M(I|D) v`).
@@ -120,6 +122,25 @@ pub trait Store: Send + Sync + 'static {
         delta: i64,
         create: Option<Create>,
     ) -> impl Future<Output = Result<IncrStatus, StoreError>> + Send;
+
+    /// Meta get of a key kept on every server (a key space's generation): one answer per
+    /// server. Single-node stores answer once.
+    fn get_replicated(
+        &self,
+        key: &StoreKey,
+        opts: GetOpts,
+    ) -> impl Future<Output = Vec<Result<Option<ItemView>, StoreError>>> + Send {
+        async move { vec![self.get(key, opts).await] }
+    }
+
+    /// Meta set of a key kept on every server: one answer per server.
+    fn set_replicated(
+        &self,
+        key: &StoreKey,
+        write: &Write,
+    ) -> impl Future<Output = Vec<Result<WriteStatus, StoreError>>> + Send {
+        async move { vec![self.set(key, write).await] }
+    }
 
     /// Meta get of many keys, answers in request order. The default runs the single gets
     /// concurrently; backends that can pipeline override it.

@@ -125,6 +125,32 @@ impl MemcachedStore {
         }
         groups
     }
+
+    /// Meta set of one item on a given server.
+    async fn set_on(
+        &self,
+        node: &Node,
+        key: &StoreKey,
+        write: &Write,
+    ) -> Result<WriteStatus, StoreError> {
+        let (token, b64) = key_token(key);
+        let flags = set_flags(write, b64);
+        let value = write.value.clone();
+        node.run(|mut client| async move {
+            match client
+                .meta_set(&token, &value[..], false, None, Some(&as_strs(&flags)))
+                .await
+            {
+                Ok(_) => Ok(WriteStatus::Stored),
+                Err(McError::Protocol(status)) => match write_status(Some(&status)) {
+                    Some(st) => Ok(st),
+                    None => Err(McError::Protocol(status)),
+                },
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
 }
 
 /// Keys of a batch that go to one server in one pipeline.
@@ -152,7 +178,7 @@ fn get_flags(opts: GetOpts, b64: bool) -> Vec<String> {
     );
     flags.extend(
         opts.touch
-            .map(|n| format!("T{}", memcached_exptime(n, now_unix()))),
+            .map(|ttl| format!("T{}", ttl.memcached(now_unix()))),
     );
     if b64 {
         flags.push("b".to_owned());
@@ -167,7 +193,7 @@ fn as_strs(flags: &[String]) -> Vec<&str> {
 /// The shared meta flags of a plain set (what a pipelined batch of sets may have in common).
 fn set_flags(write: &Write, b64: bool) -> Vec<String> {
     let mut flags = vec![
-        format!("T{}", memcached_exptime(write.ttl, now_unix())),
+        format!("T{}", write.ttl.memcached(now_unix())),
         format!("F{}", write.client_flags),
     ];
     if write.mode == WriteMode::Add {
@@ -247,24 +273,7 @@ impl Store for MemcachedStore {
     }
 
     async fn set(&self, key: &StoreKey, write: &Write) -> Result<WriteStatus, StoreError> {
-        let (token, b64) = key_token(key);
-        let flags = set_flags(write, b64);
-        let value = write.value.clone();
-        self.node_for(key)
-            .run(|mut client| async move {
-                match client
-                    .meta_set(&token, &value[..], false, None, Some(&as_strs(&flags)))
-                    .await
-                {
-                    Ok(_) => Ok(WriteStatus::Stored),
-                    Err(McError::Protocol(status)) => match write_status(Some(&status)) {
-                        Some(st) => Ok(st),
-                        None => Err(McError::Protocol(status)),
-                    },
-                    Err(e) => Err(e),
-                }
-            })
-            .await
+        self.set_on(self.node_for(key), key, write).await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<bool, StoreError> {
@@ -281,12 +290,18 @@ impl Store for MemcachedStore {
             .await
     }
 
-    async fn invalidate(&self, key: &StoreKey, stale_ttl: u64) -> Result<bool, StoreError> {
+    async fn invalidate(
+        &self,
+        key: &StoreKey,
+        stale_ttl: u64,
+        cas: Option<u64>,
+    ) -> Result<bool, StoreError> {
         let (token, b64) = key_token(key);
         let mut flags = vec![
             "I".to_owned(),
             format!("T{}", memcached_exptime(stale_ttl, now_unix())),
         ];
+        flags.extend(cas.map(|c| format!("C{c}")));
         if b64 {
             flags.push("b".to_owned());
         }
@@ -297,11 +312,38 @@ impl Store for MemcachedStore {
                     .await
                 {
                     Ok(_) => Ok(true),
-                    Err(McError::Protocol(Status::NotFound)) => Ok(false),
+                    Err(McError::Protocol(Status::NotFound | Status::Exists)) => Ok(false),
                     Err(e) => Err(e),
                 }
             })
             .await
+    }
+
+    async fn get_replicated(
+        &self,
+        key: &StoreKey,
+        opts: GetOpts,
+    ) -> Vec<Result<Option<ItemView>, StoreError>> {
+        let (token, b64) = key_token(key);
+        let flags = get_flags(opts, b64);
+        let (token, flags) = (&token, &flags);
+        join_all(self.nodes.iter().map(|node| {
+            node.run(move |mut client| async move {
+                let found = client
+                    .meta_get(token, false, None, Some(&as_strs(flags)))
+                    .await?;
+                Ok(found.map(view))
+            })
+        }))
+        .await
+    }
+
+    async fn set_replicated(
+        &self,
+        key: &StoreKey,
+        write: &Write,
+    ) -> Vec<Result<WriteStatus, StoreError>> {
+        join_all(self.nodes.iter().map(|node| self.set_on(node, key, write))).await
     }
 
     async fn incr(
@@ -313,7 +355,7 @@ impl Store for MemcachedStore {
         let (token, b64) = key_token(key);
         let mut flags = vec!["v".to_owned()];
         if let Some(c) = create {
-            flags.push(format!("N{}", memcached_exptime(c.ttl, now_unix())));
+            flags.push(format!("N{}", c.ttl.memcached(now_unix())));
             flags.push(format!("J{}", c.initial));
         }
         if b64 {

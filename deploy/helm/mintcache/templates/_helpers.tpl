@@ -134,29 +134,57 @@ bundled StatefulSet's pods,
 {{- default (printf "%s-auth" (include "mintcache.fullname" .)) .Values.auth.existingSecret }}
 {{- end }}
 
-{{/* Probe kind: "grpc" or "http". */}}
+{{/* Probe kind: "grpc" or "http" (the schema allows auto, grpc and http). */}}
 {{- define "mintcache.probeMode" -}}
-{{- $mode := .Values.probes.mode }}
-{{- if eq $mode "auto" }}
+{{- if eq .Values.probes.mode "auto" }}
 {{- ternary "http" "grpc" .Values.tls.enabled }}
-{{- else if has $mode (list "grpc" "http") }}
-{{- $mode }}
 {{- else }}
-{{- fail (printf "probes.mode must be auto, grpc or http, not %q" $mode) }}
+{{- .Values.probes.mode }}
 {{- end }}
 {{- end }}
 
-{{/* terminationGracePeriodSeconds: at least preStop sleep + shutdown grace + 5 s. */}}
+{{/* The least terminationGracePeriodSeconds: preStop sleep + shutdown grace + 5 s. */}}
+{{- define "mintcache.minTerminationGracePeriodSeconds" -}}
+{{- add (int .Values.preStopSleepSeconds) (int (dig "server" "shutdown_grace_seconds" 20 .Values.config)) 5 }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds: the value given (mintcache.validate checks it), or the least. */}}
 {{- define "mintcache.terminationGracePeriodSeconds" -}}
-{{- $grace := int (dig "server" "shutdown_grace_seconds" 20 .Values.config) }}
-{{- $min := add (int .Values.preStopSleepSeconds) $grace 5 }}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
-{{- $min }}
-{{- else if lt (int .Values.terminationGracePeriodSeconds) (int $min) }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least preStopSleepSeconds + config.server.shutdown_grace_seconds + 5 = %d" (int .Values.terminationGracePeriodSeconds) (int $min)) }}
+{{- include "mintcache.minTerminationGracePeriodSeconds" . }}
 {{- else }}
 {{- int .Values.terminationGracePeriodSeconds }}
 {{- end }}
+{{- end }}
+
+{{/*
+memcached.bundled.maxItemSize in bytes. memcached -I takes bytes or a number with k or m (the
+schema holds that shape); a plain number from a values file is a float to Helm.
+*/}}
+{{- define "mintcache.memcached.maxItemBytes" -}}
+{{- $v := .Values.memcached.bundled.maxItemSize }}
+{{- if kindIs "string" $v }}
+{{- $n := atoi (regexFind "^[0-9]+" $v) }}
+{{- $unit := regexFind "[kKmM]$" $v | lower }}
+{{- if eq $unit "k" }}{{ mul $n 1024 }}{{ else if eq $unit "m" }}{{ mul $n 1048576 }}{{ else }}{{ $n }}{{ end }}
+{{- else }}
+{{- int64 $v }}
+{{- end }}
+{{- end }}
+
+{{/*
+The server configuration keys the chart sets itself, each with the value to use instead. The
+config values and extraEnv may not set them: the ports, probes, Services and NetworkPolicies
+are all built from those values, and would otherwise disagree with what the server does.
+*/}}
+{{- define "mintcache.managedConfigKeys" -}}
+{{- dict
+  "server" (dict "listen" "containerPorts.grpc")
+  "admin" (dict "listen" "containerPorts.admin")
+  "memcached" (dict "servers" "memcached.servers or memcached.bundled")
+  "tls" (dict "cert" "tls" "key" "tls" "client_ca" "tls.clientCA" "client_cert_optional" "tls.clientCertOptional")
+  "auth" (dict "admin_token_sha256" "auth.adminTokenSha256 or auth.existingSecret" "client_token_sha256" "auth.clientTokenSha256 or auth.existingSecret")
+  | toJson }}
 {{- end }}
 
 {{/*
@@ -188,24 +216,6 @@ addresses, memcached servers, TLS paths).
 */}}
 {{- define "mintcache.configToml" -}}
 {{- $cfg := deepCopy .Values.config }}
-{{- $managed := dict
-  "server" (dict "listen" "containerPorts.grpc")
-  "admin" (dict "listen" "containerPorts.admin")
-  "memcached" (dict "servers" "memcached.servers or memcached.bundled")
-  "tls" (dict "cert" "tls" "key" "tls" "client_ca" "tls.clientCA" "client_cert_optional" "tls.clientCertOptional")
-  "auth" (dict "admin_token_sha256" "auth.adminTokenSha256 or auth.existingSecret" "client_token_sha256" "auth.clientTokenSha256 or auth.existingSecret")
-}}
-{{- range $section, $body := $cfg }}
-{{- if not (kindIs "map" $body) }}
-{{- fail (printf "config.%s must be a map: a [%s] section of the server configuration" $section $section) }}
-{{- end }}
-{{- range $key, $val := $body }}
-{{- $owner := dig $section $key "" $managed }}
-{{- if and $owner (not (kindIs "invalid" $val)) }}
-{{- fail (printf "config.%s.%s is managed by the chart: set %s instead" $section $key $owner) }}
-{{- end }}
-{{- end }}
-{{- end }}
 {{- range $section := list "server" "admin" "memcached" "tls" "cache" }}
 {{- if not (hasKey $cfg $section) }}{{ $_ := set $cfg $section dict }}{{ end }}
 {{- end }}
@@ -241,34 +251,5 @@ addresses, memcached servers, TLS paths).
 {{ $key }} = {{ include "mintcache.tomlValue" $val }}
 {{- end }}
 {{- end }}
-{{- end }}
-{{- end }}
-
-{{/* Refuse value combinations that cannot work. */}}
-{{- define "mintcache.validate" -}}
-{{- if and .Values.memcached.servers .Values.memcached.bundled.enabled }}
-{{- fail "memcached.servers and memcached.bundled.enabled are exclusive: use an external memcached or the bundled one" }}
-{{- end }}
-{{- if and (not (include "mintcache.usesMemcached" .)) (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) (not .Values.allowUnsharedEmbeddedStore) }}
-{{- fail "more than one mintcache pod without memcached: each pod would have its own embedded store (no shared keys, leases or invalidations). Set memcached.servers or memcached.bundled.enabled (or allowUnsharedEmbeddedStore=true)" }}
-{{- end }}
-{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
-{{- fail "tls.enabled needs tls.secretName (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
-{{- end }}
-{{- if and .Values.tls.clientCA.enabled (not .Values.tls.enabled) }}
-{{- fail "tls.clientCA.enabled needs tls.enabled" }}
-{{- end }}
-{{- range $field := list "adminTokenSha256" "clientTokenSha256" }}
-{{- range (index $.Values.auth $field) }}
-{{- if not (regexMatch "^[0-9a-fA-F]{64}$" (toString .)) }}
-{{- fail (printf "auth.%s: %q is not a hex SHA-256 digest (64 hex digits; echo -n TOKEN | sha256sum)" $field (toString .)) }}
-{{- end }}
-{{- end }}
-{{- end }}
-{{- if eq (int .Values.containerPorts.grpc) (int .Values.containerPorts.admin) }}
-{{- fail "containerPorts.grpc and containerPorts.admin must differ" }}
-{{- end }}
-{{- if and .Values.podDisruptionBudget.enabled (kindIs "invalid" .Values.podDisruptionBudget.minAvailable) (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable) }}
-{{- fail "podDisruptionBudget: set minAvailable or maxUnavailable" }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,75 @@
+"""Python client for mintcache, a versioned mint cache over memcached served over gRPC.
+
+- :class:`Client` (sync) and :class:`AsyncClient` (asyncio, grpc.aio): one typed method per
+  RPC, default and per-call version / namespace / token / debug mode / deadline, several
+  endpoints, TLS, bounded retries where a retry cannot change the answer, and
+  ``get_or_compute``, which follows the mint protocol so that an expiring key is recomputed
+  once, fleet-wide.
+- :mod:`mintcache.types`: :class:`Outcome`, :class:`Lookup`, :class:`DebugMode`,
+  :class:`SetItem`, :class:`WriteResult`, :class:`ItemError`, :class:`Backoff`, :class:`TLS`.
+- :mod:`mintcache.errors`: :class:`CacheError` and one subclass per gRPC status code.
+- :mod:`mintcache.django`: the Django cache backend ``MintCache`` and ``CacheDebugMiddleware``.
+- :mod:`mintcache.v1`: the generated protobuf messages and gRPC stubs.
+
+>>> from mintcache import Client
+>>> cache = Client("127.0.0.1:50051", version="r42")        # doctest: +SKIP
+>>> cache.set("user:42", b"Ada", ttl=60)                      # doctest: +SKIP
+True
+>>> cache.get("user:42").value                                # doctest: +SKIP
+b'Ada'
+"""
+
+from ._core import (
+    AUTHORIZATION_HEADER,
+    DEBUG_APPLIED_HEADER,
+    DEBUG_HEADER,
+    DEGRADED_HEADER,
+    NAMESPACE_HEADER,
+    VERSION_HEADER,
+)
+from .aio import AsyncClient
+from .client import Client
+from .errors import (
+    CacheError,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from .types import TLS, Backoff, DebugMode, ItemError, Lookup, Outcome, SetItem, WriteResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AUTHORIZATION_HEADER",
+    "DEBUG_APPLIED_HEADER",
+    "DEBUG_HEADER",
+    "DEGRADED_HEADER",
+    "NAMESPACE_HEADER",
+    "VERSION_HEADER",
+    "AsyncClient",
+    "Backoff",
+    "CacheError",
+    "Client",
+    "DeadlineExceeded",
+    "DebugMode",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "ItemError",
+    "Lookup",
+    "NotFound",
+    "Outcome",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "SetItem",
+    "TLS",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "WriteResult",
+]

@@ -1,0 +1,308 @@
+"""The asyncio client (grpc.aio): the same calls, options, retries and mint protocol as
+:class:`mintcache.Client`, as coroutines.
+
+A grpc.aio channel belongs to the event loop it was created in. An :class:`AsyncClient`
+therefore opens its connections in the loop of its first call and refuses calls from any
+other loop (make one client per loop; the Django backend keeps one per loop for you).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import time
+from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
+
+import grpc
+import grpc.aio
+
+from . import _core
+from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
+from .errors import CacheError, DeadlineExceeded, error_from_rpc
+from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
+from .v1 import cache_pb2 as pb
+from .v1 import cache_pb2_grpc
+
+__all__ = ["AsyncClient"]
+
+log = logging.getLogger("mintcache")
+
+
+class _AioChannels:
+    """The channels of one client and its copies, opened in the loop of the first call."""
+
+    def __init__(self, targets: list[str], tls: TLS | None) -> None:
+        self._targets = targets
+        self._tls = tls
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._channels: list[grpc.aio.Channel] = []
+        self._stubs: list[cache_pb2_grpc.CacheStub] = []
+        self._turn = itertools.count()
+        self._closed = False
+
+    def pick(self) -> cache_pb2_grpc.CacheStub:
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise RuntimeError("this AsyncClient is closed")
+        if self._loop is None:
+            options = _core.channel_options(self._tls.server_name if self._tls else None)
+            if self._tls is not None:
+                credentials = self._tls.credentials()
+                self._channels = [
+                    grpc.aio.secure_channel(t, credentials, options=options) for t in self._targets
+                ]
+            else:
+                self._channels = [
+                    grpc.aio.insecure_channel(t, options=options) for t in self._targets
+                ]
+            self._stubs = [cache_pb2_grpc.CacheStub(c) for c in self._channels]
+            self._loop = loop
+        elif loop is not self._loop:
+            raise RuntimeError(
+                "an AsyncClient belongs to the event loop of its first call; "
+                "create one client per event loop"
+            )
+        return self._stubs[next(self._turn) % len(self._stubs)]
+
+    async def close(self) -> None:
+        self._closed = True
+        channels, self._channels, self._stubs = self._channels, [], []
+        for channel in channels:
+            await channel.close()
+
+
+ComputeResult = Union[Value, Awaitable[Value]]
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`mintcache.Client` (same arguments, same methods, as
+    coroutines). Use it from one event loop; ``async with AsyncClient(...) as cache:`` closes it.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        version: str | None = None,
+        namespace: str | None = None,
+        token: str | None = None,
+        tls: TLS | bool | None = None,
+        timeout: float | None = 5.0,
+        retry: Backoff = Backoff.UNAVAILABLE,
+        pending: Backoff = Backoff.PENDING,
+        lease_on_miss: bool | None = None,
+    ) -> None:
+        targets, use_tls = _core.channel_targets(endpoints, bool(tls))
+        tls_config = tls if isinstance(tls, TLS) else (TLS() if use_tls else None)
+        if tls_config is not None:
+            tls_config.credentials()  # read the files now: a wrong path fails here, not later
+        self._defaults = CallDefaults().merged(
+            version=version,
+            namespace=namespace,
+            token=token,
+            timeout=timeout,
+            lease_on_miss=lease_on_miss,
+        )
+        self._channels = _AioChannels(targets, tls_config)
+        self._retry = retry
+        self._pending = pending
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self._defaults!r})"
+
+    def with_options(
+        self,
+        *,
+        version: str | None = UNSET,
+        namespace: str | None = UNSET,
+        token: str | None = UNSET,
+        debug: DebugMode | str | None = UNSET,
+        timeout: float | None = UNSET,
+        lease_on_miss: bool | None = UNSET,
+    ) -> AsyncClient:
+        """A copy sharing this client's connections, with other call options."""
+        copy = object.__new__(AsyncClient)
+        copy._defaults = self._defaults.merged(
+            version=version,
+            namespace=namespace,
+            token=token,
+            debug=debug,
+            timeout=timeout,
+            lease_on_miss=lease_on_miss,
+        )
+        copy._channels = self._channels
+        copy._retry = self._retry
+        copy._pending = self._pending
+        return copy
+
+    async def close(self) -> None:
+        """Closes the connections (shared with every copy from :meth:`with_options`)."""
+        await self._channels.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, Any]:
+        metadata = self._defaults.metadata()
+        timeout = self._defaults.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failed = 0
+        while True:
+            stub = self._channels.pick()
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            call = getattr(stub, method)(request, timeout=remaining, metadata=metadata)
+            try:
+                response = await call
+                return response, await call.initial_metadata()
+            except grpc.RpcError as rpc_error:
+                failed += 1
+                code, details = rpc_error.code(), rpc_error.details()
+                if failed >= self._retry.attempts or not _core.may_retry(read, code, details):
+                    raise error_from_rpc(rpc_error) from rpc_error
+                delay = self._retry.delay(failed)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise DeadlineExceeded(
+                        f"deadline passed while retrying ({code.name}: {details})"
+                    ) from rpc_error
+                await asyncio.sleep(delay)
+
+    async def get(
+        self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None
+    ) -> Lookup:
+        """See :meth:`mintcache.Client.get`."""
+        if lease_on_miss is None:
+            lease_on_miss = self._defaults.lease_on_miss
+        request = _core.get_request(key, peek, lease_on_miss)
+        response, metadata = await self._invoke("Get", request, read=True)
+        return _core.lookup_from(request.key, response, _core.is_degraded(metadata))
+
+    async def get_many(
+        self, keys: Iterable[Key], *, peek: bool = False, lease_on_miss: bool | None = None
+    ) -> list[Lookup]:
+        """See :meth:`mintcache.Client.get_many`."""
+        if lease_on_miss is None:
+            lease_on_miss = self._defaults.lease_on_miss
+        request = _core.get_many_request(keys, peek, lease_on_miss)
+        if not request.keys:
+            return []
+        response, metadata = await self._invoke("GetMany", request, read=True)
+        return _core.lookups_from(response, _core.is_degraded(metadata))
+
+    async def set(
+        self,
+        key: Key,
+        value: Value,
+        ttl: float | None = 0,
+        *,
+        grace: float | None = 0,
+        flags: int = 0,
+        lease: bytes | None = None,
+        counter: bool = False,
+    ) -> bool:
+        """See :meth:`mintcache.Client.set`."""
+        request = _core.set_request(key, value, ttl, grace, flags, lease, counter)
+        response, _ = await self._invoke("Set", request, read=False)
+        return response.stored
+
+    async def add(
+        self,
+        key: Key,
+        value: Value,
+        ttl: float | None = 0,
+        *,
+        grace: float | None = 0,
+        flags: int = 0,
+        counter: bool = False,
+    ) -> bool:
+        """See :meth:`mintcache.Client.add`."""
+        request = _core.add_request(key, value, ttl, grace, flags, counter)
+        response, _ = await self._invoke("Add", request, read=False)
+        return response.stored
+
+    async def set_many(self, items: Iterable[SetItem]) -> list[WriteResult]:
+        """See :meth:`mintcache.Client.set_many`."""
+        request = _core.set_many_request(items)
+        if not request.items:
+            return []
+        response, _ = await self._invoke("SetMany", request, read=False)
+        return _core.write_results(response, "stored")
+
+    async def delete(self, key: Key) -> bool:
+        """See :meth:`mintcache.Client.delete`."""
+        request = pb.DeleteRequest(key=_core.as_bytes(key, "key"))
+        response, _ = await self._invoke("Delete", request, read=False)
+        return response.deleted
+
+    async def delete_many(self, keys: Iterable[Key]) -> list[WriteResult]:
+        """See :meth:`mintcache.Client.delete_many`."""
+        request = pb.DeleteManyRequest(keys=[_core.as_bytes(k, "key") for k in keys])
+        if not request.keys:
+            return []
+        response, _ = await self._invoke("DeleteMany", request, read=False)
+        return _core.write_results(response, "deleted")
+
+    async def touch(self, key: Key, ttl: float | None = 0) -> bool:
+        """See :meth:`mintcache.Client.touch`."""
+        response, _ = await self._invoke("Touch", _core.touch_request(key, ttl), read=False)
+        return response.touched
+
+    async def invalidate(self, key: Key) -> bool:
+        """See :meth:`mintcache.Client.invalidate`."""
+        request = pb.InvalidateRequest(key=_core.as_bytes(key, "key"))
+        response, _ = await self._invoke("Invalidate", request, read=False)
+        return response.invalidated
+
+    async def increment(
+        self, key: Key, delta: int = 1, *, initial: int | None = None, ttl: float | None = 0
+    ) -> int:
+        """See :meth:`mintcache.Client.increment`."""
+        request = _core.increment_request(key, delta, initial, ttl)
+        response, _ = await self._invoke("Increment", request, read=False)
+        return response.value
+
+    async def flush(self) -> bool:
+        """See :meth:`mintcache.Client.flush`."""
+        response, _ = await self._invoke("Flush", pb.FlushRequest(), read=False)
+        return response.flushed
+
+    async def get_or_compute(
+        self,
+        key: Key,
+        compute: Callable[[], ComputeResult],
+        ttl: float | None = 0,
+        *,
+        grace: float | None = 0,
+        flags: int = 0,
+        lease_on_miss: bool | None = None,
+    ) -> bytes:
+        """See :meth:`mintcache.Client.get_or_compute`. ``compute`` may be a plain function or
+        return an awaitable (e.g. an ``async def`` function)."""
+        key_bytes = _core.as_bytes(key, "key")
+        reads = MintReads(self._pending)
+        while True:
+            decision = reads.decide(await self.get(key_bytes, lease_on_miss=lease_on_miss))
+            if isinstance(decision, Cached):
+                return decision.lookup.value
+            if isinstance(decision, Wait):
+                await asyncio.sleep(decision.seconds)
+                continue
+            break
+        assert isinstance(decision, Compute)
+        result = compute()
+        if inspect.isawaitable(result):
+            result = await result
+        value = _core.as_bytes(result, "computed value")
+        if decision.write_back:
+            try:
+                await self.set(
+                    key_bytes, value, ttl, grace=grace, flags=flags, lease=decision.lease
+                )
+            except CacheError as error:
+                # The computed value is still the answer; the cache is best-effort here.
+                log.warning("mintcache: storing a computed value failed: %s", error)
+        return value

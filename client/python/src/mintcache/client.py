@@ -1,0 +1,322 @@
+"""The synchronous client: one typed method per RPC, default and per-call options (version,
+namespace, token, debug mode, deadline), bounded retries where a retry cannot change the
+answer, and :meth:`Client.get_or_compute`, which follows the mint protocol.
+
+A :class:`Client` is thread-safe: grpcio channels are, and the client keeps no per-call state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import grpc
+
+from . import _core
+from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
+from .errors import CacheError, DeadlineExceeded, error_from_rpc
+from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
+from .v1 import cache_pb2 as pb
+from .v1 import cache_pb2_grpc
+
+__all__ = ["Client"]
+
+log = logging.getLogger("mintcache")
+
+
+class _Channels:
+    """One grpcio channel per endpoint; calls go round robin over them, and a retry goes to
+    the next one (so a refused connection moves on to another replica)."""
+
+    def __init__(self, targets: list[str], tls: TLS | None) -> None:
+        options = _core.channel_options(tls.server_name if tls else None)
+        if tls is not None:
+            credentials = tls.credentials()
+            self.channels = [grpc.secure_channel(t, credentials, options=options) for t in targets]
+        else:
+            self.channels = [grpc.insecure_channel(t, options=options) for t in targets]
+        self.stubs = [cache_pb2_grpc.CacheStub(c) for c in self.channels]
+        self._turn = itertools.count()
+
+    def pick(self) -> cache_pb2_grpc.CacheStub:
+        return self.stubs[next(self._turn) % len(self.stubs)]
+
+    def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
+
+
+class Client:
+    """A mintcache client.
+
+    ``endpoints``: ``host:port`` (or ``http://`` / ``https://host:port``, ``dns:///host:port``),
+    one or several (a list, or one string separated by commas); several are used round robin,
+    e.g. one per server replica. ``version`` / ``namespace``: the key space of every call
+    (default: the server's). ``token``: sent as ``authorization: Bearer``. ``tls``: a
+    :class:`~mintcache.TLS` (or ``True`` for the system roots). ``timeout``: the deadline of
+    each call in seconds, retries included (``None``: no deadline). ``retry``: the schedule for
+    failed calls that may be repeated (reads on ``UNAVAILABLE``; writes only when no connection
+    could be made). ``pending``: how ``get_or_compute`` waits for another caller's fill.
+    ``lease_on_miss``: cold-miss protection for reads that do not say (default: the server's).
+
+    :meth:`with_options` returns a copy that shares the connections and differs in call
+    options, e.g. ``client.with_options(debug="write-only").set(...)``.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        version: str | None = None,
+        namespace: str | None = None,
+        token: str | None = None,
+        tls: TLS | bool | None = None,
+        timeout: float | None = 5.0,
+        retry: Backoff = Backoff.UNAVAILABLE,
+        pending: Backoff = Backoff.PENDING,
+        lease_on_miss: bool | None = None,
+    ) -> None:
+        targets, use_tls = _core.channel_targets(endpoints, bool(tls))
+        tls_config = tls if isinstance(tls, TLS) else (TLS() if use_tls else None)
+        self._defaults = CallDefaults().merged(
+            version=version,
+            namespace=namespace,
+            token=token,
+            timeout=timeout,
+            lease_on_miss=lease_on_miss,
+        )
+        self._channels = _Channels(targets, tls_config)
+        self._retry = retry
+        self._pending = pending
+
+    def __repr__(self) -> str:
+        return f"Client({len(self._channels.stubs)} endpoint(s), {self._defaults!r})"
+
+    def with_options(
+        self,
+        *,
+        version: str | None = UNSET,
+        namespace: str | None = UNSET,
+        token: str | None = UNSET,
+        debug: DebugMode | str | None = UNSET,
+        timeout: float | None = UNSET,
+        lease_on_miss: bool | None = UNSET,
+    ) -> Client:
+        """A copy sharing this client's connections, with other call options. ``debug``
+        (``"off"``, ``"write-only"``) is honoured by the server for admin callers only, and
+        answered ``PERMISSION_DENIED`` to anyone else."""
+        copy = object.__new__(Client)
+        copy._defaults = self._defaults.merged(
+            version=version,
+            namespace=namespace,
+            token=token,
+            debug=debug,
+            timeout=timeout,
+            lease_on_miss=lease_on_miss,
+        )
+        copy._channels = self._channels
+        copy._retry = self._retry
+        copy._pending = self._pending
+        return copy
+
+    def close(self) -> None:
+        """Closes the connections (shared with every copy from :meth:`with_options`)."""
+        self._channels.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the calls -----------------------------------------------------------------------------
+
+    def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, Any]:
+        """Sends one call with the defaults' metadata and deadline, retrying as
+        :func:`mintcache._core.may_retry` allows; returns the answer and its initial metadata."""
+        metadata = self._defaults.metadata()
+        timeout = self._defaults.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        failed = 0
+        while True:
+            stub = self._channels.pick()
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                response, call = getattr(stub, method).with_call(
+                    request, timeout=remaining, metadata=metadata
+                )
+                return response, call.initial_metadata()
+            except grpc.RpcError as rpc_error:
+                failed += 1
+                code, details = rpc_error.code(), rpc_error.details()
+                if failed >= self._retry.attempts or not _core.may_retry(read, code, details):
+                    raise error_from_rpc(rpc_error) from rpc_error
+                delay = self._retry.delay(failed)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise DeadlineExceeded(
+                        f"deadline passed while retrying ({code.name}: {details})"
+                    ) from rpc_error
+                time.sleep(delay)
+
+    def get(self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None) -> Lookup:
+        """Reads a key. ``peek``: look without joining the refresh election (never ``REFRESH``,
+        no lease, no cold-miss placeholder; for inspection, not for callers that recompute).
+        ``lease_on_miss``: cold-miss protection for this read."""
+        if lease_on_miss is None:
+            lease_on_miss = self._defaults.lease_on_miss
+        request = _core.get_request(key, peek, lease_on_miss)
+        response, metadata = self._invoke("Get", request, read=True)
+        return _core.lookup_from(request.key, response, _core.is_degraded(metadata))
+
+    def get_many(
+        self, keys: Iterable[Key], *, peek: bool = False, lease_on_miss: bool | None = None
+    ) -> list[Lookup]:
+        """Reads many keys in one call; one :class:`~mintcache.Lookup` per key, in order (a
+        key that failed has ``error`` set)."""
+        if lease_on_miss is None:
+            lease_on_miss = self._defaults.lease_on_miss
+        request = _core.get_many_request(keys, peek, lease_on_miss)
+        if not request.keys:
+            return []
+        response, metadata = self._invoke("GetMany", request, read=True)
+        return _core.lookups_from(response, _core.is_degraded(metadata))
+
+    def set(
+        self,
+        key: Key,
+        value: Value,
+        ttl: float | None = 0,
+        *,
+        grace: float | None = 0,
+        flags: int = 0,
+        lease: bytes | None = None,
+        counter: bool = False,
+    ) -> bool:
+        """Stores a value: fresh for ``ttl`` seconds (``0``: the server's default; ``None``:
+        never expires), then servable as ``STALE`` for ``grace`` seconds (``0``: the server's
+        default; ``None``: no grace period, gone at the end of ``ttl``). ``lease``: from the
+        ``REFRESH`` / ``MISS`` this value answers; the value is then not stored (``False``) if
+        the key changed since. ``counter``: ``value`` is the decimal digits of an unsigned
+        64-bit number that :meth:`increment` can change atomically."""
+        request = _core.set_request(key, value, ttl, grace, flags, lease, counter)
+        response, _ = self._invoke("Set", request, read=False)
+        return response.stored
+
+    def add(
+        self,
+        key: Key,
+        value: Value,
+        ttl: float | None = 0,
+        *,
+        grace: float | None = 0,
+        flags: int = 0,
+        counter: bool = False,
+    ) -> bool:
+        """Stores a value only if the key holds none; says whether it stored."""
+        request = _core.add_request(key, value, ttl, grace, flags, counter)
+        response, _ = self._invoke("Add", request, read=False)
+        return response.stored
+
+    def set_many(self, items: Iterable[SetItem]) -> list[WriteResult]:
+        """Stores many values in one call; one :class:`~mintcache.WriteResult` per item."""
+        request = _core.set_many_request(items)
+        if not request.items:
+            return []
+        response, _ = self._invoke("SetMany", request, read=False)
+        return _core.write_results(response, "stored")
+
+    def delete(self, key: Key) -> bool:
+        """Removes a key; says whether it held a value."""
+        request = pb.DeleteRequest(key=_core.as_bytes(key, "key"))
+        response, _ = self._invoke("Delete", request, read=False)
+        return response.deleted
+
+    def delete_many(self, keys: Iterable[Key]) -> list[WriteResult]:
+        """Removes many keys in one call; one :class:`~mintcache.WriteResult` per key."""
+        request = pb.DeleteManyRequest(keys=[_core.as_bytes(k, "key") for k in keys])
+        if not request.keys:
+            return []
+        response, _ = self._invoke("DeleteMany", request, read=False)
+        return _core.write_results(response, "deleted")
+
+    def touch(self, key: Key, ttl: float | None = 0) -> bool:
+        """Gives an existing key a new fresh ttl (``None``: never expires); says whether the
+        key existed."""
+        response, _ = self._invoke("Touch", _core.touch_request(key, ttl), read=False)
+        return response.touched
+
+    def invalidate(self, key: Key) -> bool:
+        """Soft purge: the next reader gets ``REFRESH``, the others ``STALE`` until the grace
+        period ends or a new value is set. Says whether the key held a value."""
+        request = pb.InvalidateRequest(key=_core.as_bytes(key, "key"))
+        response, _ = self._invoke("Invalidate", request, read=False)
+        return response.invalidated
+
+    def increment(
+        self, key: Key, delta: int = 1, *, initial: int | None = None, ttl: float | None = 0
+    ) -> int:
+        """Adds ``delta`` (negative to subtract; never below 0) to a counter and returns the new
+        value. A missing counter raises :class:`~mintcache.NotFound`, unless ``initial`` is
+        given: it is then created with that value (``delta`` not applied), living ``ttl``
+        seconds (``None``: never expires). A value that is not a counter raises
+        :class:`~mintcache.FailedPrecondition`. Never retried once it may have reached the
+        server: it would count twice."""
+        request = _core.increment_request(key, delta, initial, ttl)
+        response, _ = self._invoke("Increment", request, read=False)
+        return response.value
+
+    def flush(self) -> bool:
+        """Drops every key of this client's key space (namespace + version) and nothing else.
+        ``False`` only under the debug mode ``off``."""
+        response, _ = self._invoke("Flush", pb.FlushRequest(), read=False)
+        return response.flushed
+
+    # --- the mint protocol ---------------------------------------------------------------------
+
+    def get_or_compute(
+        self,
+        key: Key,
+        compute: Callable[[], Value],
+        ttl: float | None = 0,
+        *,
+        grace: float | None = 0,
+        flags: int = 0,
+        lease_on_miss: bool | None = None,
+    ) -> bytes:
+        """Returns the cached value of ``key``, computing and caching it when the server says so:
+
+        - ``HIT``, ``STALE`` → the cached (possibly stale) value; ``compute`` is not called;
+        - ``REFRESH`` (this caller won the refresh of a stale value) and ``MISS`` → calls
+          ``compute()``, stores the result for ``ttl`` / ``grace`` with the read's lease, and
+          returns it;
+        - ``PENDING`` (another caller is filling the key; ask for it with ``lease_on_miss``) →
+          reads again after a short jittered wait; if the key is still pending after the last
+          read (``pending`` schedule), computes and stores the value itself;
+        - a degraded read (the server's memcached failed) → computes and returns the value
+          without writing it back.
+
+        However many callers (and server replicas) ask for an expiring key at once, ``compute``
+        runs once per stale period. Storing is best-effort: a failed or refused store is logged
+        and the computed value is still returned. Exceptions from ``compute`` propagate.
+        """
+        key_bytes = _core.as_bytes(key, "key")
+        reads = MintReads(self._pending)
+        while True:
+            decision = reads.decide(self.get(key_bytes, lease_on_miss=lease_on_miss))
+            if isinstance(decision, Cached):
+                return decision.lookup.value
+            if isinstance(decision, Wait):
+                time.sleep(decision.seconds)
+                continue
+            break
+        assert isinstance(decision, Compute)
+        value = _core.as_bytes(compute(), "computed value")
+        if decision.write_back:
+            try:
+                self.set(key_bytes, value, ttl, grace=grace, flags=flags, lease=decision.lease)
+            except CacheError as error:
+                # The computed value is still the answer; the cache is best-effort here.
+                log.warning("mintcache: storing a computed value failed: %s", error)
+        return value

@@ -1,0 +1,12 @@
+"""URLs of the test project."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("probe/", views.probe),
+    path("aprobe/", views.aprobe),
+    path("together/", views.together),
+    path("atogether/", views.atogether),
+]
