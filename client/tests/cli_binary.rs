@@ -153,3 +153,24 @@ fn flags_read_their_variables() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn boolean_variables_are_off_when_false() {
+    for value in ["false", "0", "", "true", "1"] {
+        // `--raw` with JSON on is refused before any call; with JSON off, the admin address
+        // (nothing listens on port 1) is tried: a different message.
+        let out = mintcache(
+            &["--admin", "127.0.0.1:1", "stats", "--raw"],
+            &[("MINTCACHECLI_JSON", value.into())],
+            b"",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let json_on = matches!(value, "true" | "1");
+        assert_eq!(err.contains("cannot be JSON"), json_on, "{value:?}: {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(if json_on { 2 } else { 3 }),
+            "{value:?}"
+        );
+    }
+}

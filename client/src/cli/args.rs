@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::FalseyValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{DebugMode, LeaseToken, SetOptions};
@@ -62,10 +63,16 @@ pub(crate) struct Cli {
 #[derive(Clone, Copy, Debug, Args)]
 pub(crate) struct OutputArgs {
     /// Print one JSON object per command, with every detail (outcome, ttl, grace, lease, ...).
-    #[arg(long, env = "MINTCACHECLI_JSON", global = true)]
+    #[arg(long, env = "MINTCACHECLI_JSON", value_parser = FalseyValueParser::new(), global = true)]
     pub(crate) json: bool,
     /// No one-line report on stderr (it is shown only when stderr is a terminal anyway).
-    #[arg(short, long, env = "MINTCACHECLI_QUIET", global = true)]
+    #[arg(
+        short,
+        long,
+        env = "MINTCACHECLI_QUIET",
+        value_parser = FalseyValueParser::new(),
+        global = true
+    )]
     pub(crate) quiet: bool,
 }
 
@@ -101,7 +108,7 @@ pub(crate) struct Connection {
     #[arg(long, value_enum, env = "MINTCACHECLI_DEBUG", global = true)]
     pub(crate) debug: Option<DebugArg>,
     /// Use TLS (implied by the other --tls-* flags and by https:// endpoints).
-    #[arg(long, env = "MINTCACHECLI_TLS", global = true)]
+    #[arg(long, env = "MINTCACHECLI_TLS", value_parser = FalseyValueParser::new(), global = true)]
     pub(crate) tls: bool,
     /// PEM file of the CA that signed the server's certificate (default: system roots).
     #[arg(long, env = "MINTCACHECLI_TLS_CA", global = true)]
@@ -428,8 +435,8 @@ pub(crate) enum Command {
   mintcache --admin 10.0.0.5:50052 stats --json
   mintcache stats --raw | grep mintcache_rpc")]
     Stats {
-        /// Print the Prometheus text as served.
-        #[arg(long, conflicts_with = "json")]
+        /// Print the Prometheus text as served (not with --json).
+        #[arg(long)]
         raw: bool,
     },
     /// Ask the server's gRPC health service and print the status

@@ -59,7 +59,7 @@ impl Session {
         } else {
             Input::Stdin(stdin)
         };
-        let result = self.execute(command, input, stderr).await;
+        let result = self.execute(command, output, input, stderr).await;
         let mut sink = Sink {
             stdout,
             stderr,
@@ -76,6 +76,7 @@ impl Session {
     async fn execute(
         &self,
         command: &Command,
+        output: OutputArgs,
         input: Input<'_>,
         stderr: &mut dyn Write,
     ) -> Result<Report, CliError> {
@@ -229,7 +230,14 @@ impl Session {
                 Ok(write_many_report(&keys, results, "deleted", "not found"))
             }
             Command::Flush { yes } => self.flush(*yes, input, stderr).await,
-            Command::Stats { raw } => stats::report(&self.connection, *raw).await,
+            Command::Stats { raw } => {
+                if *raw && output.json {
+                    return Err(CliError::usage(
+                        "stats --raw prints the Prometheus text: it cannot be JSON (drop --json)",
+                    ));
+                }
+                stats::report(&self.connection, *raw).await
+            }
             Command::Health { service } => {
                 let status = client.health(service).await?;
                 let name = status.as_str_name();
