@@ -24,11 +24,22 @@ Exit status:
   5  the cache backend behind the server (memcached) is unavailable";
 
 const AFTER_HELP: &str = "\
-Examples:
+Examples (`mintcache COMMAND --help` shows more):
+  mintcache get user:42                          # the value; a look, never elects
+  mintcache inspect user:42                      # state, ttl, grace, flags, size
   mintcache set user:42 '{\"name\":\"Ada\"}' --ttl 60
-  mintcache get user:42
-  mintcache --cache-version r42 inspect user:42
-  printf 'a\\t1\\nb\\t2\\n' | mintcache set-many --ttl 300
+  mintcache add lock:report \"$HOSTNAME\" --ttl 30
+  mintcache delete user:42
+  mintcache invalidate user:42                   # soft purge
+  mintcache touch session:9 --ttl 1800
+  mintcache incr hits --initial 1
+  mintcache decr stock:42 5
+  mintcache get-many user:1 user:2
+  mintcache set-many user:1 Ada user:2 Grace --ttl 60
+  mintcache delete-many user:1 user:2
+  mintcache flush --cache-version r41            # asks first
+  mintcache stats
+  mintcache health
   mintcache shell
 
 Output: values go to stdout byte for byte. When stderr is a terminal, every command also

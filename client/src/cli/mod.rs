@@ -270,6 +270,10 @@ mod tests {
         for sub in Cli::command().get_subcommands() {
             let name = sub.get_name();
             assert!(out.contains(&format!("  {name} ")), "{name} in {out}");
+            assert!(
+                out.contains(&format!("\n  mintcache {name}")),
+                "an example of {name} in {out}"
+            );
             let (exit, help, _) = run_args(&["mintcache", name, "--help"]).await;
             assert_eq!(exit, Exit::Success, "{name}");
             let examples = help
