@@ -390,10 +390,10 @@ impl<S: Store> MintCache<S> {
                 elected(view, protect)
             }
         };
-        if lookup.outcome == MintOutcome::Stale {
-            if let Some(reopened) = self.reopen_if_abandoned(key, decided, opts, protect).await {
-                lookup = reopened;
-            }
+        if lookup.outcome == MintOutcome::Stale
+            && let Some(reopened) = self.reopen_if_abandoned(key, decided, opts, protect).await
+        {
+            lookup = reopened;
         }
         self.metrics.mint_outcome(lookup.outcome);
         Ok(Read {

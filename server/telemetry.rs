@@ -92,10 +92,10 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
 impl Telemetry {
     /// Exports the spans still buffered.
     pub fn shutdown(self) {
-        if let Some(provider) = self.tracer_provider {
-            if let Err(e) = provider.shutdown() {
-                tracing::warn!(error = %e, "span export did not finish");
-            }
+        if let Some(provider) = self.tracer_provider
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "span export did not finish");
         }
     }
 }

@@ -1,13 +1,16 @@
-//! The `mintcache` CLI end to end, in-process (`mintcache_client::cli::run`, the function the
-//! binary is a thin wrapper around) against a server on memcached: round trips of raw bytes
-//! through arguments and stdin, exit codes (0 hit / 1 miss / 2 error), `--json`, leases,
-//! counters, health, versions and namespaces. `client/tests/cli_binary.rs` checks the real
-//! binary's exit codes and streams.
+//! The `mintcache` CLI end to end, in-process (`mintcache_client::cli::run_with`, the function
+//! the binary is a thin wrapper around) against servers on memcached: round trips of raw
+//! bytes through arguments and stdin, the exit statuses (0 found / 1 not found / 2 usage /
+//! 3 unreachable / 4 refused / 5 backend down), the one-line reports shown on a terminal,
+//! `--json`, leases, counters, inspect, batches, flush, stats, the shell, and the messages of
+//! failures (TLS mismatches, the admin port or memcached given as the endpoint, memcached down
+//! behind the server). `client/tests/cli_binary.rs` checks the real binary's streams.
 
 mod harness;
 
+use harness::pki::Pki;
 use harness::{Memcached, TestServer, config};
-use mintcache_client::cli::{Exit, run};
+use mintcache_client::cli::{Exit, Terminal, run_with};
 
 /// The output of one CLI invocation.
 struct Ran {
@@ -24,21 +27,27 @@ impl Ran {
 
 struct Cli {
     endpoint: String,
+    admin: Option<String>,
 }
 
 impl Cli {
-    async fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Ran {
+    async fn run_as(&self, terminal: Terminal, args: &[&str], stdin: &[u8]) -> Ran {
         let mut argv = vec![
             "mintcache",
             "--endpoint",
             &self.endpoint,
             "--cache-version",
             "cli",
+            "--retries",
+            "0",
         ];
+        if let Some(admin) = &self.admin {
+            argv.extend(["--admin", admin]);
+        }
         argv.extend_from_slice(args);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let mut stdin = stdin;
-        let exit = run(argv, &mut stdin, &mut out, &mut err).await;
+        let exit = run_with(argv, terminal, &mut stdin, &mut out, &mut err).await;
         Ran {
             exit,
             out,
@@ -46,8 +55,25 @@ impl Cli {
         }
     }
 
+    async fn run_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Ran {
+        self.run_as(Terminal::NONE, args, stdin).await
+    }
+
     async fn run(&self, args: &[&str]) -> Ran {
         self.run_with_stdin(args, b"").await
+    }
+
+    /// Runs as a person at a terminal would (stdout and stderr terminals, stdin not, so
+    /// nothing waits for typing): returns the report line on stderr.
+    async fn report(&self, args: &[&str], exit: Exit) -> String {
+        let terminal = Terminal {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        };
+        let ran = self.run_as(terminal, args, b"").await;
+        assert_eq!(ran.exit, exit, "{args:?}: {} / {}", ran.out(), ran.err);
+        ran.err.trim_end().to_owned()
     }
 
     /// Runs and checks the exit status; returns stdout.
@@ -62,6 +88,10 @@ impl Cli {
         );
         ran.out
     }
+
+    async fn expect_text(&self, args: &[&str], exit: Exit) -> String {
+        String::from_utf8(self.expect(args, exit).await).expect("utf-8")
+    }
 }
 
 async fn cli_on_memcached() -> (Memcached, TestServer, Cli) {
@@ -69,8 +99,15 @@ async fn cli_on_memcached() -> (Memcached, TestServer, Cli) {
     let server = TestServer::start(config(&[&mc])).await;
     let cli = Cli {
         endpoint: server.addr.to_string(),
+        admin: Some(server.admin.to_string()),
     };
     (mc, server, cli)
+}
+
+/// The value of a `"name":"..."` string field in a JSON line.
+fn json_field(json: &str, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+    v[name].as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,10 +142,17 @@ async fn get_set_delete_round_trip_with_exit_codes() {
         .await;
     cli.expect(&["touch", "nothing", "--ttl", "600"], Exit::Miss)
         .await;
+    // A key spelt like a flag, after `--`.
+    cli.expect(&["set", "--", "--version", "v"], Exit::Success)
+        .await;
+    assert_eq!(
+        cli.expect(&["get", "--", "--version"], Exit::Success).await,
+        b"v"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn values_from_stdin_are_stored_byte_for_byte() {
+async fn values_from_stdin_are_stored_byte_for_byte_and_empty_ones_need_a_flag() {
     let (_mc, _server, cli) = cli_on_memcached().await;
     let binary: Vec<u8> = (0..=255u8).chain(*b"\r\nEND\n").collect();
     let ran = cli
@@ -125,6 +169,23 @@ async fn values_from_stdin_are_stored_byte_for_byte() {
         cli.expect(&["get", "dash"], Exit::Success).await,
         b"from stdin\n"
     );
+    // `set k </dev/null`: refused, nothing stored.
+    let ran = cli.run_with_stdin(&["set", "dash"], b"").await;
+    assert_eq!(ran.exit, Exit::Usage);
+    assert!(ran.err.contains("--allow-empty"), "{}", ran.err);
+    assert_eq!(
+        cli.expect(&["get", "dash"], Exit::Success).await,
+        b"from stdin\n"
+    );
+    let ran = cli
+        .run_with_stdin(&["set", "dash", "--allow-empty"], b"")
+        .await;
+    assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
+    assert_eq!(cli.expect(&["get", "dash"], Exit::Success).await, b"");
+    // `set k` typed at a terminal: refused at once instead of waiting for Ctrl-D.
+    let ran = cli.run_as(Terminal::ALL, &["set", "typed"], b"").await;
+    assert_eq!(ran.exit, Exit::Usage);
+    assert!(ran.err.contains("give it as an argument"), "{}", ran.err);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,46 +198,53 @@ async fn json_output_and_a_refresh_round_with_the_lease() {
         Exit::Success,
     )
     .await;
-    let out = String::from_utf8(cli.expect(&["get", "page", "--json"], Exit::Success).await)
-        .expect("utf-8");
+    let out = cli
+        .expect_text(&["get", "page", "--json"], Exit::Success)
+        .await;
     assert!(out.ends_with("}\n") && out.lines().count() == 1, "{out}");
     for field in [
+        r#""key":"page""#,
         r#""outcome":"HIT""#,
         r#""value":"v1""#,
         r#""value_base64":"djE=""#,
         r#""flags":9"#,
+        r#""grace_seconds":60"#,
+        r#""no_expiry":false"#,
+        r#""counter":false"#,
         r#""lease_token":null"#,
         r#""degraded":false"#,
     ] {
         assert!(out.contains(field), "{field} in {out}");
     }
 
-    // Invalidate: the next reader wins the refresh. The CLI reports it as a miss (exit 1, no
-    // raw output) and --json shows the stale value and the lease token to set with.
-    let out = String::from_utf8(
-        cli.expect(&["invalidate", "page", "--json"], Exit::Success)
-            .await,
-    )
-    .expect("utf-8");
+    // Invalidate: a plain `get` (a peek) sees STALE and never takes the refresh...
+    let out = cli
+        .expect_text(&["invalidate", "page", "--json"], Exit::Success)
+        .await;
     assert_eq!(out, "{\"invalidated\":true}\n");
-    let out =
-        String::from_utf8(cli.expect(&["get", "page", "--json"], Exit::Miss).await).expect("utf-8");
+    let out = cli
+        .expect_text(&["get", "page", "--json"], Exit::Success)
+        .await;
+    assert!(out.contains(r#""outcome":"STALE""#), "{out}");
+    // ...so the first reader that takes part in the election wins it: exit 1, the stale
+    // value and the lease token in --json.
+    let out = cli
+        .expect_text(&["get", "page", "--elect", "--json"], Exit::Miss)
+        .await;
     assert!(
         out.contains(r#""outcome":"REFRESH""#) && out.contains(r#""value":"v1""#),
         "{out}"
     );
-    let lease = out
-        .split(r#""lease_token":""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a lease token")
-        .to_owned();
+    let lease = json_field(&out, "lease_token");
     assert!(
         !lease.is_empty() && lease.bytes().all(|b| b.is_ascii_hexdigit()),
         "{lease}"
     );
     // Others get the stale value (exit 0) meanwhile.
-    assert_eq!(cli.expect(&["get", "page"], Exit::Success).await, b"v1");
+    assert_eq!(
+        cli.expect(&["get", "page", "--elect"], Exit::Success).await,
+        b"v1"
+    );
     // The refresher sets with its lease; the same lease again is outdated: exit 1.
     let out = cli
         .expect(
@@ -188,12 +256,113 @@ async fn json_output_and_a_refresh_round_with_the_lease() {
     cli.expect(&["set", "page", "v3", "--lease", &lease], Exit::Miss)
         .await;
     assert_eq!(cli.expect(&["get", "page"], Exit::Success).await, b"v2");
-    let out = String::from_utf8(cli.expect(&["get", "absent", "--json"], Exit::Miss).await)
-        .expect("utf-8");
+    let out = cli
+        .expect_text(&["get", "absent", "--json"], Exit::Miss)
+        .await;
     assert!(
-        out.contains(r#""outcome":"MISS""#) && out.contains(r#""value":"""#),
-        "{out}"
+        out.contains(r#""outcome":"MISS""#) && out.contains(r#""lease_token":null"#),
+        "a peek hands out no lease: {out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outcome_gets_a_one_line_report_on_a_terminal() {
+    let (_mc, _server, cli) = cli_on_memcached().await;
+    assert_eq!(
+        cli.report(
+            &["set", "k", "v", "--ttl", "600", "--grace", "30"],
+            Exit::Success
+        )
+        .await,
+        "stored"
+    );
+    // On a terminal the value gets a final newline; the report goes to stderr.
+    let terminal = Terminal {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    let ran = cli.run_as(terminal, &["get", "k"], b"").await;
+    assert_eq!(ran.out, b"v\n");
+    assert!(
+        ran.err.starts_with("HIT (fresh for 10m") && ran.err.ends_with("then stale for 30s)\n"),
+        "{}",
+        ran.err
+    );
+    // Quiet: no report.
+    let ran = cli.run_as(terminal, &["-q", "get", "k"], b"").await;
+    assert_eq!((ran.out.as_slice(), ran.err.as_str()), (&b"v\n"[..], ""));
+    assert_eq!(cli.report(&["get", "nope"], Exit::Miss).await, "MISS");
+    let miss = cli.report(&["get", "nope", "--elect"], Exit::Miss).await;
+    assert!(
+        miss.starts_with("MISS (lease ") && miss.contains(": store the value with --lease "),
+        "{miss}"
+    );
+    // Cold-miss protection: the next reader is told someone else is filling the key.
+    let first = cli
+        .report(&["get", "cold", "--elect", "--lease-on-miss"], Exit::Miss)
+        .await;
+    assert!(first.starts_with("MISS (lease"), "{first}");
+    let pending = cli
+        .report(&["get", "cold", "--elect", "--lease-on-miss"], Exit::Miss)
+        .await;
+    assert!(pending.starts_with("PENDING (another caller"), "{pending}");
+
+    cli.report(&["invalidate", "k"], Exit::Success).await;
+    let stale = cli.report(&["get", "k"], Exit::Success).await;
+    assert!(stale.starts_with("STALE (past its soft expiry"), "{stale}");
+    let refresh = cli.report(&["get", "k", "--elect"], Exit::Miss).await;
+    assert!(
+        refresh.starts_with("REFRESH (stale, and this caller won the refresh"),
+        "{refresh}"
+    );
+    let lease = refresh
+        .split("--lease ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the lease in the report")
+        .to_owned();
+    assert_eq!(
+        cli.report(&["set", "k", "v2", "--lease", &lease], Exit::Success)
+            .await,
+        "stored"
+    );
+    let outdated = cli
+        .report(&["set", "k", "v3", "--lease", &lease], Exit::Miss)
+        .await;
+    assert!(
+        outdated.starts_with("not stored: lease outdated"),
+        "{outdated}"
+    );
+    assert_eq!(
+        cli.report(&["add", "k", "x"], Exit::Miss).await,
+        "not stored: the key already holds a value"
+    );
+    assert_eq!(
+        cli.report(&["delete", "gone"], Exit::Miss).await,
+        "not found"
+    );
+    assert_eq!(
+        cli.report(&["invalidate", "gone"], Exit::Miss).await,
+        "not found"
+    );
+    assert_eq!(
+        cli.report(&["touch", "gone"], Exit::Miss).await,
+        "not found"
+    );
+    assert_eq!(
+        cli.report(&["touch", "k", "--ttl", "90"], Exit::Success)
+            .await,
+        "touched: fresh for 1m30s"
+    );
+    assert_eq!(
+        cli.report(&["incr", "no-counter"], Exit::Miss).await,
+        "not found: no counter no-counter (create it with --initial N)"
+    );
+    assert_eq!(cli.report(&["delete", "k"], Exit::Success).await, "deleted");
+    // Pipelines see no report at all: stdout carries only data, the exit status the rest.
+    let ran = cli.run(&["delete", "k"]).await;
+    assert_eq!((ran.exit, ran.err.as_str()), (Exit::Miss, ""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +383,10 @@ async fn counters() {
         b"16\n"
     );
     assert_eq!(
+        cli.expect(&["decr", "hits", "4"], Exit::Success).await,
+        b"12\n"
+    );
+    assert_eq!(
         cli.expect(&["incr", "hits", "-100"], Exit::Success).await,
         b"0\n"
     );
@@ -226,16 +399,231 @@ async fn counters() {
         cli.expect(&["incr", "nope", "--json"], Exit::Miss).await,
         b"{\"value\":null}\n"
     );
-    // A value that is not a counter: an error, exit 2, message on stderr.
+    // A value that is not a counter: refused by the server, exit 4, message on stderr.
     cli.expect(&["set", "text", "abc"], Exit::Success).await;
     let ran = cli.run(&["incr", "text"]).await;
-    assert_eq!(ran.exit, Exit::Error);
+    assert_eq!(ran.exit, Exit::Failed);
     assert!(ran.out.is_empty());
     assert!(
         ran.err.starts_with("mintcache: error: FAILED_PRECONDITION"),
         "{}",
         ran.err
     );
+    // Counters stored by `set --counter` and created never to expire.
+    cli.expect(&["set", "stock", "40", "--counter"], Exit::Success)
+        .await;
+    assert_eq!(
+        cli.expect(&["incr", "stock", "2"], Exit::Success).await,
+        b"42\n"
+    );
+    let out = cli
+        .expect_text(&["inspect", "stock", "--json"], Exit::Success)
+        .await;
+    assert!(
+        out.contains(r#""counter":true"#) && out.contains(r#""value":"42""#),
+        "{out}"
+    );
+    cli.expect(
+        &["incr", "forever", "--initial", "1", "--no-expiry"],
+        Exit::Success,
+    )
+    .await;
+    let out = cli
+        .expect_text(&["inspect", "forever", "--json"], Exit::Success)
+        .await;
+    assert!(out.contains(r#""no_expiry":true"#), "{out}");
+    let ran = cli.run(&["set", "bad", "forty", "--counter"]).await;
+    assert_eq!(ran.exit, Exit::Failed, "{}", ran.err);
+    assert!(ran.err.contains("INVALID_ARGUMENT"), "{}", ran.err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_shows_state_ttl_grace_flags_and_never_elects() {
+    let (_mc, _server, cli) = cli_on_memcached().await;
+    cli.expect(
+        &[
+            "set", "user:42", "Ada", "--ttl", "600", "--grace", "120", "--flags", "7",
+        ],
+        Exit::Success,
+    )
+    .await;
+    let text = cli
+        .expect_text(&["inspect", "user:42"], Exit::Success)
+        .await;
+    for line in [
+        "key     user:42\n",
+        "state   HIT (fresh)\n",
+        "grace   120s\n",
+        "flags   7\n",
+        "counter no\n",
+        "size    3 bytes\n",
+        "value   Ada\n",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
+    assert!(text.contains("ttl     60"), "{text}"); // 600s or 599s by now
+    cli.expect(
+        &["set", "conf", "on", "--no-expiry", "--no-grace"],
+        Exit::Success,
+    )
+    .await;
+    let text = cli.expect_text(&["peek", "conf"], Exit::Success).await;
+    assert!(text.contains("expires never\n"), "{text}");
+    cli.expect(&["touch", "user:42", "--no-expiry"], Exit::Success)
+        .await;
+    let text = cli
+        .expect_text(&["inspect", "user:42"], Exit::Success)
+        .await;
+    assert!(text.contains("expires never\n"), "{text}");
+    // Invalidated: every inspection sees STALE; none of them takes the refresh.
+    cli.expect(
+        &["set", "hot", "old", "--ttl", "600", "--grace", "60"],
+        Exit::Success,
+    )
+    .await;
+    cli.expect(&["invalidate", "hot"], Exit::Success).await;
+    for _ in 0..3 {
+        let text = cli.expect_text(&["inspect", "hot"], Exit::Success).await;
+        assert!(text.contains("state   STALE"), "{text}");
+    }
+    let out = cli
+        .expect_text(&["get", "hot", "--elect", "--json"], Exit::Miss)
+        .await;
+    assert!(
+        out.contains(r#""outcome":"REFRESH""#),
+        "the election was left open: {out}"
+    );
+    assert_eq!(
+        cli.expect_text(&["inspect", "absent"], Exit::Miss).await,
+        "key     absent\nstate   MISS (no value)\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_from_arguments_and_stdin() {
+    let (_mc, _server, cli) = cli_on_memcached().await;
+    cli.expect(
+        &["set-many", "a", "1", "b", "two words", "--ttl", "60"],
+        Exit::Success,
+    )
+    .await;
+    let ran = cli
+        .run_with_stdin(
+            &["set-many", "--ttl", "60"],
+            b"c\t3\r\nd\t{\"x\":\"\\t\"}\n\n",
+        )
+        .await;
+    assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
+    assert_eq!(
+        cli.expect_text(&["get-many", "a", "b", "c", "d"], Exit::Success)
+            .await,
+        "a\t1\nb\ttwo words\nc\t3\nd\t{\"x\":\"\\t\"}\n"
+    );
+    // A missing key: exit 1, the others still printed.
+    let ran = cli.run_with_stdin(&["get-many"], b"a\nmissing\nc\n").await;
+    assert_eq!(ran.exit, Exit::Miss, "{}", ran.err);
+    assert_eq!(ran.out(), "a\t1\nc\t3\n");
+    let out = cli
+        .expect_text(&["get-many", "a", "missing", "--json"], Exit::Miss)
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["results"][0]["outcome"], "HIT");
+    assert_eq!(v["results"][1]["outcome"], "MISS");
+    assert_eq!(v["results"][1]["key"], "missing");
+    // Copy a key space: get-many's output is set-many's input.
+    let copied = cli
+        .expect(&["get-many", "a", "b", "c"], Exit::Success)
+        .await;
+    let ran = cli
+        .run_with_stdin(&["--cache-version", "copy", "set-many"], &copied)
+        .await;
+    assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
+    assert_eq!(
+        cli.expect(&["--cache-version", "copy", "get", "b"], Exit::Success)
+            .await,
+        b"two words"
+    );
+    // Values a line cannot hold travel as base64.
+    let ran = cli
+        .run_with_stdin(&["set-many", "--base64"], b"bmw=\tYQpi\n")
+        .await;
+    assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
+    assert_eq!(cli.expect(&["get", "nl"], Exit::Success).await, b"a\nb");
+    let ran = cli.run(&["get-many", "nl"]).await;
+    assert_eq!(ran.exit, Exit::Usage);
+    assert!(ran.err.contains("--base64"), "{}", ran.err);
+    assert_eq!(
+        cli.expect_text(&["get-many", "--base64", "bmw="], Exit::Success)
+            .await,
+        "bmw=\tYQpi\n"
+    );
+    // A bad key fails only itself: exit 4, the error on stderr, the rest done.
+    let ran = cli.run(&["set-many", "ok", "1", "", "2"]).await;
+    assert_eq!(ran.exit, Exit::Failed);
+    assert!(ran.err.contains("INVALID_ARGUMENT"), "{}", ran.err);
+    assert_eq!(cli.expect(&["get", "ok"], Exit::Success).await, b"1");
+    // Empty values need --allow-empty; odd argument counts are usage errors.
+    assert_eq!(cli.run(&["set-many", "e", ""]).await.exit, Exit::Usage);
+    assert_eq!(cli.run(&["set-many", "e"]).await.exit, Exit::Usage);
+    // delete-many: exit 1 when a key held no value.
+    assert_eq!(
+        cli.report(&["delete-many", "a", "b", "zz"], Exit::Miss)
+            .await,
+        "deleted 2 of 3; not found: zz"
+    );
+    let ran = cli.run_with_stdin(&["delete-many", "-"], b"c\nd\n").await;
+    assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
+    cli.expect(&["get-many", "a", "c"], Exit::Miss).await;
+    assert_eq!(cli.run(&["delete-many"]).await.exit, Exit::Usage);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_drops_one_key_space_after_confirmation() {
+    let (_mc, _server, cli) = cli_on_memcached().await;
+    cli.expect(&["set", "k", "mine"], Exit::Success).await;
+    cli.expect(
+        &["--cache-version", "other", "set", "k", "theirs"],
+        Exit::Success,
+    )
+    .await;
+    // No terminal and no --yes: refused, nothing flushed.
+    let ran = cli.run(&["flush"]).await;
+    assert_eq!(ran.exit, Exit::Usage);
+    assert!(ran.err.contains("--yes"), "{}", ran.err);
+    // A terminal: asked; anything but yes keeps the keys.
+    let ran = cli.run_as(Terminal::ALL, &["flush"], b"n\n").await;
+    assert_eq!(ran.exit, Exit::Miss);
+    assert!(
+        ran.err.contains("Drop every key of version cli"),
+        "{}",
+        ran.err
+    );
+    assert!(ran.err.contains("not flushed"), "{}", ran.err);
+    cli.expect(&["get", "k"], Exit::Success).await;
+    let ran = cli.run_as(Terminal::ALL, &["flush"], b"y\n").await;
+    assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
+    assert!(
+        ran.err
+            .contains("flushed: every key of version cli is gone"),
+        "{}",
+        ran.err
+    );
+    cli.expect(&["get", "k"], Exit::Miss).await;
+    assert_eq!(
+        cli.expect(&["--cache-version", "other", "get", "k"], Exit::Success)
+            .await,
+        b"theirs"
+    );
+    assert_eq!(
+        cli.expect(
+            &["--cache-version", "other", "flush", "--yes", "--json"],
+            Exit::Success
+        )
+        .await,
+        b"{\"flushed\":true}\n"
+    );
+    cli.expect(&["--cache-version", "other", "get", "k"], Exit::Miss)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,12 +654,24 @@ async fn versions_and_namespaces_from_flags() {
     let ran = cli
         .run(&["--cache-version", "bad version", "get", "k"])
         .await;
-    assert_eq!(ran.exit, Exit::Error);
+    assert_eq!(ran.exit, Exit::Failed);
     assert!(ran.err.contains("INVALID_ARGUMENT"), "{}", ran.err);
+    // The old mistake: `--version v2` is refused, not taken as "print the version, exit 0".
+    let ran = cli.run(&["--version", "other", "get", "k"]).await;
+    assert_eq!(ran.exit, Exit::Usage);
+    assert!(ran.out.is_empty());
+    // Debug mode needs an admin token.
+    let ran = cli.run(&["--debug", "off", "get", "k"]).await;
+    assert_eq!(ran.exit, Exit::Failed);
+    assert!(
+        ran.err.contains("PERMISSION_DENIED") && ran.err.contains("admin token"),
+        "{}",
+        ran.err
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_and_errors() {
+async fn health_and_an_unreachable_server() {
     let (_mc, _server, cli) = cli_on_memcached().await;
     assert_eq!(cli.expect(&["health"], Exit::Success).await, b"SERVING\n");
     assert_eq!(
@@ -279,34 +679,209 @@ async fn health_and_errors() {
             .await,
         b"{\"status\":\"SERVING\"}\n"
     );
-    // An unknown service is NOT_FOUND from the health service: exit 2 with the reason.
+    // An unknown service is NOT_FOUND from the health service: exit 4 with the reason.
     let ran = cli.run(&["health", "no.such.Service"]).await;
-    assert_eq!(ran.exit, Exit::Error);
+    assert_eq!(ran.exit, Exit::Failed);
     assert!(
         ran.err.starts_with("mintcache: error: NOT_FOUND"),
         "{}",
         ran.err
     );
 
-    // Nothing listening: exit 2, the endpoint named, nothing on stdout.
+    // Nothing listening: exit 3, the endpoint named and what to check, nothing on stdout.
     let port = harness::closed_port().to_string();
     let nowhere = Cli {
         endpoint: format!("127.0.0.1:{port}"),
+        admin: None,
     };
     for args in [
         &["get", "k"][..],
         &["health"],
         &["incr", "n"],
         &["set", "k", "v"],
+        &["stats"],
     ] {
-        let ran = nowhere.run(&[&["--retries", "1"], args].concat()).await;
-        assert_eq!(ran.exit, Exit::Error, "{args:?}");
+        let ran = nowhere.run(args).await;
+        assert_eq!(ran.exit, Exit::Unreachable, "{args:?}: {}", ran.err);
         assert!(ran.out.is_empty(), "{args:?}");
         assert!(
-            ran.err.starts_with("mintcache: error: UNAVAILABLE"),
+            ran.err.starts_with("mintcache: error: cannot re"),
             "{args:?}: {}",
             ran.err
         );
-        assert!(ran.err.contains(&port), "{}", ran.err);
+        assert!(ran.err.contains(&port) || args == ["stats"], "{}", ran.err);
     }
+    let ran = nowhere.run(&["get", "k"]).await;
+    assert!(ran.err.contains("is the server running"), "{}", ran.err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_ports_and_tls_mismatches_are_explained() {
+    let mc = Memcached::start();
+    let plain = TestServer::start(config(&[&mc])).await;
+    let pki = Pki::new();
+    let tls = TestServer::start(pki.server_config(&mc, None)).await;
+    let ca = pki.write("ca.pem", &pki.ca_pem());
+    let other_ca = Pki::new();
+    let other_ca = other_ca.write("other-ca.pem", &other_ca.ca_pem());
+    let ca = ca.to_string_lossy().into_owned();
+    let other_ca = other_ca.to_string_lossy().into_owned();
+
+    let run = |endpoint: String, args: Vec<String>| async move {
+        let cli = Cli {
+            endpoint,
+            admin: None,
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli.run(&args).await
+    };
+    let owned = |args: &[&str]| args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+
+    // The admin HTTP port given as the gRPC endpoint.
+    let ran = run(plain.admin.to_string(), owned(&["get", "k"])).await;
+    assert_eq!(ran.exit, Exit::Unreachable, "{}", ran.err);
+    assert!(
+        ran.err.contains("not gRPC") && ran.err.contains("admin"),
+        "{}",
+        ran.err
+    );
+    // memcached given as the endpoint.
+    let ran = run(mc.addr(), owned(&["get", "k"])).await;
+    assert_eq!(ran.exit, Exit::Unreachable, "{}", ran.err);
+    assert!(
+        ran.err.contains("is this a mintcache gRPC port"),
+        "{}",
+        ran.err
+    );
+    // TLS to a plaintext server.
+    let ran = run(
+        plain.addr.to_string(),
+        owned(&["--tls-ca", &ca, "get", "k"]),
+    )
+    .await;
+    assert_eq!(ran.exit, Exit::Unreachable, "{}", ran.err);
+    assert!(ran.err.contains("drop --tls"), "{}", ran.err);
+    // Plaintext to a TLS server.
+    let ran = run(format!("http://{}", tls.addr), owned(&["get", "k"])).await;
+    assert_eq!(ran.exit, Exit::Unreachable, "{}", ran.err);
+    assert!(
+        ran.err.contains("cannot reach a mintcache server"),
+        "{}",
+        ran.err
+    );
+    // A CA that did not sign the server's certificate.
+    let tls_endpoint = format!("https://localhost:{}", tls.addr.port());
+    let ran = run(
+        tls_endpoint.clone(),
+        owned(&["--tls-ca", &other_ca, "get", "k"]),
+    )
+    .await;
+    assert_eq!(ran.exit, Exit::Unreachable, "{}", ran.err);
+    assert!(
+        ran.err.contains("pass the CA that signed it"),
+        "{}",
+        ran.err
+    );
+    // A name the certificate was not issued for.
+    let ran = run(
+        tls_endpoint.clone(),
+        owned(&[
+            "--tls-ca",
+            &ca,
+            "--tls-domain",
+            "cache.example.com",
+            "get",
+            "k",
+        ]),
+    )
+    .await;
+    assert_eq!(ran.exit, Exit::Unreachable, "{}", ran.err);
+    assert!(
+        ran.err.contains("not valid for this host name"),
+        "{}",
+        ran.err
+    );
+    // And the right settings work.
+    let ran = run(tls_endpoint, owned(&["--tls-ca", &ca, "set", "k", "v"])).await;
+    assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_down_is_not_blamed_on_the_endpoint() {
+    let (mut mc, _server, cli) = cli_on_memcached().await;
+    cli.expect(&["set", "k", "v"], Exit::Success).await;
+    mc.stop();
+    let ran = cli.run(&["set", "k", "v2"]).await;
+    assert_eq!(ran.exit, Exit::BackendUnavailable, "{}", ran.err);
+    assert!(
+        ran.err
+            .starts_with("mintcache: error: the cache backend behind the server is unavailable"),
+        "{}",
+        ran.err
+    );
+    // A read fails open: a miss (exit 1) with a warning that says why, whatever the mode.
+    let ran = cli.run(&["get", "k"]).await;
+    assert_eq!(ran.exit, Exit::Miss, "{}", ran.err);
+    assert!(
+        ran.err
+            .contains("warning: the cache backend behind the server (memcached) is unavailable"),
+        "{}",
+        ran.err
+    );
+    let ran = cli.run(&["get", "k", "--json"]).await;
+    assert!(ran.out().contains(r#""degraded":true"#), "{}", ran.out());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_show_the_servers_counters() {
+    let (_mc, server, cli) = cli_on_memcached().await;
+    cli.expect(&["set", "k", "v"], Exit::Success).await;
+    cli.expect(&["get", "k", "--elect"], Exit::Success).await;
+    cli.expect(&["get", "nope", "--elect"], Exit::Miss).await;
+    cli.run(&["set", "", "v"]).await;
+    let text = cli.expect_text(&["stats"], Exit::Success).await;
+    assert!(
+        text.contains(&format!("server      {} (admin port)", server.admin)),
+        "{text}"
+    );
+    assert!(text.contains("Get 2"), "{text}");
+    assert!(text.contains("INVALID_ARGUMENT 1"), "{text}");
+    assert!(text.contains("HIT 1") && text.contains("MISS 1"), "{text}");
+    assert!(text.contains("hit ratio   50.0%"), "{text}");
+    assert!(text.contains("memcached   127.0.0.1:"), "{text}");
+    let json = cli.expect_text(&["stats", "--json"], Exit::Success).await;
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["calls"]["Set"]["OK"], 1.0);
+    assert_eq!(v["hit_ratio"], 0.5);
+    let raw = cli.expect_text(&["stats", "--raw"], Exit::Success).await;
+    assert!(raw.contains("mintcache_rpc_requests_total"), "{raw}");
+    // The gRPC port given as the admin address: said so, exit 3.
+    let wrong = Cli {
+        endpoint: cli.endpoint.clone(),
+        admin: Some(cli.endpoint.clone()),
+    };
+    let ran = wrong.run(&["stats"]).await;
+    assert_eq!(ran.exit, Exit::Unreachable, "{}", ran.err);
+    assert!(ran.err.contains("--admin"), "{}", ran.err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shell_runs_commands_from_a_pipe() {
+    let (_mc, _server, cli) = cli_on_memcached().await;
+    let script = b"# a comment\nset greeting \"hello world\" --ttl 60\nget greeting\n\
+        use v2\nget greeting\nset greeting bonjour\nget greeting --json\nhelp\n\
+        inspect greeting\nquit\nget greeting\n";
+    let ran = cli.run_with_stdin(&["shell"], script).await;
+    let out = ran.out();
+    assert!(out.contains("stored\nhello world\nHIT (fresh for"), "{out}");
+    assert!(
+        out.contains("\nMISS\nstored\n{"),
+        "v2 is another key space: {out}"
+    );
+    assert!(out.contains(r#""value":"bonjour""#), "{out}");
+    assert!(out.contains("Commands (as on the command line"), "{out}");
+    assert!(out.contains("value   bonjour\n"), "{out}");
+    // `quit` ended it: the last `get` never ran, and the status is that of `inspect`.
+    assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
+    assert_eq!(out.matches("\"value\"").count(), 1, "{out}");
 }

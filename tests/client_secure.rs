@@ -116,7 +116,7 @@ async fn tokens_and_debug_modes_through_the_client() {
     ]
     .concat())
     .await;
-    assert_eq!(exit, Exit::Error);
+    assert_eq!(exit, Exit::Failed);
     assert!(err.contains("PERMISSION_DENIED"), "{err}");
     assert!(!err.contains(CLIENT), "the token is never printed: {err}");
 }

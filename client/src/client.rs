@@ -273,10 +273,30 @@ impl Client {
     /// Reads a key. See [`Outcome`](crate::Outcome) for what to do with the answer, or use
     /// [`get_or_compute`](Self::get_or_compute), which does it.
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Lookup, Error> {
+        self.read(key.into(), false).await
+    }
+
+    /// Looks at a key without taking part in the refresh election: a stale value comes back
+    /// `STALE` (never `REFRESH`), a missing key `MISS` with no lease token, and no cold-miss
+    /// placeholder is created. With [`Lookup::ttl`], [`Lookup::grace`],
+    /// [`Lookup::no_expiry`] and [`Lookup::counter`] it tells everything about the key.
+    ///
+    /// For inspection tools: a caller that recomputes values must use [`get`](Self::get) (or
+    /// [`get_or_compute`](Self::get_or_compute)), or a stale key is never refreshed.
+    pub async fn peek(&self, key: impl Into<Vec<u8>>) -> Result<Lookup, Error> {
+        self.read(key.into(), true).await
+    }
+
+    async fn read(&self, key: Vec<u8>, peek: bool) -> Result<Lookup, Error> {
         let message = proto::GetRequest {
-            key: key.into(),
-            lease_on_miss: self.defaults.lease_on_miss,
-            peek: false,
+            key,
+            // A peek never joins an election, cold-miss ones included.
+            lease_on_miss: if peek {
+                None
+            } else {
+                self.defaults.lease_on_miss
+            },
+            peek,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -284,15 +304,7 @@ impl Client {
             })
             .await?;
         let degraded = degraded(response.metadata());
-        let r = response.into_inner();
-        Lookup::from_wire(
-            r.outcome,
-            r.value,
-            r.flags,
-            r.ttl_seconds,
-            r.lease_token,
-            degraded,
-        )
+        Lookup::from_wire(response.into_inner().into(), degraded)
     }
 
     /// Stores a value, fresh for `ttl` (rounded up to whole seconds; zero: the server default)
@@ -315,15 +327,15 @@ impl Client {
         options: &SetOptions,
     ) -> Result<bool, Error> {
         let message = proto::SetRequest {
-            counter: false,
+            counter: options.counter,
             key: key.into(),
             value: value.into(),
             ttl_seconds: wire_seconds(options.ttl),
             grace_seconds: wire_seconds(options.grace),
             flags: options.flags,
             lease_token: lease_bytes(options),
-            no_expiry: false,
-            no_grace: false,
+            no_expiry: options.no_expiry,
+            no_grace: options.no_grace,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -342,14 +354,14 @@ impl Client {
         options: &SetOptions,
     ) -> Result<bool, Error> {
         let message = proto::AddRequest {
-            counter: false,
+            counter: options.counter,
             key: key.into(),
             value: value.into(),
             ttl_seconds: wire_seconds(options.ttl),
             grace_seconds: wire_seconds(options.grace),
             flags: options.flags,
-            no_expiry: false,
-            no_grace: false,
+            no_expiry: options.no_expiry,
+            no_grace: options.no_grace,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -372,10 +384,25 @@ impl Client {
 
     /// Gives an existing key a new fresh ttl. Returns whether the key existed.
     pub async fn touch(&self, key: impl Into<Vec<u8>>, ttl: Duration) -> Result<bool, Error> {
+        self.touch_call(key.into(), ttl, false).await
+    }
+
+    /// Makes an existing key never expire from now on (`Touch` with `no_expiry`). Returns
+    /// whether the key existed.
+    pub async fn persist(&self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
+        self.touch_call(key.into(), Duration::ZERO, true).await
+    }
+
+    async fn touch_call(
+        &self,
+        key: Vec<u8>,
+        ttl: Duration,
+        no_expiry: bool,
+    ) -> Result<bool, Error> {
         let message = proto::TouchRequest {
-            key: key.into(),
+            key,
             ttl_seconds: wire_seconds(ttl),
-            no_expiry: false,
+            no_expiry,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -408,7 +435,7 @@ impl Client {
         delta: i64,
     ) -> Result<Option<u64>, Error> {
         match self
-            .increment_call(key.into(), delta, None, Duration::ZERO)
+            .increment_call(key.into(), delta, None, Duration::ZERO, false)
             .await
         {
             Ok(value) => Ok(Some(value)),
@@ -427,7 +454,19 @@ impl Client {
         initial: u64,
         ttl: Duration,
     ) -> Result<u64, Error> {
-        self.increment_call(key.into(), delta, Some(initial), ttl)
+        self.increment_call(key.into(), delta, Some(initial), ttl, false)
+            .await
+    }
+
+    /// Like [`increment_or_create`](Self::increment_or_create), but a counter created by this
+    /// call never expires.
+    pub async fn increment_or_create_no_expiry(
+        &self,
+        key: impl Into<Vec<u8>>,
+        delta: i64,
+        initial: u64,
+    ) -> Result<u64, Error> {
+        self.increment_call(key.into(), delta, Some(initial), Duration::ZERO, true)
             .await
     }
 
@@ -437,13 +476,14 @@ impl Client {
         delta: i64,
         initial_value: Option<u64>,
         ttl: Duration,
+        no_expiry: bool,
     ) -> Result<u64, Error> {
         let message = proto::IncrementRequest {
             key,
             delta,
             initial_value,
             ttl_seconds: wire_seconds(ttl),
-            no_expiry: false,
+            no_expiry,
         };
         let response = self
             .unary(Retry::Never, message, |ch, r| async move {
@@ -459,10 +499,34 @@ impl Client {
         I: IntoIterator<Item = K>,
         K: Into<Vec<u8>>,
     {
+        self.read_many(keys.into_iter().map(Into::into).collect(), false)
+            .await
+    }
+
+    /// Looks at many keys without taking part in any refresh election (see
+    /// [`peek`](Self::peek)); one result per key, in order.
+    pub async fn peek_many<I, K>(&self, keys: I) -> Result<Vec<Result<Lookup, KeyError>>, Error>
+    where
+        I: IntoIterator<Item = K>,
+        K: Into<Vec<u8>>,
+    {
+        self.read_many(keys.into_iter().map(Into::into).collect(), true)
+            .await
+    }
+
+    async fn read_many(
+        &self,
+        keys: Vec<Vec<u8>>,
+        peek: bool,
+    ) -> Result<Vec<Result<Lookup, KeyError>>, Error> {
         let message = proto::GetManyRequest {
-            keys: keys.into_iter().map(Into::into).collect(),
-            lease_on_miss: self.defaults.lease_on_miss,
-            peek: false,
+            keys,
+            lease_on_miss: if peek {
+                None
+            } else {
+                self.defaults.lease_on_miss
+            },
+            peek,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -474,17 +538,9 @@ impl Client {
             .into_inner()
             .results
             .into_iter()
-            .map(|r| match r.error {
+            .map(|mut r| match r.error.take() {
                 Some(e) => Ok(Err(KeyError::from(e))),
-                None => Lookup::from_wire(
-                    r.outcome,
-                    r.value,
-                    r.flags,
-                    r.ttl_seconds,
-                    r.lease_token,
-                    degraded,
-                )
-                .map(Ok),
+                None => Lookup::from_wire(r.into(), degraded).map(Ok),
             })
             .collect()
     }
@@ -500,15 +556,15 @@ impl Client {
             items: items
                 .into_iter()
                 .map(|(key, value, options)| proto::SetManyItem {
-                    counter: false,
+                    counter: options.counter,
                     key: key.into(),
                     value: value.into(),
                     ttl_seconds: wire_seconds(options.ttl),
                     grace_seconds: wire_seconds(options.grace),
                     flags: options.flags,
                     lease_token: lease_bytes(&options),
-                    no_expiry: false,
-                    no_grace: false,
+                    no_expiry: options.no_expiry,
+                    no_grace: options.no_grace,
                 })
                 .collect(),
         };
@@ -545,6 +601,24 @@ impl Client {
             .into_iter()
             .map(|r| r.error.map_or(Ok(r.deleted), |e| Err(e.into())))
             .collect())
+    }
+
+    /// Drops every key of this client's key space (its namespace and version), and nothing
+    /// else: other versions and namespaces on the same memcached are untouched. Needs the same
+    /// rights as a write. Returns `false` only under the debug mode `off`.
+    ///
+    /// The replica that answers never serves a flushed key again; other replicas stop within
+    /// the server's `cache.flush_sync_ms`. Retried on `UNAVAILABLE` like any write: flushing
+    /// twice is the same as flushing once.
+    pub async fn flush(&self) -> Result<bool, Error> {
+        let response = self
+            .unary(
+                Retry::OnUnavailable,
+                proto::FlushRequest {},
+                |ch, r| async move { CacheClient::new(ch).flush(r).await },
+            )
+            .await?;
+        Ok(response.into_inner().flushed)
     }
 
     /// Asks the standard gRPC health service (`grpc.health.v1.Health/Check`) about `service`

@@ -4,12 +4,14 @@
 //! - [`Client`] — the typed wrapper: one method per RPC with typed results ([`Lookup`],
 //!   [`Outcome`], `bool`s, [`KeyError`]s), default and per-call version / namespace / debug
 //!   mode, deadlines, load balancing over several endpoints, TLS, bounded jittered retries on
-//!   `UNAVAILABLE` ([`Backoff`]), and [`Client::get_or_compute`], which follows the mint
-//!   protocol so that an expiring key is recomputed once, fleet-wide.
+//!   `UNAVAILABLE` ([`Backoff`]), [`Client::get_or_compute`], which follows the mint
+//!   protocol so that an expiring key is recomputed once, fleet-wide, [`Client::peek`], which
+//!   looks at a key without joining the refresh election, and [`Client::flush`].
 //! - [`ClientBuilder`] — how a [`Client`] is configured.
 //! - [`proto`] — the generated protobuf messages and the raw tonic client ([`CacheClient`]) of
 //!   the `mintcache.v1.Cache` service, for anything the wrapper does not cover.
-//! - [`cli`] (feature `cli`, on by default) — the `mintcache` command-line tool.
+//! - [`cli`] (feature `cli`, on by default) — the `mintcache` command-line tool: `get`,
+//!   `inspect`, `set`, batches, `flush`, `stats`, `shell`, ...
 //! - Header name constants ([`VERSION_HEADER`], ...) for raw-client users.
 //!
 //! ```no_run

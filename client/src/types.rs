@@ -156,7 +156,7 @@ impl FromStr for LeaseToken {
     type Err = ParseLeaseTokenError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(ParseLeaseTokenError);
         }
         // `u8::from_str_radix` would accept a sign ("+1"), so digits are checked one by one.
@@ -175,7 +175,7 @@ impl FromStr for LeaseToken {
     }
 }
 
-/// The answer to a read ([`Client::get`](crate::Client::get)).
+/// The answer to a read ([`Client::get`](crate::Client::get), [`Client::peek`](crate::Client::peek)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lookup {
     /// What was found.
@@ -184,12 +184,67 @@ pub struct Lookup {
     pub value: Vec<u8>,
     /// The flags stored with the value.
     pub flags: u32,
-    /// How long the value stays fresh (zero once it is stale, and for `MISS` and `PENDING`).
+    /// How long the value stays fresh (zero once it is stale, for a value that never expires,
+    /// and for `MISS` and `PENDING`).
     pub ttl: Duration,
-    /// For `REFRESH` and `MISS`: pass it back in [`SetOptions::lease`].
+    /// For `HIT`: the grace period that follows [`ttl`](Self::ttl). For `STALE` and
+    /// `REFRESH`: how long the stale value stays servable. Zero otherwise.
+    pub grace: Duration,
+    /// The value never expires (it was stored with [`SetOptions::no_expiry`]).
+    pub no_expiry: bool,
+    /// The value is a counter (decimal digits that `increment` can change).
+    pub counter: bool,
+    /// For `REFRESH` and `MISS`: pass it back in [`SetOptions::lease`]. Never set by a peek.
     pub lease: Option<LeaseToken>,
     /// The server's backend failed and the read was answered as a miss (`x-cache-degraded`).
     pub degraded: bool,
+}
+
+/// The fields of a read answer as they come off the wire (`GetResponse`, `GetManyResult`).
+pub(crate) struct WireLookup {
+    pub(crate) outcome: i32,
+    pub(crate) value: Vec<u8>,
+    pub(crate) flags: u32,
+    pub(crate) ttl_seconds: i64,
+    pub(crate) grace_seconds: i64,
+    pub(crate) no_expiry: bool,
+    pub(crate) counter: bool,
+    pub(crate) lease_token: Vec<u8>,
+}
+
+impl From<proto::GetResponse> for WireLookup {
+    fn from(r: proto::GetResponse) -> Self {
+        Self {
+            outcome: r.outcome,
+            value: r.value,
+            flags: r.flags,
+            ttl_seconds: r.ttl_seconds,
+            grace_seconds: r.grace_seconds,
+            no_expiry: r.no_expiry,
+            counter: r.counter,
+            lease_token: r.lease_token,
+        }
+    }
+}
+
+impl From<proto::GetManyResult> for WireLookup {
+    fn from(r: proto::GetManyResult) -> Self {
+        Self {
+            outcome: r.outcome,
+            value: r.value,
+            flags: r.flags,
+            ttl_seconds: r.ttl_seconds,
+            grace_seconds: r.grace_seconds,
+            no_expiry: r.no_expiry,
+            counter: r.counter,
+            lease_token: r.lease_token,
+        }
+    }
+}
+
+/// Seconds from the wire; negative values (never sent) read as zero.
+fn duration_from_wire(seconds: i64) -> Duration {
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
 
 impl Lookup {
@@ -203,30 +258,29 @@ impl Lookup {
         self.outcome.is_usable().then_some(self.value)
     }
 
-    pub(crate) fn from_wire(
-        outcome: i32,
-        value: Vec<u8>,
-        flags: u32,
-        ttl_seconds: i64,
-        lease_token: Vec<u8>,
-        degraded: bool,
-    ) -> Result<Self, Error> {
+    pub(crate) fn from_wire(wire: WireLookup, degraded: bool) -> Result<Self, Error> {
         Ok(Self {
-            outcome: outcome_from_wire(outcome)?,
-            value,
-            flags,
-            ttl: Duration::from_secs(u64::try_from(ttl_seconds).unwrap_or(0)),
-            lease: (!lease_token.is_empty()).then_some(LeaseToken(lease_token)),
+            outcome: outcome_from_wire(wire.outcome)?,
+            value: wire.value,
+            flags: wire.flags,
+            ttl: duration_from_wire(wire.ttl_seconds),
+            grace: duration_from_wire(wire.grace_seconds),
+            no_expiry: wire.no_expiry,
+            counter: wire.counter,
+            lease: (!wire.lease_token.is_empty()).then_some(LeaseToken(wire.lease_token)),
             degraded,
         })
     }
 }
 
-/// How to store a value: ttl, grace, flags and lease token.
+/// How to store a value: ttl, grace, flags, lease token, and the explicit "never expires",
+/// "no grace" and "counter" forms.
 ///
 /// Zero durations mean the server's defaults (`cache.default_ttl_seconds`,
 /// `cache.grace_seconds`). The server counts whole seconds: a duration with a fractional part
 /// is rounded up, so a non-zero duration never turns into "server default".
+/// [`no_expiry`](Self::no_expiry) needs a zero `ttl`, [`no_grace`](Self::no_grace) a zero
+/// `grace`; the server refuses the other combinations with `INVALID_ARGUMENT`.
 ///
 /// ```
 /// use std::time::Duration;
@@ -249,6 +303,13 @@ pub struct SetOptions {
     pub flags: u32,
     /// The lease token of the `REFRESH` or `MISS` this value answers, if any.
     pub lease: Option<LeaseToken>,
+    /// The value never expires (until deleted, invalidated, flushed or evicted).
+    pub no_expiry: bool,
+    /// The value has no grace period: it is gone when `ttl` ends, with no `STALE` phase.
+    pub no_grace: bool,
+    /// Store the value as a counter that `increment` can change: the value must be the
+    /// decimal digits of a `u64`, with no flags and no lease. Counters are not minted.
+    pub counter: bool,
 }
 
 impl SetOptions {
@@ -364,15 +425,55 @@ mod tests {
 
     #[test]
     fn lookups_drop_empty_leases_and_negative_ttls() {
-        let l = Lookup::from_wire(4, Vec::new(), 0, -5, Vec::new(), true).expect("valid");
+        let wire = |outcome, value: &[u8], ttl_seconds, lease_token: Vec<u8>| WireLookup {
+            outcome,
+            value: value.to_vec(),
+            flags: 7,
+            ttl_seconds,
+            grace_seconds: 30,
+            no_expiry: false,
+            counter: false,
+            lease_token,
+        };
+        let l = Lookup::from_wire(wire(4, b"", -5, Vec::new()), true).expect("valid");
         assert_eq!(l.outcome, Outcome::Miss);
         assert_eq!(l.lease, None);
         assert_eq!(l.ttl, Duration::ZERO);
         assert!(l.degraded);
         assert_eq!(l.usable_value(), None);
-        let l = Lookup::from_wire(2, b"v".to_vec(), 7, 0, vec![1], false).expect("valid");
+        let l = Lookup::from_wire(wire(2, b"v", 0, vec![1]), false).expect("valid");
         assert_eq!(l.usable_value(), Some(&b"v"[..]));
         assert_eq!(l.lease, Some(LeaseToken::from(vec![1])));
+        assert_eq!((l.flags, l.grace), (7, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn read_answers_keep_expiry_grace_and_counter_marks() {
+        let l = Lookup::from_wire(
+            WireLookup::from(proto::GetManyResult {
+                outcome: 1,
+                value: b"12".to_vec(),
+                no_expiry: true,
+                counter: true,
+                grace_seconds: 0,
+                ..proto::GetManyResult::default()
+            }),
+            false,
+        )
+        .expect("valid");
+        assert!(l.no_expiry && l.counter);
+        assert_eq!((l.ttl, l.grace), (Duration::ZERO, Duration::ZERO));
+        let l = Lookup::from_wire(
+            WireLookup::from(proto::GetResponse {
+                outcome: 2,
+                grace_seconds: 12,
+                ..proto::GetResponse::default()
+            }),
+            false,
+        )
+        .expect("valid");
+        assert_eq!(l.grace, Duration::from_secs(12));
+        assert!(!l.no_expiry && !l.counter);
     }
 
     #[test]

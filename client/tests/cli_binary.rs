@@ -54,7 +54,7 @@ fn usage_errors_exit_2_on_stderr() {
 }
 
 #[test]
-fn an_unreachable_server_exits_2_with_a_clear_message() {
+fn an_unreachable_server_exits_3_with_a_clear_message() {
     let port = closed_port().to_string();
     for args in [&["get", "k"][..], &["set", "k"], &["health"]] {
         let out = mintcache(
@@ -66,11 +66,11 @@ fn an_unreachable_server_exits_2_with_a_clear_message() {
             &[],
             b"value from stdin",
         );
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.starts_with("mintcache: error: UNAVAILABLE"),
+            err.starts_with("mintcache: error: cannot reach a mintcache server"),
             "{args:?}: {err}"
         );
         assert!(err.contains(&port), "{err}");
@@ -88,11 +88,89 @@ fn settings_come_from_mintcachecli_variables() {
         ],
         b"",
     );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&port),
         "the endpoint came from the environment: {err}"
     );
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+#[test]
+fn the_cache_version_is_never_mistaken_for_the_version_flag() {
+    let out = mintcache(&["--version"], &[], b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("mintcache {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = mintcache(&["--version", "v2", "get", "user:42"], &[], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cache-version VERSION"));
+    // The variable has the flag's name.
+    let port = closed_port().to_string();
+    let out = mintcache(
+        &[
+            "--endpoint",
+            &format!("127.0.0.1:{port}"),
+            "--retries",
+            "0",
+            "get",
+            "k",
+        ],
+        &[("MINTCACHECLI_CACHE_VERSION", "vé".into())],
+        b"",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x-cache-version"));
+}
+
+#[test]
+fn an_empty_stdin_is_not_stored_as_an_empty_value() {
+    // Refused before any call: the endpoint is never contacted.
+    let out = mintcache(&["--endpoint", "127.0.0.1:1", "set", "k"], &[], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-empty"));
+}
+
+#[test]
+fn flags_read_their_variables() {
+    // MINTCACHECLI_TIMEOUT is parsed like --timeout: a bad value is a usage error.
+    let out = mintcache(&["get", "k"], &[("MINTCACHECLI_TIMEOUT", "0".into())], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("positive number of seconds"));
+    let out = mintcache(
+        &["get", "k"],
+        &[("MINTCACHECLI_DEBUG", "sometimes".into())],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn boolean_variables_are_off_when_false() {
+    for value in ["false", "0", "", "true", "1"] {
+        // `--raw` with JSON on is refused before any call; with JSON off, the admin address
+        // (nothing listens on port 1) is tried: a different message.
+        let out = mintcache(
+            &["--admin", "127.0.0.1:1", "stats", "--raw"],
+            &[("MINTCACHECLI_JSON", value.into())],
+            b"",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        let json_on = matches!(value, "true" | "1");
+        assert_eq!(err.contains("cannot be JSON"), json_on, "{value:?}: {err}");
+        assert_eq!(
+            out.status.code(),
+            Some(if json_on { 2 } else { 3 }),
+            "{value:?}"
+        );
+    }
 }

@@ -114,11 +114,10 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..20)) {
-            if let Ok(Some(token)) = LeaseToken::parse(&bytes) {
-                if bytes[0] != OLD_CAS_FORMAT {
+            if let Ok(Some(token)) = LeaseToken::parse(&bytes)
+                && bytes[0] != OLD_CAS_FORMAT {
                     prop_assert_eq!(token.to_bytes(), bytes);
                 }
-            }
         }
     }
 }

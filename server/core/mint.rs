@@ -563,13 +563,12 @@ mod tests {
                     Step::Done(l) => outcomes.push(l.outcome),
                     Step::Elect { recache_below } => electing.push((i, recache_below)),
                 }
-                if *go_now {
-                    if let Some((_, r)) = electing.pop() {
+                if *go_now
+                    && let Some((_, r)) = electing.pop() {
                         let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), ..GetOpts::default() }, now, 2);
                         if let Change::Put(it) = ch { slot = Some(it); }
                         if let Step::Done(l) = decide(v, true, false) { outcomes.push(l.outcome); }
                     }
-                }
             }
             while let Some((_, r)) = electing.pop() {
                 let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), ..GetOpts::default() }, now, 2);

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use mintcache_client::cli::{Exit, run};
+use mintcache_client::cli::{Exit, Terminal, run_with};
 
 fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -12,11 +12,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mintcache: error: cannot start the async runtime: {e}");
-            return ExitCode::from(Exit::Error.code());
+            return ExitCode::from(Exit::Usage.code());
         }
     };
-    let exit = runtime.block_on(run(
+    let exit = runtime.block_on(run_with(
         std::env::args_os(),
+        Terminal::detect(),
         &mut std::io::stdin().lock(),
         &mut std::io::stdout().lock(),
         &mut std::io::stderr().lock(),

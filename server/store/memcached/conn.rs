@@ -297,21 +297,21 @@ fn deliver(shared: &Shared, reply: Reply) -> Result<(), ConnError> {
         )));
     };
     let expected = front.opaques[front.replies.len()];
-    if let Some(opaque) = reply.opaque() {
-        if opaque != expected {
-            return Err(ConnError::Protocol(format!(
-                "reply out of step (opaque {opaque}, expected {expected})"
-            )));
-        }
+    if let Some(opaque) = reply.opaque()
+        && opaque != expected
+    {
+        return Err(ConnError::Protocol(format!(
+            "reply out of step (opaque {opaque}, expected {expected})"
+        )));
     }
     front.replies.push(reply);
-    if front.replies.len() == front.opaques.len() {
-        if let Some(done) = waiting.pop_front() {
-            drop(waiting);
-            shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-            // The caller may be gone (deadline, cancellation): its replies are dropped here.
-            let _ = done.reply.send(Ok(done.replies));
-        }
+    if front.replies.len() == front.opaques.len()
+        && let Some(done) = waiting.pop_front()
+    {
+        drop(waiting);
+        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // The caller may be gone (deadline, cancellation): its replies are dropped here.
+        let _ = done.reply.send(Ok(done.replies));
     }
     Ok(())
 }
@@ -358,10 +358,10 @@ mod tests {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(reply) = replies(&line) {
-                    if write.write_all(reply.as_bytes()).await.is_err() {
-                        return;
-                    }
+                if let Some(reply) = replies(&line)
+                    && write.write_all(reply.as_bytes()).await.is_err()
+                {
+                    return;
                 }
             }
         });

@@ -1,0 +1,750 @@
+//! One function per command: from parsed arguments to a [`Report`] (or an error). The
+//! [`Session`] holds the client and what the shell may change between commands.
+
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use super::args::{Command, Connection, CounterArgs, OutputArgs, WriteArgs};
+use super::batch;
+use super::errors::{CliError, code_exit};
+use super::output::{
+    DEGRADED_WARNING, Data, Report, Sink, duration_text, fail, key_text, lookup_feedback,
+    lookup_json, readable,
+};
+use super::stats;
+use super::{Exit, Terminal};
+use crate::{Backoff, Client, KeyError, Lookup, Outcome, ServingStatus};
+
+/// The client and the settings commands run with.
+pub(crate) struct Session {
+    pub(crate) client: Client,
+    pub(crate) connection: Connection,
+    pub(crate) terminal: Terminal,
+}
+
+/// What a command may read from stdin.
+pub(crate) enum Input<'a> {
+    /// The process's stdin (values, key lists, the flush confirmation).
+    Stdin(&'a mut dyn BufRead),
+    /// None: in the shell, values and keys are given on the command line.
+    Shell,
+}
+
+impl Session {
+    pub(crate) fn new(connection: &Connection, terminal: Terminal) -> Result<Self, CliError> {
+        Ok(Self {
+            client: client(connection)?,
+            connection: connection.clone(),
+            terminal,
+        })
+    }
+
+    /// Runs one command, shows its report, and gives its exit status.
+    pub(crate) async fn run_command(
+        &mut self,
+        command: &Command,
+        output: OutputArgs,
+        stdin: &mut dyn BufRead,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+        in_shell: bool,
+    ) -> Exit {
+        let input = if in_shell {
+            Input::Shell
+        } else {
+            Input::Stdin(stdin)
+        };
+        let result = self.execute(command, output, input, stderr).await;
+        let mut sink = Sink {
+            stdout,
+            stderr,
+            terminal: self.terminal,
+            output,
+            in_shell,
+        };
+        match result.and_then(|report| sink.show(&report).map(|()| report.exit)) {
+            Ok(exit) => exit,
+            Err(e) => fail(&e, &self.connection, sink.stderr),
+        }
+    }
+
+    async fn execute(
+        &self,
+        command: &Command,
+        output: OutputArgs,
+        input: Input<'_>,
+        stderr: &mut dyn Write,
+    ) -> Result<Report, CliError> {
+        let client = &self.client;
+        match command {
+            Command::Get {
+                key,
+                elect,
+                lease_on_miss,
+            } => {
+                let key = bytes(key);
+                let lookup = if *elect {
+                    let client = if *lease_on_miss {
+                        client.with_lease_on_miss(true)
+                    } else {
+                        client.clone()
+                    };
+                    client.get(key.clone()).await?
+                } else {
+                    client.peek(key.clone()).await?
+                };
+                Ok(read_report(&key, &lookup))
+            }
+            Command::Inspect { key } => {
+                let key = bytes(key);
+                let lookup = client.peek(key.clone()).await?;
+                let mut report = read_report(&key, &lookup);
+                report.data = Data::Text(inspect_text(&key, &lookup));
+                report.feedback = None;
+                Ok(report)
+            }
+            Command::Set {
+                key,
+                value,
+                write,
+                lease,
+            } => {
+                let value = value_input(value.as_ref(), write, input, self.terminal)?;
+                let stored = client
+                    .set_with(bytes(key), value, &write.options(lease.clone()))
+                    .await?;
+                let not_stored = if lease.is_some() {
+                    "not stored: lease outdated (the key was set, deleted or invalidated since \
+                     the read that gave this lease)"
+                } else {
+                    "not stored"
+                };
+                Ok(
+                    Report::new(Exit::from_bool(stored), json!({ "stored": stored }))
+                        .feedback(if stored { "stored" } else { not_stored }),
+                )
+            }
+            Command::Add { key, value, write } => {
+                let value = value_input(value.as_ref(), write, input, self.terminal)?;
+                let stored = client.add(bytes(key), value, &write.options(None)).await?;
+                Ok(
+                    Report::new(Exit::from_bool(stored), json!({ "stored": stored })).feedback(
+                        if stored {
+                            "stored"
+                        } else {
+                            "not stored: the key already holds a value"
+                        },
+                    ),
+                )
+            }
+            Command::Delete { key } => {
+                let deleted = client.delete(bytes(key)).await?;
+                Ok(
+                    Report::new(Exit::from_bool(deleted), json!({ "deleted": deleted }))
+                        .feedback(if deleted { "deleted" } else { "not found" }),
+                )
+            }
+            Command::Invalidate { key } => {
+                let invalidated = client.invalidate(bytes(key)).await?;
+                Ok(Report::new(
+                    Exit::from_bool(invalidated),
+                    json!({ "invalidated": invalidated }),
+                )
+                .feedback(if invalidated {
+                    "invalidated: the next reader refreshes it, the others get the stale value \
+                     meanwhile"
+                } else {
+                    "not found"
+                }))
+            }
+            Command::Touch {
+                key,
+                ttl,
+                no_expiry,
+            } => {
+                let touched = if *no_expiry {
+                    client.persist(bytes(key)).await?
+                } else {
+                    client.touch(bytes(key), Duration::from_secs(*ttl)).await?
+                };
+                let done = match (*no_expiry, *ttl) {
+                    (true, _) => "touched: never expires".to_owned(),
+                    (false, 0) => "touched: fresh for the server's default ttl".to_owned(),
+                    (false, ttl) => {
+                        format!(
+                            "touched: fresh for {}",
+                            duration_text(Duration::from_secs(ttl))
+                        )
+                    }
+                };
+                Ok(
+                    Report::new(Exit::from_bool(touched), json!({ "touched": touched })).feedback(
+                        if touched {
+                            done
+                        } else {
+                            "not found".to_owned()
+                        },
+                    ),
+                )
+            }
+            Command::Incr { key, delta, create } => {
+                counter(client, &bytes(key), *delta, create).await
+            }
+            Command::Decr { key, delta, create } => {
+                counter(client, &bytes(key), -i64::from(*delta), create).await
+            }
+            Command::GetMany { keys, input: opts } => {
+                let keys = batch::keys(keys, opts.base64, input.stdin())?;
+                let results = client.peek_many(keys.iter().cloned()).await?;
+                Ok(get_many_report(&keys, results, opts.base64))
+            }
+            Command::SetMany {
+                pairs,
+                write,
+                input: opts,
+            } => {
+                let items = batch::items(pairs, opts.base64, input.stdin())?;
+                if !write.allow_empty
+                    && let Some((key, _)) = items.iter().find(|(_, v)| v.is_empty())
+                {
+                    return Err(CliError::usage(format!(
+                        "the value of {} is empty: pass --allow-empty to store empty values",
+                        key_text(key)
+                    )));
+                }
+                let options = write.options(None);
+                let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| k.clone()).collect();
+                let results = client
+                    .set_many(items.into_iter().map(|(k, v)| (k, v, options.clone())))
+                    .await?;
+                Ok(write_many_report(&keys, results, "stored", "not stored"))
+            }
+            Command::DeleteMany { keys, input: opts } => {
+                let keys = batch::keys(keys, opts.base64, input.stdin())?;
+                let results = client.delete_many(keys.iter().cloned()).await?;
+                Ok(write_many_report(&keys, results, "deleted", "not found"))
+            }
+            Command::Flush { yes } => self.flush(*yes, input, stderr).await,
+            Command::Stats { raw } => {
+                if *raw && output.json {
+                    return Err(CliError::usage(
+                        "stats --raw prints the Prometheus text: it cannot be JSON (drop --json)",
+                    ));
+                }
+                stats::report(&self.connection, *raw).await
+            }
+            Command::Health { service } => {
+                let status = client.health(service).await?;
+                let name = status.as_str_name();
+                Ok(Report::new(
+                    Exit::from_bool(status == ServingStatus::Serving),
+                    json!({ "status": name }),
+                )
+                .data(Data::Text(format!("{name}\n"))))
+            }
+            Command::Shell => Err(CliError::usage("already in the shell")),
+        }
+    }
+
+    async fn flush(
+        &self,
+        yes: bool,
+        input: Input<'_>,
+        stderr: &mut dyn Write,
+    ) -> Result<Report, CliError> {
+        let space = self.key_space();
+        if !yes {
+            let Input::Stdin(stdin) = input else {
+                return Err(CliError::usage(format!(
+                    "flush drops every key of {space}: confirm with `flush --yes`"
+                )));
+            };
+            if !self.terminal.stdin {
+                return Err(CliError::usage(format!(
+                    "flush drops every key of {space}: pass --yes (stdin is not a terminal to \
+                     ask on)"
+                )));
+            }
+            let _ = write!(
+                stderr,
+                "Drop every key of {space} on {}? [y/N] ",
+                self.connection.endpoints.join(", ")
+            );
+            let _ = stderr.flush();
+            let mut answer = String::new();
+            stdin.read_line(&mut answer).map_err(CliError::Stdin)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+                return Ok(Report::new(Exit::Miss, json!({ "flushed": false }))
+                    .feedback("not flushed: not confirmed"));
+            }
+        }
+        let flushed = self.client.flush().await?;
+        Ok(
+            Report::new(Exit::from_bool(flushed), json!({ "flushed": flushed })).feedback(
+                if flushed {
+                    format!("flushed: every key of {space} is gone")
+                } else {
+                    "not flushed (debug mode off)".to_owned()
+                },
+            ),
+        )
+    }
+
+    /// The key space the session's calls use, in words.
+    pub(crate) fn key_space(&self) -> String {
+        let version = match &self.connection.cache_version {
+            Some(v) => format!("version {v}"),
+            None => "the server's default version".to_owned(),
+        };
+        match &self.connection.namespace {
+            Some(ns) if ns.is_empty() => format!("{version} (no namespace)"),
+            Some(ns) => format!("{version}, namespace {ns}"),
+            None => version,
+        }
+    }
+}
+
+impl<'a> Input<'a> {
+    fn stdin(self) -> Option<&'a mut dyn BufRead> {
+        match self {
+            Self::Stdin(stdin) => Some(stdin),
+            Self::Shell => None,
+        }
+    }
+}
+
+fn bytes(s: &OsString) -> Vec<u8> {
+    s.clone().into_encoded_bytes()
+}
+
+/// The value of `set`/`add`: the argument, or stdin (`-`, or nothing when stdin is not a
+/// terminal). An empty value needs `--allow-empty`.
+fn value_input(
+    value: Option<&OsString>,
+    write: &WriteArgs,
+    input: Input<'_>,
+    terminal: Terminal,
+) -> Result<Vec<u8>, CliError> {
+    let (value, source) = match (value, input) {
+        (Some(v), _) if v != "-" => (bytes(v), "the value"),
+        (_, Input::Shell) => {
+            return Err(CliError::usage(
+                "no value: in the shell, give it as an argument (set KEY VALUE)",
+            ));
+        }
+        (None, Input::Stdin(_)) if terminal.stdin => {
+            return Err(CliError::usage(
+                "no value: give it as an argument (mintcache set KEY VALUE), pipe it on stdin \
+                 (... | mintcache set KEY), or pass `-` to type it (end with Ctrl-D)",
+            ));
+        }
+        (_, Input::Stdin(stdin)) => {
+            let mut buf = Vec::new();
+            stdin.read_to_end(&mut buf).map_err(CliError::Stdin)?;
+            (buf, "stdin")
+        }
+    };
+    if value.is_empty() && !write.allow_empty {
+        return Err(CliError::usage(format!(
+            "{source} is empty: pass --allow-empty to store an empty value"
+        )));
+    }
+    Ok(value)
+}
+
+fn read_report(key: &[u8], lookup: &Lookup) -> Report {
+    let mut report = Report::new(
+        Exit::from_bool(lookup.outcome.is_usable()),
+        lookup_json(key, lookup),
+    )
+    .feedback(lookup_feedback(lookup));
+    if let Some(value) = lookup.usable_value() {
+        report.data = Data::Value(value.to_vec());
+    }
+    if lookup.degraded {
+        report.warnings.push(DEGRADED_WARNING.to_owned());
+    }
+    report
+}
+
+/// `inspect`: everything about a key, one `name  value` line each.
+fn inspect_text(key: &[u8], l: &Lookup) -> String {
+    let state = match l.outcome {
+        Outcome::Hit => "HIT (fresh)",
+        Outcome::Stale => "STALE (past its soft expiry, still servable)",
+        Outcome::Miss if l.degraded => "MISS (the cache backend is unavailable)",
+        Outcome::Miss => "MISS (no value)",
+        Outcome::Pending => "PENDING (a caller is filling it)",
+        Outcome::Refresh => "REFRESH",
+    };
+    let mut lines = vec![("key", key_text(key)), ("state", state.to_owned())];
+    if l.outcome.has_value() {
+        let expiry = if l.no_expiry {
+            "never".to_owned()
+        } else if l.counter {
+            format!("in {}", duration_text(l.ttl))
+        } else if l.outcome == Outcome::Hit {
+            format!(
+                "stale in {}, gone in {}",
+                duration_text(l.ttl),
+                duration_text(l.ttl + l.grace)
+            )
+        } else {
+            format!("gone in {}", duration_text(l.grace))
+        };
+        lines.extend([
+            ("ttl", format!("{}s", l.ttl.as_secs())),
+            ("grace", format!("{}s", l.grace.as_secs())),
+            ("expires", expiry),
+            ("flags", l.flags.to_string()),
+            ("counter", if l.counter { "yes" } else { "no" }.to_owned()),
+            ("size", format!("{} bytes", l.value.len())),
+            ("value", readable(&l.value)),
+        ]);
+    }
+    lines
+        .into_iter()
+        .map(|(name, value)| format!("{name:<8}{value}\n"))
+        .collect()
+}
+
+async fn counter(
+    client: &Client,
+    key: &[u8],
+    delta: i64,
+    create: &CounterArgs,
+) -> Result<Report, CliError> {
+    let value = match create.initial {
+        Some(initial) if create.no_expiry => Some(
+            client
+                .increment_or_create_no_expiry(key.to_vec(), delta, initial)
+                .await?,
+        ),
+        Some(initial) => Some(
+            client
+                .increment_or_create(
+                    key.to_vec(),
+                    delta,
+                    initial,
+                    Duration::from_secs(create.ttl),
+                )
+                .await?,
+        ),
+        None => client.increment(key.to_vec(), delta).await?,
+    };
+    let report = Report::new(Exit::from_bool(value.is_some()), json!({ "value": value }));
+    Ok(match value {
+        Some(value) => report.data(Data::Text(format!("{value}\n"))),
+        None => report.feedback(format!(
+            "not found: no counter {} (create it with --initial N)",
+            key_text(key)
+        )),
+    })
+}
+
+fn key_json(key: &[u8]) -> Value {
+    json!({
+        "key": std::str::from_utf8(key).ok(),
+        "key_base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key),
+    })
+}
+
+fn key_error_json(key: &[u8], e: &KeyError) -> Value {
+    let mut entry = key_json(key);
+    entry["error"] = json!({
+        "code": crate::error::code_name(e.code),
+        "message": e.message,
+    });
+    entry
+}
+
+fn get_many_report(
+    keys: &[Vec<u8>],
+    results: Vec<Result<Lookup, KeyError>>,
+    base64: bool,
+) -> Report {
+    let mut exit = Exit::Success;
+    let (mut entries, mut lines, mut errors, mut missing) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut degraded = false;
+    for (key, result) in keys.iter().zip(results) {
+        match result {
+            Ok(lookup) => {
+                degraded |= lookup.degraded;
+                entries.push(lookup_json(key, &lookup));
+                match lookup.usable_value() {
+                    Some(value) => match batch::item_line(key, value, base64) {
+                        Ok(line) => lines.extend(line),
+                        Err(why) => {
+                            errors.push(format!(
+                                "{}: cannot print it as one KEY<TAB>VALUE line ({why}): use \
+                                 --base64 or --json",
+                                key_text(key)
+                            ));
+                            exit = exit.max(Exit::Usage);
+                        }
+                    },
+                    None => {
+                        missing.push(key_text(key));
+                        exit = exit.max(Exit::Miss);
+                    }
+                }
+            }
+            Err(e) => {
+                entries.push(key_error_json(key, &e));
+                errors.push(format!("{}: {e}", key_text(key)));
+                exit = exit.max(code_exit(e.code, &e.message));
+            }
+        }
+    }
+    let found = keys.len() - missing.len() - errors.len();
+    let mut feedback = format!("{found} of {} found", keys.len());
+    if !missing.is_empty() {
+        feedback.push_str(&format!("; missing: {}", missing.join(" ")));
+    }
+    let mut report = Report::new(exit, json!({ "results": entries }))
+        .data(Data::Raw(lines))
+        .feedback(feedback);
+    report.errors = errors;
+    if degraded {
+        report.warnings.push(DEGRADED_WARNING.to_owned());
+    }
+    report
+}
+
+/// The report of `set-many` / `delete-many`: one flag per key.
+fn write_many_report(
+    keys: &[Vec<u8>],
+    results: Vec<Result<bool, KeyError>>,
+    done: &str,
+    not_done: &str,
+) -> Report {
+    let mut exit = Exit::Success;
+    let (mut entries, mut errors, mut undone) = (Vec::new(), Vec::new(), Vec::new());
+    let mut count = 0;
+    for (key, result) in keys.iter().zip(results) {
+        match result {
+            Ok(flag) => {
+                let mut entry = key_json(key);
+                entry[done] = json!(flag);
+                entries.push(entry);
+                if flag {
+                    count += 1;
+                } else {
+                    undone.push(key_text(key));
+                    exit = exit.max(Exit::Miss);
+                }
+            }
+            Err(e) => {
+                entries.push(key_error_json(key, &e));
+                errors.push(format!("{}: {e}", key_text(key)));
+                exit = exit.max(code_exit(e.code, &e.message));
+            }
+        }
+    }
+    let mut feedback = format!("{done} {count} of {}", keys.len());
+    if !undone.is_empty() {
+        feedback.push_str(&format!("; {not_done}: {}", undone.join(" ")));
+    }
+    if !errors.is_empty() {
+        feedback.push_str(&format!("; {} failed", errors.len()));
+    }
+    let mut report = Report::new(exit, json!({ "results": entries })).feedback(feedback);
+    report.errors = errors;
+    report
+}
+
+/// The client a session calls with.
+pub(crate) fn client(c: &Connection) -> Result<Client, CliError> {
+    let mut builder = Client::builder()
+        .endpoints(c.endpoints.iter().map(|e| e.trim().to_owned()))
+        .timeout(c.timeout)
+        .retry(Backoff {
+            max_attempts: c.retries.saturating_add(1),
+            ..Backoff::UNAVAILABLE_DEFAULT
+        });
+    if let Some(v) = &c.cache_version {
+        builder = builder.version(v);
+    }
+    if let Some(ns) = &c.namespace {
+        builder = builder.namespace(ns);
+    }
+    if let Some(token) = &c.token {
+        builder = builder.token(token);
+    }
+    if let Some(tls) = tls_config(c)? {
+        builder = builder.tls(tls);
+    }
+    let client = builder.build()?;
+    Ok(match c.debug {
+        Some(mode) => client.with_debug(mode.into()),
+        None => client,
+    })
+}
+
+fn tls_config(c: &Connection) -> Result<Option<ClientTlsConfig>, CliError> {
+    let read = |what, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| CliError::File {
+            what,
+            path: path.clone(),
+            source,
+        })
+    };
+    if !(c.tls || c.tls_ca.is_some() || c.tls_cert.is_some() || c.tls_domain.is_some()) {
+        return Ok(None);
+    }
+    let mut config = ClientTlsConfig::new();
+    config = match &c.tls_ca {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(read("CA certificate", ca)?)),
+        None => config.with_enabled_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) {
+        config = config.identity(Identity::from_pem(
+            read("certificate", cert)?,
+            read("private key", key)?,
+        ));
+    }
+    if let Some(domain) = &c.tls_domain {
+        config = config.domain_name(domain);
+    }
+    Ok(Some(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_args(allow_empty: bool) -> WriteArgs {
+        WriteArgs {
+            ttl: 0,
+            grace: 0,
+            flags: 0,
+            no_expiry: false,
+            no_grace: false,
+            counter: false,
+            allow_empty,
+        }
+    }
+
+    #[test]
+    fn values_come_from_the_argument_or_stdin_byte_for_byte() {
+        let mut stdin: &[u8] = b"line\n\0\xff";
+        assert_eq!(
+            value_input(
+                None,
+                &write_args(false),
+                Input::Stdin(&mut stdin),
+                Terminal::NONE
+            )
+            .expect("read"),
+            b"line\n\0\xff"
+        );
+        let mut stdin: &[u8] = b"from stdin";
+        let dash = OsString::from("-");
+        assert_eq!(
+            value_input(
+                Some(&dash),
+                &write_args(false),
+                Input::Stdin(&mut stdin),
+                Terminal::ALL
+            )
+            .expect("read"),
+            b"from stdin"
+        );
+        let arg = OsString::from("arg");
+        assert_eq!(
+            value_input(Some(&arg), &write_args(false), Input::Shell, Terminal::ALL).expect("read"),
+            b"arg"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_value_is_refused_clearly() {
+        // A terminal on stdin and no value: refused, not a silent wait for Ctrl-D.
+        let mut stdin: &[u8] = b"";
+        let e = value_input(
+            None,
+            &write_args(false),
+            Input::Stdin(&mut stdin),
+            Terminal::ALL,
+        )
+        .expect_err("no value");
+        assert!(e.to_string().contains("give it as an argument"), "{e}");
+        assert_eq!(e.exit(), Exit::Usage);
+        // An empty stdin (`</dev/null`): refused unless --allow-empty.
+        let mut stdin: &[u8] = b"";
+        let e = value_input(
+            None,
+            &write_args(false),
+            Input::Stdin(&mut stdin),
+            Terminal::NONE,
+        )
+        .expect_err("empty");
+        assert!(e.to_string().contains("--allow-empty"), "{e}");
+        let mut stdin: &[u8] = b"";
+        assert_eq!(
+            value_input(
+                None,
+                &write_args(true),
+                Input::Stdin(&mut stdin),
+                Terminal::NONE
+            )
+            .expect("allowed"),
+            b""
+        );
+        let empty = OsString::new();
+        assert!(
+            value_input(
+                Some(&empty),
+                &write_args(false),
+                Input::Shell,
+                Terminal::ALL
+            )
+            .is_err()
+        );
+        assert!(value_input(None, &write_args(false), Input::Shell, Terminal::ALL).is_err());
+    }
+
+    #[test]
+    fn inspect_shows_every_detail() {
+        let l = Lookup {
+            outcome: Outcome::Hit,
+            value: b"Ada".to_vec(),
+            flags: 3,
+            ttl: Duration::from_secs(60),
+            grace: Duration::from_secs(30),
+            no_expiry: false,
+            counter: false,
+            lease: None,
+            degraded: false,
+        };
+        let text = inspect_text(b"user:42", &l);
+        for line in [
+            "key     user:42\n",
+            "state   HIT (fresh)\n",
+            "ttl     60s\n",
+            "grace   30s\n",
+            "expires stale in 1m, gone in 1m30s\n",
+            "flags   3\n",
+            "counter no\n",
+            "size    3 bytes\n",
+            "value   Ada\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        let miss = Lookup {
+            outcome: Outcome::Miss,
+            value: Vec::new(),
+            ..l
+        };
+        assert_eq!(
+            inspect_text(b"k", &miss),
+            "key     k\nstate   MISS (no value)\n"
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! The `mintcache` command-line tool, as library functions ([`run`], [`run_with`]) so that it
+//! can be tested in-process; `src/bin/mintcache.rs` only wires them to the process's
+//! arguments, streams and terminal.
+//!
+//! - `args`: the grammar (clap) and help texts;
+//! - `exec`: one function per command, from parsed arguments to a `Report`;
+//! - `output`: how a report is shown (raw value, one-line report, JSON);
+//! - `errors`: what went wrong, in words, and the exit status it gives;
+//! - `batch`: the line formats of `get-many`, `set-many` and `delete-many`;
+//! - `stats`: the server's counters from its admin port;
+//! - `shell`: the interactive shell.
+//!
+//! Output is made for both people and pipelines: values go to stdout byte for byte, a
+//! one-line report of what happened (`HIT`, `not stored: lease outdated`, ...) goes to stderr
+//! when stderr is a terminal, `--json` prints one JSON object per command, and the exit status
+//! says what happened ([`Exit`]).
+//!
+//! Settings come from flags or environment variables. The variables start with
+//! `MINTCACHECLI_`, kept apart from the server's `MINTCACHE_*` settings, so a shell or pod can
+//! hold both without either reading the other's.
+
+mod args;
+mod batch;
+mod errors;
+mod exec;
+mod output;
+mod shell;
+mod stats;
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+
+use clap::Parser;
+
+use self::args::{Cli, Command};
+use self::exec::Session;
+
+/// The exit status of a command (documented in `mintcache --help`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// 0: found or done (a hit, a value stored, a key deleted, `SERVING`, ...).
+    Success,
+    /// 1: not found or not done: `MISS`, `REFRESH`, `PENDING`, a value not stored, a missing
+    /// key or counter, a health status other than `SERVING`; for a batch, at least one key.
+    Miss,
+    /// 2: a usage error: bad arguments or input, an unreadable file. Nothing was sent.
+    Usage,
+    /// 3: no mintcache server could be reached: connection refused, TLS failure, something
+    /// that is not a mintcache gRPC port, no answer.
+    Unreachable,
+    /// 4: the server refused or failed the call (an error status such as
+    /// `INVALID_ARGUMENT`, `UNAUTHENTICATED`, `DEADLINE_EXCEEDED`).
+    Failed,
+    /// 5: the cache backend behind the server (memcached) is unavailable.
+    BackendUnavailable,
+}
+
+impl Exit {
+    /// The process exit code: 0 to 5.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Miss => 1,
+            Self::Usage => 2,
+            Self::Unreachable => 3,
+            Self::Failed => 4,
+            Self::BackendUnavailable => 5,
+        }
+    }
+
+    fn from_bool(done: bool) -> Self {
+        if done { Self::Success } else { Self::Miss }
+    }
+}
+
+/// Which standard streams are terminals: it decides prompts, confirmations, the one-line
+/// reports on stderr and how values are shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Terminal {
+    /// Standard input is a terminal (a person types).
+    pub stdin: bool,
+    /// Standard output is a terminal (values are shown readably, with a final newline).
+    pub stdout: bool,
+    /// Standard error is a terminal (one-line reports are shown there).
+    pub stderr: bool,
+}
+
+impl Terminal {
+    /// No terminal at all: scripts and pipelines.
+    pub const NONE: Self = Self {
+        stdin: false,
+        stdout: false,
+        stderr: false,
+    };
+
+    /// Everything on a terminal: a person at a shell prompt.
+    pub const ALL: Self = Self {
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
+
+    /// The process's own streams.
+    pub fn detect() -> Self {
+        Self {
+            stdin: std::io::stdin().is_terminal(),
+            stdout: std::io::stdout().is_terminal(),
+            stderr: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+/// Runs the `mintcache` command line with these arguments (the first is the program name)
+/// and streams, as in a pipeline (no terminal), and returns the exit status. Never panics on
+/// bad input; never exits the process.
+///
+/// ```
+/// use mintcache_client::cli::{Exit, run};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (mut out, mut err) = (Vec::new(), Vec::new());
+/// // Nothing listens on port 1 (and one attempt only): no server reachable, exit status 3.
+/// let exit = run(
+///     ["mintcache", "--endpoint", "127.0.0.1:1", "--retries", "0", "get", "k"],
+///     &mut std::io::empty(),
+///     &mut out,
+///     &mut err,
+/// )
+/// .await;
+/// assert_eq!(exit, Exit::Unreachable);
+/// assert!(out.is_empty());
+/// assert!(String::from_utf8_lossy(&err).starts_with("mintcache: error: cannot reach"));
+/// # }
+/// ```
+pub async fn run<I, T>(
+    args: I,
+    stdin: &mut dyn Read,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Exit
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut stdin = BufReader::new(stdin);
+    run_with(args, Terminal::NONE, &mut stdin, stdout, stderr).await
+}
+
+/// Like [`run`], with the streams' [`Terminal`] status: what the binary calls.
+pub async fn run_with<I, T>(
+    args: I,
+    terminal: Terminal,
+    stdin: &mut dyn BufRead,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Exit
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    match version_flag(&args) {
+        VersionFlag::Absent => {}
+        VersionFlag::Alone => {
+            let _ = writeln!(stdout, "mintcache {}", env!("CARGO_PKG_VERSION"));
+            return Exit::Success;
+        }
+        VersionFlag::Ambiguous => {
+            let _ = writeln!(stderr, "mintcache: error: {}", errors::VERSION_FLAG_MISUSED);
+            return Exit::Usage;
+        }
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help is not an error; it goes to stdout.
+            if e.use_stderr() {
+                let _ = write!(stderr, "{}", e.render());
+                return Exit::Usage;
+            }
+            let _ = write!(stdout, "{}", e.render());
+            return Exit::Success;
+        }
+    };
+    let mut session = match Session::new(&cli.connection, terminal) {
+        Ok(session) => session,
+        Err(e) => return output::fail(&e, &cli.connection, stderr),
+    };
+    if let Command::Shell = cli.command {
+        return shell::run(&mut session, cli.output, stdin, stdout, stderr).await;
+    }
+    session
+        .run_command(&cli.command, cli.output, stdin, stdout, stderr, false)
+        .await
+}
+
+/// Where `--version` / `-V` appear on the command line.
+#[derive(Debug, PartialEq, Eq)]
+enum VersionFlag {
+    Absent,
+    /// The only argument: print the tool's version.
+    Alone,
+    /// With other arguments: most likely meant as the cache version; refused.
+    Ambiguous,
+}
+
+fn version_flag(args: &[OsString]) -> VersionFlag {
+    let is_version = |a: &OsString| {
+        a.to_str()
+            .is_some_and(|a| a == "--version" || a == "-V" || a.starts_with("--version="))
+    };
+    // After `--`, every argument is a positional value (e.g. a key spelt `--version`).
+    let flags = args.iter().skip(1).take_while(|a| *a != "--");
+    let found = flags.filter(|a| is_version(a)).count();
+    match (found, args.len()) {
+        (0, _) => VersionFlag::Absent,
+        (1, 2) if args.get(1).is_some_and(|a| a == "--version" || a == "-V") => VersionFlag::Alone,
+        _ => VersionFlag::Ambiguous,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn run_args(args: &[&str]) -> (Exit, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let exit = run(args, &mut std::io::empty(), &mut out, &mut err).await;
+        (
+            exit,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        args::ShellLine::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_documented() {
+        let all = [
+            Exit::Success,
+            Exit::Miss,
+            Exit::Usage,
+            Exit::Unreachable,
+            Exit::Failed,
+            Exit::BackendUnavailable,
+        ];
+        for (i, exit) in all.iter().enumerate() {
+            assert_eq!(usize::from(exit.code()), i);
+            assert!(
+                args::EXIT_STATUS_HELP.contains(&format!("\n  {i}  ")),
+                "{i} in the help"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn help_goes_to_stdout_with_status_0_and_shows_every_command_with_an_example() {
+        use clap::CommandFactory;
+        let (exit, out, err) = run_args(&["mintcache", "--help"]).await;
+        assert_eq!((exit, err.as_str()), (Exit::Success, ""));
+        assert!(out.contains("Exit status:"), "{out}");
+        assert!(out.contains("  5  the cache backend"), "{out}");
+        for sub in Cli::command().get_subcommands() {
+            let name = sub.get_name();
+            assert!(out.contains(&format!("  {name} ")), "{name} in {out}");
+            assert!(
+                out.contains(&format!("\n  mintcache {name}")),
+                "an example of {name} in {out}"
+            );
+            let (exit, help, _) = run_args(&["mintcache", name, "--help"]).await;
+            assert_eq!(exit, Exit::Success, "{name}");
+            let examples = help
+                .split("Examples:\n")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{name} --help has examples: {help}"));
+            assert!(
+                examples
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.contains("mintcache")),
+                "{name}: {examples}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn version_alone_prints_the_tool_version_and_anything_else_is_refused() {
+        for flag in ["--version", "-V"] {
+            let (exit, out, err) = run_args(&["mintcache", flag]).await;
+            assert_eq!((exit, err.as_str()), (Exit::Success, ""));
+            assert_eq!(out, format!("mintcache {}\n", env!("CARGO_PKG_VERSION")));
+        }
+        for args in [
+            &["mintcache", "--version", "v2", "get", "user:42"][..],
+            &["mintcache", "get", "user:42", "--version", "v2"],
+            &["mintcache", "--version=v2", "get", "k"],
+            &["mintcache", "-V", "get", "k"],
+            &["mintcache", "--version", "--version"],
+        ] {
+            let (exit, out, err) = run_args(args).await;
+            assert_eq!(exit, Exit::Usage, "{args:?}");
+            assert!(out.is_empty(), "{args:?}");
+            assert!(err.contains("--cache-version"), "{args:?}: {err}");
+        }
+        // After `--` it is a key like any other (here: nothing listens, so unreachable).
+        assert_eq!(
+            version_flag(&["mintcache", "get", "--", "--version"].map(OsString::from)),
+            VersionFlag::Absent
+        );
+    }
+
+    #[tokio::test]
+    async fn usage_errors_exit_2_on_stderr() {
+        for args in [
+            &["mintcache"][..],
+            &["mintcache", "frobnicate"],
+            &["mintcache", "get"],
+            &["mintcache", "--debug", "sometimes", "get", "k"],
+            &["mintcache", "--timeout", "0", "get", "k"],
+            &["mintcache", "set", "k", "v", "--lease", "xyz"],
+            &["mintcache", "--tls-cert", "c.pem", "get", "k"],
+            &["mintcache", "set", "k", "v", "--ttl", "5", "--no-expiry"],
+            &["mintcache", "incr", "k", "--ttl", "5"],
+            &["mintcache", "get", "k", "--lease-on-miss"],
+            &["mintcache", "stats", "--raw", "--json"],
+        ] {
+            let (exit, out, err) = run_args(args).await;
+            assert_eq!(exit, Exit::Usage, "{args:?}");
+            assert!(out.is_empty(), "{args:?}: {out}");
+            assert!(!err.is_empty(), "{args:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn flags_parse_into_settings() {
+        let cli = Cli::try_parse_from([
+            "mintcache",
+            "-e",
+            "a:1,b:2",
+            "--endpoint",
+            "c:3",
+            "--cache-version",
+            "r8",
+            "--cache-version",
+            "r9",
+            "incr",
+            "hits",
+            "-3",
+            "--debug",
+            "write_only",
+            "--json",
+        ])
+        .expect("valid");
+        assert_eq!(cli.connection.endpoints, ["a:1", "b:2", "c:3"]);
+        assert_eq!(cli.connection.cache_version.as_deref(), Some("r9"));
+        assert_eq!(cli.connection.debug, Some(args::DebugArg::WriteOnly));
+        assert!(cli.output.json);
+        assert!(matches!(cli.command, Command::Incr { delta: -3, .. }));
+    }
+
+    #[test]
+    fn every_global_flag_has_an_environment_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let globals: Vec<_> = cli
+            .get_arguments()
+            .filter(|a| a.is_global_set() && a.get_long().is_some())
+            .collect();
+        assert!(globals.len() >= 14, "{}", globals.len());
+        for arg in globals {
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{} has no variable", arg.get_id()));
+            assert!(
+                env.to_string_lossy().starts_with("MINTCACHECLI_"),
+                "{env:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_tls_file_is_reported() {
+        let (exit, _, err) =
+            run_args(&["mintcache", "--tls-ca", "/nonexistent/ca.pem", "get", "k"]).await;
+        assert_eq!(exit, Exit::Usage);
+        assert!(err.contains("cannot read CA certificate"), "{err}");
+    }
+}

@@ -1,0 +1,576 @@
+//! `mintcache stats`: the server's own counters, read from its admin port's `/metrics`
+//! (Prometheus text) and summed up readably: calls per RPC, errors per code, read outcomes
+//! and hit ratio, degraded reads, shed calls, latency, and per memcached server errors,
+//! ejections and pooled connections.
+//!
+//! Series that have not appeared yet (a counter before its first event) count as zero, and
+//! metrics this version does not know are ignored, so older and newer servers both work.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+use super::Exit;
+use super::args::Connection;
+use super::errors::CliError;
+use super::output::{Data, Report};
+
+/// One sample: metric name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Reads `/metrics` and builds the report (or, with `raw`, passes the text through).
+pub(crate) async fn report(connection: &Connection, raw: bool) -> Result<Report, CliError> {
+    let admin = admin_address(connection)?;
+    let text = fetch(&admin, connection.timeout).await?;
+    if raw {
+        return Ok(Report::new(Exit::Success, Value::Null).data(Data::Text(text)));
+    }
+    let samples = parse(&text);
+    if !samples.iter().any(|s| s.name.starts_with("mintcache_")) {
+        return Err(CliError::Admin(format!(
+            "http://{admin}/metrics answered, but with no mintcache metrics: is --admin the \
+             admin port of a mintcache server?"
+        )));
+    }
+    let summary = Summary::new(&samples);
+    Ok(Report::new(Exit::Success, summary.json(&admin)).data(Data::Text(summary.text(&admin))))
+}
+
+/// `--admin`, or the first endpoint's host with the next port (50051 -> 50052, the server's
+/// default admin port next to its default gRPC port).
+pub(crate) fn admin_address(connection: &Connection) -> Result<String, CliError> {
+    if let Some(admin) = &connection.admin {
+        let admin = admin.trim();
+        return Ok(admin
+            .strip_prefix("http://")
+            .unwrap_or(admin)
+            .trim_end_matches('/')
+            .to_owned());
+    }
+    let endpoint = connection.endpoints.first().map(|e| e.trim()).unwrap_or("");
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let derived = authority.rsplit_once(':').and_then(|(host, port)| {
+        let port: u16 = port.parse().ok()?;
+        Some(format!("{host}:{}", port.checked_add(1)?))
+    });
+    derived.ok_or_else(|| {
+        CliError::usage(format!(
+            "cannot derive the admin address from the endpoint {endpoint:?}: pass --admin \
+             HOST:PORT (the server's admin.listen)"
+        ))
+    })
+}
+
+async fn fetch(admin: &str, timeout: Duration) -> Result<String, CliError> {
+    let unreachable = |what: String| {
+        CliError::Admin(format!(
+            "cannot read http://{admin}/metrics: {what} (the admin address is the server's \
+             admin.listen; pass it with --admin HOST:PORT)"
+        ))
+    };
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(admin)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        // The connection future drives the socket; it ends when the response is read.
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/metrics")
+            .header(hyper::header::HOST, admin)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(format!("{e} (is it an HTTP port?)")))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(unreachable(format!("HTTP {status}")));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(unreachable(format!("no answer within {timeout:?}"))))
+}
+
+/// Parses the Prometheus text format (comments skipped, labels unescaped).
+fn parse(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(parse_line)
+        .collect()
+}
+
+fn parse_line(line: &str) -> Option<Sample> {
+    let (name, labels, rest) = match line.find('{') {
+        Some(open) => {
+            let close = line.rfind('}')?;
+            (
+                &line[..open],
+                parse_labels(&line[open + 1..close])?,
+                &line[close + 1..],
+            )
+        }
+        None => {
+            let (name, rest) = line.split_once(' ')?;
+            (name, BTreeMap::new(), rest)
+        }
+    };
+    let value = rest.split_whitespace().next()?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    Some(Sample {
+        name: name.trim().to_owned(),
+        labels,
+        value,
+    })
+}
+
+fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Some(labels);
+        }
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '"' => break,
+                '\\' => match chars.next()? {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim().to_owned(), value);
+    }
+}
+
+/// The numbers `stats` shows.
+#[derive(Debug, Default)]
+struct Summary {
+    /// rpc -> code -> calls.
+    calls: BTreeMap<String, BTreeMap<String, f64>>,
+    /// read outcome -> count.
+    outcomes: BTreeMap<String, f64>,
+    degraded: f64,
+    shed: f64,
+    in_flight: f64,
+    /// rpc -> (count, sum of seconds, buckets (le, cumulative count)).
+    latency: BTreeMap<String, Latency>,
+    /// memcached server -> its numbers.
+    backend: BTreeMap<String, Backend>,
+}
+
+#[derive(Debug, Default)]
+struct Latency {
+    count: f64,
+    sum: f64,
+    buckets: Vec<(f64, f64)>,
+}
+
+impl Latency {
+    /// The upper bound of the bucket holding the 99th percentile.
+    fn p99(&self) -> Option<f64> {
+        let mut buckets = self.buckets.clone();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let target = self.count * 0.99;
+        buckets
+            .iter()
+            .find(|(_, cumulative)| *cumulative >= target)
+            .map(|(le, _)| *le)
+            .filter(|le| le.is_finite())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Backend {
+    errors: BTreeMap<String, f64>,
+    ejections: f64,
+    connections: BTreeMap<String, f64>,
+    count: f64,
+    sum: f64,
+}
+
+impl Summary {
+    fn new(samples: &[Sample]) -> Self {
+        let mut s = Self::default();
+        let label = |sample: &Sample, name: &str| {
+            sample
+                .labels
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| "?".into())
+        };
+        for sample in samples {
+            let v = sample.value;
+            match sample.name.as_str() {
+                "mintcache_rpc_requests_total" => {
+                    *s.calls
+                        .entry(label(sample, "rpc"))
+                        .or_default()
+                        .entry(label(sample, "code"))
+                        .or_default() += v;
+                }
+                "mintcache_mint_outcomes_total" => {
+                    *s.outcomes.entry(label(sample, "outcome")).or_default() += v;
+                }
+                "mintcache_reads_degraded_total" => s.degraded += v,
+                "mintcache_rpc_shed_total" => s.shed += v,
+                "mintcache_rpc_in_flight" => s.in_flight += v,
+                "mintcache_rpc_duration_seconds_count" => {
+                    s.latency.entry(label(sample, "rpc")).or_default().count += v;
+                }
+                "mintcache_rpc_duration_seconds_sum" => {
+                    s.latency.entry(label(sample, "rpc")).or_default().sum += v;
+                }
+                "mintcache_rpc_duration_seconds_bucket" => {
+                    let le = sample.labels.get("le").and_then(|le| match le.as_str() {
+                        "+Inf" => Some(f64::INFINITY),
+                        le => le.parse().ok(),
+                    });
+                    if let Some(le) = le {
+                        let latency = s.latency.entry(label(sample, "rpc")).or_default();
+                        // Several series (e.g. per code) share bounds: add them up.
+                        match latency.buckets.iter_mut().find(|(b, _)| *b == le) {
+                            Some((_, count)) => *count += v,
+                            None => latency.buckets.push((le, v)),
+                        }
+                    }
+                }
+                "mintcache_backend_errors_total" => {
+                    *s.backend
+                        .entry(label(sample, "node"))
+                        .or_default()
+                        .errors
+                        .entry(label(sample, "kind"))
+                        .or_default() += v;
+                }
+                "mintcache_backend_ejections_total" => {
+                    s.backend
+                        .entry(label(sample, "node"))
+                        .or_default()
+                        .ejections += v;
+                }
+                "mintcache_pool_connections" => {
+                    *s.backend
+                        .entry(label(sample, "node"))
+                        .or_default()
+                        .connections
+                        .entry(label(sample, "state"))
+                        .or_default() += v;
+                }
+                "mintcache_backend_duration_seconds_count" => {
+                    s.backend.entry(label(sample, "node")).or_default().count += v;
+                }
+                "mintcache_backend_duration_seconds_sum" => {
+                    s.backend.entry(label(sample, "node")).or_default().sum += v;
+                }
+                _ => {}
+            }
+        }
+        s
+    }
+
+    fn reads(&self) -> f64 {
+        self.outcomes.values().sum()
+    }
+
+    fn hit_ratio(&self) -> Option<f64> {
+        let reads = self.reads();
+        let usable = ["hit", "stale"]
+            .iter()
+            .filter_map(|o| self.outcomes.get(*o))
+            .sum::<f64>();
+        (reads > 0.0).then(|| usable / reads)
+    }
+
+    fn text(&self, admin: &str) -> String {
+        let mut out = String::new();
+        let total: f64 = self.calls.values().flat_map(|codes| codes.values()).sum();
+        let per_rpc: Vec<String> = self
+            .calls
+            .iter()
+            .map(|(rpc, codes)| format!("{rpc} {}", count(codes.values().sum())))
+            .collect();
+        let _ = writeln!(out, "server      {admin} (admin port)");
+        let _ = writeln!(out, "calls       {}{}", count(total), list(&per_rpc));
+        let mut errors: BTreeMap<&str, f64> = BTreeMap::new();
+        for codes in self.calls.values() {
+            for (code, n) in codes.iter().filter(|(code, _)| *code != "OK") {
+                *errors.entry(code).or_default() += n;
+            }
+        }
+        let error_list: Vec<String> = errors
+            .iter()
+            .map(|(code, n)| format!("{code} {}", count(*n)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "errors      {}{}",
+            count(errors.values().sum()),
+            list(&error_list)
+        );
+        let outcome_list: Vec<String> = ["hit", "stale", "refresh", "miss", "pending"]
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} {}",
+                    o.to_uppercase(),
+                    count(self.outcomes.get(*o).copied().unwrap_or(0.0))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "reads       {}: {}",
+            count(self.reads()),
+            outcome_list.join(", ")
+        );
+        let ratio = self.hit_ratio().map_or("- (no reads yet)".to_owned(), |r| {
+            format!("{:.1}% (HIT + STALE)", r * 100.0)
+        });
+        let _ = writeln!(out, "hit ratio   {ratio}");
+        let _ = writeln!(
+            out,
+            "degraded    {} reads answered as a miss because memcached failed",
+            count(self.degraded)
+        );
+        let _ = writeln!(
+            out,
+            "shed        {} calls refused at the concurrency limit",
+            count(self.shed)
+        );
+        let _ = writeln!(out, "in flight   {}", count(self.in_flight));
+        for (rpc, latency) in self.latency.iter().filter(|(_, l)| l.count > 0.0) {
+            let p99 = latency
+                .p99()
+                .map_or(String::new(), |le| format!(", p99 <= {}", millis(le)));
+            let _ = writeln!(
+                out,
+                "latency     {rpc}: avg {}{p99}",
+                millis(latency.sum / latency.count)
+            );
+        }
+        if self.backend.is_empty() {
+            let _ = writeln!(out, "backend     no memcached metrics (embedded store?)");
+        }
+        for (node, b) in &self.backend {
+            let errors: Vec<String> = b
+                .errors
+                .iter()
+                .map(|(kind, n)| format!("{kind} {}", count(*n)))
+                .collect();
+            let avg = if b.count > 0.0 {
+                format!(", avg {}", millis(b.sum / b.count))
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "memcached   {node}: errors {}{}, ejections {}, connections {} in use / {} \
+                 idle{avg}",
+                count(b.errors.values().sum()),
+                list(&errors),
+                count(b.ejections),
+                count(b.connections.get("in_use").copied().unwrap_or(0.0)),
+                count(b.connections.get("idle").copied().unwrap_or(0.0)),
+            );
+        }
+        out
+    }
+
+    fn json(&self, admin: &str) -> Value {
+        let latency: BTreeMap<&String, Value> = self
+            .latency
+            .iter()
+            .map(|(rpc, l)| {
+                (
+                    rpc,
+                    json!({
+                        "count": l.count,
+                        "avg_seconds": if l.count > 0.0 { Some(l.sum / l.count) } else { None },
+                        "p99_at_most_seconds": l.p99(),
+                    }),
+                )
+            })
+            .collect();
+        let backend: BTreeMap<&String, Value> = self
+            .backend
+            .iter()
+            .map(|(node, b)| {
+                (
+                    node,
+                    json!({
+                        "errors": b.errors,
+                        "ejections": b.ejections,
+                        "connections": b.connections,
+                        "avg_seconds": if b.count > 0.0 { Some(b.sum / b.count) } else { None },
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "admin": admin,
+            "calls": self.calls,
+            "outcomes": self.outcomes,
+            "hit_ratio": self.hit_ratio(),
+            "reads_degraded": self.degraded,
+            "shed": self.shed,
+            "in_flight": self.in_flight,
+            "latency": latency,
+            "backend": backend,
+        })
+    }
+}
+
+/// A counter's value as an integer when it is one.
+fn count(n: f64) -> String {
+    // An empty sum is -0.0; adding 0.0 makes it 0.0.
+    let n = n + 0.0;
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{n:.0}")
+    } else {
+        format!("{n}")
+    }
+}
+
+fn millis(seconds: f64) -> String {
+    format!("{:.2} ms", seconds * 1000.0)
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", items.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn connection(args: &[&str]) -> Connection {
+        let mut argv = vec!["mintcache"];
+        argv.extend_from_slice(args);
+        argv.push("stats");
+        super::super::args::Cli::try_parse_from(argv)
+            .expect("valid")
+            .connection
+    }
+
+    #[test]
+    fn the_admin_address_is_derived_from_the_endpoint() {
+        assert_eq!(
+            admin_address(&connection(&[])).expect("derived"),
+            "127.0.0.1:50052"
+        );
+        assert_eq!(
+            admin_address(&connection(&["-e", "https://cache.internal:7000,b:1"]))
+                .expect("derived"),
+            "cache.internal:7001"
+        );
+        assert_eq!(
+            admin_address(&connection(&["-e", "[::1]:50051"])).expect("derived"),
+            "[::1]:50052"
+        );
+        assert_eq!(
+            admin_address(&connection(&["--admin", "http://10.0.0.5:9090/"])).expect("given"),
+            "10.0.0.5:9090"
+        );
+        assert!(admin_address(&connection(&["-e", "https://cache.internal"])).is_err());
+    }
+
+    const METRICS: &str = r#"# HELP mintcache_rpc_requests_total Finished calls.
+# TYPE mintcache_rpc_requests_total counter
+mintcache_rpc_requests_total{code="OK",outcome="hit",rpc="Get",otel_scope_name="mintcache"} 9
+mintcache_rpc_requests_total{code="OK",outcome="miss",rpc="Get"} 1
+mintcache_rpc_requests_total{code="INVALID_ARGUMENT",outcome="none",rpc="Set"} 2
+mintcache_rpc_requests_total{code="OK",outcome="none",rpc="Set"} 3
+mintcache_mint_outcomes_total{outcome="hit"} 9
+mintcache_mint_outcomes_total{outcome="miss"} 1
+mintcache_rpc_duration_seconds_bucket{code="OK",rpc="Get",le="0.001"} 9
+mintcache_rpc_duration_seconds_bucket{code="OK",rpc="Get",le="0.01"} 10
+mintcache_rpc_duration_seconds_bucket{code="OK",rpc="Get",le="+Inf"} 10
+mintcache_rpc_duration_seconds_sum{code="OK",rpc="Get"} 0.005
+mintcache_rpc_duration_seconds_count{code="OK",rpc="Get"} 10
+mintcache_backend_errors_total{kind="timeout",node="127.0.0.1:11211"} 2
+mintcache_pool_connections{node="127.0.0.1:11211",state="idle"} 3
+mintcache_rpc_in_flight 1
+target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
+"#;
+
+    #[test]
+    fn metrics_are_parsed_and_summed_up() {
+        let samples = parse(METRICS);
+        assert_eq!(samples.len(), 15);
+        assert_eq!(
+            samples[14].labels.get("label").map(String::as_str),
+            Some("a \"quoted\" \\ value")
+        );
+        let summary = Summary::new(&samples);
+        assert_eq!(summary.hit_ratio(), Some(0.9));
+        let text = summary.text("127.0.0.1:50052");
+        for line in [
+            "calls       15 (Get 10, Set 5)\n",
+            "errors      2 (INVALID_ARGUMENT 2)\n",
+            "reads       10: HIT 9, STALE 0, REFRESH 0, MISS 1, PENDING 0\n",
+            "hit ratio   90.0% (HIT + STALE)\n",
+            "in flight   1\n",
+            "latency     Get: avg 0.50 ms, p99 <= 10.00 ms\n",
+            "memcached   127.0.0.1:11211: errors 2 (timeout 2), ejections 0, connections 0 in \
+             use / 3 idle\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        let json = summary.json("a:1");
+        assert_eq!(json["calls"]["Set"]["INVALID_ARGUMENT"], 2.0);
+        assert_eq!(json["hit_ratio"], 0.9);
+        // No series yet: zeros, not errors.
+        let empty = Summary::new(&parse("mintcache_rpc_in_flight 0\n"));
+        let text = empty.text("a:1");
+        assert!(text.contains("hit ratio   - (no reads yet)"), "{text}");
+        assert!(
+            text.contains("calls       0\n") && !text.contains("-0"),
+            "{text}"
+        );
+    }
+}

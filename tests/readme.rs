@@ -1,0 +1,334 @@
+//! The README's snippets, run as written against live servers, so that the README and the
+//! binaries cannot drift apart. Each tested snippet follows a `<!-- readme-test: NAME -->`
+//! marker:
+//!
+//! - `console` blocks: every `$ ` line runs under a pseudo-terminal (`script`), after the
+//!   block's `export` lines, against one fresh server, and what follows the line in the README
+//!   must be what it printed, as a terminal shows it. Allowed differences: durations (`1m` vs
+//!   `59s`) and seconds fields, which count down while the test runs, and lease tokens, which
+//!   the server picks (a token the README shows is replaced by the real one in the commands
+//!   that follow);
+//! - the Python quick start: the stub generation commands, then the program;
+//! - the CLI's variables table, against `mintcache --help`.
+//!
+//! `127.0.0.1:50051` in a snippet is replaced by the address of the test's server. Needs
+//! `script` (util-linux), and grpcurl and grpcio-tools from `scripts/install-test-deps.sh`;
+//! fails, never skips, without them.
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use harness::ServerProcess;
+use regex::Regex;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(root().join("README.md")).expect("README.md")
+}
+
+/// The fenced block after `<!-- readme-test: NAME -->`.
+fn block(readme: &str, name: &str) -> String {
+    let marker = format!("<!-- readme-test: {name} -->\n");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in README.md"))
+        + marker.len();
+    let rest = &readme[start..];
+    if rest.starts_with('|') {
+        // A table: up to the first blank line.
+        return rest.split("\n\n").next().unwrap_or_default().to_owned();
+    }
+    let body = rest
+        .strip_prefix("```")
+        .and_then(|b| b.split_once('\n'))
+        .map(|(_, body)| body)
+        .unwrap_or_else(|| panic!("{marker:?} is not followed by a fenced block"));
+    body.split("\n```").next().unwrap_or_default().to_owned()
+}
+
+/// The `mintcache` binary (built by `cargo test --workspace`; built here otherwise).
+fn cli_binary() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_mintcache-server"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf();
+    let binary = dir.join("mintcache");
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "mintcache-client",
+            "--bin",
+            "mintcache",
+        ])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p mintcache-client failed");
+    assert!(binary.exists(), "{} was not built", binary.display());
+    binary
+}
+
+fn tools_path() -> String {
+    let bin = cli_binary();
+    let venv = root().join("target/tools/venv/bin");
+    format!(
+        "{}:{}:{}",
+        bin.parent().expect("dir").display(),
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A command of a console block and the lines it should print.
+struct Step {
+    command: String,
+    expected: Vec<String>,
+}
+
+fn steps(console: &str) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for line in console.lines() {
+        if let Some(command) = line.strip_prefix("$ ") {
+            steps.push(Step {
+                command: command.to_owned(),
+                expected: Vec::new(),
+            });
+        } else {
+            steps
+                .last_mut()
+                .expect("a console block starts with a `$ ` line")
+                .expected
+                .push(line.to_owned());
+        }
+    }
+    steps
+}
+
+/// Runs one command on a pseudo-terminal after the session's setup lines (`export ...`):
+/// what it printed, stdout and stderr interleaved as a terminal shows them.
+fn run_on_terminal(
+    setup: &[String],
+    command: &str,
+    addr: &str,
+    path: &str,
+    home: &Path,
+) -> Vec<String> {
+    let mut script = String::new();
+    for line in setup {
+        script.push_str(&line.replace("127.0.0.1:50051", addr));
+        script.push('\n');
+    }
+    script.push_str("printf '@@start@@\\n'\n");
+    script.push_str(&command.replace("127.0.0.1:50051", addr));
+    script.push_str("\nprintf '@@end@@\\n'\n");
+    let file = home.join("step.sh");
+    std::fs::write(&file, script).expect("write script");
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("bash {}", file.display()))
+        .arg("/dev/null")
+        .current_dir(root())
+        .env("PATH", path)
+        .env("HOME", home)
+        .env("TERM", "dumb")
+        .env("MINTCACHECLI_ENDPOINT", addr)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run `script` (util-linux): install it (apt-get install util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let body = text
+        .split_once("@@start@@\n")
+        .and_then(|(_, rest)| rest.split_once("@@end@@"))
+        .map(|(body, _)| body)
+        .unwrap_or_else(|| panic!("`{command}` did not finish:\n{text}"));
+    body.lines().map(str::to_owned).collect()
+}
+
+/// A line with what may differ between runs masked: seconds fields (they count down),
+/// durations (`1m` vs `59s`), lease tokens (the server picks them); and the tokens found.
+fn masked(line: &str) -> (String, Vec<String>) {
+    let seconds = Regex::new(r#"(?i)(seconds"?\s*:\s*"?)\d+"#).expect("regex");
+    let duration = Regex::new(r"\b(?:\d+[dhms])+\b").expect("regex");
+    let hex = Regex::new(r"\b[0-9a-f]{16,}\b").expect("regex");
+    let tokens = hex.find_iter(line).map(|m| m.as_str().to_owned()).collect();
+    let line = hex.replace_all(line, "<token>");
+    let line = seconds.replace_all(&line, "${1}<n>");
+    let line = duration.replace_all(&line, "<duration>");
+    (line.into_owned(), tokens)
+}
+
+/// Whether a README line matches a printed one; learns README token -> real token.
+fn same_line(expected: &str, actual: &str, leases: &mut Vec<(String, String)>) -> bool {
+    let ((e, e_tokens), (a, a_tokens)) = (masked(expected), masked(actual));
+    if e != a {
+        return false;
+    }
+    leases.extend(e_tokens.into_iter().zip(a_tokens).filter(|(e, a)| e != a));
+    true
+}
+
+/// Runs a console block step by step against a fresh server and compares every output.
+fn check_console(name: &str) {
+    let readme = readme();
+    let steps = steps(&block(&readme, name));
+    assert!(!steps.is_empty(), "{name}: no steps");
+    let home = tempfile::tempdir().expect("tempdir");
+    let path = tools_path();
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr.to_string();
+    let is_setup = Regex::new(r"^(export [A-Z_]+=|[A-Z_]+=)").expect("regex");
+    let mut setup: Vec<String> = Vec::new();
+    let mut leases: Vec<(String, String)> = Vec::new();
+    let mut mismatches = Vec::new();
+    for step in steps {
+        let mut command = step.command.clone();
+        for (from, to) in &leases {
+            command = command.replace(from.as_str(), to.as_str());
+        }
+        if is_setup.is_match(&command) && step.expected.is_empty() {
+            setup.push(command);
+            continue;
+        }
+        let actual = run_on_terminal(&setup, &command, &addr, &path, home.path());
+        let ok = step.expected.len() == actual.len()
+            && step
+                .expected
+                .iter()
+                .zip(&actual)
+                .all(|(e, a)| same_line(e, a, &mut leases));
+        if !ok {
+            mismatches.push(format!(
+                "$ {command}\n  README:\n    {}\n  printed:\n    {}",
+                step.expected.join("\n    "),
+                actual.join("\n    ")
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "README block `{name}` differs from what its commands print:\n{}",
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn the_quick_start_cli_session_prints_what_the_readme_shows() {
+    check_console("cli-first-get");
+}
+
+#[test]
+fn the_cli_section_prints_what_the_readme_shows() {
+    check_console("cli");
+}
+
+#[test]
+fn the_grpcurl_session_prints_what_the_readme_shows() {
+    check_console("grpcurl");
+}
+
+#[test]
+fn the_python_quick_start_works_as_written() {
+    let readme = readme();
+    let generate = block(&readme, "python-generate");
+    let program = block(&readme, "python-first-get");
+    let expected = Regex::new(r"It prints `([^`]+)`")
+        .expect("regex")
+        .captures(
+            &readme[readme
+                .find("<!-- readme-test: python-first-get -->")
+                .expect("marker")..],
+        )
+        .map(|c| c[1].to_owned())
+        .expect("the README says what the program prints");
+
+    // A fresh folder with the repository's proto/, as after a clone.
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&root().join("proto"), &dir.path().join("proto"));
+    let path = tools_path();
+    let out = Command::new("bash")
+        .args(["-euc", &generate])
+        .current_dir(dir.path())
+        .env("PATH", &path)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "the README's generation commands failed (grpcio-tools: scripts/install-test-deps.sh):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = ServerProcess::start(&[]);
+    let program = program.replace("127.0.0.1:50051", &server.addr.to_string());
+    std::fs::write(dir.path().join("first_get.py"), program).expect("write");
+    let out = Command::new("python")
+        .arg("first_get.py")
+        .current_dir(dir.path())
+        .env("PATH", &path)
+        .env("PYTHONPATH", "gen")
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "first_get.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), expected);
+}
+
+#[test]
+fn the_variables_table_lists_every_global_flag() {
+    let readme = readme();
+    let table = block(&readme, "cli-variables");
+    let flag = Regex::new(r"`(--[a-z-]+)`").expect("regex");
+    let var = Regex::new(r"`(MINTCACHECLI_[A-Z_]+)`").expect("regex");
+    let documented: BTreeSet<(String, String)> = table
+        .lines()
+        .skip(2)
+        .filter_map(|row| {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let f = flag.captures_iter(cells.first()?).last()?[1].to_owned();
+            let v = var.captures(cells.get(1)?)?[1].to_owned();
+            Some((f, v))
+        })
+        .collect();
+    let help = Command::new(cli_binary())
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("mintcache --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    // clap prints each option's variable under it: `--flag ...` then `[env: VAR=]`.
+    let option = Regex::new(r"^\s+(?:-\w, )?(--[a-z-]+)").expect("regex");
+    let env = Regex::new(r"\[env: (MINTCACHECLI_[A-Z_]+)").expect("regex");
+    let mut shown = BTreeSet::new();
+    let mut current = None;
+    for line in help.lines() {
+        if let Some(c) = option.captures(line) {
+            current = Some(c[1].to_owned());
+        } else if let (Some(c), Some(flag)) = (env.captures(line), &current) {
+            shown.insert((flag.clone(), c[1].to_owned()));
+        }
+    }
+    assert!(shown.len() >= 15, "{shown:?}\n{help}");
+    assert_eq!(documented, shown, "README table vs `mintcache --help`");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
