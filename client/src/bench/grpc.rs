@@ -1,121 +1,107 @@
-//! The workloads over gRPC: connections (one HTTP/2 connection per tonic channel), call
-//! metadata, the prefill, and the call streams of the get/set mix. Calls go through the raw
-//! generated client, so that what is measured is the service and gRPC, not a wrapper's retries.
+//! The workloads over gRPC: connections (one HTTP/2 connection each, spread over the
+//! endpoints), the prefill, and the call streams of the get/set mix, over the lean client of
+//! [`super::wire`].
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fastrand::Rng;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tonic::Status;
 
 use super::BenchError;
 use super::control::{Limiter, Live, Phase};
 use super::options::{GrpcTarget, Mix};
 use super::record::{Op, Outcome, Recorder, Tally, code_name};
+use super::wire::{self, Conn, Driver, Endpoint};
 use crate::proto::{
-    self, GetManyRequest, GetRequest, KeyError, SetManyItem, SetManyRequest, SetRequest,
+    self, GetManyRequest, GetManyResponse, GetRequest, GetResponse, KeyError, SetManyItem,
+    SetManyRequest, SetManyResponse, SetRequest, SetResponse,
 };
-use crate::{AUTHORIZATION_HEADER, CacheClient, NAMESPACE_HEADER, VERSION_HEADER};
 
-/// HTTP/2 flow-control windows of the client: large enough that a batch reply never waits for
-/// a window update, as with h2load's defaults; the server's windows are its own.
-const STREAM_WINDOW: u32 = 1 << 20;
-const CONNECTION_WINDOW: u32 = 8 << 20;
 /// Keys per SetMany of the prefill (fewer when values are large, to stay far below the
 /// server's 4 MiB message limit).
 const PREFILL_CHUNK: usize = 100;
 const PREFILL_CHUNK_BYTES: usize = 1 << 20;
-/// Prefill calls in flight per connection.
+/// Prefill connections, and calls in flight on each.
+const PREFILL_CONNECTIONS: usize = 4;
 const PREFILL_STREAMS: usize = 4;
-
-/// The metadata every call carries.
-#[derive(Clone)]
-pub(crate) struct Meta {
-    version: tonic::metadata::AsciiMetadataValue,
-    namespace: Option<tonic::metadata::AsciiMetadataValue>,
-    authorization: Option<tonic::metadata::AsciiMetadataValue>,
-}
-
-impl Meta {
-    pub(crate) fn new(target: &GrpcTarget) -> Self {
-        Self {
-            version: target.version.clone(),
-            namespace: target.namespace.clone(),
-            authorization: target.authorization.clone(),
-        }
-    }
-
-    pub(crate) fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        let metadata = request.metadata_mut();
-        metadata.insert(VERSION_HEADER, self.version.clone());
-        if let Some(namespace) = &self.namespace {
-            metadata.insert(NAMESPACE_HEADER, namespace.clone());
-        }
-        if let Some(authorization) = &self.authorization {
-            metadata.insert(AUTHORIZATION_HEADER, authorization.clone());
-        }
-        request
-    }
-}
 
 /// Opens `connections` HTTP/2 connections, spread over the endpoints in turn.
 pub(crate) async fn connect(
     target: &GrpcTarget,
     connections: usize,
     timeout: Duration,
-) -> Result<Vec<CacheClient<Channel>>, BenchError> {
-    let mut clients = Vec::with_capacity(connections);
+) -> Result<Vec<(Conn, Driver)>, BenchError> {
+    let endpoints = target
+        .endpoints
+        .iter()
+        .map(|uri| Endpoint::new(uri, target).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
-        let uri = &target.endpoints[i % target.endpoints.len()];
-        let fail = |reason: String| BenchError::Connect {
-            target: uri.clone(),
-            reason,
-        };
-        let mut endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| fail(super::error_chain(&e)))?
-            .tcp_nodelay(true)
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW);
-        if uri.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_enabled_roots())
-                .map_err(|e| fail(super::error_chain(&e)))?;
-        }
-        // Each `connect` opens its own connection, so C channels are C HTTP/2 connections.
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| fail(super::error_chain(&e)))?;
-        clients.push(CacheClient::new(channel));
+        conns.push(wire::connect(endpoints[i % endpoints.len()].clone(), timeout).await?);
     }
-    Ok(clients)
+    Ok(conns)
+}
+
+/// Runs the call streams of one connection and the connection's I/O in one task, as an
+/// event-loop load generator (h2load) does: when replies arrive, every stream they complete
+/// makes its next call before the connection is polled again, so the new requests leave in
+/// one write instead of one write each. Ends when every stream has, or with the first error.
+pub(crate) async fn drive<F>(
+    driver: Driver,
+    streams: impl IntoIterator<Item = F>,
+) -> Result<(), BenchError>
+where
+    F: Future<Output = Result<(), BenchError>>,
+{
+    let mut streams: FuturesUnordered<F> = streams.into_iter().collect();
+    let mut driver = driver;
+    let mut connected = true;
+    loop {
+        tokio::select! {
+            biased;
+            next = streams.next() => match next {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            // A connection that ended fails the calls still on it (UNAVAILABLE); the streams
+            // go on until the run ends, so the failures are counted.
+            () = &mut driver, if connected => connected = false,
+        }
+    }
 }
 
 /// Stores the first `filled` keys with SetMany calls over every connection.
 pub(crate) async fn prefill(
-    clients: &[CacheClient<Channel>],
-    meta: &Meta,
+    target: &GrpcTarget,
+    connections: usize,
+    timeout: Duration,
     mix: &Arc<Mix>,
     value: &Arc<Vec<u8>>,
 ) -> Result<(), BenchError> {
+    if mix.keys.filled() == 0 {
+        return Ok(());
+    }
+    // Connections of their own, closed when the prefill is done: the run's connections are
+    // driven by the run's tasks.
+    let mut conns = Vec::new();
+    for (conn, driver) in connect(target, connections.min(PREFILL_CONNECTIONS), timeout).await? {
+        wire::spawn(driver);
+        conns.push(conn);
+    }
     let per_call = (PREFILL_CHUNK_BYTES / (value.len() + 64)).clamp(1, PREFILL_CHUNK) as u64;
     let filled = mix.keys.filled();
     let chunks = filled.div_ceil(per_call);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
-    for client in clients {
+    for conn in &conns {
         for _ in 0..PREFILL_STREAMS {
-            let (mut client, meta, mix, value, next) = (
-                client.clone(),
-                meta.clone(),
-                mix.clone(),
-                value.clone(),
-                next.clone(),
-            );
+            let (conn, mix, value, next) = (conn.clone(), mix.clone(), value.clone(), next.clone());
             tasks.spawn(async move {
                 loop {
                     let chunk = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -132,19 +118,17 @@ pub(crate) async fn prefill(
                         })
                         .collect();
                     let n = items.len();
-                    let response = client
-                        .set_many(meta.request(SetManyRequest { items }))
+                    let response: SetManyResponse = conn
+                        .call(Op::SetMany, &SetManyRequest { items })
                         .await
                         .map_err(|s| BenchError::Prefill(status_text(&s)))?;
                     let stored = response
-                        .get_ref()
                         .results
                         .iter()
                         .filter(|r| r.error.is_none() && r.stored)
                         .count();
                     if stored != n {
                         let first_error = response
-                            .get_ref()
                             .results
                             .iter()
                             .find_map(|r| r.error.as_ref())
@@ -166,7 +150,6 @@ pub(crate) async fn prefill(
 
 /// What every call stream of a run shares.
 pub(crate) struct Job {
-    pub(crate) meta: Meta,
     pub(crate) mix: Arc<Mix>,
     pub(crate) value: Arc<Vec<u8>>,
     pub(crate) streams: usize,
@@ -176,33 +159,32 @@ pub(crate) struct Job {
 /// Runs `streams` call streams on every connection until the limiter stops them.
 pub(crate) async fn run(
     job: &Job,
-    clients: Vec<CacheClient<Channel>>,
+    conns: Vec<(Conn, Driver)>,
     limiter: Arc<Limiter>,
     live: Arc<Live>,
 ) -> Result<Vec<Recorder>, BenchError> {
-    let mut recorders = Vec::with_capacity(clients.len());
+    let mut recorders = Vec::with_capacity(conns.len());
     let mut tasks = tokio::task::JoinSet::new();
-    for (c, client) in clients.into_iter().enumerate() {
+    for (c, (conn, driver)) in conns.into_iter().enumerate() {
         let recorder = Arc::new(Mutex::new(Recorder::new(&job.mix.ops(), live.clone())?));
         recorders.push(recorder.clone());
-        for s in 0..job.streams {
-            let stream = CallStream {
-                client: client.clone(),
-                meta: job.meta.clone(),
+        let streams: Vec<CallStream> = (0..job.streams)
+            .map(|s| CallStream {
+                conn: conn.clone(),
                 mix: job.mix.clone(),
                 value: job.value.clone(),
                 recorder: recorder.clone(),
                 rng: Rng::with_seed(job.seed.wrapping_add((c * job.streams + s) as u64)),
-            };
-            let limiter = limiter.clone();
-            tasks.spawn(async move {
-                let result = stream.run(&limiter).await;
-                if result.is_err() {
-                    limiter.stop();
-                }
-                result
-            });
-        }
+            })
+            .collect();
+        let limiter = limiter.clone();
+        tasks.spawn(async move {
+            let result = drive(driver, streams.into_iter().map(|s| s.run(&limiter))).await;
+            if result.is_err() {
+                limiter.stop();
+            }
+            result
+        });
     }
     super::join_tasks(tasks, &limiter).await?;
     super::unwrap_recorders(recorders)
@@ -210,8 +192,7 @@ pub(crate) async fn run(
 
 /// One call in flight at a time, on a shared connection.
 struct CallStream {
-    client: CacheClient<Channel>,
-    meta: Meta,
+    conn: Conn,
     mix: Arc<Mix>,
     value: Arc<Vec<u8>>,
     recorder: Arc<Mutex<Recorder>>,
@@ -248,37 +229,38 @@ impl CallStream {
     /// Makes one call; the clock starts once the request is built.
     async fn call(&mut self, op: Op, indices: &[u64]) -> (Instant, Result<Tally, Status>) {
         let keys = &self.mix.keys;
+        let ttl_seconds = i64::from(self.mix.ttl);
         match op {
             Op::Get => {
-                let request = self.meta.request(GetRequest {
+                let request = GetRequest {
                     key: keys.key(indices[0]),
                     ..GetRequest::default()
-                });
+                };
                 let started = Instant::now();
-                let result = self.client.get(request).await;
-                (started, result.map(|r| tally_one(r.get_ref().outcome)))
+                let result: Result<GetResponse, _> = self.conn.call(op, &request).await;
+                (started, result.map(|r| tally_one(r.outcome)))
             }
             Op::Set => {
-                let request = self.meta.request(SetRequest {
+                let request = SetRequest {
                     key: keys.key(indices[0]),
                     value: self.value.to_vec(),
-                    ttl_seconds: i64::from(self.mix.ttl),
+                    ttl_seconds,
                     ..SetRequest::default()
-                });
+                };
                 let started = Instant::now();
-                let result = self.client.set(request).await;
-                (started, result.map(|r| stored(r.get_ref().stored)))
+                let result: Result<SetResponse, _> = self.conn.call(op, &request).await;
+                (started, result.map(|r| stored(r.stored)))
             }
             Op::GetMany => {
-                let request = self.meta.request(GetManyRequest {
+                let request = GetManyRequest {
                     keys: indices.iter().map(|i| keys.key(*i)).collect(),
                     ..GetManyRequest::default()
-                });
+                };
                 let started = Instant::now();
-                let result = self.client.get_many(request).await;
+                let result: Result<GetManyResponse, _> = self.conn.call(op, &request).await;
                 let tally = result.map(|r| {
                     let mut tally = Tally::default();
-                    for result in &r.get_ref().results {
+                    for result in &r.results {
                         match &result.error {
                             Some(error) => tally.key_error(key_error_code(error), 1),
                             None => add_outcome(&mut tally, result.outcome),
@@ -294,16 +276,16 @@ impl CallStream {
                     .map(|i| SetManyItem {
                         key: keys.key(*i),
                         value: self.value.to_vec(),
-                        ttl_seconds: i64::from(self.mix.ttl),
+                        ttl_seconds,
                         ..SetManyItem::default()
                     })
                     .collect();
-                let request = self.meta.request(SetManyRequest { items });
+                let request = SetManyRequest { items };
                 let started = Instant::now();
-                let result = self.client.set_many(request).await;
+                let result: Result<SetManyResponse, _> = self.conn.call(op, &request).await;
                 let tally = result.map(|r| {
                     let mut tally = Tally::default();
-                    for result in &r.get_ref().results {
+                    for result in &r.results {
                         match &result.error {
                             Some(error) => tally.key_error(key_error_code(error), 1),
                             None if result.stored => tally.add(Outcome::Stored, 1),
@@ -384,24 +366,6 @@ mod tests {
         assert_eq!(outcome(99), None);
         let tally = tally_one(99);
         assert_eq!(tally.key_errors_total(), 1);
-    }
-
-    #[test]
-    fn metadata_goes_on_every_request() {
-        let target = GrpcTarget {
-            endpoints: vec!["http://127.0.0.1:1".into()],
-            version: "v7".parse().expect("ascii"),
-            namespace: Some("shop".parse().expect("ascii")),
-            authorization: Some("Bearer t".parse().expect("ascii")),
-        };
-        let request = Meta::new(&target).request(());
-        let metadata = request.metadata();
-        assert_eq!(metadata.get(VERSION_HEADER).expect("version"), "v7");
-        assert_eq!(metadata.get(NAMESPACE_HEADER).expect("namespace"), "shop");
-        assert_eq!(
-            metadata.get(AUTHORIZATION_HEADER).expect("authorization"),
-            "Bearer t"
-        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! Modules: [`options`] (command line), [`keys`] (key names and distribution), [`control`]
 //! (phases and bounds), [`record`] (outcomes, errors, HDR latency histograms), [`grpc`] (the
 //! workloads over gRPC), [`memcached`] (the same workloads sent directly to memcached, meta or
-//! text protocol), [`stampede`] (the stampede scenario), [`report`] (table, JSON, progress).
+//! text protocol), [`stampede`] (the stampede scenario), [`wire`] (the lean gRPC client the
+//! workloads use), [`report`] (table, JSON, progress).
 
 mod control;
 mod grpc;
@@ -20,6 +21,7 @@ mod options;
 mod record;
 mod report;
 mod stampede;
+mod wire;
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -194,6 +196,7 @@ async fn bench(
     };
 
     let started = Instant::now();
+    let cpu_before = control::process_cpu_time();
     let limiter = Arc::new(Limiter::new(started, plan.warmup, plan.bound));
     let work = prepared.run(plan, limiter.clone(), live.clone());
     let mut work = std::pin::pin!(work);
@@ -219,22 +222,30 @@ async fn bench(
             }
         }
     };
+    // The load generator's share of the machine, over the warm-up and the measurement.
+    let wall = started.elapsed().as_secs_f64();
+    let client_cpu_cores = cpu_before
+        .zip(control::process_cpu_time())
+        .filter(|_| wall > 0.0)
+        .map(|(before, after)| after.saturating_sub(before).as_secs_f64() / wall);
     if progress {
         let _ = Progress::clear(out);
     }
     let ran = ran?;
     let summary = Summary::merge(ran.recorders, limiter.measure_start())?;
-    Ok(Report::new(plan, &summary, limiter.stopped(), ran.stampede))
+    let mut report = Report::new(plan, &summary, limiter.stopped(), ran.stampede);
+    report.client_cpu_cores = client_cpu_cores;
+    Ok(report)
 }
 
 /// A target, connected and ready to run.
 enum Prepared {
     Grpc {
-        clients: Vec<crate::CacheClient<tonic::transport::Channel>>,
+        conns: Vec<(wire::Conn, wire::Driver)>,
         job: grpc::Job,
     },
     Stampede {
-        clients: Vec<crate::CacheClient<tonic::transport::Channel>>,
+        conns: Vec<(wire::Conn, wire::Driver)>,
         job: Arc<stampede::Job>,
         endpoints: usize,
     },
@@ -247,15 +258,13 @@ enum Prepared {
 async fn prepare(plan: &Plan) -> Result<Prepared, BenchError> {
     match (&plan.target, &plan.workload) {
         (Target::Grpc(target), Workload::Mix(mix)) => {
-            let clients = grpc::connect(target, plan.connections, plan.timeout).await?;
-            let meta = grpc::Meta::new(target);
             let mix = Arc::new(mix.clone());
             let value = Arc::new(keys::value(mix.value_size));
-            grpc::prefill(&clients, &meta, &mix, &value).await?;
+            grpc::prefill(target, plan.connections, plan.timeout, &mix, &value).await?;
+            let conns = grpc::connect(target, plan.connections, plan.timeout).await?;
             Ok(Prepared::Grpc {
-                clients,
+                conns,
                 job: grpc::Job {
-                    meta,
                     mix,
                     value,
                     streams: plan.streams,
@@ -264,9 +273,8 @@ async fn prepare(plan: &Plan) -> Result<Prepared, BenchError> {
             })
         }
         (Target::Grpc(target), Workload::Stampede(settings)) => {
-            let mut clients = grpc::connect(target, plan.connections, plan.timeout).await?;
+            let conns = grpc::connect(target, plan.connections, plan.timeout).await?;
             let job = stampede::Job {
-                meta: grpc::Meta::new(target),
                 key: stampede::hot_key(&settings.key_prefix),
                 value: keys::value(64),
                 ttl: settings.ttl,
@@ -274,11 +282,9 @@ async fn prepare(plan: &Plan) -> Result<Prepared, BenchError> {
                 recompute: settings.recompute,
                 streams: plan.streams,
             };
-            if let Some(first) = clients.first_mut() {
-                stampede::seed(first, &job).await?;
-            }
+            stampede::seed(target, plan.timeout, &job).await?;
             Ok(Prepared::Stampede {
-                clients,
+                conns,
                 job: Arc::new(job),
                 endpoints: target.endpoints.len().min(plan.connections),
             })
@@ -316,8 +322,8 @@ impl Prepared {
         live: Arc<Live>,
     ) -> Result<Ran, BenchError> {
         match self {
-            Self::Grpc { clients, job } => Ok(Ran {
-                recorders: grpc::run(&job, clients, limiter, live).await?,
+            Self::Grpc { conns, job } => Ok(Ran {
+                recorders: grpc::run(&job, conns, limiter, live).await?,
                 stampede: None,
             }),
             Self::Memcached { streams, job } => Ok(Ran {
@@ -325,12 +331,11 @@ impl Prepared {
                 stampede: None,
             }),
             Self::Stampede {
-                clients,
+                conns,
                 job,
                 endpoints,
             } => {
-                let (recorders, verdict) =
-                    stampede::run(job.clone(), clients, limiter, live).await?;
+                let (recorders, verdict) = stampede::run(job.clone(), conns, limiter, live).await?;
                 Ok(Ran {
                     recorders,
                     stampede: Some(StampedeReport {
@@ -385,20 +390,4 @@ fn unwrap_recorders(shared: Vec<Arc<Mutex<Recorder>>>) -> Result<Vec<Recorder>, 
                 .map_err(|_| BenchError::Internal("recorder lock poisoned".into()))
         })
         .collect()
-}
-
-/// An error and its sources, `outer: inner: innermost` (tonic's transport errors say little
-/// at the top).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -118,7 +118,7 @@ impl Protocol {
     after_help = EXAMPLES
 )]
 struct Cli {
-    /// mintcache server: `host:port`, `http://host:port` or `https://host:port` [default:
+    /// mintcache server: `host:port` or `http://host:port` (plaintext HTTP/2) [default:
     /// http://127.0.0.1:50051]. Repeat for several replicas: connections go to them in turn.
     #[arg(
         short = 'e',
@@ -606,9 +606,15 @@ pub(crate) fn normalize_endpoint(given: &str) -> Result<String, UsageError> {
     } else {
         format!("http://{given}")
     };
-    if !(uri.starts_with("http://") || uri.starts_with("https://")) {
+    if uri.starts_with("https://") {
         return Err(usage(format!(
-            "--endpoint `{given}`: the scheme must be http or https"
+            "--endpoint `{given}`: mintcache-bench speaks plaintext HTTP/2 only (measure TLS \
+             separately, e.g. with a TLS-terminating proxy in front)"
+        )));
+    }
+    if !uri.starts_with("http://") {
+        return Err(usage(format!(
+            "--endpoint `{given}`: the scheme must be http"
         )));
     }
     Endpoint::from_shared(uri.clone())
@@ -752,15 +758,16 @@ mod tests {
     #[test]
     fn endpoints_are_normalized_and_kept_in_order() {
         let plan =
-            plan(&["-e", "10.0.0.1:50051", "--endpoint", "https://cache:443"]).expect("valid");
+            plan(&["-e", "10.0.0.1:50051", "--endpoint", "http://cache:8080"]).expect("valid");
         let Target::Grpc(target) = plan.target else {
             panic!("gRPC target expected");
         };
         assert_eq!(
             target.endpoints,
-            ["http://10.0.0.1:50051", "https://cache:443"]
+            ["http://10.0.0.1:50051", "http://cache:8080"]
         );
         assert!(refused(&["-e", "ftp://x:1"]).contains("scheme"));
+        assert!(refused(&["-e", "https://cache:443"]).contains("plaintext"));
         assert!(refused(&["-e", "bad host:1"]).contains("not a valid address"));
     }
 

@@ -28,6 +28,9 @@ pub(crate) struct Report {
     pub(crate) elapsed_seconds: f64,
     /// The run was stopped early (Ctrl-C); the figures cover what ran.
     pub(crate) interrupted: bool,
+    /// CPU cores the load generator itself kept busy during the warm-up and the measurement
+    /// (CPU time / wall time; Linux only). On a shared machine, what it takes the servers lack.
+    pub(crate) client_cpu_cores: Option<f64>,
     #[serde(flatten)]
     pub(crate) total: OpReport,
     /// The same figures per operation.
@@ -182,6 +185,7 @@ impl Report {
             warmup_seconds: plan.warmup.as_secs_f64(),
             elapsed_seconds: summary.elapsed.as_secs_f64(),
             interrupted,
+            client_cpu_cores: None,
             total: OpReport::of("all", &summary.total, summary),
             by_op: summary
                 .by_op
@@ -228,6 +232,9 @@ impl Report {
                 ""
             }
         )?;
+        if let Some(cores) = self.client_cpu_cores {
+            writeln!(out, "client CPU   {cores:.2} cores (this load generator)")?;
+        }
         writeln!(out)?;
 
         let batched = self.workload.batch.is_some();

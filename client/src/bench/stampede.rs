@@ -16,18 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use super::BenchError;
 use super::control::{Limiter, Live, Phase};
-use super::grpc::{Meta, outcome, status_text};
+use super::grpc::{drive, outcome, status_text};
+use super::options::GrpcTarget;
 use super::record::{Op, Outcome, Recorder, Tally, code_name};
-use crate::CacheClient;
-use crate::proto::{GetRequest, SetRequest};
+use super::wire::{Conn, Driver};
+use crate::proto::{GetRequest, GetResponse, SetRequest, SetResponse};
 
 /// What every reader shares.
 pub(crate) struct Job {
-    pub(crate) meta: Meta,
     pub(crate) key: Vec<u8>,
     pub(crate) value: Vec<u8>,
     pub(crate) ttl: u32,
@@ -37,15 +36,15 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    fn set_request(&self, lease_token: Vec<u8>) -> tonic::Request<SetRequest> {
-        self.meta.request(SetRequest {
+    fn set_request(&self, lease_token: Vec<u8>) -> SetRequest {
+        SetRequest {
             key: self.key.clone(),
             value: self.value.clone(),
             ttl_seconds: i64::from(self.ttl),
             grace_seconds: i64::from(self.grace),
             lease_token,
             ..SetRequest::default()
-        })
+        }
     }
 }
 
@@ -159,12 +158,22 @@ impl Verdict {
 }
 
 /// Stores the hot key's first value.
-pub(crate) async fn seed(client: &mut CacheClient<Channel>, job: &Job) -> Result<(), BenchError> {
-    let response = client
-        .set(job.set_request(Vec::new()))
+pub(crate) async fn seed(
+    target: &GrpcTarget,
+    timeout: std::time::Duration,
+    job: &Job,
+) -> Result<(), BenchError> {
+    // A connection of its own, closed once the value is stored.
+    let mut connected = super::grpc::connect(target, 1, timeout).await?;
+    let Some((conn, driver)) = connected.pop() else {
+        return Err(BenchError::Internal("no connection".into()));
+    };
+    super::wire::spawn(driver);
+    let response: SetResponse = conn
+        .call(Op::Set, &job.set_request(Vec::new()))
         .await
         .map_err(|s| BenchError::Setup(format!("storing the hot key: {}", status_text(&s))))?;
-    if response.get_ref().stored {
+    if response.stored {
         Ok(())
     } else {
         Err(BenchError::Setup(
@@ -176,35 +185,35 @@ pub(crate) async fn seed(client: &mut CacheClient<Channel>, job: &Job) -> Result
 /// Runs the readers until the limiter stops them.
 pub(crate) async fn run(
     job: Arc<Job>,
-    clients: Vec<CacheClient<Channel>>,
+    conns: Vec<(Conn, Driver)>,
     limiter: Arc<Limiter>,
     live: Arc<Live>,
 ) -> Result<(Vec<Recorder>, Verdict), BenchError> {
     let book = Arc::new(Book::default());
-    let mut recorders = Vec::with_capacity(clients.len());
+    let mut recorders = Vec::with_capacity(conns.len());
     let mut tasks = tokio::task::JoinSet::new();
-    for client in clients {
+    for (conn, driver) in conns {
         let recorder = Arc::new(Mutex::new(Recorder::new(
             &[Op::Get, Op::Set],
             live.clone(),
         )?));
         recorders.push(recorder.clone());
-        for _ in 0..job.streams {
-            let reader = Reader {
-                client: client.clone(),
+        let readers: Vec<Reader> = (0..job.streams)
+            .map(|_| Reader {
+                conn: conn.clone(),
                 job: job.clone(),
                 book: book.clone(),
                 recorder: recorder.clone(),
-            };
-            let limiter = limiter.clone();
-            tasks.spawn(async move {
-                let result = reader.run(&limiter).await;
-                if result.is_err() {
-                    limiter.stop();
-                }
-                result
-            });
-        }
+            })
+            .collect();
+        let limiter = limiter.clone();
+        tasks.spawn(async move {
+            let result = drive(driver, readers.into_iter().map(|r| r.run(&limiter))).await;
+            if result.is_err() {
+                limiter.stop();
+            }
+            result
+        });
     }
     super::join_tasks(tasks, &limiter).await?;
     let verdict = Verdict::of(book.periods()?);
@@ -212,14 +221,14 @@ pub(crate) async fn run(
 }
 
 struct Reader {
-    client: CacheClient<Channel>,
+    conn: Conn,
     job: Arc<Job>,
     book: Arc<Book>,
     recorder: Arc<Mutex<Recorder>>,
 }
 
 impl Reader {
-    async fn run(mut self, limiter: &Limiter) -> Result<(), BenchError> {
+    async fn run(self, limiter: &Limiter) -> Result<(), BenchError> {
         loop {
             let phase = limiter.next(Instant::now());
             if phase == Phase::Stop {
@@ -227,15 +236,15 @@ impl Reader {
             }
             let measured = phase == Phase::Measure;
             let period = self.book.generation();
-            let request = self.job.meta.request(GetRequest {
+            let request = GetRequest {
                 key: self.job.key.clone(),
                 ..GetRequest::default()
-            });
+            };
             let started = Instant::now();
-            let result = self.client.get(request).await;
+            let result: Result<GetResponse, _> = self.conn.call(Op::Get, &request).await;
             let done = Instant::now();
             let response = match result {
-                Ok(response) => response.into_inner(),
+                Ok(response) => response,
                 Err(status) => {
                     self.record(measured, Op::Get, started, done, Err(&status))?;
                     continue;
@@ -256,15 +265,15 @@ impl Reader {
     }
 
     /// What a REFRESH winner does: compute the value, then store it with its lease token.
-    async fn recompute(&mut self, measured: bool, lease_token: Vec<u8>) -> Result<(), BenchError> {
+    async fn recompute(&self, measured: bool, lease_token: Vec<u8>) -> Result<(), BenchError> {
         tokio::time::sleep(self.job.recompute).await;
         let request = self.job.set_request(lease_token);
         let started = Instant::now();
-        let result = self.client.set(request).await;
+        let result: Result<SetResponse, _> = self.conn.call(Op::Set, &request).await;
         let done = Instant::now();
         match result {
             Ok(response) => {
-                let stored = response.get_ref().stored;
+                let stored = response.stored;
                 if stored {
                     self.book.refreshed();
                 }
