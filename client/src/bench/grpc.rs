@@ -76,7 +76,7 @@ where
     }
 }
 
-/// Stores the first `filled` keys with SetMany calls over every connection.
+/// Stores the first `filled` keys with SetMany calls, on connections of its own.
 pub(crate) async fn prefill(
     target: &GrpcTarget,
     connections: usize,

@@ -5,9 +5,9 @@
 //! Why not the generated client: on a small machine the load generator shares the CPUs with
 //! the server it measures, so every microsecond it spends per call is taken from the server.
 //! Measured on 2 cores against the no-op server (unary Get, 4 connections x 16 streams), the
-//! generated client over a tonic channel cost about 20 µs of CPU per call and reached about
-//! half of h2load's rate; this client costs about 11 µs (h2load: about 8) and reaches h2load's
-//! rate (docs/BENCHMARKS.md has the cross-check). With the calls of a connection driven in the
+//! generated client over a tonic channel cost about 20 µs of CPU per call and reached 55-65%
+//! of h2load's rate; this client costs about 11 µs (h2load: about 8) and reaches h2load's rate
+//! (docs/BENCHMARKS.md has the cross-check). With the calls of a connection driven in the
 //! connection's own task ([`super::grpc::drive`]), the requests that replies make ready leave
 //! in one write, as with an event-loop load generator.
 //!
