@@ -10,7 +10,7 @@
 //! - [`proto`] — the generated protobuf messages and the raw tonic client ([`CacheClient`]) of
 //!   the `mintcache.v1.Cache` service, for anything the wrapper does not cover.
 //! - [`cli`] (feature `cli`, on by default) — the `mintcache` command-line tool.
-//! - [`bench`] (feature `bench`, on by default) — the `mintcache-bench` load generator.
+//! - [`bench`](mod@bench) (feature `bench`, on by default) — the `mintcache-bench` load generator.
 //! - Header name constants ([`VERSION_HEADER`], ...) for raw-client users.
 //!
 //! ```no_run

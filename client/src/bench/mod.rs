@@ -2,16 +2,16 @@
 //! that it can be run in-process by tests; `src/bin/mintcache-bench.rs` only wires it to the
 //! process's arguments, streams, runtime and Ctrl-C.
 //!
-//! A run: validate the command line ([`options`]), connect (C HTTP/2 connections, or C TCP
+//! A run: validate the command line (`options`), connect (C HTTP/2 connections, or C TCP
 //! connections to memcached), store the keys that should hit, then keep C x S calls in flight
-//! ([`control`] decides warm-up, measurement and the end) and merge what each connection
-//! recorded ([`record`]) into one report ([`report`]).
+//! (`control` decides warm-up, measurement and the end) and merge what each connection
+//! recorded (`record`) into one report (`report`).
 //!
-//! Modules: [`options`] (command line), [`keys`] (key names and distribution), [`control`]
-//! (phases and bounds), [`record`] (outcomes, errors, HDR latency histograms), [`grpc`] (the
-//! workloads over gRPC), [`memcached`] (the same workloads sent directly to memcached, meta or
-//! text protocol), [`stampede`] (the stampede scenario), [`wire`] (the lean gRPC client the
-//! workloads use), [`report`] (table, JSON, progress).
+//! Modules: `options` (command line), `keys` (key names and distribution), `control`
+//! (phases and bounds), `record` (outcomes, errors, HDR latency histograms), `grpc` (the
+//! workloads over gRPC), `memcached` (the same workloads sent directly to memcached, meta or
+//! text protocol), `stampede` (the stampede scenario), `wire` (the lean gRPC client the
+//! workloads use), `report` (table, JSON, progress).
 
 mod control;
 mod grpc;
