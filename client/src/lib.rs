@@ -12,6 +12,7 @@
 //!   the `mintcache.v1.Cache` service, for anything the wrapper does not cover.
 //! - [`cli`] (feature `cli`, on by default) — the `mintcache` command-line tool: `get`,
 //!   `inspect`, `set`, batches, `flush`, `stats`, `shell`, ...
+//! - [`bench`](mod@bench) (feature `bench`, on by default) — the `mintcache-bench` load generator.
 //! - Header name constants ([`VERSION_HEADER`], ...) for raw-client users.
 //!
 //! ```no_run
@@ -35,10 +36,12 @@
 //! ```
 //!
 //! Without the TLS and CLI dependencies: `mintcache-client = { version = "…",
-//! default-features = false }` (features `tls`, `cli`).
+//! default-features = false }` (features `tls`, `cli`, `bench`).
 #![forbid(unsafe_code)]
 
 mod backoff;
+#[cfg(feature = "bench")]
+pub mod bench;
 mod builder;
 #[cfg(feature = "cli")]
 pub mod cli;
