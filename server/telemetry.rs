@@ -10,8 +10,8 @@ use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::Layer as _;
+use tracing_subscriber::{EnvFilter, Registry};
+use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -53,9 +53,13 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
         LogFormat::Json => fmt.json().boxed(),
     }
     .with_filter(filter.and(filter_fn(|meta| meta.is_event())));
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![fmt.boxed()];
 
     let telemetry = &settings.telemetry;
-    let (otel, tracer_provider) = if let Some(endpoint) = &telemetry.otlp_endpoint {
+    // Without an exporter no layer takes spans, so a span costs nothing at all: `info_span!`
+    // answers a disabled span without touching the registry. (An absent layer must not be
+    // added as `None`: an `Option` layer that is `None` declares interest in everything.)
+    let tracer_provider = if let Some(endpoint) = &telemetry.otlp_endpoint {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
@@ -77,13 +81,13 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
             .with_tracer(provider.tracer("mintcache"))
             // Spans are exported whatever the log level: the service's own spans only.
             .with_filter(Targets::new().with_target("mintcache", LevelFilter::INFO));
-        (Some(layer), Some(provider))
+        layers.push(layer.boxed());
+        Some(provider)
     } else {
-        (None, None)
+        None
     };
     tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
+        .with(layers)
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     Ok(Telemetry { tracer_provider })
