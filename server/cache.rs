@@ -475,21 +475,73 @@ impl<S: Store> MintCache<S> {
             .await
         } else {
             let firsts = self.store.get_many(&store_keys, opts).await;
-            join_all(
-                store_keys
-                    .iter()
-                    .zip(firsts)
-                    .map(|(key, first)| self.finish_read(key, first, opts, protect)),
-            )
-            .await
+            // Most answers need nothing more from the store: decide them here, and hold
+            // elections (or check abandoned ones) only for the keys that need them.
+            let mut answers = Vec::with_capacity(firsts.len());
+            let mut later = Vec::new();
+            for (i, first) in firsts.into_iter().enumerate() {
+                match self.decide_at_once(first, protect) {
+                    Ok(read) => answers.push(Some(read)),
+                    Err(first) => {
+                        answers.push(None);
+                        later.push((i, first));
+                    }
+                }
+            }
+            let store_keys = &store_keys;
+            let finished = join_all(later.into_iter().map(|(i, first)| async move {
+                (
+                    i,
+                    self.finish_read(&store_keys[i], first, opts, protect).await,
+                )
+            }))
+            .await;
+            for (i, read) in finished {
+                answers[i] = Some(read);
+            }
+            answers
+                .into_iter()
+                .map(|answer| answer.unwrap_or_else(|| Ok(Read::debug_miss())))
+                .collect()
         };
         batch.answer(answers)
+    }
+
+    /// The answer to a first read when it needs nothing more from the store (no election to
+    /// hold, no abandoned one to check); else the read back, for [`Self::finish_read`].
+    #[allow(clippy::result_large_err)]
+    fn decide_at_once(
+        &self,
+        first: Result<Option<ItemView>, StoreError>,
+        protect: bool,
+    ) -> Result<Result<Read, CacheError>, Result<Option<ItemView>, StoreError>> {
+        let view = match first {
+            Ok(view) => view,
+            Err(e) => return Ok(self.read_failed(e)),
+        };
+        let lost = view.as_ref().is_some_and(|v| v.win == Some(Win::Lost));
+        match mint::decide(view.clone(), false, protect) {
+            Step::Done(lookup)
+                if !(lookup.outcome == MintOutcome::Stale
+                    && lost
+                    && self.settings.refresh_timeout.is_some()) =>
+            {
+                self.metrics.mint_outcome(lookup.outcome);
+                Ok(Ok(Read {
+                    lookup,
+                    degraded: false,
+                }))
+            }
+            _ => Err(Ok(view)),
+        }
     }
 
     fn read_failed(&self, e: StoreError) -> Result<Read, CacheError> {
         if self.settings.fail_open {
             self.metrics.degraded_read();
-            tracing::warn!(error = %e, "read failed, answering as a miss");
+            // The memcached server logs its failures, rate-limited; one line per call would
+            // flood the logs during an outage.
+            tracing::debug!(error = %e, "read failed, answering as a miss");
             Ok(Read {
                 lookup: Lookup::miss(),
                 degraded: true,

@@ -360,7 +360,7 @@ impl Default for MemcachedConfig {
             servers: Vec::new(),
             connect_timeout_ms: 1000,
             timeout_ms: 500,
-            pool_size: 4,
+            pool_size: 2,
             failure_limit: 3,
             retry_timeout_ms: 5000,
             ejected_keys: EjectedKeys::Fail,

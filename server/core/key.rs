@@ -25,6 +25,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::Arc;
 
 /// memcached's longest key, in bytes.
 pub(crate) const MEMCACHED_MAX_KEY: usize = 250;
@@ -70,8 +71,10 @@ pub(crate) fn validate_label(label: &[u8], allow_empty: bool) -> Result<(), Labe
 /// The key space of a call: a namespace (may be empty) and an application version.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct KeySpace {
-    namespace: String,
-    version: String,
+    // Shared strings: a key space is cloned into every call, and cloning it is then two
+    // reference-count increments.
+    namespace: Arc<str>,
+    version: Arc<str>,
 }
 
 impl KeySpace {
@@ -80,16 +83,26 @@ impl KeySpace {
         validate_label(namespace.as_bytes(), true).map_err(KeySpaceError::Namespace)?;
         validate_label(version.as_bytes(), false).map_err(KeySpaceError::Version)?;
         Ok(Self {
-            namespace: namespace.to_owned(),
-            version: version.to_owned(),
+            namespace: namespace.into(),
+            version: version.into(),
         })
     }
 
     /// A key space from labels the caller has already checked with [`validate_label`].
-    pub(crate) fn from_validated(namespace: String, version: String) -> Self {
+    pub(crate) fn from_validated(namespace: Arc<str>, version: Arc<str>) -> Self {
         debug_assert!(validate_label(namespace.as_bytes(), true).is_ok());
         debug_assert!(validate_label(version.as_bytes(), false).is_ok());
         Self { namespace, version }
+    }
+
+    /// The namespace, shared.
+    pub(crate) fn namespace_shared(&self) -> Arc<str> {
+        self.namespace.clone()
+    }
+
+    /// The version, shared.
+    pub(crate) fn version_shared(&self) -> Arc<str> {
+        self.version.clone()
     }
 
     /// The namespace (possibly empty).

@@ -3,6 +3,8 @@
 //! Parsing is a pure function over the raw header bytes, run once per call by the call
 //! metadata layer (`layers::call_meta`).
 
+use std::sync::Arc;
+
 use super::key::{KeySpace, LabelError, validate_label};
 
 /// Metadata key choosing the application version.
@@ -65,10 +67,10 @@ pub(crate) fn key_space(
     }
     // Both labels were validated above (or come from the validated defaults): they are ASCII,
     // so the conversion is exact.
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let text = |b: &[u8]| Arc::from(String::from_utf8_lossy(b).as_ref());
     Ok(KeySpace::from_validated(
-        namespace.map_or_else(|| defaults.namespace().to_owned(), text),
-        version.map_or_else(|| defaults.version().to_owned(), text),
+        namespace.map_or_else(|| defaults.namespace_shared(), text),
+        version.map_or_else(|| defaults.version_shared(), text),
     ))
 }
 

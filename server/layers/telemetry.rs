@@ -156,11 +156,14 @@ where
             mintcache.namespace = tracing::field::Empty,
             mintcache.version = tracing::field::Empty,
         );
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(request.headers()))
-        });
-        // Without an OpenTelemetry layer (no OTLP endpoint) there is nothing to attach to.
-        let _ = span.set_parent(parent);
+        // Without an OpenTelemetry layer (no OTLP endpoint) the span is disabled and there is
+        // nothing to attach the caller's trace to.
+        if !span.is_disabled() {
+            let parent = opentelemetry::global::get_text_map_propagator(|p| {
+                p.extract(&HeaderExtractor(request.headers()))
+            });
+            let _ = span.set_parent(parent);
+        }
         let metrics = self.metrics.clone();
         metrics.in_flight(1);
         let guard = InFlight(metrics.clone());

@@ -132,6 +132,11 @@ impl Conn {
 
     /// Sends a batch and waits for its replies, one per command, in order.
     pub(crate) async fn call(&self, batch: Batch) -> Result<Vec<Reply>, ConnError> {
+        if batch.opaques.is_empty() {
+            // Nothing to send, nothing to wait for (and a batch without commands must never sit
+            // in the queue of batches waiting for replies).
+            return Ok(Vec::new());
+        }
         if self.is_closed() {
             return Err(ConnError::NotSent);
         }
@@ -299,7 +304,11 @@ fn deliver(shared: &Shared, reply: Reply) -> Result<(), ConnError> {
             describe(&reply)
         )));
     };
-    let expected = front.opaques[front.replies.len()];
+    let Some(&expected) = front.opaques.get(front.replies.len()) else {
+        return Err(ConnError::Protocol(
+            "a reply beyond what the command asked for".to_owned(),
+        ));
+    };
     if let Some(opaque) = reply.opaque()
         && opaque != expected
     {
@@ -478,6 +487,19 @@ mod tests {
         let e = conn.call(get("k", 1)).await.expect_err("lost");
         assert!(matches!(e, ConnError::Broken(_)), "{e:?}");
         assert_eq!(conn.call(get("k", 2)).await, Err(ConnError::NotSent));
+        assert_eq!(conn.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_empty_batch_is_answered_at_once_and_keeps_the_connection_in_step() {
+        let conn = Conn::start(peer(echo).await);
+        let empty = Batch {
+            bytes: Vec::new(),
+            opaques: Vec::new(),
+        };
+        assert_eq!(conn.call(empty).await, Ok(Vec::new()));
+        let replies = conn.call(get("k", 1)).await.expect("answered");
+        assert!(matches!(&replies[..], [Reply::Value(meta, _)] if meta.opaque == Some(1)));
         assert_eq!(conn.in_flight(), 0);
     }
 

@@ -71,6 +71,9 @@ impl MemcachedStore {
     /// The server owning `key`: its ring owner, or with `ejected_keys = remap` while that
     /// owner is ejected, the next server on the ring that is not.
     fn node_index(&self, key: &StoreKey) -> usize {
+        if self.nodes.len() == 1 {
+            return 0;
+        }
         let accept = |i: usize| !self.remap_ejected || !self.nodes[i].is_ejected();
         self.ring
             .server_for_where(key.stored(), accept)
@@ -80,6 +83,14 @@ impl MemcachedStore {
 
     /// Request positions grouped by server, in request order within each group.
     fn by_node<'k>(&self, keys: impl Iterator<Item = &'k StoreKey>) -> Vec<(usize, Vec<usize>)> {
+        if self.nodes.len() == 1 {
+            let positions: Vec<usize> = (0..keys.count()).collect();
+            return if positions.is_empty() {
+                Vec::new()
+            } else {
+                vec![(0, positions)]
+            };
+        }
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut index: HashMap<usize, usize> = HashMap::new();
         for (pos, key) in keys.enumerate() {

@@ -113,8 +113,32 @@ fn printable(line: &[u8]) -> String {
         .collect()
 }
 
-fn number<T: std::str::FromStr>(digits: &[u8]) -> Option<T> {
-    std::str::from_utf8(digits).ok()?.parse().ok()
+/// An unsigned decimal number (no sign, no spaces), or `None`.
+fn unsigned(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d))?;
+    }
+    Some(n)
+}
+
+/// A decimal number that may be negative (memcached's `t-1`).
+fn signed(digits: &[u8]) -> Option<i64> {
+    match digits.split_first() {
+        Some((b'-', rest)) => i64::try_from(unsigned(rest)?).ok().map(|n| -n),
+        _ => i64::try_from(unsigned(digits)?).ok(),
+    }
+}
+
+fn narrow(n: Option<u64>) -> Result<u32, ()> {
+    n.and_then(|n| u32::try_from(n).ok()).ok_or(())
 }
 
 fn parse_meta(tokens: &[u8]) -> Result<Meta, ()> {
@@ -122,10 +146,10 @@ fn parse_meta(tokens: &[u8]) -> Result<Meta, ()> {
     for token in tokens.split(|&b| b == b' ').filter(|t| !t.is_empty()) {
         let (flag, rest) = (token[0], &token[1..]);
         match flag {
-            b'f' => meta.client_flags = Some(number(rest).ok_or(())?),
-            b't' => meta.ttl = Some(number(rest).ok_or(())?),
-            b'c' => meta.cas = Some(number(rest).ok_or(())?),
-            b'O' => meta.opaque = Some(number(rest).ok_or(())?),
+            b'f' => meta.client_flags = Some(narrow(unsigned(rest))?),
+            b't' => meta.ttl = Some(signed(rest).ok_or(())?),
+            b'c' => meta.cas = Some(unsigned(rest).ok_or(())?),
+            b'O' => meta.opaque = Some(narrow(unsigned(rest))?),
             b'W' => meta.won = true,
             b'Z' => meta.lost = true,
             b'X' => meta.stale = true,
@@ -161,7 +185,9 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Reply>, ParseError> {
                 Some(sp) => (&rest[..sp], &rest[sp + 1..]),
                 None => (rest, &b""[..]),
             };
-            let size: usize = number(size).ok_or_else(bad)?;
+            let size = unsigned(size)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(bad)?;
             if size > MAX_VALUE {
                 return Err(bad());
             }
