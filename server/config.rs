@@ -482,10 +482,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// One memcached server: `host:port` with an optional `:weight` (default 1).
+/// One memcached server: `host:port` with an optional `:weight` (default 1). The host is a
+/// name, an IPv4 address, or an IPv6 address in brackets (`[::1]:11211`); an IPv6 address
+/// without brackets (`::1:11211`) could be read several ways and is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerSpec {
-    /// `host:port`.
+    /// `host:port`, as a socket address is written (`[::1]:11211` for IPv6).
     pub addr: String,
     /// Relative share of keys.
     pub weight: u32,
@@ -496,21 +498,46 @@ impl FromStr for ServerSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad = || format!("`{s}` is not host:port or host:port:weight");
-        let parts: Vec<&str> = s.rsplitn(3, ':').collect();
-        let (host, port, weight) = match parts.as_slice() {
-            [port, host] => (*host, *port, 1),
-            [w, port, host] => {
+        let bad = || {
+            format!(
+                "`{s}` is not host:port or host:port:weight (e.g. 10.0.0.1:11211, \
+                 cache-0.memcached:11211:2; an IPv6 address goes in brackets: [::1]:11211)"
+            )
+        };
+        // The host ends at its closing bracket (IPv6) or at the first colon.
+        let (host, rest) = match s.strip_prefix('[') {
+            Some(bracketed) => {
+                let (ip, rest) = bracketed.split_once(']').ok_or_else(bad)?;
+                if format!("[{ip}]:0")
+                    .parse::<std::net::SocketAddrV6>()
+                    .is_err()
+                {
+                    return Err(format!(
+                        "`{s}`: `{ip}` is not an IPv6 address (write e.g. [::1]:11211)"
+                    ));
+                }
+                (&s[..ip.len() + 2], rest.strip_prefix(':').ok_or_else(bad)?)
+            }
+            None => s.split_once(':').ok_or_else(bad)?,
+        };
+        let (port, weight) = match rest.split_once(':') {
+            None => (rest, 1),
+            Some((port, w)) => {
                 let weight: u32 = w.parse().map_err(|_| bad())?;
                 if weight == 0 {
                     return Err(format!("`{s}`: weight must be at least 1"));
                 }
-                (*host, *port, weight)
+                (port, weight)
             }
-            _ => return Err(bad()),
         };
         let port: u16 = port.parse().map_err(|_| bad())?;
-        if host.is_empty() || port == 0 || host.contains(['/', ' ', ',']) {
+        let bracketed = host.starts_with('[');
+        let stray = if bracketed {
+            host.contains(['/', ' ', ','])
+        } else {
+            host.contains(['/', ' ', ',', '[', ']'])
+        };
+        if host.is_empty() || port == 0 || stray {
             return Err(bad());
         }
         Ok(Self {
@@ -1657,6 +1684,11 @@ mod tests {
             ),
             ("[auth]\nrequire_token = true\n", &[], "auth.require_token"),
             ("[log]\nlevel = \"verbose\"\n", &[], "log.level"),
+            (
+                "",
+                &[("MINTCACHE_MEMCACHED__SERVERS", "::1:11211")],
+                "memcached.servers",
+            ),
         ];
         // Every case runs; the failures are reported together, by case.
         let failures: Vec<String> = cases
@@ -1686,6 +1718,9 @@ mod tests {
         };
         ok("127.0.0.1:11211", "127.0.0.1:11211", 1);
         ok(" cache-0.memcached:11211:4 ", "cache-0.memcached:11211", 4);
+        ok("[::1]:11211", "[::1]:11211", 1);
+        ok("[::1]:11211:2", "[::1]:11211", 2);
+        ok("[2001:db8::7]:11212", "[2001:db8::7]:11212", 1);
         for bad in [
             "",
             "host",
@@ -1695,12 +1730,37 @@ mod tests {
             "host:99999",
             "host:1:x",
             "host:1:0",
+            "host:1:2:3",
             "a b:1",
         ] {
             assert!(
                 bad.parse::<ServerSpec>().is_err(),
                 "{bad:?} should be refused"
             );
+        }
+        for bad in [
+            // IPv6 without brackets: `::1:11211` would otherwise be host `:`, port 1,
+            // weight 11211.
+            "::1:11211",
+            "::1",
+            "fe80::1:11211:2",
+            "[::1]",
+            "[::1]11211",
+            "[::1:11211",
+            "::1]:11211",
+            "[cache-0]:11211",
+            "[::1]:0",
+        ] {
+            let e = bad.parse::<ServerSpec>().expect_err(bad);
+            assert!(
+                e.contains("[::1]:11211"),
+                "{bad:?}: says how to write it: {e}"
+            );
+        }
+        // Printed as written, and read back the same.
+        for spec in ["[::1]:11211:3", "10.0.0.1:11211:1"] {
+            let parsed: ServerSpec = spec.parse().expect("valid");
+            assert_eq!(parsed.to_string(), spec);
         }
     }
 
