@@ -307,6 +307,16 @@ pub struct ServerConfig {
     pub max_concurrent_calls: usize,
     /// Largest gRPC message accepted or sent, in bytes. Must leave room for the largest value.
     pub max_message_bytes: usize,
+    /// Calls one HTTP/2 connection may have open at once (its `SETTINGS_MAX_CONCURRENT_STREAMS`);
+    /// a client's further calls wait in the client until one ends.
+    pub max_concurrent_streams: u32,
+    /// Milliseconds a call's request has to arrive in full, counted from the call's arrival;
+    /// a call whose request is not complete by then is answered `DEADLINE_EXCEEDED`.
+    pub request_read_timeout_ms: u64,
+    /// Bytes of request messages that all calls together may hold while they are read and
+    /// served; a call whose message does not fit is refused with `RESOURCE_EXHAUSTED`. At least
+    /// `max_message_bytes`.
+    pub max_buffered_request_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -316,6 +326,9 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 20,
             max_concurrent_calls: 1024,
             max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 100,
+            request_read_timeout_ms: 10_000,
+            max_buffered_request_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -439,6 +452,10 @@ pub struct LimitsConfig {
     /// 1 MiB item size, for the key, memcached's item header and mintcache's 8-byte envelope.
     pub max_value_bytes: usize,
 }
+
+/// Largest `server.max_buffered_request_bytes`: 1 TiB, far beyond any machine's need (and
+/// within what the budget's semaphore can count on 64-bit platforms).
+const MAX_BUFFERED_REQUEST_BYTES: u64 = 1 << 40;
 
 /// Default `limits.max_value_bytes`: 1 MiB minus 1 KiB of overhead.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024 - 1024;
@@ -1044,6 +1061,9 @@ pub(crate) struct ServerSettings {
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_concurrent_calls: usize,
     pub(crate) max_message_bytes: usize,
+    pub(crate) max_concurrent_streams: u32,
+    pub(crate) request_read_timeout: Duration,
+    pub(crate) max_buffered_request_bytes: usize,
 }
 
 /// Which store serves the cache.
@@ -1131,11 +1151,37 @@ impl ServerConfig {
             "server.max_concurrent_calls",
             || "must be at least 1".into(),
         );
+        p.check(
+            self.max_concurrent_streams > 0,
+            "server.max_concurrent_streams",
+            || "must be at least 1".into(),
+        );
+        p.check(
+            (1..=3_600_000).contains(&self.request_read_timeout_ms),
+            "server.request_read_timeout_ms",
+            || "must be in 1..=3600000".into(),
+        );
+        let budget = self.max_buffered_request_bytes;
+        p.check(
+            budget >= self.max_message_bytes
+                && u64::try_from(budget).is_ok_and(|b| b <= MAX_BUFFERED_REQUEST_BYTES),
+            "server.max_buffered_request_bytes",
+            || {
+                format!(
+                    "must be in {}..={MAX_BUFFERED_REQUEST_BYTES} (at least server.max_message_bytes, \
+                     or a message of that size could never be read)",
+                    self.max_message_bytes
+                )
+            },
+        );
         Some(ServerSettings {
             listen: resolve(&self.listen, "server.listen", p)?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             max_concurrent_calls: self.max_concurrent_calls,
             max_message_bytes: self.max_message_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            request_read_timeout: Duration::from_millis(self.request_read_timeout_ms),
+            max_buffered_request_bytes: self.max_buffered_request_bytes,
         })
     }
 }
@@ -1684,6 +1730,21 @@ mod tests {
             ),
             ("[auth]\nrequire_token = true\n", &[], "auth.require_token"),
             ("[log]\nlevel = \"verbose\"\n", &[], "log.level"),
+            (
+                "[server]\nmax_concurrent_streams = 0\n",
+                &[],
+                "server.max_concurrent_streams",
+            ),
+            (
+                "[server]\nrequest_read_timeout_ms = 0\n",
+                &[],
+                "server.request_read_timeout_ms",
+            ),
+            (
+                "[server]\nmax_buffered_request_bytes = 1000\n",
+                &[],
+                "server.max_buffered_request_bytes",
+            ),
             (
                 "",
                 &[("MINTCACHE_MEMCACHED__SERVERS", "::1:11211")],
