@@ -307,6 +307,16 @@ pub struct ServerConfig {
     pub max_concurrent_calls: usize,
     /// Largest gRPC message accepted or sent, in bytes. Must leave room for the largest value.
     pub max_message_bytes: usize,
+    /// Calls one HTTP/2 connection may have open at once (its `SETTINGS_MAX_CONCURRENT_STREAMS`);
+    /// a client's further calls wait in the client until one ends.
+    pub max_concurrent_streams: u32,
+    /// Milliseconds a call's request has to arrive in full, counted from the call's arrival;
+    /// a call whose request is not complete by then is answered `DEADLINE_EXCEEDED`.
+    pub request_read_timeout_ms: u64,
+    /// Bytes of request messages that all calls together may hold while they are read and
+    /// served; a call whose message does not fit is refused with `RESOURCE_EXHAUSTED`. At least
+    /// `max_message_bytes`.
+    pub max_buffered_request_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -316,6 +326,9 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 20,
             max_concurrent_calls: 1024,
             max_message_bytes: 4 * 1024 * 1024,
+            max_concurrent_streams: 100,
+            request_read_timeout_ms: 10_000,
+            max_buffered_request_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -440,6 +453,10 @@ pub struct LimitsConfig {
     pub max_value_bytes: usize,
 }
 
+/// Largest `server.max_buffered_request_bytes`: 1 TiB, far beyond any machine's need (and
+/// within what the budget's semaphore can count on 64-bit platforms).
+const MAX_BUFFERED_REQUEST_BYTES: u64 = 1 << 40;
+
 /// Default `limits.max_value_bytes`: 1 MiB minus 1 KiB of overhead.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024 - 1024;
 
@@ -482,10 +499,12 @@ pub enum LogFormat {
     Json,
 }
 
-/// One memcached server: `host:port` with an optional `:weight` (default 1).
+/// One memcached server: `host:port` with an optional `:weight` (default 1). The host is a
+/// name, an IPv4 address, or an IPv6 address in brackets (`[::1]:11211`); an IPv6 address
+/// without brackets (`::1:11211`) could be read several ways and is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerSpec {
-    /// `host:port`.
+    /// `host:port`, as a socket address is written (`[::1]:11211` for IPv6).
     pub addr: String,
     /// Relative share of keys.
     pub weight: u32,
@@ -496,21 +515,46 @@ impl FromStr for ServerSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad = || format!("`{s}` is not host:port or host:port:weight");
-        let parts: Vec<&str> = s.rsplitn(3, ':').collect();
-        let (host, port, weight) = match parts.as_slice() {
-            [port, host] => (*host, *port, 1),
-            [w, port, host] => {
+        let bad = || {
+            format!(
+                "`{s}` is not host:port or host:port:weight (e.g. 10.0.0.1:11211, \
+                 cache-0.memcached:11211:2; an IPv6 address goes in brackets: [::1]:11211)"
+            )
+        };
+        // The host ends at its closing bracket (IPv6) or at the first colon.
+        let (host, rest) = match s.strip_prefix('[') {
+            Some(bracketed) => {
+                let (ip, rest) = bracketed.split_once(']').ok_or_else(bad)?;
+                if format!("[{ip}]:0")
+                    .parse::<std::net::SocketAddrV6>()
+                    .is_err()
+                {
+                    return Err(format!(
+                        "`{s}`: `{ip}` is not an IPv6 address (write e.g. [::1]:11211)"
+                    ));
+                }
+                (&s[..ip.len() + 2], rest.strip_prefix(':').ok_or_else(bad)?)
+            }
+            None => s.split_once(':').ok_or_else(bad)?,
+        };
+        let (port, weight) = match rest.split_once(':') {
+            None => (rest, 1),
+            Some((port, w)) => {
                 let weight: u32 = w.parse().map_err(|_| bad())?;
                 if weight == 0 {
                     return Err(format!("`{s}`: weight must be at least 1"));
                 }
-                (*host, *port, weight)
+                (port, weight)
             }
-            _ => return Err(bad()),
         };
         let port: u16 = port.parse().map_err(|_| bad())?;
-        if host.is_empty() || port == 0 || host.contains(['/', ' ', ',']) {
+        let bracketed = host.starts_with('[');
+        let stray = if bracketed {
+            host.contains(['/', ' ', ','])
+        } else {
+            host.contains(['/', ' ', ',', '[', ']'])
+        };
+        if host.is_empty() || port == 0 || stray {
             return Err(bad());
         }
         Ok(Self {
@@ -1017,6 +1061,9 @@ pub(crate) struct ServerSettings {
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_concurrent_calls: usize,
     pub(crate) max_message_bytes: usize,
+    pub(crate) max_concurrent_streams: u32,
+    pub(crate) request_read_timeout: Duration,
+    pub(crate) max_buffered_request_bytes: usize,
 }
 
 /// Which store serves the cache.
@@ -1104,11 +1151,37 @@ impl ServerConfig {
             "server.max_concurrent_calls",
             || "must be at least 1".into(),
         );
+        p.check(
+            self.max_concurrent_streams > 0,
+            "server.max_concurrent_streams",
+            || "must be at least 1".into(),
+        );
+        p.check(
+            (1..=3_600_000).contains(&self.request_read_timeout_ms),
+            "server.request_read_timeout_ms",
+            || "must be in 1..=3600000".into(),
+        );
+        let budget = self.max_buffered_request_bytes;
+        p.check(
+            budget >= self.max_message_bytes
+                && u64::try_from(budget).is_ok_and(|b| b <= MAX_BUFFERED_REQUEST_BYTES),
+            "server.max_buffered_request_bytes",
+            || {
+                format!(
+                    "must be in {}..={MAX_BUFFERED_REQUEST_BYTES} (at least server.max_message_bytes, \
+                     or a message of that size could never be read)",
+                    self.max_message_bytes
+                )
+            },
+        );
         Some(ServerSettings {
             listen: resolve(&self.listen, "server.listen", p)?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             max_concurrent_calls: self.max_concurrent_calls,
             max_message_bytes: self.max_message_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            request_read_timeout: Duration::from_millis(self.request_read_timeout_ms),
+            max_buffered_request_bytes: self.max_buffered_request_bytes,
         })
     }
 }
@@ -1657,6 +1730,26 @@ mod tests {
             ),
             ("[auth]\nrequire_token = true\n", &[], "auth.require_token"),
             ("[log]\nlevel = \"verbose\"\n", &[], "log.level"),
+            (
+                "[server]\nmax_concurrent_streams = 0\n",
+                &[],
+                "server.max_concurrent_streams",
+            ),
+            (
+                "[server]\nrequest_read_timeout_ms = 0\n",
+                &[],
+                "server.request_read_timeout_ms",
+            ),
+            (
+                "[server]\nmax_buffered_request_bytes = 1000\n",
+                &[],
+                "server.max_buffered_request_bytes",
+            ),
+            (
+                "",
+                &[("MINTCACHE_MEMCACHED__SERVERS", "::1:11211")],
+                "memcached.servers",
+            ),
         ];
         // Every case runs; the failures are reported together, by case.
         let failures: Vec<String> = cases
@@ -1686,6 +1779,9 @@ mod tests {
         };
         ok("127.0.0.1:11211", "127.0.0.1:11211", 1);
         ok(" cache-0.memcached:11211:4 ", "cache-0.memcached:11211", 4);
+        ok("[::1]:11211", "[::1]:11211", 1);
+        ok("[::1]:11211:2", "[::1]:11211", 2);
+        ok("[2001:db8::7]:11212", "[2001:db8::7]:11212", 1);
         for bad in [
             "",
             "host",
@@ -1695,12 +1791,37 @@ mod tests {
             "host:99999",
             "host:1:x",
             "host:1:0",
+            "host:1:2:3",
             "a b:1",
         ] {
             assert!(
                 bad.parse::<ServerSpec>().is_err(),
                 "{bad:?} should be refused"
             );
+        }
+        for bad in [
+            // IPv6 without brackets: `::1:11211` would otherwise be host `:`, port 1,
+            // weight 11211.
+            "::1:11211",
+            "::1",
+            "fe80::1:11211:2",
+            "[::1]",
+            "[::1]11211",
+            "[::1:11211",
+            "::1]:11211",
+            "[cache-0]:11211",
+            "[::1]:0",
+        ] {
+            let e = bad.parse::<ServerSpec>().expect_err(bad);
+            assert!(
+                e.contains("[::1]:11211"),
+                "{bad:?}: says how to write it: {e}"
+            );
+        }
+        // Printed as written, and read back the same.
+        for spec in ["[::1]:11211:3", "10.0.0.1:11211:1"] {
+            let parsed: ServerSpec = spec.parse().expect("valid");
+            assert_eq!(parsed.to_string(), spec);
         }
     }
 

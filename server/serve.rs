@@ -2,7 +2,7 @@
 //! mini-redis's `server.rs` (listeners, a handler per service, a drain):
 //!
 //! - [`Server::serve`]: the gRPC port (the Cache service behind its request path, health,
-//!   reflection), until the drain is over;
+//!   reflection, HTTP/2 limits per connection), until the drain is over;
 //! - [`Readiness`]: one readiness verdict, reported to gRPC health and `/readyz` alike;
 //! - [`spawn_prober`]: probes the backend and updates readiness;
 //! - [`spawn_admin`]: the admin HTTP port, which outlives the drain so that orchestrators see
@@ -25,7 +25,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::admin::{self, AdminState};
 use crate::cache::MintCache;
-use crate::config::{Settings, TlsSettings};
+use crate::config::{ServerSettings, Settings, TlsSettings};
 use crate::grpc::proto::{self, cache_server::SERVICE_NAME};
 use crate::layers::{self, CacheStack};
 use crate::metrics::{Metrics, MetricsRegistry};
@@ -275,7 +275,7 @@ fn serve_grpc<S: Store>(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = http2_limits(tonic::transport::Server::builder(), &settings.server);
     if let Some(tls) = &settings.tls {
         builder = builder.tls_config(tls_config(tls))?;
     }
@@ -286,10 +286,68 @@ fn serve_grpc<S: Store>(
         // When each call arrived, for the Cache service's deadlines.
         .layer(layers::limits::ReceivedAtLayer)
         .add_service(cache)
-        .add_service(health)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
+        .add_service(health.max_decoding_message_size(PROBE_MESSAGE_BYTES))
+        .add_service(
+            reflection()
+                .build_v1()?
+                .max_decoding_message_size(PROBE_MESSAGE_BYTES),
+        )
+        .add_service(
+            reflection()
+                .build_v1alpha()?
+                .max_decoding_message_size(PROBE_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming(listener), drained))
+}
+
+/// Largest request message of health and reflection calls. Theirs are a service or file name;
+/// tonic's default (4 MiB) would let any client make the server hold that much per open stream
+/// outside the Cache service's request budget (`server.max_buffered_request_bytes`), which
+/// these services stay out of (probes are never shed, and reflection streams both ways).
+const PROBE_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// Headers a call may send, in bytes (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`). Far above what
+/// the API needs, so that oversize metadata (a 20 KB `authorization`) reaches the layers and is
+/// answered with a status that says what is wrong (`UNAUTHENTICATED`), rather than being
+/// refused by HTTP/2 (hyper's default of 16 KiB answers HTTP 431 and, further over it, closes
+/// the connection with GOAWAY). Per connection, the headers held are at most this times
+/// `server.max_concurrent_streams`.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
+/// Streams the server may reset itself because the client broke the protocol, per connection,
+/// before it closes the connection (h2's and hyper's default; tonic leaves the limit off). It
+/// bounds what a client can make the server do with invalid frames; ordinary clients, and
+/// clients that cancel calls, never count against it.
+const LOCAL_ERROR_RESETS: usize = 1024;
+
+/// Calls a client may cancel before the server has taken them (reset streams waiting in the
+/// connection's accept queue), per connection, before the server closes the connection with
+/// GOAWAY `too_many_resets`. h2's default is 20, which ordinary cancellations reach under load
+/// (a fifth of the calls cancelled, sent in bursts), and the GOAWAY then fails every call on the
+/// connection. A client that keeps to `server.max_concurrent_streams` has at most about that
+/// many streams waiting; the limit leaves four times as many, and still bounds what a client
+/// opening and resetting streams without end (the "rapid reset" attack) makes the server hold.
+fn pending_accept_resets(max_concurrent_streams: u32) -> usize {
+    usize::try_from(max_concurrent_streams)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(4)
+        .max(1024)
+}
+
+/// The HTTP/2 limits of the gRPC port: what one connection may hold and do.
+fn http2_limits(
+    builder: tonic::transport::Server,
+    server: &ServerSettings,
+) -> tonic::transport::Server {
+    builder
+        // Calls open at once per connection: one client cannot take every call slot (tonic's
+        // default is unlimited; further calls wait in the client).
+        .max_concurrent_streams(server.max_concurrent_streams)
+        .http2_max_pending_accept_reset_streams(Some(pending_accept_resets(
+            server.max_concurrent_streams,
+        )))
+        .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
 }
 
 /// The connections of the gRPC port, with Nagle's algorithm off: answers are small and

@@ -147,8 +147,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Retries of calls that fail with `UNAVAILABLE` (never `Increment`, which is not
-    /// idempotent). Default: [`Backoff::UNAVAILABLE_DEFAULT`]; [`Backoff::NONE`] disables them.
+    /// Retries of calls that fail with `UNAVAILABLE`. `Increment`, `Add` and writes with a
+    /// lease token, whose repeat would change the answer, are retried only when the request
+    /// cannot have reached the server (the connection could not be set up). Default:
+    /// [`Backoff::UNAVAILABLE_DEFAULT`]; [`Backoff::NONE`] disables them.
     pub fn retry(mut self, retry: Backoff) -> Self {
         self.retry = retry;
         self

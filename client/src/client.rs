@@ -1,5 +1,6 @@
 //! [`Client`]: one typed method per RPC, per-call overrides, deadlines and `UNAVAILABLE`
-//! retries. The mint helper (`get_or_compute`) is in `mint.rs`.
+//! retries (only while a repeat cannot change the answer). The mint helper (`get_or_compute`)
+//! is in `mint.rs`.
 
 use std::fmt;
 use std::future::Future;
@@ -77,11 +78,41 @@ impl fmt::Debug for CallDefaults {
 /// Whether a failed call may be sent again.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// Retried on `UNAVAILABLE`: repeating it cannot change the result beyond the booleans it
-    /// reports (a repeated `Delete` may say `deleted = false`).
+    /// Retried on `UNAVAILABLE`: repeating it leaves the cache as one call would (a repeated
+    /// `Delete` may say `deleted = false`, but the key is gone either way).
     OnUnavailable,
-    /// Never retried: `Increment` would count twice if the first attempt reached the server.
-    Never,
+    /// Retried only when the request cannot have reached the server: the connection to it
+    /// could not be set up. Once sent, an `UNAVAILABLE` (a connection lost, the server going
+    /// away) may come after the server did the call, and a repeat would change the answer:
+    /// `Increment` would count twice, an `Add` (or a `Set` with a lease token) that stored
+    /// would be repeated and answer `stored = false`, telling a caller that uses it as a lock
+    /// that it lost when it won.
+    UnlessSent,
+}
+
+impl Retry {
+    /// Whether a call that failed with `status` may be sent again.
+    fn allows(self, status: &Status) -> bool {
+        status.code() == Code::Unavailable
+            && match self {
+                Self::OnUnavailable => true,
+                Self::UnlessSent => never_sent(status),
+            }
+    }
+}
+
+/// Whether a failed call's request cannot have left this client: tonic reports a connection
+/// that could not be set up (TCP connect, TLS handshake) as a `ConnectError` among the
+/// status's sources. Any other failure may have come after the request was sent.
+fn never_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// A mintcache client: typed calls, per-call overrides, deadlines, `UNAVAILABLE` retries and
@@ -229,10 +260,7 @@ impl Client {
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
         let deadline = self.timeout.map(|t| Instant::now() + t);
-        let attempts = match retry {
-            Retry::OnUnavailable => self.retry.attempts(),
-            Retry::Never => 1,
-        };
+        let attempts = self.retry.attempts();
         let mut failed = 0;
         loop {
             let call = rpc(
@@ -258,7 +286,7 @@ impl Client {
                 Err(status) => transport_failure_as_unavailable(status),
             };
             failed += 1;
-            if status.code() != Code::Unavailable || failed >= attempts {
+            if !retry.allows(&status) || failed >= attempts {
                 return Err(status.into());
             }
             let delay = self.retry.delay(failed);
@@ -320,6 +348,9 @@ impl Client {
 
     /// Stores a value with explicit ttl, grace, flags and lease token. Returns whether it was
     /// stored: `false` when a lease token was given and the key changed since that read.
+    ///
+    /// With a lease token, retried only when the request cannot have reached the server (see
+    /// [`add`](Self::add)): a repeat of a store that happened would answer `false`.
     pub async fn set_with(
         &self,
         key: impl Into<Vec<u8>>,
@@ -337,8 +368,13 @@ impl Client {
             no_expiry: options.no_expiry,
             no_grace: options.no_grace,
         };
+        let retry = if options.lease.is_some() {
+            Retry::UnlessSent
+        } else {
+            Retry::OnUnavailable
+        };
         let response = self
-            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+            .unary(retry, message, |ch, r| async move {
                 CacheClient::new(ch).set(r).await
             })
             .await?;
@@ -347,6 +383,11 @@ impl Client {
 
     /// Stores a value only if the key holds none. Returns whether it was stored. (The lease
     /// token of `options` is not used.)
+    ///
+    /// Retried only when the request cannot have reached the server (the connection could not
+    /// be set up). Once it may have been sent, a failure is returned as it is: had the first
+    /// attempt stored, a repeat would answer `false`, and a caller using `add` as a lock would
+    /// believe it lost. An `UNAVAILABLE` error from `add` means the outcome is unknown.
     pub async fn add(
         &self,
         key: impl Into<Vec<u8>>,
@@ -364,7 +405,7 @@ impl Client {
             no_grace: options.no_grace,
         };
         let response = self
-            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+            .unary(Retry::UnlessSent, message, |ch, r| async move {
                 CacheClient::new(ch).add(r).await
             })
             .await?;
@@ -427,8 +468,8 @@ impl Client {
     /// Adds `delta` (negative to subtract; counters stop at 0) to an existing counter and
     /// returns its new value, or `None` when there is no such counter.
     ///
-    /// Never retried: if an `UNAVAILABLE` attempt had reached the server, a retry would
-    /// count twice.
+    /// Retried only when the request cannot have reached the server (the connection could not
+    /// be set up): if a failed attempt had reached it, a retry would count twice.
     pub async fn increment(
         &self,
         key: impl Into<Vec<u8>>,
@@ -446,7 +487,8 @@ impl Client {
 
     /// Adds `delta` to a counter, creating it with `initial` (and lifetime `ttl`; zero: the
     /// server default) when it does not exist — then `delta` is not applied. Returns the new
-    /// value. Never retried (see [`increment`](Self::increment)).
+    /// value. Retried only when the request cannot have reached the server (see
+    /// [`increment`](Self::increment)).
     pub async fn increment_or_create(
         &self,
         key: impl Into<Vec<u8>>,
@@ -486,7 +528,7 @@ impl Client {
             no_expiry,
         };
         let response = self
-            .unary(Retry::Never, message, |ch, r| async move {
+            .unary(Retry::UnlessSent, message, |ch, r| async move {
                 CacheClient::new(ch).increment(r).await
             })
             .await?;
@@ -545,7 +587,9 @@ impl Client {
             .collect()
     }
 
-    /// Stores many values in one call; one result (stored or not) per item, in order.
+    /// Stores many values in one call; one result (stored or not) per item, in order. When an
+    /// item carries a lease token, the call is retried only when it cannot have reached the
+    /// server (see [`set_with`](Self::set_with)).
     pub async fn set_many<I, K, V>(&self, items: I) -> Result<Vec<Result<bool, KeyError>>, Error>
     where
         I: IntoIterator<Item = (K, V, SetOptions)>,
@@ -568,8 +612,17 @@ impl Client {
                 })
                 .collect(),
         };
+        let retry = if message
+            .items
+            .iter()
+            .any(|item| !item.lease_token.is_empty())
+        {
+            Retry::UnlessSent
+        } else {
+            Retry::OnUnavailable
+        };
         let response = self
-            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+            .unary(retry, message, |ch, r| async move {
                 CacheClient::new(ch).set_many(r).await
             })
             .await?;
@@ -764,6 +817,23 @@ mod tests {
                 header: VERSION_HEADER
             })
         ));
+    }
+
+    #[test]
+    fn only_calls_that_cannot_have_been_sent_are_retried_unless_sent() {
+        let refused = Status::from_error(Box::new(tonic::ConnectError(Box::new(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        ))));
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert!(Retry::UnlessSent.allows(&refused));
+        assert!(Retry::OnUnavailable.allows(&refused));
+        let lost = transport_failure_as_unavailable(Status::cancelled("connection reset"));
+        let unavailable = Status::unavailable("server shutting down");
+        for status in [&lost, &unavailable] {
+            assert!(!Retry::UnlessSent.allows(status), "{status:?}");
+        }
+        assert!(Retry::OnUnavailable.allows(&unavailable));
+        assert!(!Retry::OnUnavailable.allows(&Status::internal("a server fault")));
     }
 
     #[tokio::test]

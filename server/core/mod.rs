@@ -8,11 +8,13 @@
 //! - [`lease`]: the opaque lease tokens handed to refreshers;
 //! - [`meta`]: per-call gRPC metadata parsing;
 //! - [`auth`]: bearer tokens, admin rights and per-call debug modes;
-//! - [`deadline`]: the `grpc-timeout` header.
+//! - [`deadline`]: the `grpc-timeout` header;
+//! - [`framing`]: gRPC's message framing, followed as a request body arrives.
 
 pub(crate) mod auth;
 pub(crate) mod deadline;
 pub(crate) mod envelope;
+pub(crate) mod framing;
 pub(crate) mod item;
 pub(crate) mod key;
 pub(crate) mod lease;

@@ -1,7 +1,10 @@
 //! The one place where errors become the statuses callers see: the handlers' domain errors,
-//! and the refusals of the request path's layers (authentication, load shedding, deadlines).
+//! and the refusals of the request path's layers (authentication, load shedding, deadlines,
+//! request size, memory and read time).
 //! Backend details stay in the logs: statuses carry a clear message for the caller and nothing
 //! about memcached's internals.
+
+use std::time::Duration;
 
 use tonic::{Code, Status};
 
@@ -62,6 +65,40 @@ pub(crate) fn deadline_exceeded() -> Status {
     Status::deadline_exceeded("deadline exceeded")
 }
 
+/// A call whose request did not arrive within `server.request_read_timeout_ms`.
+pub(crate) fn request_read_timeout(timeout: Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "request not received within server.request_read_timeout_ms ({} ms)",
+        timeout.as_millis()
+    ))
+}
+
+/// A request message announced over `server.max_message_bytes`.
+pub(crate) fn message_too_large(len: u32, max: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "request message too large: {len} bytes, over server.max_message_bytes ({max})"
+    ))
+}
+
+/// A call refused because the request bytes held by calls reached
+/// `server.max_buffered_request_bytes`.
+pub(crate) fn request_budget_spent(budget: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "server is at its request memory budget (server.max_buffered_request_bytes, {budget} bytes); retry with backoff"
+    ))
+}
+
+/// A call whose request stopped arriving: its client reset the stream or the connection
+/// closed. The client's doing, so never INTERNAL.
+pub(crate) fn request_abandoned() -> Status {
+    Status::cancelled("request not received: the call was cancelled or its connection closed")
+}
+
+/// A call whose request ended inside a message.
+pub(crate) fn request_cut_short() -> Status {
+    Status::invalid_argument("request ended inside a message")
+}
+
 /// The per-key error of a batched call.
 pub(crate) fn key_error(e: CacheError) -> proto::KeyError {
     let status = Status::from(e);
@@ -114,6 +151,25 @@ mod tests {
         assert_eq!(shed().code(), Code::ResourceExhausted);
         assert!(shed().message().contains("server.max_concurrent_calls"));
         assert_eq!(deadline_exceeded().code(), Code::DeadlineExceeded);
+        let slow = request_read_timeout(Duration::from_millis(1500));
+        assert_eq!(slow.code(), Code::DeadlineExceeded);
+        assert!(
+            slow.message()
+                .contains("server.request_read_timeout_ms (1500 ms)")
+        );
+        let large = message_too_large(5000, 4096);
+        assert_eq!(large.code(), Code::ResourceExhausted);
+        assert!(large.message().contains("too large"));
+        assert!(large.message().contains("server.max_message_bytes (4096)"));
+        let spent = request_budget_spent(1 << 20);
+        assert_eq!(spent.code(), Code::ResourceExhausted);
+        assert!(
+            spent
+                .message()
+                .contains("server.max_buffered_request_bytes")
+        );
+        assert_eq!(request_abandoned().code(), Code::Cancelled);
+        assert_eq!(request_cut_short().code(), Code::InvalidArgument);
         let repeated = Status::from(MetaError::Repeated {
             header: "x-cache-version",
         });

@@ -1,15 +1,17 @@
 //! Overload protection for `mintcache.v1.Cache` calls:
 //! - [`ConcurrencyLayer`]: at most `server.max_concurrent_calls` calls are served at once; a
 //!   call beyond that is refused at once with `RESOURCE_EXHAUSTED` (load shedding), never
-//!   queued, so latency stays bounded and the caller can back off or go elsewhere;
+//!   queued, so latency stays bounded and the caller can back off or go elsewhere. It is put
+//!   after the request layer ([`super::request`]): a call takes a slot once its request has
+//!   arrived, so a client that never finishes its requests holds no slots;
 //! - [`DeadlineLayer`]: a call carrying `grpc-timeout` is abandoned when its budget runs out
 //!   (`DEADLINE_EXCEEDED`); dropping it cancels its memcached operation, whose connection is
 //!   then discarded by the pool.
 //!
 //! Both wrap the Cache service only: an overloaded server must still answer its probes.
 //!
-//! A deadline counts from the moment the call reached the server, stamped by
-//! [`ReceivedAtLayer`] around the whole server. The layers of the Cache service only see the
+//! A deadline (and the request layer's read timeout) counts from the moment the call reached
+//! the server, stamped by [`ReceivedAtLayer`] around the whole server. The layers of the Cache service only see the
 //! call when its task first runs (the router hands it over then), which under load is
 //! measurably later; tonic itself starts its own `grpc-timeout` timer on arrival, and the
 //! service's own timer must run out first so that the answer is `DEADLINE_EXCEEDED`.
@@ -123,6 +125,13 @@ pub(crate) struct DeadlineService<S> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReceivedAt(Instant);
 
+impl ReceivedAt {
+    /// The moment the call arrived.
+    pub(crate) fn instant(self) -> Instant {
+        self.0
+    }
+}
+
 /// Stamps every request with [`ReceivedAt`]; nothing else. See the module documentation.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ReceivedAtLayer;
@@ -185,7 +194,7 @@ where
         let received = request
             .extensions()
             .get::<ReceivedAt>()
-            .map_or_else(Instant::now, |r| r.0);
+            .map_or_else(Instant::now, |r| r.instant());
         let future = inner.call(request);
         match timeout {
             None => Box::pin(future),

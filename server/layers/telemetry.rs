@@ -4,6 +4,10 @@
 //! outcome, and the namespace and version (recorded by the handler); never the key or value.
 //! A W3C `traceparent` in the request metadata makes it a child of the caller's span, and the
 //! memcached calls made for the request are its children.
+//!
+//! A call that ends without an answer (its client reset the stream or its connection closed,
+//! and the server dropped the call) is counted as `CANCELLED`: a client's doing, never a
+//! server fault.
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -115,12 +119,45 @@ pub(crate) struct TelemetryService<S> {
     metrics: Metrics,
 }
 
-/// Decrements the in-flight gauge however the call ends (answered, failed or cancelled).
-struct InFlight(Metrics);
+/// One call being served: decrements the in-flight gauge however the call ends, and records
+/// a call that ends without an answer (dropped because its client went away) as `CANCELLED`.
+struct CallRecord {
+    metrics: Metrics,
+    rpc: &'static str,
+    started: Instant,
+    span: tracing::Span,
+    answered: bool,
+}
 
-impl Drop for InFlight {
+impl CallRecord {
+    fn start(metrics: Metrics, rpc: &'static str, span: tracing::Span) -> Self {
+        metrics.in_flight(1);
+        Self {
+            metrics,
+            rpc,
+            started: Instant::now(),
+            span,
+            answered: false,
+        }
+    }
+
+    fn finish(&mut self, code: &'static str, outcome: Option<MintOutcome>) {
+        self.answered = true;
+        self.span.record("rpc.grpc.status_code", code);
+        if let Some(outcome) = outcome {
+            self.span.record("mintcache.outcome", outcome.as_str());
+        }
+        self.metrics
+            .rpc(self.rpc, code, outcome, self.started.elapsed());
+    }
+}
+
+impl Drop for CallRecord {
     fn drop(&mut self) {
-        self.0.in_flight(-1);
+        if !self.answered {
+            self.finish(code_name(tonic::Code::Cancelled), None);
+        }
+        self.metrics.in_flight(-1);
     }
 }
 
@@ -164,13 +201,9 @@ where
             });
             let _ = span.set_parent(parent);
         }
-        let metrics = self.metrics.clone();
-        metrics.in_flight(1);
-        let guard = InFlight(metrics.clone());
-        let started = Instant::now();
-        let future = inner.call(request).instrument(span.clone());
+        let mut record = CallRecord::start(self.metrics.clone(), rpc, span.clone());
+        let future = inner.call(request).instrument(span);
         Box::pin(async move {
-            let _guard = guard;
             let response = future.await?;
             // A failed unary call is a trailers-only response: its status is in the headers.
             let code = response
@@ -180,12 +213,7 @@ where
                 .and_then(|v| v.parse::<i32>().ok())
                 .map_or(tonic::Code::Ok, tonic::Code::from_i32);
             let outcome = response.extensions().get::<MintOutcome>().copied();
-            let code = code_name(code);
-            span.record("rpc.grpc.status_code", code);
-            if let Some(outcome) = outcome {
-                span.record("mintcache.outcome", outcome.as_str());
-            }
-            metrics.rpc(rpc, code, outcome, started.elapsed());
+            record.finish(code_name(code), outcome);
             Ok(response)
         })
     }

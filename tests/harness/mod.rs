@@ -588,6 +588,11 @@ impl ServerProcess {
         }
     }
 
+    /// The process id (e.g. to read its memory use in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.lock().expect("lock").id()
+    }
+
     /// The logs so far.
     pub fn logs(&self) -> String {
         self.logs.lock().expect("lock").clone()

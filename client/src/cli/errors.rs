@@ -197,9 +197,10 @@ fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
         ),
         Code::PermissionDenied => format!("{said} (--debug needs an admin token)"),
         Code::ResourceExhausted => format!(
-            "{said} (the server is at its concurrency limit, or the message is over its \
-             server.max_message_bytes)"
+            "{said} (the server is at its concurrency limit or its request memory budget: \
+             retry later; or the message is over its server.max_message_bytes)"
         ),
+        // Servers before the request budget answered an oversize message this way.
         Code::OutOfRange if chain.contains("too large") => {
             format!("{said} (the message is over the server's server.max_message_bytes)")
         }

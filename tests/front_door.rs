@@ -1,0 +1,588 @@
+//! The gRPC port against clients that misbehave at the HTTP/2 level, which a gRPC client library
+//! never does: calls whose request never finishes arriving, floods of streams, cancellations in
+//! bursts, oversize headers and messages. The misbehaving clients speak raw HTTP/2 (the `h2`
+//! crate); the well-behaved ones are ordinary gRPC clients, whose calls must keep working.
+
+mod harness;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{Reason, SendStream};
+use harness::calls::{Calls, assert_hit};
+use harness::{Memcached, ServerProcess, TestServer, config, http_get, sample, wait_for_or};
+use mintcache_client::proto::GetRequest;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+/// A raw HTTP/2 connection to the gRPC port.
+struct RawConn {
+    send: SendRequest<Bytes>,
+    driver: tokio::task::JoinHandle<Result<(), h2::Error>>,
+}
+
+/// A call started on a [`RawConn`]: its answer to come, and its request body, still open.
+struct RawCall {
+    response: ResponseFuture,
+    body: SendStream<Bytes>,
+}
+
+impl RawConn {
+    /// A connection that opens as many streams as it is asked to, at once.
+    async fn open(addr: SocketAddr) -> Self {
+        Self::with(addr, h2::client::Builder::new()).await
+    }
+
+    /// A connection that keeps to 100 open streams until the server's settings arrive, as
+    /// gRPC clients do (hyper's default; the server's default limit too).
+    async fn open_polite(addr: SocketAddr) -> Self {
+        let mut builder = h2::client::Builder::new();
+        builder.initial_max_send_streams(100);
+        Self::with(addr, builder).await
+    }
+
+    async fn with(addr: SocketAddr, builder: h2::client::Builder) -> Self {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (send, connection) = builder.handshake(tcp).await.expect("handshake");
+        Self {
+            send,
+            driver: tokio::spawn(connection),
+        }
+    }
+
+    /// Sends the headers of a call of `rpc` (with `metadata`), and leaves its body open.
+    /// Beyond the server's stream limit, the stream waits in the client until one closes.
+    async fn start(&mut self, rpc: &str, metadata: &[(&str, &str)]) -> RawCall {
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://mintcache/mintcache.v1.Cache/{rpc}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        for (name, value) in metadata {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(()).expect("request");
+        // A fresh handle is always ready: streams beyond the limit queue in the client.
+        let mut send = self.send.clone().ready().await.expect("connection open");
+        let (response, body) = send.send_request(request, false).expect("stream");
+        RawCall { response, body }
+    }
+
+    /// How the connection ended, if it has: a GOAWAY from the server shows here.
+    fn ended(&self) -> bool {
+        self.driver.is_finished()
+    }
+}
+
+/// A gRPC message as it travels in a request body: 1 flag byte, 4 length bytes, the message.
+fn framed(message: &impl prost::Message) -> Bytes {
+    let encoded = message.encode_to_vec();
+    let mut out = Vec::with_capacity(5 + encoded.len());
+    out.push(0);
+    out.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
+    out.extend_from_slice(&encoded);
+    out.into()
+}
+
+fn get_request(key: &[u8]) -> GetRequest {
+    GetRequest {
+        key: key.to_vec(),
+        ..GetRequest::default()
+    }
+}
+
+/// `%XX` escapes of a `grpc-message`, decoded.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<(Code, String)> {
+    let code: i32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .map(percent_decode)
+        .unwrap_or_default();
+    Some((Code::from_i32(code), message))
+}
+
+/// The gRPC status a call was answered with (from a trailers-only answer's headers, or from
+/// the trailers after the reply), or the HTTP/2 error that ended the stream instead.
+async fn status_of(response: ResponseFuture) -> Result<(Code, String), h2::Error> {
+    let response = response.await?;
+    if let Some(status) = grpc_status(response.headers()) {
+        return Ok(status);
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await?.unwrap_or_default();
+    Ok(grpc_status(&trailers).unwrap_or((Code::Unknown, "no grpc-status".into())))
+}
+
+async fn metrics(admin: SocketAddr) -> String {
+    http_get(admin, "/metrics").await.1
+}
+
+/// Waits until at least `n` Cache calls are in flight.
+async fn wait_in_flight_at_least(admin: SocketAddr, n: f64) {
+    wait_for_or(
+        &format!("{n} calls in flight"),
+        || async move { sample(&metrics(admin).await, "mintcache_rpc_in_flight") >= n },
+        || metrics(admin),
+    )
+    .await;
+}
+
+/// Waits until no Cache call is in flight.
+async fn wait_none_in_flight(admin: SocketAddr) {
+    wait_for_or(
+        "no call in flight",
+        || async move { sample(&metrics(admin).await, "mintcache_rpc_in_flight") == 0.0 },
+        || metrics(admin),
+    )
+    .await;
+}
+
+/// Row of `mintcache_rpc_requests_total` for `rpc` answered with `code`.
+fn requests(rpc: &str, code: &str) -> String {
+    format!("mintcache_rpc_requests_total{{code=\"{code}\",outcome=\"none\",rpc=\"{rpc}\"}}")
+}
+
+/// One connection opens 1,100 calls that send 3 bytes of their body and never finish: the
+/// stream limit caps what one connection holds, the stuck calls hold no call slot while their
+/// request is still arriving, and each is answered (its resources freed) once
+/// `server.request_read_timeout_ms` has passed. Everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_calls_of_one_connection_lock_out_no_one() {
+    let mc = Memcached::start();
+    let mut cfg = config(&[&mc]);
+    cfg.server.request_read_timeout_ms = 3000;
+    let server = TestServer::start(cfg).await;
+    let victim = Calls::new(server.client().await);
+    victim.set(b"k", b"v").await;
+
+    let mut attacker = RawConn::open(server.addr).await;
+    let mut stuck = Vec::new();
+    for _ in 0..1100 {
+        let mut call = attacker.start("Get", &[]).await;
+        call.body
+            .send_data(Bytes::from_static(&[0, 0, 0]), false)
+            .expect("3 body bytes");
+        stuck.push(call);
+    }
+    wait_in_flight_at_least(server.admin, 100.0).await;
+    for _ in 0..50 {
+        assert_hit(&victim.get(b"k").await, b"v");
+    }
+    // The first stuck calls (the ones the server took) are answered once their request has
+    // not arrived in time, naming the setting.
+    for call in stuck.drain(..100) {
+        let (code, message) = status_of(call.response).await.expect("an answer");
+        assert_eq!(code, Code::DeadlineExceeded, "{message}");
+        assert!(
+            message.contains("server.request_read_timeout_ms"),
+            "{message}"
+        );
+    }
+    drop(stuck);
+    attacker.driver.abort();
+    wait_none_in_flight(server.admin).await;
+    assert_hit(&victim.get(b"k").await, b"v");
+}
+
+/// With tokens required, calls without one are refused on their headers: they never hold
+/// anything while their body trickles in.
+#[tokio::test]
+async fn unauthenticated_calls_are_refused_before_their_body() {
+    let token = "front-door-token";
+    let mut cfg = config(&[]);
+    cfg.auth.client_token_sha256 = vec![sha256_hex(token)];
+    cfg.auth.require_token = true;
+    cfg.server.max_concurrent_calls = 8;
+    let server = TestServer::start(cfg).await;
+    let mut attacker = RawConn::open(server.addr).await;
+    let mut stuck = Vec::new();
+    for _ in 0..100 {
+        let mut call = attacker.start("Get", &[]).await;
+        call.body
+            .send_data(Bytes::from_static(&[0, 0, 0]), false)
+            .expect("3 body bytes");
+        stuck.push(call);
+    }
+    // Answered while their bodies are still open.
+    for call in stuck {
+        let (code, _) = status_of(call.response).await.expect("an answer");
+        assert_eq!(code, Code::Unauthenticated);
+    }
+    let mut client = server.client().await;
+    let mut request = tonic::Request::new(get_request(b"k"));
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).expect("ascii"),
+    );
+    client
+        .get(request)
+        .await
+        .expect("a caller with a token is served");
+}
+
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// Calls cancelled by their client in bursts (a fifth of them, reset before the server took
+/// them) never make the server close the connection (a GOAWAY `too_many_resets` would fail
+/// every other call on it): the calls that were not cancelled all succeed.
+#[tokio::test]
+async fn cancellations_in_bursts_never_close_the_connection() {
+    let mc = Memcached::start();
+    let server = TestServer::start(config(&[&mc])).await;
+    Calls::new(server.client().await).set(b"k", b"v").await;
+    let mut conn = RawConn::open_polite(server.addr).await;
+    let message = framed(&get_request(b"k"));
+    // One call first, so that the server's settings are in before the bursts.
+    let mut first = conn.start("Get", &[]).await;
+    first
+        .body
+        .send_data(message.clone(), true)
+        .expect("request");
+    assert_eq!(status_of(first.response).await.expect("answer").0, Code::Ok);
+    let mut kept = Vec::new();
+    let mut cancelled = 0;
+    for round in 0..5 {
+        // Sent without yielding, so that each burst reaches the server at once.
+        let mut burst = Vec::new();
+        for i in 0..200 {
+            let mut call = conn.start("Get", &[]).await;
+            call.body
+                .send_data(message.clone(), true)
+                .expect("request body");
+            if i % 5 == 0 {
+                call.body.send_reset(Reason::CANCEL);
+                cancelled += 1;
+            } else {
+                burst.push(call.response);
+            }
+        }
+        for response in burst {
+            match status_of(response).await {
+                Ok((code, message)) => kept.push((code, message)),
+                Err(e) => panic!("round {round}: a call that was not cancelled failed: {e:?}"),
+            }
+        }
+    }
+    assert_eq!(cancelled, 200);
+    assert_eq!(kept.len(), 800);
+    assert!(
+        kept.iter().all(|(code, _)| *code == Code::Ok),
+        "{:?}",
+        kept.iter().find(|(code, _)| *code != Code::Ok)
+    );
+    assert!(!conn.ended(), "the server closed the connection");
+}
+
+/// A call its client cancels before its request has arrived is counted as CANCELLED, never
+/// as a server fault (INTERNAL); so is one cancelled while the server works on it.
+#[tokio::test]
+async fn client_cancellations_are_counted_as_cancelled() {
+    let hung = harness::HungNode::start();
+    let mut cfg = mintcache::config::Config::default();
+    cfg.memcached.servers = vec![hung.addr().parse().expect("spec")];
+    cfg.memcached.timeout_ms = 60_000;
+    cfg.memcached.failure_limit = 0;
+    let server = TestServer::start(cfg).await;
+    let mut conn = RawConn::open(server.addr).await;
+
+    // Before its body is complete.
+    let mut call = conn.start("Set", &[]).await;
+    call.body
+        .send_data(Bytes::from_static(&[0, 0, 0]), false)
+        .expect("3 body bytes");
+    wait_in_flight_at_least(server.admin, 1.0).await;
+    call.body.send_reset(Reason::CANCEL);
+    let set_cancelled = requests("Set", "CANCELLED");
+    wait_for_or(
+        "the cancelled Set to be counted",
+        || async { sample(&metrics(server.admin).await, &set_cancelled) == 1.0 },
+        || metrics(server.admin),
+    )
+    .await;
+
+    // With its request complete, while the server waits for memcached.
+    let mut call = conn.start("Get", &[]).await;
+    call.body
+        .send_data(framed(&get_request(b"k")), true)
+        .expect("request");
+    wait_in_flight_at_least(server.admin, 1.0).await;
+    call.body.send_reset(Reason::CANCEL);
+    let get_cancelled =
+        "mintcache_rpc_requests_total{code=\"CANCELLED\",outcome=\"none\",rpc=\"Get\"}";
+    wait_for_or(
+        "the cancelled Get to be counted",
+        || async { sample(&metrics(server.admin).await, get_cancelled) == 1.0 },
+        || metrics(server.admin),
+    )
+    .await;
+    let all = metrics(server.admin).await;
+    assert!(!all.contains("code=\"INTERNAL\""), "{all}");
+    wait_none_in_flight(server.admin).await;
+    drop(hung);
+}
+
+/// An `authorization` header too long to be a token (over HTTP/2's usual 16 KiB header list)
+/// reaches the auth layer and is refused as UNAUTHENTICATED, and the connection stays usable.
+#[tokio::test]
+async fn oversize_authorization_is_unauthenticated() {
+    let server = TestServer::start(config(&[])).await;
+    let mut client = server.client().await;
+    for len in [16 * 1024 + 1, 40 * 1024] {
+        let mut request = tonic::Request::new(get_request(b"k"));
+        let bearer = format!("Bearer {}", "a".repeat(len));
+        request.metadata_mut().insert(
+            "authorization",
+            MetadataValue::try_from(bearer).expect("ascii"),
+        );
+        let e = client.get(request).await.expect_err("refused");
+        assert_eq!(e.code(), Code::Unauthenticated, "{len} bytes: {e:?}");
+    }
+    client
+        .get(tonic::Request::new(get_request(b"k")))
+        .await
+        .expect("the same connection still serves");
+}
+
+/// A request message over `server.max_message_bytes` is RESOURCE_EXHAUSTED (gRPC's code for
+/// a message over a size limit), refused on its length prefix before it is read.
+#[tokio::test]
+async fn oversize_messages_are_resource_exhausted() {
+    let mut cfg = config(&[]);
+    cfg.limits.max_value_bytes = 1000;
+    cfg.limits.max_key_bytes = 100;
+    cfg.server.max_message_bytes = 2124;
+    let server = TestServer::start(cfg).await;
+    let c = Calls::new(server.client().await);
+    let e = c
+        .try_set(b"k", &[0u8; 4096], 0)
+        .await
+        .expect_err("message too large");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("server.max_message_bytes"), "{e:?}");
+
+    // Refused on the length prefix: the rest of the message never has to arrive.
+    let mut conn = RawConn::open(server.addr).await;
+    let mut call = conn.start("Set", &[]).await;
+    let mut prefix = vec![0u8];
+    prefix.extend_from_slice(&(1u32 << 30).to_be_bytes());
+    call.body
+        .send_data(Bytes::from(prefix), false)
+        .expect("length prefix");
+    let (code, message) = status_of(call.response).await.expect("an answer");
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+}
+
+/// Health and reflection take no part in the request budget (probes are never shed), so their
+/// messages are kept small: a health check announcing 1 MiB is refused on its length prefix
+/// rather than read, and health keeps answering.
+#[tokio::test]
+async fn probe_messages_are_small() {
+    let server = TestServer::start(config(&[])).await;
+    let conn = RawConn::open(server.addr).await;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("http://mintcache/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let mut send = conn.send.clone().ready().await.expect("connection open");
+    let (response, mut body) = send.send_request(request, false).expect("stream");
+    let mut prefix = vec![0u8];
+    prefix.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    prefix.extend_from_slice(&[0; 10]);
+    body.send_data(Bytes::from(prefix), false)
+        .expect("length prefix");
+    let (code, message) = tokio::time::timeout(Duration::from_secs(30), status_of(response))
+        .await
+        .expect("refused without waiting for the rest of the message")
+        .expect("an answer");
+    assert_ne!(code, Code::Ok, "{message}");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", server.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect"),
+    );
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health answers");
+}
+
+/// VmRSS of a process, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS line");
+    kib * 1024
+}
+
+/// Memory of request bodies is bounded by `server.max_buffered_request_bytes`: 100 calls each
+/// sending 3.9 MiB of a 4 MiB message and never finishing grow the server's resident memory by
+/// at most that budget plus an allowance for HTTP/2 buffers (each connection's unread window)
+/// and the allocator; the calls beyond the budget are refused with RESOURCE_EXHAUSTED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_memory_is_bounded_by_the_budget() {
+    const MIB: u64 = 1024 * 1024;
+    const BUDGET: u64 = 16 * MIB;
+    const ALLOWANCE: u64 = 32 * MIB;
+    const CONNECTIONS: usize = 4;
+    const CALLS_PER_CONNECTION: usize = 25;
+    let server = ServerProcess::start(&[
+        (
+            "MINTCACHE_SERVER__MAX_BUFFERED_REQUEST_BYTES",
+            BUDGET.to_string(),
+        ),
+        // Nothing times out while the memory is measured.
+        ("MINTCACHE_SERVER__REQUEST_READ_TIMEOUT_MS", "600000".into()),
+    ]);
+    let c = Calls::new(server.client().await);
+    c.set(b"k", b"v").await;
+    let before = rss_bytes(server.pid());
+
+    // Each call announces a message of 4 MiB - 1 KiB and sends all of it but 100 KiB.
+    let announced: u32 = 4 * 1024 * 1024 - 1024;
+    let sent = announced as usize - 100 * 1024;
+    let mut payload = vec![0u8; 5 + sent];
+    payload[1..5].copy_from_slice(&announced.to_be_bytes());
+    let payload = Bytes::from(payload);
+    let started = Instant::now();
+    let mut conns = Vec::new();
+    let mut calls = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut conn = RawConn::open(server.addr).await;
+        for _ in 0..CALLS_PER_CONNECTION {
+            calls.push(conn.start("Set", &[]).await);
+        }
+        conns.push(conn);
+    }
+    // Push every body as far as the server takes it: to the end (the server read it), or
+    // until the server refuses the call.
+    let pushes: Vec<_> = calls
+        .into_iter()
+        .map(|call| {
+            tokio::spawn(tokio::time::timeout(
+                PUSH_PATIENCE,
+                push(call, payload.clone()),
+            ))
+        })
+        .collect();
+    let mut refused = 0;
+    let mut held = Vec::new();
+    for push in pushes {
+        match push
+            .await
+            .expect("push task")
+            .expect("the server neither took nor refused a body")
+        {
+            Pushed::All(call) => held.push(call),
+            Pushed::Refused(code, message) => {
+                assert_eq!(code, Code::ResourceExhausted, "{message}");
+                assert!(
+                    message.contains("server.max_buffered_request_bytes"),
+                    "{message}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    let after = rss_bytes(server.pid());
+    let growth = after.saturating_sub(before);
+    let mib = |bytes: u64| bytes as f64 / MIB as f64;
+    eprintln!(
+        "RSS {:.1} MiB -> {:.1} MiB (+{:.1} MiB) with {} calls holding {:.1} MiB each and {refused} refused, in {:?}",
+        mib(before),
+        mib(after),
+        mib(growth),
+        held.len(),
+        mib(sent as u64),
+        started.elapsed()
+    );
+    assert!(
+        growth <= BUDGET + ALLOWANCE,
+        "resident memory grew by {} MiB, over the {} MiB budget + {} MiB allowance",
+        growth / MIB,
+        BUDGET / MIB,
+        ALLOWANCE / MIB
+    );
+    assert!(
+        refused > 0,
+        "no call was refused: the budget was never reached"
+    );
+    drop(held);
+    drop(conns);
+    c.set(b"k", b"after").await;
+}
+
+/// How long a body may take to be taken or refused: a bound on a broken server, not a measure.
+const PUSH_PATIENCE: Duration = Duration::from_secs(120);
+
+enum Pushed {
+    /// The whole payload was taken by the server; the call is still open.
+    All(RawCall),
+    /// The server answered (refused) the call.
+    Refused(Code, String),
+}
+
+/// Sends `payload` on the call's body as the server's flow control allows.
+async fn push(mut call: RawCall, mut payload: Bytes) -> Pushed {
+    while !payload.is_empty() {
+        call.body.reserve_capacity(payload.len());
+        match std::future::poll_fn(|cx| call.body.poll_capacity(cx)).await {
+            Some(Ok(n)) if n > 0 => {
+                let chunk = payload.split_to(n.min(payload.len()));
+                if call.body.send_data(chunk, false).is_err() {
+                    break;
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    if payload.is_empty() {
+        return Pushed::All(call);
+    }
+    match status_of(call.response).await {
+        Ok((code, message)) => Pushed::Refused(code, message),
+        Err(e) => Pushed::Refused(Code::Unknown, format!("stream ended without a status: {e}")),
+    }
+}
