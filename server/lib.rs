@@ -137,9 +137,12 @@ pub async fn run_with_clock(
                  elections and invalidations only hold within this process. Configure \
                  memcached.servers for production."
             );
-            server
-                .serve(EmbeddedStore::new(max_bytes, clock), shutdown)
-                .await
+            let store = EmbeddedStore::new(max_bytes, clock);
+            let _gauges = {
+                let store = store.clone();
+                registry.embedded_gauges(max_bytes, move || store.usage())
+            };
+            server.serve(store, shutdown).await
         }
         Backend::Memcached(config) => {
             let servers: Vec<String> = config.servers.iter().map(ToString::to_string).collect();
