@@ -571,7 +571,9 @@ target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
         }
         // Series at zero (the server shows the common ones from the start) are not listed.
         assert!(
-            !text.contains("Delete") && !text.contains("UNAVAILABLE") && !text.contains("connect"),
+            !text.contains("Delete")
+                && !text.contains("UNAVAILABLE")
+                && !text.contains("connect 0"),
             "{text}"
         );
         let json = summary.json("a:1");
