@@ -94,7 +94,6 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     if let Some(endpoint) = &telemetry.otlp_endpoint {
         tracing::info!(
-            endpoint = %endpoint,
             metrics_every_seconds = telemetry.export_interval.as_secs(),
             trace_sample_ratio = telemetry.sample_ratio,
             "OTLP export on: spans and metrics go to {endpoint}"

@@ -263,3 +263,74 @@ impl Store for EmbeddedStore {
             .await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::item::WriteMode;
+    use crate::core::key::KeySpace;
+    use crate::core::ttl::Expiry;
+
+    fn write(value: &[u8]) -> Write {
+        Write {
+            value: bytes::Bytes::copy_from_slice(value),
+            client_flags: 0,
+            ttl: Expiry::Never,
+            mode: WriteMode::Set,
+            cas: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_weighs_its_bytes_and_its_overhead() {
+        let key = bytes::Bytes::from_static(b":1:key");
+        let item = Item {
+            value: bytes::Bytes::from_static(b"twelve bytes"),
+            client_flags: 0,
+            expires_at: None,
+            cas: 1,
+            stale: false,
+            token_sent: false,
+        };
+        assert_eq!(weight(&key, &item), 6 + 12 + ENTRY_OVERHEAD);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_admits_every_write_and_evicts_the_oldest() {
+        let budget = 1 << 20;
+        let store = EmbeddedStore::new(budget, Clock::System);
+        let space = KeySpace::new("", "1").expect("key space");
+        let key = |n: usize| space.store_key(format!("key-{n}").as_bytes());
+        // Ten times what the budget holds.
+        let written = 10 * budget as usize / ENTRY_OVERHEAD as usize;
+        for n in 0..written {
+            let status = store.set(&key(n), &write(b"value")).await.expect("set");
+            assert_eq!(status, WriteStatus::Stored);
+            // A value just stored reads back, however full the store is.
+            let read = store.get(&key(n), GetOpts::default()).await.expect("get");
+            assert!(read.is_some(), "entry {n} gone right after it was stored");
+        }
+        store.inner.items.run_pending_tasks().await;
+        let usage = store.usage();
+        assert!(usage.bytes <= budget, "{usage:?}");
+        assert!(usage.entries * 9 < written as u64, "{usage:?}");
+        // Least recently used first: the oldest are gone, the newest are all there.
+        assert!(
+            store
+                .get(&key(0), GetOpts::default())
+                .await
+                .expect("get")
+                .is_none()
+        );
+        for n in written - 100..written {
+            assert!(
+                store
+                    .get(&key(n), GetOpts::default())
+                    .await
+                    .expect("get")
+                    .is_some(),
+                "recent entry {n} evicted"
+            );
+        }
+    }
+}

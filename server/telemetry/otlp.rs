@@ -114,7 +114,7 @@ impl Endpoint {
         match (change, result) {
             (Change::Failing, Err(e)) => tracing::warn!(
                 endpoint = %self.url,
-                signal = signal.as_str(),
+                signal = %signal.as_str(),
                 error = %e,
                 "OTLP export failing: telemetry is dropped until the collector answers (said again when it does)"
             ),
