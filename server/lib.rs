@@ -16,8 +16,9 @@
 //!   mint decisions, lease tokens, metadata and auth parsing). No I/O, no clock reads;
 //! - `store`: the `Store` trait and its backends, the memcached pool (ketama ring,
 //!   per-node connection pools, health) and the embedded in-process store;
-//! - `metrics`, [`telemetry`]: metrics (Prometheus text and OTLP), logs, trace propagation
-//!   and span export; `admin`: the admin HTTP port (`/metrics`, `/healthz`, `/readyz`);
+//! - `metrics`, [`telemetry`]: metrics (the service's, the build's and the process's; as
+//!   Prometheus text and over OTLP), logs, trace propagation and span export; `admin`: the
+//!   admin HTTP port (`/metrics`, `/healthz`, `/readyz`);
 //! - [`clock`]: where the embedded store reads the time.
 //!
 //! [`run`] serves validated settings on their listeners until a shutdown future resolves; the
@@ -137,9 +138,12 @@ pub async fn run_with_clock(
                  elections and invalidations only hold within this process. Configure \
                  memcached.servers for production."
             );
-            server
-                .serve(EmbeddedStore::new(max_bytes, clock), shutdown)
-                .await
+            let store = EmbeddedStore::new(max_bytes, clock);
+            let _gauges = {
+                let store = store.clone();
+                registry.embedded_gauges(max_bytes, move || store.usage())
+            };
+            server.serve(store, shutdown).await
         }
         Backend::Memcached(config) => {
             let servers: Vec<String> = config.servers.iter().map(ToString::to_string).collect();

@@ -9,11 +9,13 @@ use clap::Parser;
 use mintcache::config::{CONFIG_ENV, Config, Settings};
 use mintcache::{Listeners, telemetry};
 
-/// The allocator: the service allocates and frees many small buffers per call (HTTP/2 frames,
-/// messages, memcached commands) from several threads, which mimalloc serves with far less
-/// work and fragmentation than the system allocator.
+/// jemalloc rather than the system's malloc: glibc gives each thread its own arena and keeps
+/// what was freed there, so a busy embedded store whose entries are allocated and evicted on
+/// different worker threads grew to about twice `embedded.max_bytes` in resident memory (and
+/// more with more threads). jemalloc hands emptied pages back, and memory stays within the
+/// budget (docs/OPERATIONS.md, "Embedded store memory").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Exit code for a configuration error (EX_CONFIG is 78; 64 is EX_USAGE, used for bad input).
 const EXIT_BAD_CONFIG: u8 = 64;

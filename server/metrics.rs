@@ -4,20 +4,31 @@
 //! `/metrics` on the admin port) and, when `telemetry.otlp_endpoint` is set, an OTLP exporter.
 //!
 //! Labels never carry keys, values or tokens: only RPC names, status codes, outcomes and
-//! memcached node addresses.
+//! memcached node addresses, all from bounded sets.
+//!
+//! The series an alert would watch exist from the start, at zero ([`Metrics::new`],
+//! [`Metrics::nodes_known`]): a rule like `rate(…{code="UNAVAILABLE"}[5m]) > 0` or a ratio
+//! of errors to calls has something to compute on before the first failure. Beside the
+//! service's own metrics, every registry shows a build-info series and the process's resource
+//! use ([`process`]), and a server on the embedded store its size.
+
+mod process;
 
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{
-    Counter, Histogram, Meter, MeterProvider as _, ObservableGauge, UpDownCounter,
+    Counter, Histogram, Meter, MeterProvider as _, ObservableCounter, ObservableGauge,
+    UpDownCounter,
 };
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
 use crate::config::TelemetrySettings;
 use crate::core::mint::MintOutcome;
-use crate::store::PoolStats;
+use crate::layers::telemetry::{RPCS, code_name};
+use crate::store::{PoolStats, StoreError};
+use crate::telemetry::otlp;
 
 /// Metric names (OpenTelemetry form; Prometheus replaces dots with underscores and adds
 /// `_total` to counters and the unit to histograms).
@@ -44,6 +55,30 @@ pub(crate) mod names {
     pub(crate) const POOL_CONNECTIONS: &str = "mintcache.pool.connections";
     /// Callers waiting for a pooled memcached connection, by `node`.
     pub(crate) const POOL_WAITING: &str = "mintcache.pool.waiting";
+    /// Entries in the embedded store.
+    pub(crate) const EMBEDDED_ENTRIES: &str = "mintcache.embedded.entries";
+    /// Bytes the embedded store counts against its budget (unit `By`).
+    pub(crate) const EMBEDDED_SIZE: &str = "mintcache.embedded.size";
+    /// The embedded store's budget, `embedded.max_bytes` (unit `By`).
+    pub(crate) const EMBEDDED_CAPACITY: &str = "mintcache.embedded.capacity";
+    /// Always 1, with the build's `version`, `profile` and `target` as labels.
+    pub(crate) const BUILD_INFO: &str = "mintcache.build.info";
+    /// User and system CPU time of the process (unit `s`).
+    pub(crate) const PROCESS_CPU: &str = "process.cpu";
+    /// Resident memory of the process (unit `By`).
+    pub(crate) const PROCESS_RESIDENT_MEMORY: &str = "process.resident_memory";
+    /// Virtual memory of the process (unit `By`).
+    pub(crate) const PROCESS_VIRTUAL_MEMORY: &str = "process.virtual_memory";
+    /// OS threads of the process.
+    pub(crate) const PROCESS_THREADS: &str = "process.threads";
+    /// Open file descriptors.
+    pub(crate) const PROCESS_OPEN_FDS: &str = "process.open_fds";
+    /// The limit on open file descriptors.
+    pub(crate) const PROCESS_MAX_FDS: &str = "process.max_fds";
+    /// When the process started, seconds since the Unix epoch (unit `s`).
+    pub(crate) const PROCESS_START_TIME: &str = "process.start_time";
+    /// Failed exports to the OTLP collector, by `signal` (spans, metrics).
+    pub(crate) const OTLP_EXPORT_FAILURES: &str = "mintcache.otlp.export_failures";
 
     /// Every name above.
     #[cfg(test)]
@@ -59,8 +94,35 @@ pub(crate) mod names {
         BACKEND_EJECTIONS,
         POOL_CONNECTIONS,
         POOL_WAITING,
+        EMBEDDED_ENTRIES,
+        EMBEDDED_SIZE,
+        EMBEDDED_CAPACITY,
+        BUILD_INFO,
+        PROCESS_CPU,
+        PROCESS_RESIDENT_MEMORY,
+        PROCESS_VIRTUAL_MEMORY,
+        PROCESS_THREADS,
+        PROCESS_OPEN_FDS,
+        PROCESS_MAX_FDS,
+        PROCESS_START_TIME,
+        OTLP_EXPORT_FAILURES,
     ];
 }
+
+/// The status codes whose request series exist from the start for every RPC: success, and the
+/// failures an alert watches (client errors, refusals, overload, deadlines, backend and server
+/// faults). Rarer codes appear with their first call.
+const WATCHED_CODES: [tonic::Code; 9] = [
+    tonic::Code::Ok,
+    tonic::Code::Cancelled,
+    tonic::Code::InvalidArgument,
+    tonic::Code::DeadlineExceeded,
+    tonic::Code::Unauthenticated,
+    tonic::Code::PermissionDenied,
+    tonic::Code::ResourceExhausted,
+    tonic::Code::Unavailable,
+    tonic::Code::Internal,
+];
 
 /// Latency buckets in seconds: 50 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -83,8 +145,14 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the instruments on `meter`.
+    /// Creates the instruments on `meter`, with the series alerts watch at zero.
     pub(crate) fn new(meter: &Meter) -> Self {
+        let metrics = Self::instruments(meter);
+        metrics.start_at_zero();
+        metrics
+    }
+
+    fn instruments(meter: &Meter) -> Self {
         Self {
             rpc_requests: meter
                 .u64_counter(names::RPC_REQUESTS)
@@ -129,6 +197,44 @@ impl Metrics {
         }
     }
 
+    /// Adds 0 to each series an alert watches, so that it exists before its first event:
+    /// calls by RPC and watched code (`Get` answered `OK` by outcome), read outcomes, degraded
+    /// reads, sheds, and the calls in flight.
+    fn start_at_zero(&self) {
+        for rpc in RPCS {
+            for code in WATCHED_CODES {
+                let name = code_name(code);
+                if *rpc == "Get" && code == tonic::Code::Ok {
+                    for outcome in MintOutcome::ALL {
+                        self.rpc_requests
+                            .add(0, &call_labels(rpc, name, outcome.as_str()));
+                    }
+                } else {
+                    self.rpc_requests.add(0, &call_labels(rpc, name, "none"));
+                }
+            }
+        }
+        for outcome in MintOutcome::ALL {
+            self.mint_outcomes
+                .add(0, &[KeyValue::new("outcome", outcome.as_str())]);
+        }
+        self.degraded_reads.add(0, &[]);
+        self.rpc_shed.add(0, &[]);
+        self.rpc_in_flight.add(0, &[]);
+    }
+
+    /// The memcached servers in use: their error and ejection series start at zero.
+    pub(crate) fn nodes_known(&self, nodes: impl IntoIterator<Item = String>) {
+        for node in nodes {
+            let node = KeyValue::new("node", node);
+            self.backend_ejections.add(0, std::slice::from_ref(&node));
+            for kind in StoreError::KINDS {
+                self.backend_errors
+                    .add(0, &[node.clone(), KeyValue::new("kind", kind)]);
+            }
+        }
+    }
+
     /// One finished call.
     pub(crate) fn rpc(
         &self,
@@ -138,14 +244,7 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let outcome = outcome.map_or("none", MintOutcome::as_str);
-        self.rpc_requests.add(
-            1,
-            &[
-                KeyValue::new("rpc", rpc),
-                KeyValue::new("code", code),
-                KeyValue::new("outcome", outcome),
-            ],
-        );
+        self.rpc_requests.add(1, &call_labels(rpc, code, outcome));
         self.rpc_duration.record(
             elapsed.as_secs_f64(),
             &[KeyValue::new("rpc", rpc), KeyValue::new("code", code)],
@@ -191,6 +290,15 @@ impl Metrics {
     }
 }
 
+/// The labels of a call in `mintcache.rpc.requests`.
+fn call_labels(rpc: &'static str, code: &'static str, outcome: &'static str) -> [KeyValue; 3] {
+    [
+        KeyValue::new("rpc", rpc),
+        KeyValue::new("code", code),
+        KeyValue::new("outcome", outcome),
+    ]
+}
+
 /// Why metrics could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -208,10 +316,133 @@ pub(crate) struct PoolGauges {
     _waiting: ObservableGauge<u64>,
 }
 
+/// The embedded store's gauges; unregistered when dropped.
+pub(crate) struct EmbeddedGauges {
+    _entries: ObservableGauge<u64>,
+    _size: ObservableGauge<u64>,
+    _capacity: ObservableGauge<u64>,
+}
+
+/// How full the embedded store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EmbeddedUsage {
+    /// Entries held.
+    pub(crate) entries: u64,
+    /// Bytes counted against the budget.
+    pub(crate) bytes: u64,
+}
+
+/// The gauges every registry has: build info and the process's resource use. They are
+/// observed at each collection, for as long as the registry lives.
+struct StandardGauges {
+    _build_info: ObservableGauge<u64>,
+    _cpu: ObservableCounter<f64>,
+    _resident: ObservableGauge<u64>,
+    _virtual: ObservableGauge<u64>,
+    _threads: ObservableGauge<u64>,
+    _open_fds: ObservableGauge<u64>,
+    _max_fds: ObservableGauge<u64>,
+    _start_time: ObservableGauge<f64>,
+}
+
+impl StandardGauges {
+    fn new(meter: &Meter) -> Self {
+        let build = [
+            KeyValue::new("version", env!("CARGO_PKG_VERSION")),
+            // A debug build in production is worth seeing at a glance.
+            KeyValue::new(
+                "profile",
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                },
+            ),
+            KeyValue::new(
+                "target",
+                format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            ),
+        ];
+        let started = process::start_time();
+        Self {
+            _build_info: meter
+                .u64_observable_gauge(names::BUILD_INFO)
+                .with_description("Always 1; the labels say which build of mintcache runs")
+                .with_callback(move |observer| observer.observe(1, &build))
+                .build(),
+            _cpu: meter
+                .f64_observable_counter(names::PROCESS_CPU)
+                .with_unit("s")
+                .with_description("User and system CPU time spent")
+                .with_callback(|observer| {
+                    if let Some(stat) = process::read() {
+                        observer.observe(stat.cpu_seconds, &[]);
+                    }
+                })
+                .build(),
+            _resident: meter
+                .u64_observable_gauge(names::PROCESS_RESIDENT_MEMORY)
+                .with_unit("By")
+                .with_description("Resident memory size")
+                .with_callback(|observer| {
+                    if let Some(stat) = process::read() {
+                        observer.observe(stat.resident_bytes, &[]);
+                    }
+                })
+                .build(),
+            _virtual: meter
+                .u64_observable_gauge(names::PROCESS_VIRTUAL_MEMORY)
+                .with_unit("By")
+                .with_description("Virtual memory size")
+                .with_callback(|observer| {
+                    if let Some(stat) = process::read() {
+                        observer.observe(stat.virtual_bytes, &[]);
+                    }
+                })
+                .build(),
+            _threads: meter
+                .u64_observable_gauge(names::PROCESS_THREADS)
+                .with_description("OS threads")
+                .with_callback(|observer| {
+                    if let Some(stat) = process::read() {
+                        observer.observe(stat.threads, &[]);
+                    }
+                })
+                .build(),
+            _open_fds: meter
+                .u64_observable_gauge(names::PROCESS_OPEN_FDS)
+                .with_description("Open file descriptors")
+                .with_callback(|observer| {
+                    if let Some(n) = process::open_fds() {
+                        observer.observe(n, &[]);
+                    }
+                })
+                .build(),
+            _max_fds: meter
+                .u64_observable_gauge(names::PROCESS_MAX_FDS)
+                .with_description("Limit on open file descriptors")
+                .with_callback(|observer| {
+                    if let Some(n) = process::max_fds() {
+                        observer.observe(n, &[]);
+                    }
+                })
+                .build(),
+            _start_time: meter
+                .f64_observable_gauge(names::PROCESS_START_TIME)
+                .with_unit("s")
+                .with_description("Start time of the process since the Unix epoch")
+                .with_callback(move |observer| observer.observe(started, &[]))
+                .build(),
+        }
+    }
+}
+
 /// A server's meter provider and Prometheus registry.
 pub(crate) struct MetricsRegistry {
     provider: SdkMeterProvider,
     registry: prometheus::Registry,
+    _standard: StandardGauges,
+    _otlp_failures: Option<ObservableCounter<u64>>,
 }
 
 impl MetricsRegistry {
@@ -239,14 +470,32 @@ impl MetricsRegistry {
                 .with_timeout(Duration::from_secs(5))
                 .build()
                 .map_err(|e| MetricsError::Otlp(e.to_string()))?;
+            let exporter = otlp::Reported::new(exporter, otlp::Signal::Metrics, endpoint);
             let reader = PeriodicReader::builder(exporter)
                 .with_interval(telemetry.export_interval)
                 .build();
             builder = builder.with_reader(reader);
         }
+        let provider = builder.build();
+        let meter = provider.meter("mintcache");
+        let standard = StandardGauges::new(&meter);
+        // Failed exports are logged once per outage: this counter is what to alert on.
+        let otlp_failures = telemetry.otlp_endpoint.clone().map(|endpoint| {
+            meter
+                .u64_observable_counter(names::OTLP_EXPORT_FAILURES)
+                .with_description("Failed exports to the OTLP collector, by signal")
+                .with_callback(move |observer| {
+                    for (signal, failures) in otlp::export_failures(&endpoint) {
+                        observer.observe(failures, &[KeyValue::new("signal", signal.as_str())]);
+                    }
+                })
+                .build()
+        });
         Ok(Self {
-            provider: builder.build(),
+            provider,
             registry,
+            _standard: standard,
+            _otlp_failures: otlp_failures,
         })
     }
 
@@ -293,6 +542,39 @@ impl MetricsRegistry {
         }
     }
 
+    /// Registers the embedded store's gauges: its budget, and its entries and weighted bytes
+    /// read from `usage` at each collection. They live as long as the returned handle.
+    pub(crate) fn embedded_gauges(
+        &self,
+        capacity: u64,
+        usage: impl Fn() -> EmbeddedUsage + Send + Sync + 'static,
+    ) -> EmbeddedGauges {
+        let usage = std::sync::Arc::new(usage);
+        let meter = self.meter();
+        let for_entries = usage.clone();
+        EmbeddedGauges {
+            _entries: meter
+                .u64_observable_gauge(names::EMBEDDED_ENTRIES)
+                .with_description("Entries in the embedded store")
+                .with_callback(move |observer| observer.observe(for_entries().entries, &[]))
+                .build(),
+            _size: meter
+                .u64_observable_gauge(names::EMBEDDED_SIZE)
+                .with_unit("By")
+                .with_description(
+                    "Bytes the embedded store counts against its budget (entries at their estimated memory cost)",
+                )
+                .with_callback(move |observer| observer.observe(usage().bytes, &[]))
+                .build(),
+            _capacity: meter
+                .u64_observable_gauge(names::EMBEDDED_CAPACITY)
+                .with_unit("By")
+                .with_description("The embedded store's budget (embedded.max_bytes)")
+                .with_callback(move |observer| observer.observe(capacity, &[]))
+                .build(),
+        }
+    }
+
     /// The current metrics in Prometheus text format.
     pub(crate) fn render(&self) -> String {
         use prometheus::Encoder as _;
@@ -320,7 +602,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for name in names::ALL {
             assert!(seen.insert(*name), "{name} declared twice");
-            assert!(name.starts_with("mintcache."), "{name}");
+            assert!(
+                name.starts_with("mintcache.") || name.starts_with("process."),
+                "{name}"
+            );
         }
     }
 
@@ -347,5 +632,126 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
+    }
+
+    /// The lines of `text` that are samples of `metric` (any labels).
+    fn samples<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(metric)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_watched_series_start_at_zero_with_bounded_labels() {
+        let registry = MetricsRegistry::new(&TelemetrySettings::default()).expect("registry");
+        let metrics = Metrics::new(&registry.meter());
+        metrics.nodes_known(["10.0.0.1:11211".to_owned(), "10.0.0.2:11211".to_owned()]);
+        let text = registry.render();
+        for expected in [
+            "mintcache_rpc_requests_total{code=\"OK\",outcome=\"hit\",rpc=\"Get\"} 0",
+            "mintcache_rpc_requests_total{code=\"OK\",outcome=\"pending\",rpc=\"Get\"} 0",
+            "mintcache_rpc_requests_total{code=\"UNAVAILABLE\",outcome=\"none\",rpc=\"Get\"} 0",
+            "mintcache_rpc_requests_total{code=\"OK\",outcome=\"none\",rpc=\"SetMany\"} 0",
+            "mintcache_rpc_requests_total{code=\"INTERNAL\",outcome=\"none\",rpc=\"Flush\"} 0",
+            "mintcache_rpc_requests_total{code=\"RESOURCE_EXHAUSTED\",outcome=\"none\",rpc=\"Set\"} 0",
+            "mintcache_mint_outcomes_total{outcome=\"refresh\"} 0",
+            "mintcache_reads_degraded_total 0",
+            "mintcache_rpc_shed_total 0",
+            "mintcache_rpc_in_flight 0",
+            "mintcache_backend_ejections_total{node=\"10.0.0.2:11211\"} 0",
+            "mintcache_backend_errors_total{kind=\"connect\",node=\"10.0.0.1:11211\"} 0",
+            "mintcache_backend_errors_total{kind=\"refused\",node=\"10.0.0.2:11211\"} 0",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        // Bounded: every RPC by every watched code, with Get's successes by outcome.
+        let calls = samples(&text, "mintcache_rpc_requests_total");
+        assert_eq!(
+            calls.len(),
+            RPCS.len() * WATCHED_CODES.len() + MintOutcome::ALL.len() - 1
+        );
+        assert_eq!(
+            samples(&text, "mintcache_backend_errors_total").len(),
+            2 * StoreError::KINDS.len()
+        );
+        assert!(
+            samples(&text, "mintcache_rpc_duration_seconds_count").is_empty(),
+            "latency has no zero to show"
+        );
+    }
+
+    #[test]
+    fn every_registry_shows_its_build_and_the_process() {
+        let registry = MetricsRegistry::new(&TelemetrySettings::default()).expect("registry");
+        let text = registry.render();
+        let build = samples(&text, "mintcache_build_info");
+        assert_eq!(build.len(), 1, "{text}");
+        assert!(
+            build[0].contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+                && build[0].contains(if cfg!(debug_assertions) {
+                    "profile=\"debug\""
+                } else {
+                    "profile=\"release\""
+                })
+                && build[0].ends_with(" 1"),
+            "{}",
+            build[0]
+        );
+        for metric in [
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "process_virtual_memory_bytes",
+            "process_threads",
+            "process_open_fds",
+            "process_max_fds",
+            "process_start_time_seconds",
+        ] {
+            let lines = samples(&text, metric);
+            assert_eq!(lines.len(), 1, "{metric} in\n{text}");
+            let value: f64 = lines[0]
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("a number: {}", lines[0]));
+            if metric != "process_cpu_seconds_total" {
+                assert!(value > 0.0, "{}", lines[0]);
+            }
+        }
+        assert!(
+            samples(&text, "mintcache_embedded_size_bytes").is_empty(),
+            "no embedded store here"
+        );
+    }
+
+    #[test]
+    fn embedded_store_gauges_read_the_store_at_each_collection() {
+        let registry = MetricsRegistry::new(&TelemetrySettings::default()).expect("registry");
+        let usage = std::sync::Arc::new(std::sync::Mutex::new(EmbeddedUsage {
+            entries: 0,
+            bytes: 0,
+        }));
+        let _gauges = {
+            let usage = usage.clone();
+            registry.embedded_gauges(64 << 20, move || *usage.lock().expect("lock"))
+        };
+        let text = registry.render();
+        assert!(text.contains("mintcache_embedded_entries 0"), "{text}");
+        assert!(
+            text.contains("mintcache_embedded_capacity_bytes 67108864"),
+            "{text}"
+        );
+        *usage.lock().expect("lock") = EmbeddedUsage {
+            entries: 3,
+            bytes: 1200,
+        };
+        let text = registry.render();
+        assert!(text.contains("mintcache_embedded_entries 3"), "{text}");
+        assert!(
+            text.contains("mintcache_embedded_size_bytes 1200"),
+            "{text}"
+        );
     }
 }

@@ -227,6 +227,8 @@ impl Server {
             metrics,
         } = self;
         let store = Arc::new(store);
+        // Each memcached server's error and ejection series exist from the start, at zero.
+        metrics.nodes_known(store.pool_stats().into_iter().map(|stats| stats.node));
         let _pool_gauges = {
             let store = store.clone();
             registry.pool_gauges(move || store.pool_stats())

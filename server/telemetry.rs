@@ -1,7 +1,10 @@
 //! Process-wide telemetry set up by `mintcache-server`: the `tracing` subscriber (text or JSON
 //! log lines on stderr), W3C trace-context propagation, and, when `telemetry.otlp_endpoint` is
 //! set, export of the spans to an OpenTelemetry collector over OTLP/gRPC. Metrics are per
-//! server (`crate::metrics`).
+//! server (`crate::metrics`); both exporters report a collector that cannot be reached through
+//! `otlp`, once per outage.
+
+pub(crate) mod otlp;
 
 use std::time::Duration;
 
@@ -52,7 +55,9 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
     }
-    .with_filter(filter.and(filter_fn(|meta| meta.is_event())));
+    .with_filter(filter.and(filter_fn(|meta| {
+        meta.is_event() && !otlp::is_reported_here(meta)
+    })));
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = vec![fmt.boxed()];
 
     let telemetry = &settings.telemetry;
@@ -66,6 +71,7 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
             .with_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| TelemetryError::Otlp(e.to_string()))?;
+        let exporter = otlp::Reported::new(exporter, otlp::Signal::Spans, endpoint);
         let provider = SdkTracerProvider::builder()
             .with_resource(
                 Resource::builder()
@@ -90,6 +96,13 @@ pub fn init(settings: &Settings) -> Result<Telemetry, TelemetryError> {
         .with(layers)
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
+    if let Some(endpoint) = &telemetry.otlp_endpoint {
+        tracing::info!(
+            metrics_every_seconds = telemetry.export_interval.as_secs(),
+            trace_sample_ratio = telemetry.sample_ratio,
+            "OTLP export on: spans and metrics go to {endpoint}"
+        );
+    }
     Ok(Telemetry { tracer_provider })
 }
 

@@ -30,6 +30,15 @@ pub(crate) enum MintOutcome {
 }
 
 impl MintOutcome {
+    /// Every outcome (metrics show each from the start, at zero).
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Hit,
+        Self::Stale,
+        Self::Refresh,
+        Self::Miss,
+        Self::Pending,
+    ];
+
     /// The lower-case name used in logs and metrics.
     pub(crate) fn as_str(self) -> &'static str {
         match self {

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 
 /// The RPCs of `mintcache.v1.Cache`, as metric and span labels (a closed set, so label
 /// cardinality stays bounded whatever path a client sends; a test keeps it equal to the API's).
-const RPCS: &[&str] = &[
+pub(crate) const RPCS: &[&str] = &[
     "Get",
     "Set",
     "Delete",
@@ -52,7 +52,7 @@ fn rpc_name(path: &str) -> &'static str {
 }
 
 /// The name of a gRPC status code, as in the gRPC specification.
-fn code_name(code: tonic::Code) -> &'static str {
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",

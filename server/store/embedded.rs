@@ -7,6 +7,12 @@
 //!
 //! Time comes from a [`Clock`]: the item rules decide what has expired at the clock's `now`,
 //! and moka only reclaims the memory of expired items.
+//!
+//! Memory: each entry weighs what it really costs ([`weight`]: its key and value plus a
+//! measured constant for the item and moka's own bookkeeping), so that `embedded.max_bytes`
+//! bounds the process's memory and not just the payload. Eviction is plain LRU, as in
+//! memcached: moka's default admission policy (TinyLFU) would turn away new keys when the
+//! store is full, and a value just stored (`stored = true`) would then read as a miss.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +21,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::Op;
+use moka::policy::EvictionPolicy;
 
 use super::{Store, StoreError};
 use crate::clock::Clock;
@@ -22,9 +29,26 @@ use crate::core::item::{
     self, Cas, Change, Create, GetOpts, IncrStatus, Item, ItemView, Write, WriteStatus,
 };
 use crate::core::key::StoreKey;
+use crate::metrics::EmbeddedUsage;
 
-/// Bytes counted per entry on top of key and value, for moka's weigher.
-const ENTRY_OVERHEAD: u32 = 64;
+/// Bytes an entry costs beyond its key and value bytes: the `Item` behind its `Arc`, the
+/// allocations of the key and value (`Bytes` handles, shared headers, the allocator's
+/// rounding), and moka's per-entry bookkeeping (hash table bucket, entry info, LRU and timer
+/// wheel nodes). Measured as the growth of the server's resident memory per entry stored, with
+/// small keys and values (see docs/OPERATIONS.md, "Embedded store memory").
+const ENTRY_OVERHEAD: u32 = 600;
+
+/// How often an idle store catches up with its pending work (see
+/// [`EmbeddedStore::spawn_housekeeping`]).
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What an entry counts against the budget: its real cost in memory, as closely as it can be
+/// known without asking the allocator.
+fn weight(key: &bytes::Bytes, item: &Item) -> u32 {
+    u32::try_from(key.len() + item.value.len())
+        .unwrap_or(u32::MAX)
+        .saturating_add(ENTRY_OVERHEAD)
+}
 
 /// The in-process store.
 #[derive(Clone)]
@@ -84,21 +108,18 @@ impl Expiry<bytes::Bytes, Arc<Item>> for ItemExpiry {
 }
 
 impl EmbeddedStore {
-    /// A store holding at most about `max_bytes` of keys and values, reading time from `clock`.
+    /// A store using about `max_bytes` of memory for its entries, reading time from `clock`.
     pub(crate) fn new(max_bytes: u64, clock: Clock) -> Self {
         let epoch = Instant::now();
         let manual = matches!(clock, Clock::Manual(_));
         let items = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|k: &bytes::Bytes, v: &Arc<Item>| {
-                let len = k.len() + v.value.len();
-                u32::try_from(len)
-                    .unwrap_or(u32::MAX)
-                    .saturating_add(ENTRY_OVERHEAD)
-            })
+            .weigher(|k: &bytes::Bytes, v: &Arc<Item>| weight(k, v))
+            // Every write is admitted and the least recently used entries make room for it.
+            .eviction_policy(EvictionPolicy::lru())
             .expire_after(ItemExpiry { epoch, manual })
             .build();
-        Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 items,
                 epoch,
@@ -106,6 +127,37 @@ impl EmbeddedStore {
                 cas: AtomicU64::new(1),
                 instance: fastrand::u64(1..),
             }),
+        };
+        store.spawn_housekeeping();
+        store
+    }
+
+    /// moka applies writes, evictions and expirations in batches, when later operations come;
+    /// an idle store would hold expired entries and show stale counts for as long as it stays
+    /// idle. This task does that work every [`HOUSEKEEPING_INTERVAL`] until the store is
+    /// dropped. (Outside a runtime, as in some tests, nothing is spawned.)
+    fn spawn_housekeeping(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(HOUSEKEEPING_INTERVAL).await;
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                inner.items.run_pending_tasks().await;
+            }
+        });
+    }
+
+    /// Entries held and bytes counted against the budget. moka applies writes and evictions
+    /// in batches, so these trail the latest writes by a moment.
+    pub(crate) fn usage(&self) -> EmbeddedUsage {
+        EmbeddedUsage {
+            entries: self.inner.items.entry_count(),
+            bytes: self.inner.items.weighted_size(),
         }
     }
 
@@ -209,5 +261,76 @@ impl Store for EmbeddedStore {
         Ok(self
             .apply(key, |it, now, cas| item::incr(it, delta, create, now, cas))
             .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::item::WriteMode;
+    use crate::core::key::KeySpace;
+    use crate::core::ttl::Expiry;
+
+    fn write(value: &[u8]) -> Write {
+        Write {
+            value: bytes::Bytes::copy_from_slice(value),
+            client_flags: 0,
+            ttl: Expiry::Never,
+            mode: WriteMode::Set,
+            cas: None,
+        }
+    }
+
+    #[test]
+    fn an_entry_weighs_its_bytes_and_its_overhead() {
+        let key = bytes::Bytes::from_static(b":1:key");
+        let item = Item {
+            value: bytes::Bytes::from_static(b"twelve bytes"),
+            client_flags: 0,
+            expires_at: None,
+            cas: 1,
+            stale: false,
+            token_sent: false,
+        };
+        assert_eq!(weight(&key, &item), 6 + 12 + ENTRY_OVERHEAD);
+    }
+
+    #[tokio::test]
+    async fn a_full_store_admits_every_write_and_evicts_the_oldest() {
+        let budget = 1 << 20;
+        let store = EmbeddedStore::new(budget, Clock::System);
+        let space = KeySpace::new("", "1").expect("key space");
+        let key = |n: usize| space.store_key(format!("key-{n}").as_bytes());
+        // Ten times what the budget holds.
+        let written = 10 * budget as usize / ENTRY_OVERHEAD as usize;
+        for n in 0..written {
+            let status = store.set(&key(n), &write(b"value")).await.expect("set");
+            assert_eq!(status, WriteStatus::Stored);
+            // A value just stored reads back, however full the store is.
+            let read = store.get(&key(n), GetOpts::default()).await.expect("get");
+            assert!(read.is_some(), "entry {n} gone right after it was stored");
+        }
+        store.inner.items.run_pending_tasks().await;
+        let usage = store.usage();
+        assert!(usage.bytes <= budget, "{usage:?}");
+        assert!(usage.entries * 9 < written as u64, "{usage:?}");
+        // Least recently used first: the oldest are gone, the newest are all there.
+        assert!(
+            store
+                .get(&key(0), GetOpts::default())
+                .await
+                .expect("get")
+                .is_none()
+        );
+        for n in written - 100..written {
+            assert!(
+                store
+                    .get(&key(n), GetOpts::default())
+                    .await
+                    .expect("get")
+                    .is_some(),
+                "recent entry {n} evicted"
+            );
+        }
     }
 }

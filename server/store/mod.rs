@@ -81,7 +81,12 @@ pub(crate) enum Refusal {
 }
 
 impl StoreError {
-    /// A short name of the kind of failure, for metrics.
+    /// Every name [`StoreError::kind`] gives (metrics show each from the start, at zero).
+    pub(crate) const KINDS: [&'static str; 6] = [
+        "connect", "timeout", "protocol", "ejected", "broken", "refused",
+    ];
+
+    /// A short name of the kind of failure, for metrics; one of [`StoreError::KINDS`].
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Connect { .. } => "connect",
@@ -205,5 +210,38 @@ pub(crate) trait Store: Send + Sync + 'static {
         keys: &[StoreKey],
     ) -> impl Future<Output = Vec<Result<bool, StoreError>>> + Send {
         join_all(keys.iter().map(|k| self.delete(k)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_failure_is_listed() {
+        let node = || "10.0.0.1:11211".to_owned();
+        let reason = || "why".to_owned();
+        let errors = [
+            StoreError::Connect {
+                node: node(),
+                reason: reason(),
+            },
+            StoreError::Timeout { node: node() },
+            StoreError::Protocol {
+                node: node(),
+                reason: reason(),
+            },
+            StoreError::Ejected { node: node() },
+            StoreError::Broken {
+                node: node(),
+                reason: reason(),
+            },
+            StoreError::Refused {
+                node: node(),
+                refusal: Refusal::TooLarge,
+            },
+        ];
+        let kinds: Vec<&str> = errors.iter().map(StoreError::kind).collect();
+        assert_eq!(kinds, StoreError::KINDS);
     }
 }

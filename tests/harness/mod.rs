@@ -588,9 +588,21 @@ impl ServerProcess {
         }
     }
 
-    /// The process id (e.g. to read its memory use in `/proc`).
+    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.lock().expect("lock").id()
+    }
+
+    /// The process's resident memory now, in bytes (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status of the server");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a VmRSS line in kB");
+        kib * 1024
     }
 
     /// The logs so far.

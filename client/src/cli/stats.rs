@@ -324,10 +324,14 @@ impl Summary {
     fn text(&self, admin: &str) -> String {
         let mut out = String::new();
         let total: f64 = self.calls.values().flat_map(|codes| codes.values()).sum();
+        // The server shows its common series from the start, at zero: only what happened is
+        // listed.
         let per_rpc: Vec<String> = self
             .calls
             .iter()
-            .map(|(rpc, codes)| format!("{rpc} {}", count(codes.values().sum())))
+            .map(|(rpc, codes)| (rpc, codes.values().sum::<f64>()))
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(rpc, n)| format!("{rpc} {}", count(n)))
             .collect();
         let _ = writeln!(out, "server      {admin} (admin port)");
         let _ = writeln!(out, "calls       {}{}", count(total), list(&per_rpc));
@@ -339,6 +343,7 @@ impl Summary {
         }
         let error_list: Vec<String> = errors
             .iter()
+            .filter(|(_, n)| **n > 0.0)
             .map(|(code, n)| format!("{code} {}", count(*n)))
             .collect();
         let _ = writeln!(
@@ -395,6 +400,7 @@ impl Summary {
             let errors: Vec<String> = b
                 .errors
                 .iter()
+                .filter(|(_, n)| **n > 0.0)
                 .map(|(kind, n)| format!("{kind} {}", count(*n)))
                 .collect();
             let avg = if b.count > 0.0 {
@@ -525,6 +531,7 @@ mintcache_rpc_requests_total{code="OK",outcome="hit",rpc="Get",otel_scope_name="
 mintcache_rpc_requests_total{code="OK",outcome="miss",rpc="Get"} 1
 mintcache_rpc_requests_total{code="INVALID_ARGUMENT",outcome="none",rpc="Set"} 2
 mintcache_rpc_requests_total{code="OK",outcome="none",rpc="Set"} 3
+mintcache_rpc_requests_total{code="UNAVAILABLE",outcome="none",rpc="Delete"} 0
 mintcache_mint_outcomes_total{outcome="hit"} 9
 mintcache_mint_outcomes_total{outcome="miss"} 1
 mintcache_rpc_duration_seconds_bucket{code="OK",rpc="Get",le="0.001"} 9
@@ -533,6 +540,7 @@ mintcache_rpc_duration_seconds_bucket{code="OK",rpc="Get",le="+Inf"} 10
 mintcache_rpc_duration_seconds_sum{code="OK",rpc="Get"} 0.005
 mintcache_rpc_duration_seconds_count{code="OK",rpc="Get"} 10
 mintcache_backend_errors_total{kind="timeout",node="127.0.0.1:11211"} 2
+mintcache_backend_errors_total{kind="connect",node="127.0.0.1:11211"} 0
 mintcache_pool_connections{node="127.0.0.1:11211",state="idle"} 3
 mintcache_rpc_in_flight 1
 target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
@@ -541,9 +549,9 @@ target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
     #[test]
     fn metrics_are_parsed_and_summed_up() {
         let samples = parse(METRICS);
-        assert_eq!(samples.len(), 15);
+        assert_eq!(samples.len(), 17);
         assert_eq!(
-            samples[14].labels.get("label").map(String::as_str),
+            samples[16].labels.get("label").map(String::as_str),
             Some("a \"quoted\" \\ value")
         );
         let summary = Summary::new(&samples);
@@ -561,6 +569,13 @@ target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
         ] {
             assert!(text.contains(line), "{line:?} in\n{text}");
         }
+        // Series at zero (the server shows the common ones from the start) are not listed.
+        assert!(
+            !text.contains("Delete")
+                && !text.contains("UNAVAILABLE")
+                && !text.contains("connect 0"),
+            "{text}"
+        );
         let json = summary.json("a:1");
         assert_eq!(json["calls"]["Set"]["INVALID_ARGUMENT"], 2.0);
         assert_eq!(json["hit_ratio"], 0.9);
