@@ -254,8 +254,26 @@ def test_debug_modes_for_admins(admin):
 
 
 def test_deadline(client):
+    """A deadline that has passed is DeadlineExceeded, never an answer (a zero timeout has
+    always passed by the time the call would be sent)."""
     with pytest.raises(mintcache.DeadlineExceeded):
-        client.with_options(timeout=0.000001).get("k")
+        client.with_options(timeout=0).get("k")
+    with pytest.raises(mintcache.DeadlineExceeded):
+        client.with_options(timeout=0).set("k", "v", 60)
+
+
+def test_deadline_of_a_call_nobody_answers():
+    """A peer that accepts TCP connections and never speaks HTTP/2: the deadline ends the
+    call as DeadlineExceeded (gRPC's own deadline, not the client's pre-send check)."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        with Client(f"127.0.0.1:{port}", timeout=0.3, retry=Backoff(1, 0.01, 0.01)) as c:
+            with pytest.raises(mintcache.DeadlineExceeded):
+                c.get("k")
 
 
 def test_connection_failures_move_to_the_next_endpoint(cluster, space):

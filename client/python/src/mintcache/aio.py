@@ -154,7 +154,11 @@ class AsyncClient:
         failed = 0
         while True:
             stub = self._channels.pick()
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                # A call sent with a deadline already passed can still race the reply
+                # past gRPC's own timer; it is never sent.
+                raise DeadlineExceeded("deadline passed before the call was sent")
             call = getattr(stub, method)(request, timeout=remaining, metadata=metadata)
             try:
                 response = await call
