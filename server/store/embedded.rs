@@ -209,9 +209,19 @@ impl Store for EmbeddedStore {
     }
 
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {
-        let view = self
-            .apply(key, |it, now, cas| item::get(it, opts, now, cas))
-            .await;
+        // Most reads change nothing (a hit outside any election): those need no per-key lock.
+        // The item is read as one `Arc`, so such a read answers what a locked read would have
+        // answered at that instant; a read that would change the item (an election, a touch,
+        // a placeholder, removing an expired item) runs again under the lock.
+        let current = self.inner.items.get(key.stored()).await;
+        let (view, change) = item::get(current.as_deref(), opts, self.now(), 0);
+        let view = match change {
+            Change::Keep => view,
+            Change::Put(_) | Change::Remove => {
+                self.apply(key, |it, now, cas| item::get(it, opts, now, cas))
+                    .await
+            }
+        };
         Ok(view.map(|view| ItemView {
             instance: self.inner.instance,
             ..view
