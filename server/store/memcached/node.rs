@@ -16,7 +16,11 @@
 //! ejected, operations fail at once and, with `ejected_keys = remap`, its keys go to the other
 //! servers. The health prober tries an ejected server every second and brings it back as soon
 //! as it answers. Refusals of one item (`SERVER_ERROR object too large`, out of memory) and
-//! broken connections never count against the server.
+//! broken connections never count against the server. An outage is one ejection and a few log
+//! lines, however often the server is retried meanwhile.
+//!
+//! At startup, and on each connection to a new memcached process, the server's settings are
+//! checked over a connection of their own ([`super::check`]).
 
 use std::future::Future;
 use std::sync::Mutex;
