@@ -19,7 +19,7 @@ use crate::core::key::{KeySpace, StoreKey};
 use crate::core::lease::{LeaseToken, LeaseTokenError};
 use crate::core::mint::{self, Lookup, MintOutcome, Step};
 use crate::core::ttl::{self, Expiry, TtlError};
-use crate::store::{Store, StoreError};
+use crate::store::{Refusal, Store, StoreError};
 
 /// Why a cache call failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,25 @@ pub(crate) enum CacheError {
     /// The backend failed a write (or a read, when reads fail closed).
     #[error("cache backend unavailable")]
     Unavailable(#[source] StoreError),
+    /// A memcached server refused this one item or command; it is up and serves other keys.
+    #[error("memcached {node} refused the command: {refusal}")]
+    Refused {
+        /// The server's address.
+        node: String,
+        /// What it refused.
+        refusal: Refusal,
+    },
+}
+
+impl From<StoreError> for CacheError {
+    /// A refusal of one command is the item's problem, not the backend's; every other failure
+    /// makes the backend unavailable for the call.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused { node, refusal } => Self::Refused { node, refusal },
+            other => Self::Unavailable(other),
+        }
+    }
 }
 
 /// The context of one call: its key space and debug mode.
@@ -547,7 +566,7 @@ impl<S: Store> MintCache<S> {
                 degraded: true,
             })
         } else {
-            Err(CacheError::Unavailable(e))
+            Err(CacheError::from(e))
         }
     }
 
@@ -652,15 +671,12 @@ impl<S: Store> MintCache<S> {
         if call.effect(OpKind::Write) == Effect::Skip {
             return Ok(false);
         }
-        let key = self
-            .store_key(call, key)
-            .await
-            .map_err(CacheError::Unavailable)?;
+        let key = self.store_key(call, key).await.map_err(CacheError::from)?;
         let status = self
             .store
             .set(&key, &write)
             .await
-            .map_err(CacheError::Unavailable)?;
+            .map_err(CacheError::from)?;
         Ok(status == WriteStatus::Stored)
     }
 
@@ -681,7 +697,7 @@ impl<S: Store> MintCache<S> {
         }
         let generation = match self.generation(&call.space).await {
             Ok(generation) => generation,
-            Err(e) => return batch.answer_all(|| Err(CacheError::Unavailable(e.clone()))),
+            Err(e) => return batch.answer_all(|| Err(CacheError::from(e.clone()))),
         };
         let writes: Vec<(StoreKey, Write)> = batch
             .prepared()
@@ -691,7 +707,7 @@ impl<S: Store> MintCache<S> {
         batch.answer(results.into_iter().map(|result| {
             result
                 .map(|st| st == WriteStatus::Stored)
-                .map_err(CacheError::Unavailable)
+                .map_err(CacheError::from)
         }))
     }
 
@@ -701,10 +717,7 @@ impl<S: Store> MintCache<S> {
         let Some(key) = key else {
             return Ok(false);
         };
-        self.store
-            .delete(&key)
-            .await
-            .map_err(CacheError::Unavailable)
+        self.store.delete(&key).await.map_err(CacheError::from)
     }
 
     /// Removes many keys; one answer per key, in order. A bad key fails only itself.
@@ -719,18 +732,14 @@ impl<S: Store> MintCache<S> {
         }
         let generation = match self.generation(&call.space).await {
             Ok(generation) => generation,
-            Err(e) => return batch.answer_all(|| Err(CacheError::Unavailable(e.clone()))),
+            Err(e) => return batch.answer_all(|| Err(CacheError::from(e.clone()))),
         };
         let store_keys: Vec<StoreKey> = batch
             .prepared()
             .map(|key| call.space.store_key_at(generation, key))
             .collect();
         let results = self.store.delete_many(&store_keys).await;
-        batch.answer(
-            results
-                .into_iter()
-                .map(|r| r.map_err(CacheError::Unavailable)),
-        )
+        batch.answer(results.into_iter().map(|r| r.map_err(CacheError::from)))
     }
 
     /// Checks a key of a write and, unless the debug mode skips writes (`None`), derives its
@@ -743,7 +752,7 @@ impl<S: Store> MintCache<S> {
         self.store_key(call, key)
             .await
             .map(Some)
-            .map_err(CacheError::Unavailable)
+            .map_err(CacheError::from)
     }
 
     /// A look at an item's flags, ttl and election state, without its value.
@@ -752,10 +761,7 @@ impl<S: Store> MintCache<S> {
             no_value: true,
             ..GetOpts::default()
         };
-        self.store
-            .get(key, opts)
-            .await
-            .map_err(CacheError::Unavailable)
+        self.store.get(key, opts).await.map_err(CacheError::from)
     }
 
     /// Soft purge: marks a key stale for the rest of its grace period. The next reader gets
@@ -774,17 +780,13 @@ impl<S: Store> MintCache<S> {
         let grace =
             envelope::grace_of(item.client_flags).unwrap_or(self.settings.default_grace_seconds);
         if grace == 0 {
-            return self
-                .store
-                .delete(&key)
-                .await
-                .map_err(CacheError::Unavailable);
+            return self.store.delete(&key).await.map_err(CacheError::from);
         }
         let stale_ttl = item.ttl_remaining.map_or(grace, |t| t.min(grace)).max(1);
         self.store
             .invalidate(&key, stale_ttl, None)
             .await
-            .map_err(CacheError::Unavailable)
+            .map_err(CacheError::from)
     }
 
     /// Gives an existing key a new fresh ttl (its grace is kept). Whether the key existed.
@@ -821,7 +823,7 @@ impl<S: Store> MintCache<S> {
                 .await
                 .map(|found| found.is_some())
         };
-        result.map_err(CacheError::Unavailable)
+        result.map_err(CacheError::from)
     }
 
     /// Adds `delta` to a counter, creating it with `initial` when given. The new value.
@@ -839,16 +841,13 @@ impl<S: Store> MintCache<S> {
         if call.effect(OpKind::Counter) == Effect::Refuse {
             return Err(CacheError::CacheOff);
         }
-        let key = self
-            .store_key(call, key)
-            .await
-            .map_err(CacheError::Unavailable)?;
+        let key = self.store_key(call, key).await.map_err(CacheError::from)?;
         let create = initial.map(|initial| Create { initial, ttl });
         match self
             .store
             .incr(&key, delta, create)
             .await
-            .map_err(CacheError::Unavailable)?
+            .map_err(CacheError::from)?
         {
             IncrStatus::Value(v) => Ok(v),
             IncrStatus::NotFound => Err(CacheError::NoCounter),
@@ -867,7 +866,7 @@ impl<S: Store> MintCache<S> {
         let current = self
             .read_generation(&call.space)
             .await
-            .map_err(CacheError::Unavailable)?;
+            .map_err(CacheError::from)?;
         let next = current.saturating_add(1).max(unix_millis());
         let results = self
             .store
@@ -887,7 +886,7 @@ impl<S: Store> MintCache<S> {
         match failure {
             // The servers that took the new generation already hide the old keys from every
             // replica (replicas take the highest generation they find); the caller retries.
-            Some(e) => Err(CacheError::Unavailable(e)),
+            Some(e) => Err(CacheError::from(e)),
             None => Ok(true),
         }
     }

@@ -124,6 +124,7 @@ pub async fn run_with_clock(
     let metrics = Metrics::new(&registry.meter());
     let shutdown = Shutdown::on(shutdown);
     let backend = settings.backend.clone();
+    let max_value_bytes = settings.cache.max_value_bytes;
     let server = Server {
         settings,
         listeners,
@@ -148,9 +149,9 @@ pub async fn run_with_clock(
         Backend::Memcached(config) => {
             let servers: Vec<String> = config.servers.iter().map(ToString::to_string).collect();
             tracing::info!(servers = ?servers, "using memcached pool");
-            server
-                .serve(MemcachedStore::new(&config, metrics), shutdown)
-                .await
+            let store = MemcachedStore::new(&config, max_value_bytes, metrics);
+            store.check_servers_at_startup();
+            server.serve(store, shutdown).await
         }
     };
     registry.shutdown();

@@ -298,6 +298,17 @@ impl Metrics {
         }
     }
 
+    /// A failure found in a reply of an operation already counted (a refusal of one command).
+    pub(crate) fn backend_error(&self, node: &str, kind: &'static str) {
+        self.backend_errors.add(
+            1,
+            &[
+                KeyValue::new("node", node.to_owned()),
+                KeyValue::new("kind", kind),
+            ],
+        );
+    }
+
     /// A memcached server was ejected.
     pub(crate) fn ejection(&self, node: &str) {
         self.backend_ejections

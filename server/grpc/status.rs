@@ -4,7 +4,9 @@
 //! Backend details stay in the logs: statuses carry a clear message for the caller and nothing
 //! about memcached's internals.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tonic::{Code, Status};
 
@@ -12,6 +14,7 @@ use super::proto;
 use crate::cache::CacheError;
 use crate::core::auth::AuthError;
 use crate::core::meta::MetaError;
+use crate::store::Refusal;
 
 impl From<CacheError> for Status {
     fn from(e: CacheError) -> Self {
@@ -27,10 +30,82 @@ impl From<CacheError> for Status {
                 Status::failed_precondition(e.to_string())
             }
             CacheError::Unavailable(source) => {
-                tracing::warn!(error = %source, "backend unavailable");
+                if let Some(unlogged) = UNAVAILABLE_LOG.admit(Instant::now()) {
+                    tracing::warn!(error = %source, similar_since_last_report = unlogged, "backend unavailable");
+                }
                 Status::unavailable("cache backend unavailable")
             }
+            CacheError::Refused { node, refusal } => refused(&node, refusal),
         }
+    }
+}
+
+/// A memcached server refused one command. The server is fine and serves other keys, so this
+/// is never UNAVAILABLE (clients retry that, and would send the same item again); each refusal
+/// is counted in `mintcache_backend_errors_total{kind="refused"}`.
+fn refused(node: &str, refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::TooLarge => {
+            tracing::debug!(%node, "memcached refused an item over its item size limit");
+            Status::resource_exhausted(
+                "value too large for memcached's item size limit (memcached -I)",
+            )
+        }
+        Refusal::OutOfMemory => {
+            tracing::debug!(%node, "memcached has no memory for an item");
+            Status::resource_exhausted("memcached is out of memory for this item")
+        }
+        // Any other refusal (`CLIENT_ERROR …`, `ERROR`, an unknown `SERVER_ERROR …`) means that
+        // the server would not take a command the service built: the two disagree about the
+        // protocol (a memcached without the meta commands, or a bug here). Retrying cannot
+        // help, so not UNAVAILABLE; INTERNAL is what alerts watch. The server's words go to
+        // the log (rate-limited: every call may hit it), never to the caller.
+        Refusal::Other(reason) => {
+            if let Some(unlogged) = REFUSED_LOG.admit(Instant::now()) {
+                tracing::warn!(%node, %reason, similar_since_last_report = unlogged, "memcached refused a command");
+            }
+            Status::internal("memcached refused the command")
+        }
+    }
+}
+
+/// At most one log line per this long about calls that failed the same way: during an outage
+/// every call fails, and a line each would flood the logs (metrics count every one).
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Calls failed because the backend is unavailable.
+static UNAVAILABLE_LOG: LogLimit = LogLimit::new();
+/// Commands memcached refused for a reason other than the item's size or its memory.
+static REFUSED_LOG: LogLimit = LogLimit::new();
+
+/// Lets one log line through per [`LOG_INTERVAL`] and counts the others.
+struct LogLimit {
+    /// When the last line went out. A std mutex: held for a few instructions, never across an
+    /// await.
+    last: Mutex<Option<Instant>>,
+    unlogged: AtomicU64,
+}
+
+impl LogLimit {
+    const fn new() -> Self {
+        Self {
+            last: Mutex::new(None),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(events not logged since the last line)` when a line may go out at `now`.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|at| now.saturating_duration_since(at) < LOG_INTERVAL) {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.unlogged.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -175,6 +250,48 @@ mod tests {
         });
         assert_eq!(repeated.code(), Code::InvalidArgument);
         assert!(repeated.message().contains("x-cache-version"));
+    }
+
+    #[test]
+    fn refusals_of_one_item_are_not_unavailable() {
+        let refused = |refusal| {
+            Status::from(CacheError::from(StoreError::Refused {
+                node: "10.1.2.3:11211".into(),
+                refusal,
+            }))
+        };
+        let large = refused(Refusal::TooLarge);
+        assert_eq!(large.code(), Code::ResourceExhausted);
+        assert_eq!(
+            large.message(),
+            "value too large for memcached's item size limit (memcached -I)"
+        );
+        let memory = refused(Refusal::OutOfMemory);
+        assert_eq!(memory.code(), Code::ResourceExhausted);
+        assert_eq!(memory.message(), "memcached is out of memory for this item");
+        let other = refused(Refusal::Other(
+            "CLIENT_ERROR bad command line format".into(),
+        ));
+        assert_eq!(other.code(), Code::Internal);
+        assert!(!other.message().contains("CLIENT_ERROR"));
+        assert!(!other.message().contains("10.1.2.3"));
+        // Every other failure still makes the backend unavailable.
+        let timeout = Status::from(CacheError::from(StoreError::Timeout {
+            node: "10.1.2.3:11211".into(),
+        }));
+        assert_eq!(timeout.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn log_lines_are_limited_and_count_what_they_left_out() {
+        let limit = LogLimit::new();
+        let start = Instant::now();
+        assert_eq!(limit.admit(start), Some(0));
+        for i in 1..=5 {
+            assert_eq!(limit.admit(start + Duration::from_millis(i)), None);
+        }
+        assert_eq!(limit.admit(start + LOG_INTERVAL), Some(5));
+        assert_eq!(limit.admit(start + LOG_INTERVAL), None);
     }
 
     #[test]

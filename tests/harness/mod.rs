@@ -105,9 +105,14 @@ impl Memcached {
     /// port if another process takes it first. Panics with instructions when the binary is
     /// missing: these tests must fail, not skip, without memcached.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`Memcached::start`], with more command-line options (e.g. `-I 512k`).
+    pub fn start_with(options: &[&str]) -> Self {
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::try_start(closed_port()) {
+            match Self::try_start(closed_port(), options) {
                 Ok(memcached) => return memcached,
                 Err(why) => last = why,
             }
@@ -117,11 +122,11 @@ impl Memcached {
 
     /// Starts memcached on a given port (e.g. to restart one that was stopped).
     pub fn start_on(port: u16) -> Self {
-        Self::try_start(port).unwrap_or_else(|why| panic!("{why}"))
+        Self::try_start(port, &[]).unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// Starts memcached on `port`; ready once the memcached answering there is this one.
-    fn try_start(port: u16) -> Result<Self, String> {
+    fn try_start(port: u16, options: &[&str]) -> Result<Self, String> {
         let mut cmd = Command::new("memcached");
         cmd.args([
             "-l",
@@ -135,6 +140,7 @@ impl Memcached {
             "-t",
             "2",
         ]);
+        cmd.args(options);
         if running_as_root() {
             cmd.args(["-u", "root"]);
         }
@@ -227,6 +233,23 @@ impl Memcached {
         out
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .expect("memcached is running")
+    }
+
+    /// Sends a signal to the process (`STOP` hangs it, `CONT` resumes it).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} memcached");
+    }
+
     /// Kills the process.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -302,6 +325,69 @@ impl Drop for HungNode {
             let _ = acceptor.join();
         }
         self.release();
+    }
+}
+
+/// A server that is not memcached: it answers every line it receives with an HTTP error, as a
+/// web server would, and keeps the connection open. Stops on drop.
+pub struct NotMemcached {
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl NotMemcached {
+    pub fn start() -> Self {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = {
+            let stopping = stopping.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    // One thread per connection; it ends when the peer closes.
+                    std::thread::spawn(move || {
+                        let mut write = match stream.try_clone() {
+                            Ok(w) => w,
+                            Err(_) => return,
+                        };
+                        for line in BufReader::new(stream).split(b'\n') {
+                            if line.is_err()
+                                || write
+                                    .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                                    .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            stopping,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for NotMemcached {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
     }
 }
 
@@ -731,6 +817,36 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The gRPC health of `service` (`""` for the server as a whole) on the server at `addr`.
+pub async fn health(addr: SocketAddr, service: &str) -> i32 {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status
+}
+
+/// A key of the default key space that the server puts on server `index` of `addrs`, the
+/// `skip`-th such key.
+pub fn key_on(addrs: &[String], index: usize, skip: usize) -> Vec<u8> {
+    let servers: Vec<_> = addrs.iter().map(|a| a.parse().expect("spec")).collect();
+    (0..)
+        .map(|i| format!("key-{i}").into_bytes())
+        .filter(|k| mintcache::memcached_server_for(&servers, "", "1", k) == Some(index))
+        .nth(skip)
+        .expect("some key lands on every server")
 }
 
 /// The value of a Prometheus sample line starting with `prefix`, or 0.

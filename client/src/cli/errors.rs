@@ -196,6 +196,9 @@ fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
              certificate the server expects with --tls-cert/--tls-key)"
         ),
         Code::PermissionDenied => format!("{said} (--debug needs an admin token)"),
+        // memcached refused the item (too large for its -I, or no memory): the message says
+        // so, and retrying later would not help.
+        Code::ResourceExhausted if status.message().contains("memcached") => said,
         Code::ResourceExhausted => format!(
             "{said} (the server is at its concurrency limit or its request memory budget: \
              retry later; or the message is over its server.max_message_bytes)"
@@ -314,6 +317,12 @@ mod tests {
                 "concurrency limit",
             ),
             (tonic::Status::unimplemented(""), "as recent as this CLI"),
+            (
+                tonic::Status::resource_exhausted(
+                    "value too large for memcached's item size limit (memcached -I)",
+                ),
+                "memcached -I)",
+            ),
             (
                 tonic::Status::deadline_exceeded("no answer within 5s"),
                 "--timeout",

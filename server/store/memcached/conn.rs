@@ -200,6 +200,15 @@ async fn write_loop(
         {
             // Registered before writing: a reply can arrive before the write returns.
             let mut waiting = shared.waiting();
+            // Under the lock: a connection that closed since (the reader saw the peer go) has
+            // already failed what was waiting, and nobody would answer these.
+            if shared.closed.load(Ordering::Acquire) {
+                drop(waiting);
+                for outgoing in batches {
+                    not_sent(&shared, outgoing);
+                }
+                break;
+            }
             for outgoing in batches {
                 let Batch { bytes, opaques } = outgoing.batch;
                 bufs.extend(bytes);

@@ -7,6 +7,7 @@
 //! written in one go and answered in one round trip; concurrent calls to one server share its
 //! connections and are coalesced into the same writes ([`conn`]).
 
+mod check;
 mod conn;
 mod ketama;
 mod node;
@@ -41,9 +42,11 @@ pub(crate) struct MemcachedStore {
 }
 
 impl MemcachedStore {
-    /// Builds the pool. Connections are made lazily, on first use.
-    pub(crate) fn new(config: &MemcachedConfig, metrics: Metrics) -> Self {
+    /// Builds the pool for values up to `max_value_bytes`. Connections are made lazily, on
+    /// first use.
+    pub(crate) fn new(config: &MemcachedConfig, max_value_bytes: usize, metrics: Metrics) -> Self {
         let settings = NodeSettings {
+            max_value_bytes,
             connections: config.pool_size,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             timeout: Duration::from_millis(config.timeout_ms),
@@ -65,6 +68,15 @@ impl MemcachedStore {
             ring,
             nodes,
             remap_ejected: config.ejected_keys == EjectedKeys::Remap,
+        }
+    }
+
+    /// Checks every server in the background, on connections of their own: one ERROR line for
+    /// each that cannot be reached, a WARN for each whose item size limit is below the largest
+    /// item (see [`check`]).
+    pub(crate) fn check_servers_at_startup(&self) {
+        for node in &self.nodes {
+            tokio::spawn(node.startup_check());
         }
     }
 

@@ -16,8 +16,13 @@
 //! ejected, operations fail at once and, with `ejected_keys = remap`, its keys go to the other
 //! servers. The health prober tries an ejected server every second and brings it back as soon
 //! as it answers. Refusals of one item (`SERVER_ERROR object too large`, out of memory) and
-//! broken connections never count against the server.
+//! broken connections never count against the server. An outage is one ejection and a few log
+//! lines, however often the server is retried meanwhile.
+//!
+//! At startup, and on each connection to a new memcached process, the server's settings are
+//! checked over a connection of their own ([`super::check`]).
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -26,6 +31,7 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
+use super::check::ServerCheck;
 use super::conn::{Batch, Conn, ConnError};
 use super::wire::{self, Reply};
 use crate::metrics::Metrics;
@@ -47,6 +53,9 @@ pub(crate) struct NodeSettings {
     pub(crate) failure_limit: u32,
     /// How long an ejected server is left alone by traffic.
     pub(crate) retry_timeout: Duration,
+    /// The largest value the service accepts (`limits.max_value_bytes`), which the server's
+    /// item size limit must take.
+    pub(crate) max_value_bytes: usize,
 }
 
 /// A live connection and the instance it talks to.
@@ -103,6 +112,10 @@ pub(crate) struct Node {
     /// Failed calls not logged since the last log line (logs are rate-limited).
     unlogged_failures: AtomicU64,
     last_failure_log: Mutex<Option<Instant>>,
+    /// Checks over a connection of their own (reachability at startup, item size limit).
+    check: ServerCheck,
+    /// The memcached instance whose settings were last checked.
+    checked_instance: AtomicU64,
 }
 
 /// At most one log line per server per this long about failing calls.
@@ -117,6 +130,12 @@ impl Node {
                 connecting: tokio::sync::Mutex::new(()),
             })
             .collect();
+        let check = ServerCheck::new(
+            addr,
+            settings.connect_timeout,
+            settings.timeout,
+            settings.max_value_bytes,
+        );
         Self {
             addr: addr.to_owned(),
             slots,
@@ -128,7 +147,15 @@ impl Node {
             ejected_until: Mutex::new(None),
             unlogged_failures: AtomicU64::new(0),
             last_failure_log: Mutex::new(None),
+            check,
+            checked_instance: AtomicU64::new(0),
         }
+    }
+
+    /// The checks to run at startup, on a connection of their own: an ERROR line if the server
+    /// cannot be reached, a WARN if its item size limit is too small.
+    pub(crate) fn startup_check(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.check.clone().at_startup()
     }
 
     /// The server's `host:port`.
@@ -331,7 +358,13 @@ impl Node {
             .await
             .map_err(|_| connect_error("no answer to the first command".to_owned()))?;
         match instance {
-            Ok(instance) => Ok(Live { conn, instance }),
+            Ok(instance) => {
+                // A new memcached process (or the first): its settings may differ.
+                if self.checked_instance.swap(instance, Ordering::Relaxed) != instance {
+                    tokio::spawn(self.check.clone().on_new_instance());
+                }
+                Ok(Live { conn, instance })
+            }
             Err(e) => {
                 conn.close("handshake failed");
                 Err(match e {
@@ -378,7 +411,8 @@ impl Node {
 
     fn succeeded(&self) {
         self.failures.store(0, Ordering::Relaxed);
-        if self.ejection().is_some() {
+        let reported_down = self.check.answered();
+        if self.ejection().is_some() || reported_down {
             self.set_ejection(None);
             let suppressed = self.unlogged_failures.swap(0, Ordering::Relaxed);
             tracing::info!(node = %self.addr, failed_calls = suppressed, "memcached server is back");
@@ -401,12 +435,13 @@ impl Node {
             return;
         }
         self.metrics.ejection(&self.addr);
-        tracing::error!(
-            node = %self.addr,
-            error = %e,
-            retry_in_ms = self.settings.retry_timeout.as_millis() as u64,
-            "memcached server ejected after {failures} consecutive failures"
-        );
+        let retry_in_ms = self.settings.retry_timeout.as_millis() as u64;
+        if self.check.down_reported() {
+            // Unreachable since startup, which was said at ERROR then: one ERROR per outage.
+            tracing::warn!(node = %self.addr, error = %e, retry_in_ms, "memcached server ejected after {failures} consecutive failures");
+        } else {
+            tracing::error!(node = %self.addr, error = %e, retry_in_ms, "memcached server ejected after {failures} consecutive failures");
+        }
     }
 
     /// Logs a failed call, at most once per [`FAILURE_LOG_INTERVAL`] per server (with how many
@@ -436,10 +471,13 @@ impl Node {
             Reply::Error => Refusal::Other("unknown command".to_owned()),
             _ => return None,
         };
-        Some(StoreError::Refused {
+        let refused = StoreError::Refused {
             node: self.addr.clone(),
             refusal,
-        })
+        };
+        // The round trip went well (and was counted as such): only the refusal is counted here.
+        self.metrics.backend_error(&self.addr, refused.kind());
+        Some(refused)
     }
 }
 
