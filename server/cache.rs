@@ -212,6 +212,15 @@ impl<P, T> Batch<P, T> {
 
 /// Most key spaces a replica keeps the generation of at once.
 const MAX_KEY_SPACES: u64 = 10_000;
+/// How long a replica remembers the generation of a key space nobody calls.
+const KNOWN_IDLE: Duration = Duration::from_secs(600);
+
+/// A key space's generation as this replica knows it.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    generation: u64,
+    read_at: Instant,
+}
 /// Most stale items a replica watches for a refresh winner that never stores.
 const MAX_WATCHED_ELECTIONS: u64 = 100_000;
 
@@ -220,8 +229,14 @@ pub(crate) struct MintCache<S> {
     store: Arc<S>,
     settings: CacheSettings,
     metrics: Metrics,
-    /// The generation of each key space in use, trusted for `settings.flush_sync`.
+    /// Reads of a key space's generation that calls wait for, one at a time per key space
+    /// (an entry lives only until its waiters have it).
     generations: moka::future::Cache<KeySpace, u64>,
+    /// The generation of each key space in use, and when it was read; trusted for
+    /// `settings.flush_sync`, then served while a read in the background renews it.
+    known: moka::sync::Cache<KeySpace, Known>,
+    /// Key spaces whose generation is being renewed in the background.
+    renewing: moka::sync::Cache<KeySpace, ()>,
     /// When this replica first saw each decided election (stored key, CAS value) still
     /// unanswered: the basis of the refresh timeout.
     elections_seen: moka::sync::Cache<(Bytes, Cas), Instant>,
@@ -232,7 +247,6 @@ impl<S: Store> MintCache<S> {
     pub(crate) fn new(store: Arc<S>, settings: CacheSettings, metrics: Metrics) -> Self {
         let generations = moka::future::Cache::builder()
             .max_capacity(MAX_KEY_SPACES)
-            .time_to_live(settings.flush_sync.max(Duration::from_millis(1)))
             .build();
         let watch = settings
             .refresh_timeout
@@ -241,11 +255,21 @@ impl<S: Store> MintCache<S> {
             .max_capacity(MAX_WATCHED_ELECTIONS)
             .time_to_live(watch)
             .build();
+        let known = moka::sync::Cache::builder()
+            .max_capacity(MAX_KEY_SPACES)
+            .time_to_idle(KNOWN_IDLE)
+            .build();
+        let renewing = moka::sync::Cache::builder()
+            .max_capacity(MAX_KEY_SPACES)
+            .time_to_live(KNOWN_IDLE)
+            .build();
         Self {
             store,
             settings,
             metrics,
             generations,
+            known,
+            renewing,
             elections_seen,
         }
     }
@@ -264,55 +288,52 @@ impl<S: Store> MintCache<S> {
         Ok(key)
     }
 
-    /// The current generation of a key space: from this replica's copy while it is younger
-    /// than `cache.flush_sync_ms`, else read from the backend (one read per key space at a
-    /// time, however many calls wait for it).
+    /// The current generation of a key space: this replica's copy while it is younger than
+    /// `cache.flush_sync_ms`, else read from the backend (one read per key space at a time,
+    /// however many calls wait for it). A copy past half its time is renewed by a read in the
+    /// background while it goes on serving, so under steady traffic no call waits for the
+    /// generation, and a server that hangs delays only that renewal (by up to
+    /// `memcached.timeout_ms`), not the calls whose keys live on other servers.
     async fn generation(&self, space: &KeySpace) -> Result<u64, StoreError> {
-        if self.settings.flush_sync.is_zero() {
-            return self.read_generation(space).await;
+        let sync = self.settings.flush_sync;
+        if sync.is_zero() {
+            return read_generation(&*self.store, space, 0).await;
         }
-        if let Some(generation) = self.generations.get(space).await {
-            return Ok(generation);
-        }
-        self.generations
-            .try_get_with(space.clone(), self.read_generation(space))
-            .await
-            .map_err(|e| (*e).clone())
-    }
-
-    /// Reads a key space's generation from every server and takes the highest: a `Flush`
-    /// that reached only some servers still counts, and a server that lost its copy (restart,
-    /// eviction) or missed a flush is given the current one back.
-    async fn read_generation(&self, space: &KeySpace) -> Result<u64, StoreError> {
-        let key = space.generation_key();
-        let answers = self.store.get_replicated(&key, GetOpts::default()).await;
-        let mut seen = Vec::with_capacity(answers.len());
-        let mut failure = None;
-        for answer in answers {
-            match answer {
-                Ok(view) => seen.push(view.map_or(0, |v| generation_of(&v))),
-                Err(e) => failure = Some(e),
+        let known = self.known.get(space);
+        if let Some(known) = known {
+            let age = known.read_at.elapsed();
+            if age < sync {
+                if age >= sync / 2 {
+                    self.renew_generation(space, known.generation);
+                }
+                return Ok(known.generation);
             }
         }
-        let Some(&current) = seen.iter().max() else {
-            return Err(failure.unwrap_or_else(|| StoreError::Protocol {
-                node: "-".to_owned(),
-                reason: "no server to read a generation from".to_owned(),
-            }));
-        };
-        if current > 0 && seen.iter().any(|&g| g < current) {
-            // Best effort: the next reader repairs what this one could not.
-            let repairs = self
-                .store
-                .set_replicated(&key, &generation_write(current))
-                .await;
-            if let Some(Err(e)) = repairs.into_iter().find(Result::is_err) {
-                tracing::debug!(error = %e, "cannot repair a key space generation");
-            }
-        }
-        Ok(current)
+        let floor = known.map_or(0, |k| k.generation);
+        read_shared(&*self.store, &self.generations, &self.known, space, floor).await
     }
 
+    /// Renews a key space's generation in the background, once at a time per key space.
+    /// This replica's copy counts as one more copy of the generation: servers that lost it
+    /// (all of them, after a restart) get it back, so replicas keep agreeing.
+    fn renew_generation(&self, space: &KeySpace, floor: u64) {
+        if !self.renewing.entry(space.clone()).or_insert(()).is_fresh() {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let generations = self.generations.clone();
+        let known = self.known.clone();
+        let renewing = self.renewing.clone();
+        let space = space.clone();
+        tokio::spawn(async move {
+            // A call that finds the copy expired meanwhile waits for this same read.
+            if let Err(e) = read_shared(&*store, &generations, &known, &space, floor).await {
+                // The copy keeps serving until it expires; a later call tries again.
+                tracing::debug!(error = %e, "cannot renew a key space generation");
+            }
+            renewing.invalidate(&space);
+        });
+    }
     /// The store key of a checked key in the call's key space, at its current generation.
     async fn store_key(&self, call: &Call, key: &[u8]) -> Result<StoreKey, StoreError> {
         let generation = self.generation(&call.space).await?;
@@ -863,8 +884,7 @@ impl<S: Store> MintCache<S> {
         if call.effect(OpKind::Write) == Effect::Skip {
             return Ok(false);
         }
-        let current = self
-            .read_generation(&call.space)
+        let current = read_generation(&*self.store, &call.space, 0)
             .await
             .map_err(CacheError::from)?;
         let next = current.saturating_add(1).max(unix_millis());
@@ -881,7 +901,7 @@ impl<S: Store> MintCache<S> {
             }
         }
         if stored {
-            self.generations.insert(call.space.clone(), next).await;
+            remember(&self.known, &call.space, next);
         }
         match failure {
             // The servers that took the new generation already hide the old keys from every
@@ -889,6 +909,77 @@ impl<S: Store> MintCache<S> {
             Some(e) => Err(CacheError::from(e)),
             None => Ok(true),
         }
+    }
+}
+
+/// Reads a key space's generation from every server and takes the highest (and `floor`, a
+/// copy this replica holds): a `Flush` that reached only some servers still counts, and a
+/// server that lost its copy (restart, eviction) or missed a flush is given the current one
+/// back.
+async fn read_generation<S: Store>(
+    store: &S,
+    space: &KeySpace,
+    floor: u64,
+) -> Result<u64, StoreError> {
+    let key = space.generation_key();
+    let answers = store.get_replicated(&key, GetOpts::default()).await;
+    let mut seen = Vec::with_capacity(answers.len());
+    let mut failure = None;
+    for answer in answers {
+        match answer {
+            Ok(view) => seen.push(view.map_or(0, |v| generation_of(&v))),
+            Err(e) => failure = Some(e),
+        }
+    }
+    let Some(current) = seen.iter().copied().max().map(|g| g.max(floor)) else {
+        return Err(failure.unwrap_or_else(|| StoreError::Protocol {
+            node: "-".to_owned(),
+            reason: "no server to read a generation from".to_owned(),
+        }));
+    };
+    if current > 0 && seen.iter().any(|&g| g < current) {
+        // Best effort: the next reader repairs what this one could not.
+        let repairs = store.set_replicated(&key, &generation_write(current)).await;
+        if let Some(Err(e)) = repairs.into_iter().find(Result::is_err) {
+            tracing::debug!(error = %e, "cannot repair a key space generation");
+        }
+    }
+    Ok(current)
+}
+
+/// Reads a key space's generation for everyone who needs it now: the calls that wait, and
+/// the background renewal, share one read per key space; then this replica knows it.
+async fn read_shared<S: Store>(
+    store: &S,
+    reads: &moka::future::Cache<KeySpace, u64>,
+    known: &moka::sync::Cache<KeySpace, Known>,
+    space: &KeySpace,
+    floor: u64,
+) -> Result<u64, StoreError> {
+    let generation = reads
+        .try_get_with(space.clone(), read_generation(store, space, floor))
+        .await
+        .map_err(|e| (*e).clone())?;
+    let generation = remember(known, space, generation);
+    // Known now: the next read is a new one.
+    reads.invalidate(space).await;
+    Ok(generation)
+}
+
+/// Records a generation read for a key space, never going back to an older one (a read that
+/// started before a `Flush` of this replica may end after it), and returns the one now known.
+fn remember(known: &moka::sync::Cache<KeySpace, Known>, space: &KeySpace, generation: u64) -> u64 {
+    let entry = known.entry(space.clone()).and_compute_with(|current| {
+        let generation = current.map_or(generation, |c| c.into_value().generation.max(generation));
+        moka::ops::compute::Op::Put(Known {
+            generation,
+            read_at: Instant::now(),
+        })
+    });
+    match entry {
+        moka::ops::compute::CompResult::Inserted(e)
+        | moka::ops::compute::CompResult::ReplacedWith(e) => e.into_value().generation,
+        _ => generation,
     }
 }
 

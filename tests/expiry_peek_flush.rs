@@ -560,6 +560,38 @@ async fn replicas_agree_on_a_flush() {
     assert_hit(&ca.get(b"key-0").await, b"after");
 }
 
+/// A replica's copy of a key space's generation counts as one more copy: when every memcached
+/// lost it (all restarted), the replica that knew it writes it back as it renews its copy, and a
+/// replica that never knew it reads it there. The two keep agreeing on where keys live.
+#[tokio::test]
+async fn replicas_agree_after_every_memcached_lost_the_generation() {
+    let mut mc = Memcached::start();
+    let port = mc.port;
+    let env = replica_env(&[&mc], 200);
+    let a = ServerProcess::start(&env);
+    let ca = Calls::new(a.client().await).version("g");
+    ca.set(b"k", b"v0").await;
+    assert!(flush(&ca).await.expect("flush"));
+    mc.stop();
+    let mc = Memcached::start_on(port);
+    // a's calls renew its copy, which puts the generation back.
+    let deadline = Instant::now() + PATIENCE;
+    while !mc.raw("mg :g@generation v\r\n", "\r\n").starts_with("VA") {
+        assert!(
+            Instant::now() < deadline,
+            "the generation was not written back"
+        );
+        let _ = ca.try_get(b"k").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = ServerProcess::start(&env);
+    let cb = Calls::new(b.client().await).version("g");
+    ca.set(b"k", b"v1").await;
+    assert_hit(&cb.get(b"k").await, b"v1");
+    cb.set(b"j", b"w").await;
+    assert_hit(&ca.get(b"j").await, b"w");
+}
+
 #[tokio::test]
 async fn a_flush_survives_a_memcached_restart_and_a_partial_flush() {
     let m1 = Memcached::start();
