@@ -112,7 +112,8 @@ impl Protocol {
         outcomes (HIT, MISS, STALE, ...). With --memcached the same workload, concurrency and \
         key distribution go directly to memcached (pipelined on each connection), so that \
         ratios can be measured side by side.\n\n\
-        Keys are `<key-prefix><index>` with the index drawn uniformly from --keys keys. Before \
+        Keys are `<key-prefix><index>`, the index zero-padded to 8 digits (`<key-prefix>00000042`) \
+        and drawn uniformly from --keys keys. Before \
         the run, the first --hit-ratio share of them is stored; reads draw from all keys (so \
         about --hit-ratio of them hit) and writes from the stored ones (so the hit ratio stays).",
     after_help = EXAMPLES
