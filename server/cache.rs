@@ -214,6 +214,9 @@ impl<P, T> Batch<P, T> {
 const MAX_KEY_SPACES: u64 = 10_000;
 /// How long a replica remembers the generation of a key space nobody calls.
 const KNOWN_IDLE: Duration = Duration::from_secs(600);
+/// Longest a key space counts as being renewed: a renewal ends within memcached's timeouts, so
+/// this only matters should one never end (the runtime shutting down under it).
+const RENEWAL_MARK: Duration = Duration::from_secs(60);
 
 /// A key space's generation as this replica knows it.
 #[derive(Debug, Clone, Copy)]
@@ -261,7 +264,7 @@ impl<S: Store> MintCache<S> {
             .build();
         let renewing = moka::sync::Cache::builder()
             .max_capacity(MAX_KEY_SPACES)
-            .time_to_live(KNOWN_IDLE)
+            .time_to_live(RENEWAL_MARK)
             .build();
         Self {
             store,
