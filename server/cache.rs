@@ -928,10 +928,10 @@ async fn read_generation<S: Store>(
     let answers = store.get_replicated(&key, GetOpts::default()).await;
     let mut seen = Vec::with_capacity(answers.len());
     let mut failure = None;
-    for answer in answers {
+    for answer in &answers {
         match answer {
-            Ok(view) => seen.push(view.map_or(0, |v| generation_of(&v))),
-            Err(e) => failure = Some(e),
+            Ok(view) => seen.push(view.as_ref().map_or(0, generation_of)),
+            Err(e) => failure = Some(e.clone()),
         }
     }
     let Some(current) = seen.iter().copied().max().map(|g| g.max(floor)) else {
@@ -940,14 +940,42 @@ async fn read_generation<S: Store>(
             reason: "no server to read a generation from".to_owned(),
         }));
     };
-    if current > 0 && seen.iter().any(|&g| g < current) {
+    let repairs = generation_repairs(&answers, current);
+    if repairs.iter().any(Option::is_some) {
         // Best effort: the next reader repairs what this one could not.
-        let repairs = store.set_replicated(&key, &generation_write(current)).await;
-        if let Some(Err(e)) = repairs.into_iter().find(Result::is_err) {
+        let done = store.set_each(&key, &repairs).await;
+        if let Some(Some(Err(e))) = done.into_iter().find(|r| matches!(r, Some(Err(_)))) {
             tracing::debug!(error = %e, "cannot repair a key space generation");
         }
     }
     Ok(current)
+}
+
+/// The writes that bring each server's copy of a generation up to `current`, given what each
+/// answered: none for a server that failed or already has it. Each write only lands on what
+/// was read (a copy must still have the CAS value it had; a missing one must still be
+/// missing), so a repair never overwrites a newer generation a `Flush` wrote meanwhile.
+fn generation_repairs(
+    answers: &[Result<Option<ItemView>, StoreError>],
+    current: u64,
+) -> Vec<Option<Write>> {
+    answers
+        .iter()
+        .map(|answer| match answer {
+            Ok(None) if current > 0 => Some(Write {
+                mode: WriteMode::Add,
+                ..generation_write(current)
+            }),
+            Ok(Some(view)) if generation_of(view) < current => Some(Write {
+                cas: Some(Cas {
+                    instance: view.instance,
+                    value: view.cas,
+                }),
+                ..generation_write(current)
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Reads a key space's generation for everyone who needs it now: the calls that wait, and
@@ -1078,4 +1106,59 @@ fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(generation: u64, cas: u64) -> Result<Option<ItemView>, StoreError> {
+        Ok(Some(ItemView {
+            value: Bytes::from(generation.to_string()),
+            client_flags: 0,
+            ttl_remaining: None,
+            cas,
+            instance: 7,
+            stale: false,
+            win: None,
+        }))
+    }
+
+    #[test]
+    fn generation_repairs_only_land_on_what_was_read() {
+        let answers = vec![
+            copy(9, 100),
+            copy(5, 200),
+            Ok(None),
+            Err(StoreError::Timeout {
+                node: "10.0.0.4:11211".to_owned(),
+            }),
+        ];
+        let repairs = generation_repairs(&answers, 9);
+        // Up to date, or failed: left alone.
+        assert!(repairs[0].is_none());
+        assert!(repairs[3].is_none());
+        // Behind: replaced only if it still has the CAS value that was read.
+        let behind = repairs[1].as_ref().expect("a repair of the copy behind");
+        assert_eq!(behind.value, Bytes::from("9"));
+        assert_eq!(
+            behind.cas,
+            Some(Cas {
+                instance: 7,
+                value: 200
+            })
+        );
+        assert_eq!(behind.mode, WriteMode::Set);
+        // Missing: added only if still missing.
+        let missing = repairs[2].as_ref().expect("a repair of the missing copy");
+        assert_eq!(missing.mode, WriteMode::Add);
+        assert_eq!(missing.cas, None);
+        assert_eq!(missing.value, Bytes::from("9"));
+        // A key space never flushed (generation 0) needs no copies.
+        assert!(
+            generation_repairs(&[Ok(None), Ok(None)], 0)
+                .iter()
+                .all(Option::is_none)
+        );
+    }
 }

@@ -186,6 +186,26 @@ pub(crate) trait Store: Send + Sync + 'static {
         async move { vec![self.set(key, write).await] }
     }
 
+    /// Meta sets of a key kept on every server, one write or none per server, in the order of
+    /// [`Store::get_replicated`]'s answers (`None`: that server is left alone). Single-node
+    /// stores take the first.
+    fn set_each(
+        &self,
+        key: &StoreKey,
+        writes: &[Option<Write>],
+    ) -> impl Future<Output = Vec<Option<Result<WriteStatus, StoreError>>>> + Send {
+        async move {
+            let mut answers = Vec::with_capacity(writes.len());
+            for write in writes.iter().take(1) {
+                answers.push(match write {
+                    Some(write) => Some(self.set(key, write).await),
+                    None => None,
+                });
+            }
+            answers
+        }
+    }
+
     /// Meta get of many keys, answers in request order. The default runs the single gets
     /// concurrently; backends that can pipeline override it.
     fn get_many(

@@ -385,6 +385,25 @@ impl Store for MemcachedStore {
         .await
     }
 
+    async fn set_each(
+        &self,
+        key: &StoreKey,
+        writes: &[Option<Write>],
+    ) -> Vec<Option<Result<WriteStatus, StoreError>>> {
+        join_all(
+            self.nodes
+                .iter()
+                .zip(writes)
+                .map(|(node, write)| async move {
+                    match write {
+                        Some(write) => Some(self.set_on(node, key, write).await),
+                        None => None,
+                    }
+                }),
+        )
+        .await
+    }
+
     async fn set_replicated(
         &self,
         key: &StoreKey,
