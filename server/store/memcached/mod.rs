@@ -224,10 +224,7 @@ impl MemcachedStore {
 
 /// An error for a reply that does not fit the command.
 fn unexpected(node: &Node, what: &str) -> StoreError {
-    StoreError::Protocol {
-        node: node.addr().to_owned(),
-        reason: what.to_owned(),
-    }
+    node.out_of_place(what)
 }
 
 /// The reply of `node` is either a refusal of this one command, or out of place.

@@ -158,11 +158,6 @@ impl Node {
         self.check.clone().at_startup()
     }
 
-    /// The server's `host:port`.
-    pub(crate) fn addr(&self) -> &str {
-        &self.addr
-    }
-
     /// `n` opaques for the commands of one batch.
     pub(crate) fn opaques(&self, n: usize) -> std::ops::Range<u32> {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
@@ -460,6 +455,19 @@ impl Node {
         drop(last);
         let suppressed = self.unlogged_failures.swap(0, Ordering::Relaxed);
         tracing::warn!(node = %self.addr, error = %e, similar_since_last_report = suppressed, "memcached call failed");
+    }
+
+    /// The error of a reply that arrived in its place (its opaque matched) but is not an
+    /// answer to its command: counted as a protocol error and logged (rate-limited), though
+    /// not held against the server, whose round trip went well.
+    pub(crate) fn out_of_place(&self, what: &str) -> StoreError {
+        let e = StoreError::Protocol {
+            node: self.addr.clone(),
+            reason: what.to_owned(),
+        };
+        self.metrics.backend_error(&self.addr, e.kind());
+        self.log_failure(&e);
+        e
     }
 
     /// Maps a refusal reply of one command to its error (`None`: not a refusal).
