@@ -5,11 +5,13 @@ protocol's decisions for ``get_or_compute``."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 import grpc
 
+from .errors import DeadlineExceeded, error_from_rpc
 from .types import Backoff, DebugMode, ItemError, Key, Lookup, Outcome, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
 
@@ -390,3 +392,36 @@ class MintReads:
                 return Compute(lease=None, write_back=True)
             return Wait(self._pending.delay(self._reads))
         return Compute(lease=lookup.lease, write_back=not lookup.degraded)
+
+
+def deadline_after(timeout: float | None) -> float | None:
+    """The ``time.monotonic()`` at which a call with this timeout ends (``None``: never)."""
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds left before ``deadline`` for the next attempt (``None``: no deadline). A call
+    whose deadline has passed is never sent: sent, it could still race the reply past gRPC's
+    own timer."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded("deadline passed before the call was sent")
+    return left
+
+
+def retry_delay(
+    rpc_error: grpc.RpcError, failed: int, retry: Backoff, read: bool, deadline: float | None
+) -> float:
+    """Seconds to wait before the next attempt, after ``failed`` attempts ended with
+    ``rpc_error``; raises what the caller gets when there is no next attempt."""
+    code, details = rpc_error.code(), rpc_error.details()
+    if failed >= retry.attempts or not may_retry(read, code, details):
+        raise error_from_rpc(rpc_error) from rpc_error
+    delay = retry.delay(failed)
+    if deadline is not None and time.monotonic() + delay >= deadline:
+        raise DeadlineExceeded(
+            f"deadline passed while retrying ({code.name}: {details})"
+        ) from rpc_error
+    return delay

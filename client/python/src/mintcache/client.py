@@ -16,7 +16,7 @@ import grpc
 
 from . import _core
 from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
-from .errors import CacheError, DeadlineExceeded, error_from_rpc
+from .errors import CacheError
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
 from .v1 import cache_pb2_grpc
@@ -137,16 +137,11 @@ class Client:
         """Sends one call with the defaults' metadata and deadline, retrying as
         :func:`mintcache._core.may_retry` allows; returns the answer and its initial metadata."""
         metadata = self._defaults.metadata()
-        timeout = self._defaults.timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _core.deadline_after(self._defaults.timeout)
         failed = 0
         while True:
             stub = self._channels.pick()
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                # A call sent with a deadline already passed can still race the reply
-                # past gRPC's own timer; it is never sent.
-                raise DeadlineExceeded("deadline passed before the call was sent")
+            remaining = _core.time_left(deadline)
             try:
                 response, call = getattr(stub, method).with_call(
                     request, timeout=remaining, metadata=metadata
@@ -154,15 +149,7 @@ class Client:
                 return response, call.initial_metadata()
             except grpc.RpcError as rpc_error:
                 failed += 1
-                code, details = rpc_error.code(), rpc_error.details()
-                if failed >= self._retry.attempts or not _core.may_retry(read, code, details):
-                    raise error_from_rpc(rpc_error) from rpc_error
-                delay = self._retry.delay(failed)
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    raise DeadlineExceeded(
-                        f"deadline passed while retrying ({code.name}: {details})"
-                    ) from rpc_error
-                time.sleep(delay)
+                time.sleep(_core.retry_delay(rpc_error, failed, self._retry, read, deadline))
 
     def get(self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None) -> Lookup:
         """Reads a key. ``peek``: look without joining the refresh election (never ``REFRESH``,
