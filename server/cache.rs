@@ -337,6 +337,7 @@ impl<S: Store> MintCache<S> {
             renewing.invalidate(&space);
         });
     }
+
     /// The store key of a checked key in the call's key space, at its current generation.
     async fn store_key(&self, call: &Call, key: &[u8]) -> Result<StoreKey, StoreError> {
         let generation = self.generation(&call.space).await?;
