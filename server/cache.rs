@@ -1,6 +1,7 @@
 //! The mint cache: validates requests, derives keys, and runs the mint protocol over a
 //! [`Store`]. Pure decisions live in [`crate::core`]; this module only sequences store calls.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,10 +20,11 @@ use crate::core::key::{KeySpace, StoreKey};
 use crate::core::lease::{LeaseToken, LeaseTokenError};
 use crate::core::mint::{self, Lookup, MintOutcome, Step};
 use crate::core::ttl::{self, Expiry, TtlError};
+use crate::store::budget::CallBudget;
 use crate::store::{Refusal, Store, StoreError};
 
 /// Why a cache call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum CacheError {
     /// The key is empty.
     #[error("key must not be empty")]
@@ -74,6 +76,17 @@ pub(crate) enum CacheError {
     /// The backend failed a write (or a read, when reads fail closed).
     #[error("cache backend unavailable")]
     Unavailable(#[source] StoreError),
+    /// A value was not read: the answer would not fit in one message, or every answer being
+    /// sent at once already holds what the server allows.
+    #[error(
+        "value of {size} bytes not sent: this answer has no room left for it (server.max_message_bytes \
+         per answer, server.max_buffered_reply_bytes for all answers at once); read the key alone \
+         or in a smaller batch"
+    )]
+    NoRoom {
+        /// The value's size.
+        size: usize,
+    },
     /// A memcached server refused this one item or command; it is up and serves other keys.
     #[error("memcached {node} refused the command: {refusal}")]
     Refused {
@@ -90,6 +103,7 @@ impl From<StoreError> for CacheError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Refused { node, refusal } => Self::Refused { node, refusal },
+            StoreError::NotKept { size, .. } => Self::NoRoom { size },
             other => Self::Unavailable(other),
         }
     }
@@ -487,7 +501,10 @@ impl<S: Store> MintCache<S> {
         }
     }
 
-    /// Reads many keys; one answer per key, in order. A bad key fails only itself.
+    /// Reads many keys; one answer per key, in order. A bad key fails only itself. Each
+    /// distinct key is read once, and the answer is built within one message
+    /// (`server.max_message_bytes`): a value that does not fit fails its key alone
+    /// ([`CacheError::NoRoom`]), and memcached's replies beyond what fits are never held.
     pub(crate) async fn get_many(
         &self,
         call: &Call,
@@ -495,7 +512,6 @@ impl<S: Store> MintCache<S> {
         lease_on_miss: Option<bool>,
         peek: bool,
     ) -> Vec<Result<Read, CacheError>> {
-        let (opts, protect) = self.read_opts(lease_on_miss);
         let batch = Batch::new(keys, |key| self.check_key(key));
         if call.effect(OpKind::Read) == Effect::Miss {
             return batch.answer_all(|| Ok(Read::debug_miss()));
@@ -504,51 +520,69 @@ impl<S: Store> MintCache<S> {
             Ok(generation) => generation,
             Err(e) => return batch.answer_all(|| self.read_failed(e.clone())),
         };
-        let store_keys: Vec<StoreKey> = batch
-            .prepared()
+        let (distinct, of_position) = distinct_keys(batch.prepared().copied());
+        let store_keys: Vec<StoreKey> = distinct
+            .iter()
             .map(|key| call.space.store_key_at(generation, key))
             .collect();
-        let answers = if peek {
-            let firsts = self.store.get_many(&store_keys, GetOpts::default()).await;
-            join_all(
+        let room = answer_room(self.settings.max_message_bytes, keys);
+        let budget = CallBudget::new(room);
+        let answers = self
+            .read_many(&store_keys, lease_on_miss, peek, budget)
+            .await;
+        batch.answer(fit_answers(&answers, &of_position, room))
+    }
+
+    /// Reads distinct store keys (see [`Self::get_many`]); one answer per key.
+    async fn read_many(
+        &self,
+        store_keys: &[StoreKey],
+        lease_on_miss: Option<bool>,
+        peek: bool,
+        budget: Arc<CallBudget>,
+    ) -> Vec<Result<Read, CacheError>> {
+        let (opts, protect) = self.read_opts(lease_on_miss);
+        if peek {
+            let firsts = self
+                .store
+                .get_many(store_keys, GetOpts::default(), Some(budget))
+                .await;
+            return join_all(
                 store_keys
                     .iter()
                     .zip(firsts)
                     .map(|(key, first)| self.finish_peek(key, first)),
             )
-            .await
-        } else {
-            let firsts = self.store.get_many(&store_keys, opts).await;
-            // Most answers need nothing more from the store: decide them here, and hold
-            // elections (or check abandoned ones) only for the keys that need them.
-            let mut answers = Vec::with_capacity(firsts.len());
-            let mut later = Vec::new();
-            for (i, first) in firsts.into_iter().enumerate() {
-                match self.decide_at_once(first, protect) {
-                    Ok(read) => answers.push(Some(read)),
-                    Err(first) => {
-                        answers.push(None);
-                        later.push((i, first));
-                    }
+            .await;
+        }
+        let firsts = self.store.get_many(store_keys, opts, Some(budget)).await;
+        // Most answers need nothing more from the store: decide them here, and hold elections
+        // (or check abandoned ones) only for the keys that need them.
+        let mut answers = Vec::with_capacity(firsts.len());
+        let mut later = Vec::new();
+        for (i, first) in firsts.into_iter().enumerate() {
+            match self.decide_at_once(first, protect) {
+                Ok(read) => answers.push(Some(read)),
+                Err(first) => {
+                    answers.push(None);
+                    later.push((i, first));
                 }
             }
-            let store_keys = &store_keys;
-            let finished = join_all(later.into_iter().map(|(i, first)| async move {
-                (
-                    i,
-                    self.finish_read(&store_keys[i], first, opts, protect).await,
-                )
-            }))
-            .await;
-            for (i, read) in finished {
-                answers[i] = Some(read);
-            }
-            answers
-                .into_iter()
-                .map(|answer| answer.unwrap_or_else(|| Ok(Read::debug_miss())))
-                .collect()
-        };
-        batch.answer(answers)
+        }
+        let finished = join_all(later.into_iter().map(|(i, first)| async move {
+            (
+                i,
+                self.finish_read(&store_keys[i], first, opts, protect).await,
+            )
+        }))
+        .await;
+        for (i, read) in finished {
+            answers[i] = Some(read);
+        }
+        answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Ok(Read::debug_miss())))
+            .collect()
     }
 
     /// The answer to a first read when it needs nothing more from the store (no election to
@@ -581,6 +615,10 @@ impl<S: Store> MintCache<S> {
     }
 
     fn read_failed(&self, e: StoreError) -> Result<Read, CacheError> {
+        if matches!(e, StoreError::NotKept { .. }) {
+            // The value is there: never answered as a miss because the answer had no room.
+            return Err(CacheError::from(e));
+        }
         if self.settings.fail_open {
             self.metrics.degraded_read();
             // The memcached server logs its failures, rate-limited; one line per call would
@@ -1103,6 +1141,59 @@ fn counter_write(args: &SetArgs, ttl: Expiry, mode: WriteMode) -> Result<Write, 
     })
 }
 
+/// The distinct keys of a batch in order of first appearance, and for each position of the
+/// batch the index of its key among them.
+fn distinct_keys<'k>(keys: impl Iterator<Item = &'k [u8]>) -> (Vec<&'k [u8]>, Vec<usize>) {
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    let mut index: HashMap<&[u8], usize> = HashMap::new();
+    let of_position = keys
+        .map(|key| {
+            *index.entry(key).or_insert_with(|| {
+                distinct.push(key);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    (distinct, of_position)
+}
+
+/// What a batched answer to `keys` has room for in values, within a message of `max_message`
+/// bytes: what is left once every result's key and fixed fields are counted.
+fn answer_room(max_message: usize, keys: &[Bytes]) -> usize {
+    let fixed: usize = keys.iter().map(|k| k.len() + RESULT_OVERHEAD).sum();
+    max_message.saturating_sub(fixed + MESSAGE_OVERHEAD)
+}
+
+/// Bytes a batched result takes besides its key and value, at most: field tags and lengths,
+/// outcome, flags, ttl, grace and a lease token.
+const RESULT_OVERHEAD: usize = 96;
+/// Bytes of a message besides its results (gRPC framing), with room to spare.
+const MESSAGE_OVERHEAD: usize = 64;
+
+/// The answer of each position of a batch from the answers of its distinct keys, values in
+/// request order as long as they fit in `room` bytes; a value that does not fit (a duplicate
+/// key repeats its value) fails its position alone.
+fn fit_answers(
+    answers: &[Result<Read, CacheError>],
+    of_position: &[usize],
+    mut room: usize,
+) -> Vec<Result<Read, CacheError>> {
+    of_position
+        .iter()
+        .map(|&i| match &answers[i] {
+            Ok(read) => {
+                let size = read.lookup.value.len();
+                if size > room {
+                    return Err(CacheError::NoRoom { size });
+                }
+                room -= size;
+                Ok(read.clone())
+            }
+            Err(e) => Err(e.clone()),
+        })
+        .collect()
+}
+
 fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1133,6 +1224,7 @@ mod tests {
             Ok(None),
             Err(StoreError::Timeout {
                 node: "10.0.0.4:11211".to_owned(),
+                stalled: true,
             }),
         ];
         let repairs = generation_repairs(&answers, 9);

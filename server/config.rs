@@ -317,6 +317,10 @@ pub struct ServerConfig {
     /// served; a call whose message does not fit is refused with `RESOURCE_EXHAUSTED`. At least
     /// `max_message_bytes`.
     pub max_buffered_request_bytes: usize,
+    /// Bytes of values read back from memcached that all calls together may hold until their
+    /// answers are sent; a value that does not fit is not read (`RESOURCE_EXHAUSTED` for its
+    /// key). At least `max_message_bytes`.
+    pub max_buffered_reply_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -329,6 +333,7 @@ impl Default for ServerConfig {
             max_concurrent_streams: 100,
             request_read_timeout_ms: 10_000,
             max_buffered_request_bytes: 64 * 1024 * 1024,
+            max_buffered_reply_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -355,6 +360,13 @@ pub struct MemcachedConfig {
     /// server were down) or `remap` (onto the remaining servers, like twemproxy's
     /// `auto_eject_hosts`).
     pub ejected_keys: EjectedKeys,
+    /// Milliseconds a connection may sit idle before TCP keepalive probes it (0: off). A
+    /// connection to a host that went silent then fails by itself within about twice this.
+    pub keepalive_ms: u64,
+    /// Commands that may wait on one connection (queued or sent, unanswered); calls beyond
+    /// it fail at once (reads as misses, writes with `UNAVAILABLE`) instead of queueing
+    /// without bound.
+    pub max_queued_commands: usize,
 }
 
 /// What happens to the keys of an ejected memcached server.
@@ -377,6 +389,8 @@ impl Default for MemcachedConfig {
             failure_limit: 3,
             retry_timeout_ms: 5000,
             ejected_keys: EjectedKeys::Fail,
+            keepalive_ms: 10_000,
+            max_queued_commands: 8192,
         }
     }
 }
@@ -863,7 +877,7 @@ impl Config {
         let (server, admin_listen, log, auth, tls, telemetry) =
             (server?, admin_listen?, log?, auth?, tls?, telemetry?);
         let cache = key_space_ok
-            .then(|| CacheSettings::new(&self.cache, &self.limits))
+            .then(|| CacheSettings::new(&self.cache, &self.limits, &self.server))
             .flatten()?;
         self.validate_across(&server, admin_listen, &auth, p);
         let backend = if self.memcached.servers.is_empty() {
@@ -1064,6 +1078,7 @@ pub(crate) struct ServerSettings {
     pub(crate) max_concurrent_streams: u32,
     pub(crate) request_read_timeout: Duration,
     pub(crate) max_buffered_request_bytes: usize,
+    pub(crate) max_buffered_reply_bytes: usize,
 }
 
 /// Which store serves the cache.
@@ -1091,6 +1106,8 @@ pub(crate) struct CacheSettings {
     pub(crate) flush_sync: Duration,
     pub(crate) max_key_bytes: usize,
     pub(crate) max_value_bytes: usize,
+    /// The largest gRPC message: a batched answer is built within it.
+    pub(crate) max_message_bytes: usize,
 }
 
 /// `[log]`, checked.
@@ -1174,6 +1191,17 @@ impl ServerConfig {
                 )
             },
         );
+        p.check(
+            self.max_buffered_reply_bytes >= self.max_message_bytes,
+            "server.max_buffered_reply_bytes",
+            || {
+                format!(
+                    "must be at least server.max_message_bytes ({}), or a full answer could never \
+                     be read",
+                    self.max_message_bytes
+                )
+            },
+        );
         Some(ServerSettings {
             listen: resolve(&self.listen, "server.listen", p)?,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
@@ -1182,6 +1210,7 @@ impl ServerConfig {
             max_concurrent_streams: self.max_concurrent_streams,
             request_read_timeout: Duration::from_millis(self.request_read_timeout_ms),
             max_buffered_request_bytes: self.max_buffered_request_bytes,
+            max_buffered_reply_bytes: self.max_buffered_reply_bytes,
         })
     }
 }
@@ -1196,6 +1225,11 @@ impl MemcachedConfig {
     fn validate(&self, p: &mut Problems) {
         let at_least_one = || "must be at least 1".to_owned();
         p.check(self.pool_size > 0, "memcached.pool_size", at_least_one);
+        p.check(
+            self.max_queued_commands > 0,
+            "memcached.max_queued_commands",
+            at_least_one,
+        );
         p.check(self.timeout_ms > 0, "memcached.timeout_ms", at_least_one);
         p.check(
             self.connect_timeout_ms > 0,
@@ -1280,7 +1314,7 @@ impl LimitsConfig {
 
 impl CacheSettings {
     /// The settings of two checked sections (`None` if the key space is not valid).
-    fn new(cache: &CacheConfig, limits: &LimitsConfig) -> Option<Self> {
+    fn new(cache: &CacheConfig, limits: &LimitsConfig, server: &ServerConfig) -> Option<Self> {
         Some(Self {
             default_space: KeySpace::new(&cache.namespace, &cache.default_version).ok()?,
             default_ttl_seconds: cache.default_ttl_seconds,
@@ -1293,6 +1327,7 @@ impl CacheSettings {
             flush_sync: Duration::from_millis(cache.flush_sync_ms),
             max_key_bytes: limits.max_key_bytes,
             max_value_bytes: limits.max_value_bytes,
+            max_message_bytes: server.max_message_bytes,
         })
     }
 }

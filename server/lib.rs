@@ -19,7 +19,8 @@
 //! - `metrics`, [`telemetry`]: metrics (the service's, the build's and the process's; as
 //!   Prometheus text and over OTLP), logs, trace propagation and span export; `admin`: the
 //!   admin HTTP port (`/metrics`, `/healthz`, `/readyz`);
-//! - [`clock`]: where the embedded store reads the time.
+//! - [`clock`]: where the embedded store reads the time; [`resolve`]: how memcached server
+//!   names become addresses.
 //!
 //! [`run`] serves validated settings on their listeners until a shutdown future resolves; the
 //! `mintcache-server` binary is a thin wrapper around it.
@@ -33,6 +34,7 @@ mod core;
 pub mod grpc;
 mod layers;
 mod metrics;
+pub mod resolve;
 mod serve;
 mod store;
 pub mod telemetry;
@@ -48,6 +50,7 @@ use crate::config::{Backend, ServerSpec, Settings};
 use crate::core::key::KeySpace;
 pub use crate::metrics::MetricsError;
 use crate::metrics::{Metrics, MetricsRegistry};
+use crate::resolve::Resolver;
 use crate::serve::{Server, Shutdown};
 use crate::store::memcached::KetamaRing;
 use crate::store::{EmbeddedStore, MemcachedStore};
@@ -120,11 +123,37 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Clock,
 ) -> Result<(), RunError> {
+    let hooks = Hooks {
+        clock,
+        ..Hooks::default()
+    };
+    run_with(settings, listeners, shutdown, hooks).await
+}
+
+/// Where a server reads the time and resolves names: the system's by default; tests put their
+/// own in (a [`clock::ManualClock`], a [`Resolver::table`] that moves a name).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// The embedded store's clock.
+    pub clock: Clock,
+    /// How memcached server names are resolved, at every connection.
+    pub resolver: Resolver,
+}
+
+/// As [`run`], with the given [`Hooks`].
+pub async fn run_with(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    hooks: Hooks,
+) -> Result<(), RunError> {
+    let Hooks { clock, resolver } = hooks;
     let registry = Arc::new(MetricsRegistry::new(&settings.telemetry)?);
     let metrics = Metrics::new(&registry.meter());
     let shutdown = Shutdown::on(shutdown);
     let backend = settings.backend.clone();
     let max_value_bytes = settings.cache.max_value_bytes;
+    let reply_budget = settings.server.max_buffered_reply_bytes;
     let server = Server {
         settings,
         listeners,
@@ -149,7 +178,8 @@ pub async fn run_with_clock(
         Backend::Memcached(config) => {
             let servers: Vec<String> = config.servers.iter().map(ToString::to_string).collect();
             tracing::info!(servers = ?servers, "using memcached pool");
-            let store = MemcachedStore::new(&config, max_value_bytes, metrics);
+            let store =
+                MemcachedStore::new(&config, max_value_bytes, reply_budget, metrics, resolver);
             store.check_servers_at_startup();
             server.serve(store, shutdown).await
         }

@@ -36,6 +36,7 @@ impl From<CacheError> for Status {
                 Status::unavailable("cache backend unavailable")
             }
             CacheError::Refused { node, refusal } => refused(&node, refusal),
+            CacheError::NoRoom { .. } => Status::resource_exhausted(e.to_string()),
         }
     }
 }
@@ -278,6 +279,7 @@ mod tests {
         // Every other failure still makes the backend unavailable.
         let timeout = Status::from(CacheError::from(StoreError::Timeout {
             node: "10.1.2.3:11211".into(),
+            stalled: true,
         }));
         assert_eq!(timeout.code(), Code::Unavailable);
     }

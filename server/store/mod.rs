@@ -5,12 +5,16 @@
 //! it to a pool of memcached servers; [`EmbeddedStore`] applies the same rules in process.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use futures_util::future::join_all;
+
+use self::budget::CallBudget;
 
 use crate::core::item::{Cas, Create, GetOpts, IncrStatus, ItemView, Write, WriteStatus};
 use crate::core::key::StoreKey;
 
+pub(crate) mod budget;
 pub(crate) mod embedded;
 pub(crate) mod memcached;
 
@@ -29,10 +33,13 @@ pub(crate) enum StoreError {
         reason: String,
     },
     /// The operation did not complete in time.
-    #[error("memcached {node}: timed out")]
+    #[error("memcached {node}: timed out{}", if *stalled { " (nothing read within memcached.timeout_ms: connection closed)" } else { " behind other commands on a busy connection" })]
     Timeout {
         /// The node's address.
         node: String,
+        /// The connection read nothing meanwhile (the server hung, or its host went silent),
+        /// as opposed to being busy with other commands.
+        stalled: bool,
     },
     /// The node answered something unexpected or the connection broke.
     #[error("memcached {node}: {reason}")]
@@ -55,6 +62,22 @@ pub(crate) enum StoreError {
         node: String,
         /// Why.
         reason: String,
+    },
+    /// The node's connections have as many commands waiting as they take: nothing was sent.
+    #[error("memcached {node}: too many commands waiting (memcached.max_queued_commands)")]
+    Overloaded {
+        /// The node's address.
+        node: String,
+    },
+    /// A value was not read: the call's answer, or every answer being sent at once, would
+    /// hold more than the server allows (the call's message limit,
+    /// `server.max_buffered_reply_bytes`).
+    #[error("memcached {node}: a value of {size} bytes was not read: over the reply budget")]
+    NotKept {
+        /// The node's address.
+        node: String,
+        /// The value's size.
+        size: usize,
     },
     /// The node refused this one command (the item, not the node, is the problem).
     #[error("memcached {node}: refused: {refusal}")]
@@ -82,8 +105,15 @@ pub(crate) enum Refusal {
 
 impl StoreError {
     /// Every name [`StoreError::kind`] gives (metrics show each from the start, at zero).
-    pub(crate) const KINDS: [&'static str; 6] = [
-        "connect", "timeout", "protocol", "ejected", "broken", "refused",
+    pub(crate) const KINDS: [&'static str; 8] = [
+        "connect",
+        "timeout",
+        "protocol",
+        "ejected",
+        "broken",
+        "refused",
+        "overloaded",
+        "over_budget",
     ];
 
     /// A short name of the kind of failure, for metrics; one of [`StoreError::KINDS`].
@@ -95,16 +125,19 @@ impl StoreError {
             Self::Ejected { .. } => "ejected",
             Self::Broken { .. } => "broken",
             Self::Refused { .. } => "refused",
+            Self::Overloaded { .. } => "overloaded",
+            Self::NotKept { .. } => "over_budget",
         }
     }
 
     /// Whether the failure says something about the server (it is down, hung, or not
-    /// memcached), and so counts towards ejecting it. A broken connection, or a refusal of one
-    /// item, does not.
+    /// memcached), and so counts towards ejecting it. A broken connection, a call that timed
+    /// out behind others on a connection that kept reading, a full queue, a value over a
+    /// budget, or a refusal of one item, does not.
     pub(crate) fn counts_against_server(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::Timeout { .. } | Self::Protocol { .. }
+            Self::Connect { .. } | Self::Timeout { stalled: true, .. } | Self::Protocol { .. }
         )
     }
 }
@@ -167,8 +200,8 @@ pub(crate) trait Store: Send + Sync + 'static {
         create: Option<Create>,
     ) -> impl Future<Output = Result<IncrStatus, StoreError>> + Send;
 
-    /// Meta get of a key kept on every server (a key space's generation): one answer per
-    /// server. Single-node stores answer once.
+    /// Meta get of a key kept on several servers (a key space's generation): one answer per
+    /// server keeping a copy. Single-node stores answer once.
     fn get_replicated(
         &self,
         key: &StoreKey,
@@ -177,7 +210,7 @@ pub(crate) trait Store: Send + Sync + 'static {
         async move { vec![self.get(key, opts).await] }
     }
 
-    /// Meta set of a key kept on every server: one answer per server.
+    /// Meta set of a key kept on several servers: one answer per server keeping a copy.
     fn set_replicated(
         &self,
         key: &StoreKey,
@@ -186,7 +219,7 @@ pub(crate) trait Store: Send + Sync + 'static {
         async move { vec![self.set(key, write).await] }
     }
 
-    /// Meta sets of a key kept on every server, one write or none per server, in the order of
+    /// Meta sets of a key kept on several servers, one write or none per copy, in the order of
     /// [`Store::get_replicated`]'s answers (`None`: that server is left alone). Single-node
     /// stores take the first.
     fn set_each(
@@ -208,12 +241,31 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Meta get of many keys, answers in request order. The default runs the single gets
     /// concurrently; backends that can pipeline override it.
+    ///
+    /// With a `budget`, values beyond it are not kept: their keys answer
+    /// [`StoreError::NotKept`] (memcached skips them as they arrive, without buffering them).
     fn get_many(
         &self,
         keys: &[StoreKey],
         opts: GetOpts,
+        budget: Option<Arc<CallBudget>>,
     ) -> impl Future<Output = Vec<Result<Option<ItemView>, StoreError>>> + Send {
-        join_all(keys.iter().map(move |k| self.get(k, opts)))
+        async move {
+            let answers = join_all(keys.iter().map(move |k| self.get(k, opts))).await;
+            let Some(budget) = budget else {
+                return answers;
+            };
+            answers
+                .into_iter()
+                .map(|answer| match answer {
+                    Ok(Some(view)) if !budget.take(view.value.len()) => Err(StoreError::NotKept {
+                        node: "embedded".to_owned(),
+                        size: view.value.len(),
+                    }),
+                    other => other,
+                })
+                .collect()
+        }
     }
 
     /// Meta set of many items, answers in request order.
@@ -246,7 +298,10 @@ mod tests {
                 node: node(),
                 reason: reason(),
             },
-            StoreError::Timeout { node: node() },
+            StoreError::Timeout {
+                node: node(),
+                stalled: true,
+            },
             StoreError::Protocol {
                 node: node(),
                 reason: reason(),
@@ -259,6 +314,11 @@ mod tests {
             StoreError::Refused {
                 node: node(),
                 refusal: Refusal::TooLarge,
+            },
+            StoreError::Overloaded { node: node() },
+            StoreError::NotKept {
+                node: node(),
+                size: 1,
             },
         ];
         let kinds: Vec<&str> = errors.iter().map(StoreError::kind).collect();

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::core::envelope;
 use crate::core::key::MEMCACHED_MAX_KEY;
+use crate::resolve::Resolver;
 
 /// What memcached adds to an item beyond its key and data: its item header (48 bytes on 64-bit
 /// builds), the CAS value (8), the client flags (4), the key's NUL and the data's CRLF (3),
@@ -35,6 +36,7 @@ pub(crate) fn largest_item(max_value_bytes: usize) -> usize {
 #[derive(Clone)]
 pub(crate) struct ServerCheck {
     addr: String,
+    resolver: Resolver,
     connect_timeout: Duration,
     timeout: Duration,
     /// The largest value the service accepts (`limits.max_value_bytes`).
@@ -50,12 +52,14 @@ pub(crate) struct ServerCheck {
 impl ServerCheck {
     pub(crate) fn new(
         addr: &str,
+        resolver: Resolver,
         connect_timeout: Duration,
         timeout: Duration,
         max_value_bytes: usize,
     ) -> Self {
         Self {
             addr: addr.to_owned(),
+            resolver,
             connect_timeout,
             timeout,
             max_value_bytes,
@@ -132,27 +136,44 @@ impl ServerCheck {
 
     /// `item_size_max` of `stats settings` (`None` when the server does not report it).
     async fn item_size_max(&self) -> Result<Option<u64>, String> {
-        let mut stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.addr))
+        let reply = self.stats("stats settings").await?;
+        Ok(stat(&reply, "item_size_max"))
+    }
+
+    /// The identity of the memcached process: its pid and start time (`time - uptime` of
+    /// `stats`), the same through every connection and new with every restart.
+    pub(crate) async fn process_identity(&self) -> Result<u64, String> {
+        let reply = self.stats("stats").await?;
+        identity(&reply).ok_or_else(|| "memcached `stats` has no pid, time or uptime".to_owned())
+    }
+
+    /// Sends a `stats` command on a connection of its own and reads the answer.
+    async fn stats(&self, command: &str) -> Result<String, String> {
+        let mut stream = tokio::time::timeout(
+            self.connect_timeout,
+            super::node::connect_to(&self.resolver, &self.addr),
+        )
+        .await
+        .map_err(|_| format!("cannot connect: timed out after {:?}", self.connect_timeout))?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        tokio::time::timeout(self.timeout, stats(&mut stream, command))
             .await
-            .map_err(|_| format!("cannot connect: timed out after {:?}", self.connect_timeout))?
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let reply = tokio::time::timeout(self.timeout, stats_settings(&mut stream))
-            .await
-            .map_err(|_| format!("no answer to `stats settings` within {:?}", self.timeout))??;
-        Ok(item_size_max(&reply))
+            .map_err(|_| format!("no answer to `{command}` within {:?}", self.timeout))?
     }
 }
 
-/// Sends `stats settings` and reads the answer up to its `END`.
-async fn stats_settings(stream: &mut TcpStream) -> Result<String, String> {
+/// Sends a `stats` command and reads the answer up to its `END`.
+async fn stats(stream: &mut TcpStream, command: &str) -> Result<String, String> {
     stream
-        .write_all(b"stats settings\r\n")
+        .write_all(format!("{command}\r\n").as_bytes())
         .await
         .map_err(|e| format!("connection lost: {e}"))?;
     let mut reply = Vec::with_capacity(4096);
     loop {
         if reply.len() > MAX_SETTINGS_REPLY {
-            return Err("not a memcached server: endless answer to `stats settings`".to_owned());
+            return Err(format!(
+                "not a memcached server: endless answer to `{command}`"
+            ));
         }
         let n = stream
             .read_buf(&mut reply)
@@ -180,12 +201,23 @@ async fn stats_settings(stream: &mut TcpStream) -> Result<String, String> {
     }
 }
 
-/// The `item_size_max` of a `stats settings` answer.
-fn item_size_max(reply: &str) -> Option<u64> {
+/// A number of a `stats` answer.
+fn stat(reply: &str, name: &str) -> Option<u64> {
     reply.lines().find_map(|line| {
-        line.strip_prefix("STAT item_size_max ")
+        line.strip_prefix("STAT ")?
+            .strip_prefix(name)?
+            .strip_prefix(' ')
             .and_then(|v| v.trim().parse().ok())
     })
+}
+
+/// A memcached process's identity from its `stats`: pid and start time, never 0.
+fn identity(reply: &str) -> Option<u64> {
+    let pid = stat(reply, "pid")?;
+    // memcached reports `time` as its start time plus its clock and `uptime` as its clock
+    // (less a constant): the difference is the same at every read of one process.
+    let started = stat(reply, "time")?.checked_sub(stat(reply, "uptime")?)?;
+    Some(((pid << 40) ^ started).max(1))
 }
 
 #[cfg(test)]
@@ -202,7 +234,28 @@ mod tests {
     #[test]
     fn item_size_max_is_read_from_stats_settings() {
         let reply = "STAT maxbytes 67108864\r\nSTAT item_size_max 524288\r\nSTAT slab_chunk_max 262144\r\nEND\r\n";
-        assert_eq!(item_size_max(reply), Some(524_288));
-        assert_eq!(item_size_max("STAT maxbytes 67108864\r\nEND\r\n"), None);
+        assert_eq!(stat(reply, "item_size_max"), Some(524_288));
+        assert_eq!(
+            stat("STAT maxbytes 67108864\r\nEND\r\n", "item_size_max"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_process_is_known_by_its_pid_and_start_time() {
+        let at = |pid: u64, time: u64, uptime: u64| {
+            identity(&format!(
+                "STAT pid {pid}\r\nSTAT uptime {uptime}\r\nSTAT time {time}\r\nEND\r\n"
+            ))
+        };
+        let first = at(42, 1_800_000_100, 100).expect("identity");
+        assert_eq!(
+            at(42, 1_800_000_200, 200),
+            Some(first),
+            "later, same process"
+        );
+        assert_ne!(at(42, 1_800_000_200, 10), Some(first), "restarted");
+        assert_ne!(at(43, 1_800_000_100, 100), Some(first), "another process");
+        assert_eq!(identity("STAT pid 1\r\nEND\r\n"), None);
     }
 }

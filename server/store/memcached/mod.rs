@@ -14,22 +14,37 @@ mod node;
 mod wire;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
 use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 
 pub(crate) use ketama::KetamaRing;
 use node::{Node, NodeSettings};
 use wire::{Meta, Reply};
 
-use self::conn::Batch;
+use self::conn::{Abandon, Batch};
+use super::budget::{CallBudget, ReplyBudget};
 use super::{Store, StoreError};
 use crate::config::{EjectedKeys, MemcachedConfig};
+use crate::core::envelope;
 use crate::core::item::{Cas, Create, GetOpts, IncrStatus, ItemView, Win, Write, WriteStatus};
 use crate::core::key::StoreKey;
 use crate::metrics::Metrics;
+use crate::resolve::Resolver;
 use crate::store::PoolStats;
+
+/// Servers that keep a copy of a key space's generation (fewer when the pool is smaller): the
+/// first distinct servers after the generation key's point on the ring.
+const GENERATION_COPIES: usize = 3;
+
+/// How long a read of a key space's generation waits for the other copies once one answered:
+/// a copy on a hung server must not hold up the read (a `Flush` writes every copy, so the
+/// others have what it would have said).
+const GENERATION_STRAGGLER_WAIT: Duration = Duration::from_millis(50);
 
 /// Ends a command's data block.
 const CRLF: Bytes = Bytes::from_static(b"\r\n");
@@ -42,9 +57,16 @@ pub(crate) struct MemcachedStore {
 }
 
 impl MemcachedStore {
-    /// Builds the pool for values up to `max_value_bytes`. Connections are made lazily, on
-    /// first use.
-    pub(crate) fn new(config: &MemcachedConfig, max_value_bytes: usize, metrics: Metrics) -> Self {
+    /// Builds the pool for values up to `max_value_bytes`, holding at most
+    /// `reply_budget_bytes` of values read back at once. Connections are made lazily, on first
+    /// use; server names are resolved by `resolver` at each connection.
+    pub(crate) fn new(
+        config: &MemcachedConfig,
+        max_value_bytes: usize,
+        reply_budget_bytes: usize,
+        metrics: Metrics,
+        resolver: Resolver,
+    ) -> Self {
         let settings = NodeSettings {
             max_value_bytes,
             connections: config.pool_size,
@@ -52,6 +74,11 @@ impl MemcachedStore {
             timeout: Duration::from_millis(config.timeout_ms),
             failure_limit: config.failure_limit,
             retry_timeout: Duration::from_millis(config.retry_timeout_ms),
+            keepalive: (config.keepalive_ms > 0)
+                .then(|| Duration::from_millis(config.keepalive_ms)),
+            max_queued: config.max_queued_commands,
+            reply_budget: ReplyBudget::new(reply_budget_bytes),
+            resolver,
         };
         let nodes: Vec<Node> = config
             .servers
@@ -93,6 +120,23 @@ impl MemcachedStore {
             .unwrap_or(0)
     }
 
+    /// The servers that keep copies of a key space's generation (see [`GENERATION_COPIES`]),
+    /// by the ring of every configured server, ejected or not, so that every replica of the
+    /// service reads and writes the same copies.
+    fn generation_nodes(&self, key: &StoreKey) -> Vec<usize> {
+        let mut chosen: Vec<usize> = Vec::with_capacity(GENERATION_COPIES);
+        while chosen.len() < GENERATION_COPIES.min(self.nodes.len()) {
+            match self
+                .ring
+                .server_for_where(key.stored(), |s| !chosen.contains(&s))
+            {
+                Some(next) => chosen.push(next),
+                None => break,
+            }
+        }
+        chosen
+    }
+
     /// Request positions grouped by server, in request order within each group.
     fn by_node<'k>(&self, keys: impl Iterator<Item = &'k StoreKey>) -> Vec<(usize, Vec<usize>)> {
         if self.nodes.len() == 1 {
@@ -130,12 +174,29 @@ impl MemcachedStore {
         mut encode: impl FnMut(usize, &mut BytesMut, &mut Vec<Bytes>, u32),
         read: impl Fn(&Node, Reply, u64) -> Result<T, StoreError>,
     ) -> Vec<Result<T, StoreError>> {
+        self.pipeline_with(node, positions, instance, None, None, &mut encode, read)
+            .await
+    }
+
+    /// [`Self::pipeline`] with a budget for the values of the replies, and what to give back
+    /// for a reply nobody takes (indexes of the abandon hook are indexes into `positions`).
+    #[allow(clippy::too_many_arguments)]
+    async fn pipeline_with<T: Clone>(
+        &self,
+        node: &Node,
+        positions: &[usize],
+        instance: Option<(u64, T)>,
+        budget: Option<Arc<CallBudget>>,
+        abandon: Option<Abandon>,
+        mut encode: impl FnMut(usize, &mut BytesMut, &mut Vec<Bytes>, u32),
+        read: impl Fn(&Node, Reply, u64) -> Result<T, StoreError>,
+    ) -> Vec<Result<T, StoreError>> {
         let opaques = node.opaques(positions.len());
         let mut head = BytesMut::with_capacity(positions.len() * 64);
         let mut bytes = Vec::with_capacity(positions.len());
         // Commands accumulate in `head`; an encoder that sends a value splits `head` off
         // first, so that the value keeps its place without being copied.
-        for (&pos, opaque) in positions.iter().zip(opaques.clone()) {
+        for (&pos, &opaque) in positions.iter().zip(&opaques) {
             encode(pos, &mut head, &mut bytes, opaque);
         }
         if !head.is_empty() {
@@ -143,7 +204,9 @@ impl MemcachedStore {
         }
         let batch = Batch {
             bytes,
-            opaques: opaques.collect(),
+            opaques,
+            budget,
+            abandon,
         };
         let (expected, otherwise) = match instance {
             Some((instance, otherwise)) => (Some(instance), Some(otherwise)),
@@ -222,6 +285,34 @@ impl MemcachedStore {
     }
 }
 
+/// What to send for a reply to one of `keys` (in batch order) that won an election for a
+/// caller that left, or whose value could not be kept: the election is given back, so that
+/// another reader wins it at once rather than after the refresh timeout. Only reads that can
+/// win (`N`, `R`) have one.
+fn give_back(opts: GetOpts, keys: Vec<StoreKey>) -> Option<Abandon> {
+    if opts.vivify_for.is_none() && opts.recache_below.is_none() {
+        return None;
+    }
+    Some(Arc::new(move |index, meta, size, buf, opaque| {
+        let (Some(key), true, Some(cas)) = (keys.get(index), meta.won, meta.cas) else {
+            return false;
+        };
+        if size == 0 && meta.client_flags.unwrap_or(0) == 0 && !meta.stale {
+            // The empty placeholder of a cold fill: removed, if nobody filled it since.
+            wire::delete_if(buf, key, cas, opaque);
+        } else {
+            // A stale value: stale again for as long as it lives, with a new election.
+            let grace = meta.client_flags.and_then(envelope::grace_of).unwrap_or(1);
+            let stale_ttl = match meta.ttl {
+                Some(t) if t > 0 => u64::try_from(t).unwrap_or(1),
+                _ => grace,
+            };
+            wire::invalidate(buf, key, stale_ttl.max(1), Some(cas), now_unix(), opaque);
+        }
+        true
+    }))
+}
+
 /// An error for a reply that does not fit the command.
 fn unexpected(node: &Node, what: &str) -> StoreError {
     node.out_of_place(what)
@@ -261,6 +352,10 @@ fn view(meta: Meta, value: Bytes, instance: u64) -> ItemView {
 fn read_view(node: &Node, reply: Reply, instance: u64) -> Result<Option<ItemView>, StoreError> {
     match reply {
         Reply::Value(meta, data) => Ok(Some(view(meta, data, instance))),
+        Reply::Skipped(_, size) => Err(StoreError::NotKept {
+            node: node.addr().to_owned(),
+            size,
+        }),
         // A get without `v` answers `HD` for an item it found.
         Reply::Done(meta) => Ok(Some(view(meta, Bytes::new(), instance))),
         Reply::Miss(_) => Ok(None),
@@ -318,13 +413,21 @@ impl Store for MemcachedStore {
 
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {
         let now = now_unix();
-        self.one(
-            key,
-            None,
-            |head, _, opaque| wire::get(head, key, opts, now, opaque),
-            read_view,
-        )
-        .await
+        let node = &self.nodes[self.node_index(key)];
+        let abandon = give_back(opts, vec![key.clone()]);
+        let mut out = self
+            .pipeline_with(
+                node,
+                &[0],
+                None,
+                None,
+                abandon,
+                |_, head, _, opaque| wire::get(head, key, opts, now, opaque),
+                read_view,
+            )
+            .await;
+        out.pop()
+            .unwrap_or_else(|| Err(unexpected(node, "no reply")))
     }
 
     async fn set(&self, key: &StoreKey, write: &Write) -> Result<WriteStatus, StoreError> {
@@ -366,20 +469,58 @@ impl Store for MemcachedStore {
         opts: GetOpts,
     ) -> Vec<Result<Option<ItemView>, StoreError>> {
         let now = now_unix();
-        join_all(self.nodes.iter().map(|node| async move {
-            let mut out = self
-                .pipeline(
-                    node,
-                    &[0],
-                    None,
-                    |_, head, _, opaque| wire::get(head, key, opts, now, opaque),
-                    read_view,
-                )
-                .await;
-            out.pop()
-                .unwrap_or_else(|| Err(unexpected(node, "no reply")))
-        }))
-        .await
+        let copies = self.generation_nodes(key);
+        let mut reads: FuturesUnordered<_> = copies
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| async move {
+                let node = &self.nodes[n];
+                let mut out = self
+                    .pipeline(
+                        node,
+                        &[0],
+                        None,
+                        |_, head, _, opaque| wire::get(head, key, opts, now, opaque),
+                        read_view,
+                    )
+                    .await;
+                let answer = out
+                    .pop()
+                    .unwrap_or_else(|| Err(unexpected(node, "no reply")));
+                (i, answer)
+            })
+            .collect();
+        let mut answers: Vec<Option<Result<Option<ItemView>, StoreError>>> =
+            copies.iter().map(|_| None).collect();
+        let mut answered_by = None;
+        loop {
+            let next = match answered_by {
+                None => reads.next().await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, reads.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some((i, answer)) = next else {
+                break;
+            };
+            if answer.is_ok() && answered_by.is_none() {
+                answered_by = Some(tokio::time::Instant::now() + GENERATION_STRAGGLER_WAIT);
+            }
+            answers[i] = Some(answer);
+        }
+        copies
+            .iter()
+            .zip(answers)
+            .map(|(&n, answer)| {
+                answer.unwrap_or_else(|| {
+                    Err(StoreError::Timeout {
+                        node: self.nodes[n].addr().to_owned(),
+                        stalled: false,
+                    })
+                })
+            })
+            .collect()
     }
 
     async fn set_each(
@@ -387,17 +528,13 @@ impl Store for MemcachedStore {
         key: &StoreKey,
         writes: &[Option<Write>],
     ) -> Vec<Option<Result<WriteStatus, StoreError>>> {
-        join_all(
-            self.nodes
-                .iter()
-                .zip(writes)
-                .map(|(node, write)| async move {
-                    match write {
-                        Some(write) => Some(self.set_on(node, key, write).await),
-                        None => None,
-                    }
-                }),
-        )
+        let copies = self.generation_nodes(key);
+        join_all(copies.iter().zip(writes).map(|(&n, write)| async move {
+            match write {
+                Some(write) => Some(self.set_on(&self.nodes[n], key, write).await),
+                None => None,
+            }
+        }))
         .await
     }
 
@@ -406,7 +543,13 @@ impl Store for MemcachedStore {
         key: &StoreKey,
         write: &Write,
     ) -> Vec<Result<WriteStatus, StoreError>> {
-        join_all(self.nodes.iter().map(|node| self.set_on(node, key, write))).await
+        let copies = self.generation_nodes(key);
+        join_all(
+            copies
+                .iter()
+                .map(|&n| self.set_on(&self.nodes[n], key, write)),
+        )
+        .await
     }
 
     async fn incr(
@@ -440,20 +583,27 @@ impl Store for MemcachedStore {
         &self,
         keys: &[StoreKey],
         opts: GetOpts,
+        budget: Option<Arc<CallBudget>>,
     ) -> Vec<Result<Option<ItemView>, StoreError>> {
         let now = now_unix();
         let groups = self.by_node(keys.iter());
-        let batches = groups.iter().map(|(node, positions)| async move {
-            let answers = self
-                .pipeline(
-                    &self.nodes[*node],
-                    positions,
-                    None,
-                    |pos, head, _, opaque| wire::get(head, &keys[pos], opts, now, opaque),
-                    read_view,
-                )
-                .await;
-            (positions, answers)
+        let batches = groups.iter().map(|(node, positions)| {
+            let abandon = give_back(opts, positions.iter().map(|&p| keys[p].clone()).collect());
+            let budget = budget.clone();
+            async move {
+                let answers = self
+                    .pipeline_with(
+                        &self.nodes[*node],
+                        positions,
+                        None,
+                        budget,
+                        abandon,
+                        |pos, head, _, opaque| wire::get(head, &keys[pos], opts, now, opaque),
+                        read_view,
+                    )
+                    .await;
+                (positions, answers)
+            }
         });
         scatter(keys.len(), join_all(batches).await)
     }

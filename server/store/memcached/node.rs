@@ -23,8 +23,9 @@
 //! checked over a connection of their own ([`super::check`]).
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -32,9 +33,11 @@ use tokio::net::TcpStream;
 use tracing::Instrument as _;
 
 use super::check::ServerCheck;
-use super::conn::{Batch, Conn, ConnError};
+use super::conn::{Batch, Conn, ConnError, ConnLimits};
 use super::wire::{self, Reply};
 use crate::metrics::Metrics;
+use crate::resolve::Resolver;
+use crate::store::budget::ReplyBudget;
 use crate::store::{PoolStats, Refusal, StoreError};
 
 /// The key under which a memcached server holds the identity of its running instance.
@@ -45,9 +48,9 @@ const INSTANCE_KEY: &[u8] = b"mintcache@instance";
 pub(crate) struct NodeSettings {
     /// Connections to the server (each carries many commands at once).
     pub(crate) connections: usize,
-    /// Time to connect.
+    /// Time to connect (name resolution, TCP, and the first command).
     pub(crate) connect_timeout: Duration,
-    /// Time for one operation.
+    /// Time for one operation (a round trip on a connection).
     pub(crate) timeout: Duration,
     /// Consecutive failures before ejection (0: never).
     pub(crate) failure_limit: u32,
@@ -56,6 +59,14 @@ pub(crate) struct NodeSettings {
     /// The largest value the service accepts (`limits.max_value_bytes`), which the server's
     /// item size limit must take.
     pub(crate) max_value_bytes: usize,
+    /// TCP keepalive: idle time before the first probe (`None`: off).
+    pub(crate) keepalive: Option<Duration>,
+    /// Most commands queued or waiting on one connection.
+    pub(crate) max_queued: usize,
+    /// The server-wide budget of reply values held at once.
+    pub(crate) reply_budget: ReplyBudget,
+    /// How server names become addresses, at every connection.
+    pub(crate) resolver: Resolver,
 }
 
 /// A live connection and the instance it talks to.
@@ -87,6 +98,11 @@ impl Slot {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = live;
     }
+
+    /// Batches on the slot's connection (0 when it has none).
+    fn load(&self) -> usize {
+        self.current().map_or(0, |l| l.conn.in_flight())
+    }
 }
 
 /// The answer of a call: the replies, and the instance that gave them.
@@ -102,7 +118,8 @@ pub(crate) struct Node {
     addr: String,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
-    next_opaque: AtomicU32,
+    /// Opaques of this server's commands, shared with its connections.
+    next_opaque: Arc<AtomicU32>,
     settings: NodeSettings,
     metrics: Metrics,
     failures: AtomicU32,
@@ -121,9 +138,22 @@ pub(crate) struct Node {
 /// At most one log line per server per this long about failing calls.
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Probes after the keepalive idle time, and between them.
+const KEEPALIVE_PROBES: u32 = 3;
+
 impl Node {
     /// A server at `addr` (`host:port`). Connections are made on first use.
     pub(crate) fn new(addr: &str, settings: NodeSettings, metrics: Metrics) -> Self {
+        Self::with_first_opaque(addr, settings, metrics, 1)
+    }
+
+    /// As [`Node::new`], numbering commands from `first_opaque`.
+    pub(crate) fn with_first_opaque(
+        addr: &str,
+        settings: NodeSettings,
+        metrics: Metrics,
+        first_opaque: u32,
+    ) -> Self {
         let slots = (0..settings.connections.max(1))
             .map(|_| Slot {
                 live: Mutex::new(None),
@@ -132,6 +162,7 @@ impl Node {
             .collect();
         let check = ServerCheck::new(
             addr,
+            settings.resolver.clone(),
             settings.connect_timeout,
             settings.timeout,
             settings.max_value_bytes,
@@ -140,7 +171,7 @@ impl Node {
             addr: addr.to_owned(),
             slots,
             next_slot: AtomicUsize::new(0),
-            next_opaque: AtomicU32::new(1),
+            next_opaque: Arc::new(AtomicU32::new(first_opaque)),
             settings,
             metrics,
             failures: AtomicU32::new(0),
@@ -152,17 +183,22 @@ impl Node {
         }
     }
 
+    /// The server's address as configured (`host:port`).
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// The checks to run at startup, on a connection of their own: an ERROR line if the server
     /// cannot be reached, a WARN if its item size limit is too small.
     pub(crate) fn startup_check(&self) -> impl Future<Output = ()> + Send + 'static {
         self.check.clone().at_startup()
     }
 
-    /// `n` opaques for the commands of one batch.
-    pub(crate) fn opaques(&self, n: usize) -> std::ops::Range<u32> {
-        let n = u32::try_from(n).unwrap_or(u32::MAX);
-        let first = self.next_opaque.fetch_add(n, Ordering::Relaxed);
-        first..first.wrapping_add(n)
+    /// `n` opaques for the commands of one batch, in order; they wrap around past `u32::MAX`.
+    pub(crate) fn opaques(&self, n: usize) -> Vec<u32> {
+        let count = u32::try_from(n).unwrap_or(u32::MAX);
+        let first = self.next_opaque.fetch_add(count, Ordering::Relaxed);
+        (0..count).map(|i| first.wrapping_add(i)).collect()
     }
 
     /// Whether the server is ejected now.
@@ -236,10 +272,7 @@ impl Node {
     pub(crate) async fn probe(&self) -> bool {
         let mut bytes = BytesMut::new();
         wire::version(&mut bytes);
-        let batch = Batch {
-            bytes: vec![bytes.freeze()],
-            opaques: vec![0],
-        };
+        let batch = Batch::new(vec![bytes.freeze()], vec![0]);
         match self.attempt(batch, None).await {
             Ok(Some(answer)) => matches!(answer.replies.first(), Some(Reply::Version(_))),
             _ => false,
@@ -252,13 +285,7 @@ impl Node {
         instance: Option<u64>,
     ) -> Result<Option<Answer>, StoreError> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.settings.timeout, self.send(batch, instance))
-            .await
-            .unwrap_or_else(|_| {
-                Err(StoreError::Timeout {
-                    node: self.addr.clone(),
-                })
-            });
+        let result = self.send(batch, instance).await;
         self.metrics.backend(
             &self.addr,
             started.elapsed(),
@@ -272,87 +299,130 @@ impl Node {
         result
     }
 
-    /// Sends a batch on the next connection; again on a new connection if it was never
-    /// written.
+    /// The slot a call goes to: an idle one if there is one (taken in turn), else the least
+    /// busy, so that a huge batch on one connection does not hold up the calls behind it.
+    fn pick_slot(&self) -> &Slot {
+        let n = self.slots.len();
+        let start = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let mut best = &self.slots[start % n];
+        let mut best_load = best.load();
+        for i in 1..n {
+            if best_load == 0 {
+                break;
+            }
+            let slot = &self.slots[(start + i) % n];
+            let load = slot.load();
+            if load < best_load {
+                best = slot;
+                best_load = load;
+            }
+        }
+        best
+    }
+
+    /// Sends a batch on a connection; again on a new connection if it was never written. A
+    /// round trip that gets nothing back within the operation timeout closes its connection
+    /// if the connection read nothing meanwhile (the server hung, or its host went silent):
+    /// the next call connects again, resolving the name again.
     async fn send(
         &self,
         batch: Batch,
         instance: Option<u64>,
     ) -> Result<Option<Answer>, StoreError> {
-        let slot = &self.slots[self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let node = || self.addr.clone();
         let mut tries = 0;
         loop {
             tries += 1;
-            let live = self.live(slot).await?;
+            let live = self.live(self.pick_slot()).await?;
             if instance.is_some_and(|i| i != live.instance) {
                 return Ok(None);
             }
-            match live.conn.call(batch.clone()).await {
-                Ok(replies) => {
+            let mark = live.conn.read_mark();
+            let answered =
+                tokio::time::timeout(self.settings.timeout, live.conn.call(batch.clone())).await;
+            let error = match answered {
+                Ok(Ok(replies)) => {
                     return Ok(Some(Answer {
                         replies,
                         instance: live.instance,
                     }));
                 }
-                Err(ConnError::NotSent) if tries < 3 => continue,
-                Err(ConnError::NotSent) => {
-                    return Err(StoreError::Broken {
-                        node: self.addr.clone(),
-                        reason: "connection closed before the command was sent".to_owned(),
-                    });
+                Err(_) if live.conn.read_since(mark) => StoreError::Timeout {
+                    node: node(),
+                    stalled: false,
+                },
+                Err(_) => {
+                    live.conn.close("no reply within memcached.timeout_ms");
+                    StoreError::Timeout {
+                        node: node(),
+                        stalled: true,
+                    }
                 }
-                Err(ConnError::Broken(reason)) => {
-                    return Err(StoreError::Broken {
-                        node: self.addr.clone(),
-                        reason,
-                    });
-                }
-                Err(ConnError::Protocol(reason)) => {
-                    return Err(StoreError::Protocol {
-                        node: self.addr.clone(),
-                        reason,
-                    });
-                }
-            }
+                Ok(Err(ConnError::NotSent)) if tries < 3 => continue,
+                Ok(Err(ConnError::NotSent)) => StoreError::Broken {
+                    node: node(),
+                    reason: "connection closed before the command was sent".to_owned(),
+                },
+                Ok(Err(ConnError::Broken(reason))) => StoreError::Broken {
+                    node: node(),
+                    reason,
+                },
+                Ok(Err(ConnError::Protocol(reason))) => StoreError::Protocol {
+                    node: node(),
+                    reason,
+                },
+                Ok(Err(ConnError::Full)) => StoreError::Overloaded { node: node() },
+            };
+            return Err(error);
         }
     }
 
-    /// The slot's live connection, connecting it if needed (one caller at a time).
+    /// The slot's live connection, connecting it if needed (one caller at a time), within the
+    /// connect timeout.
     async fn live(&self, slot: &Slot) -> Result<Live, StoreError> {
         if let Some(live) = slot.current() {
             return Ok(live);
         }
-        let _connecting = slot.connecting.lock().await;
-        if let Some(live) = slot.current() {
-            return Ok(live);
-        }
-        let live = self.connect().await?;
-        slot.set(Some(live.clone()));
-        Ok(live)
+        let connect = async {
+            let _connecting = slot.connecting.lock().await;
+            if let Some(live) = slot.current() {
+                return Ok(live);
+            }
+            let live = self.connect().await?;
+            slot.set(Some(live.clone()));
+            Ok(live)
+        };
+        tokio::time::timeout(self.settings.connect_timeout, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Connect {
+                    node: self.addr.clone(),
+                    reason: format!(
+                        "timed out after {} ms (memcached.connect_timeout_ms)",
+                        self.settings.connect_timeout.as_millis()
+                    ),
+                })
+            })
     }
 
-    /// Opens a connection and learns the instance it talks to.
+    /// Opens a connection (resolving the server's name again) and learns the instance it
+    /// talks to. A connection that fails its first command is closed at once.
     async fn connect(&self) -> Result<Live, StoreError> {
         let connect_error = |reason: String| StoreError::Connect {
             node: self.addr.clone(),
             reason,
         };
-        let stream = tokio::time::timeout(
-            self.settings.connect_timeout,
-            TcpStream::connect(&self.addr),
-        )
-        .await
-        .map_err(|_| connect_error("timed out".to_owned()))?
-        .map_err(|e| connect_error(e.to_string()))?;
-        // Commands are small and latency-bound: never hold them back (Nagle).
-        stream
-            .set_nodelay(true)
-            .map_err(|e| connect_error(e.to_string()))?;
-        let conn = Conn::start(stream);
-        let instance = tokio::time::timeout(self.settings.connect_timeout, self.instance(&conn))
+        let stream = connect_to(&self.settings.resolver, &self.addr)
             .await
-            .map_err(|_| connect_error("no answer to the first command".to_owned()))?;
-        match instance {
+            .map_err(connect_error)?;
+        configure(&stream, self.settings.keepalive).map_err(|e| connect_error(e.to_string()))?;
+        let limits = ConnLimits {
+            max_queued: self.settings.max_queued,
+            max_value: crate::store::memcached::check::largest_item(self.settings.max_value_bytes),
+            reply_budget: self.settings.reply_budget.clone(),
+        };
+        let conn = Conn::start(stream, limits, self.next_opaque.clone());
+        match self.instance(&conn).await {
             Ok(instance) => {
                 // A new memcached process (or the first): its settings may differ.
                 if self.checked_instance.swap(instance, Ordering::Relaxed) != instance {
@@ -376,27 +446,27 @@ impl Node {
     }
 
     /// Reads the instance marker of the server, creating it if the server has none (a new or
-    /// restarted server): whoever creates it first wins, everyone reads the same.
+    /// restarted server): whoever creates it first wins, everyone reads the same. A server
+    /// that cannot keep it (out of memory, `-M`) is known by its process instead (its pid and
+    /// start time, from `stats`), which every connection reads the same.
     async fn instance(&self, conn: &Conn) -> Result<u64, ConnError> {
-        let opaque = self.opaques(1).start;
+        let opaque = self.opaques(1)[0];
         let mut bytes = BytesMut::new();
         wire::instance_marker(&mut bytes, INSTANCE_KEY, fresh_instance(), opaque);
         let replies = conn
-            .call(Batch {
-                bytes: vec![bytes.freeze()],
-                opaques: vec![opaque],
-            })
+            .call(Batch::new(vec![bytes.freeze()], vec![opaque]))
             .await?;
         match replies.first() {
             Some(Reply::Value(_, digits)) => std::str::from_utf8(digits)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .ok_or_else(|| ConnError::Protocol("instance marker is not a number".to_owned())),
-            // The server cannot keep it (out of memory): this connection gets an identity of
-            // its own, so leases work only through it, and never across instances.
             Some(Reply::ServerError(_)) => {
-                tracing::debug!(node = %self.addr, "memcached keeps no instance marker");
-                Ok(fresh_instance())
+                tracing::debug!(node = %self.addr, "memcached keeps no instance marker: using its process identity");
+                self.check
+                    .process_identity()
+                    .await
+                    .map_err(ConnError::Broken)
             }
             _ => Err(ConnError::Protocol(
                 "unexpected answer to the instance marker".to_owned(),
@@ -487,6 +557,44 @@ impl Node {
         self.metrics.backend_error(&self.addr, refused.kind());
         Some(refused)
     }
+}
+
+/// Connects to the first address of `addr` that takes the connection.
+pub(crate) async fn connect_to(resolver: &Resolver, addr: &str) -> Result<TcpStream, String> {
+    let addrs: Vec<SocketAddr> = resolver
+        .resolve(addr)
+        .await
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?;
+    let mut last = format!("{addr} resolves to no address");
+    for to in addrs {
+        match TcpStream::connect(to).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = format!("{to}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Socket options of a connection to memcached: no Nagle delay (commands are small and
+/// latency-bound), and TCP keepalive with a user timeout, so that a connection to a host that
+/// went silent (no RST: a rescheduled pod, a dead machine) fails by itself even while idle.
+fn configure(stream: &TcpStream, keepalive: Option<Duration>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let Some(idle) = keepalive else {
+        return Ok(());
+    };
+    let interval = (idle / 4).max(Duration::from_secs(1));
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(interval)
+            .with_retries(KEEPALIVE_PROBES),
+    )?;
+    // Data unacknowledged for as long as keepalive takes to give up fails the connection too.
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(idle + interval * KEEPALIVE_PROBES))?;
+    Ok(())
 }
 
 /// A new instance identity: random, never 0.

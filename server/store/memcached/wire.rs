@@ -48,6 +48,8 @@ pub(crate) struct Meta {
 pub(crate) enum Reply {
     /// `VA`: a value.
     Value(Meta, Bytes),
+    /// `VA` whose data was skipped, not kept (over a limit, or nobody waits for it): its size.
+    Skipped(Meta, usize),
     /// `HD`: done.
     Done(Meta),
     /// `EN`: a get found nothing.
@@ -75,6 +77,7 @@ impl Reply {
     pub(crate) fn opaque(&self) -> Option<u32> {
         match self {
             Self::Value(m, _)
+            | Self::Skipped(m, _)
             | Self::Done(m)
             | Self::Miss(m)
             | Self::NotFound(m)
@@ -160,8 +163,18 @@ fn parse_meta(tokens: &[u8]) -> Result<Meta, ()> {
     Ok(meta)
 }
 
-/// Parses one reply from the front of `buf`, removing it. `Ok(None)`: more bytes are needed.
-pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Reply>, ParseError> {
+/// The head of a reply: a whole reply, or the line of a `VA` whose data follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Head {
+    /// A reply without data.
+    Whole(Reply),
+    /// `VA <size> <flags>`: `size` bytes of data and a CRLF follow.
+    Value(Meta, usize),
+}
+
+/// Parses one reply line from the front of `buf`, removing it. `Ok(None)`: more bytes are
+/// needed.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, ParseError> {
     let Some(nl) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > MAX_LINE {
             Err(ParseError::LineTooLong)
@@ -169,6 +182,9 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Reply>, ParseError> {
             Ok(None)
         };
     };
+    if nl > MAX_LINE {
+        return Err(ParseError::LineTooLong);
+    }
     if nl == 0 || buf[nl - 1] != b'\r' {
         return Err(ParseError::Unexpected(printable(&buf[..nl])));
     }
@@ -179,7 +195,8 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Reply>, ParseError> {
     };
     let bad = || ParseError::Unexpected(printable(line));
     let text = |rest: &[u8]| String::from_utf8_lossy(rest).into_owned();
-    let reply = match head {
+    let meta = |rest: &[u8]| parse_meta(rest).map_err(|()| bad());
+    let head = match head {
         b"VA" => {
             let (size, flags) = match memchr::memchr(b' ', rest) {
                 Some(sp) => (&rest[..sp], &rest[sp + 1..]),
@@ -187,37 +204,190 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Result<Option<Reply>, ParseError> {
             };
             let size = unsigned(size)
                 .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n <= MAX_VALUE)
                 .ok_or_else(bad)?;
-            if size > MAX_VALUE {
-                return Err(bad());
-            }
-            let meta = parse_meta(flags).map_err(|()| bad())?;
-            let total = nl + 1 + size + 2;
-            if buf.len() < total {
-                return Ok(None);
-            }
-            if &buf[nl + 1 + size..total] != b"\r\n" {
-                return Err(ParseError::BadValue);
-            }
-            let mut frame = buf.split_to(total);
-            let _ = frame.split_to(nl + 1);
-            frame.truncate(size);
-            return Ok(Some(Reply::Value(meta, frame.freeze())));
+            Head::Value(meta(flags)?, size)
         }
-        b"HD" => Reply::Done(parse_meta(rest).map_err(|()| bad())?),
-        b"EN" => Reply::Miss(parse_meta(rest).map_err(|()| bad())?),
-        b"NF" => Reply::NotFound(parse_meta(rest).map_err(|()| bad())?),
-        b"NS" => Reply::NotStored(parse_meta(rest).map_err(|()| bad())?),
-        b"EX" => Reply::Exists(parse_meta(rest).map_err(|()| bad())?),
-        b"MN" => Reply::NoOp(parse_meta(rest).map_err(|()| bad())?),
-        b"VERSION" => Reply::Version(text(rest)),
-        b"CLIENT_ERROR" => Reply::ClientError(text(rest)),
-        b"SERVER_ERROR" => Reply::ServerError(text(rest)),
-        b"ERROR" => Reply::Error,
+        b"HD" => Head::Whole(Reply::Done(meta(rest)?)),
+        b"EN" => Head::Whole(Reply::Miss(meta(rest)?)),
+        b"NF" => Head::Whole(Reply::NotFound(meta(rest)?)),
+        b"NS" => Head::Whole(Reply::NotStored(meta(rest)?)),
+        b"EX" => Head::Whole(Reply::Exists(meta(rest)?)),
+        b"MN" => Head::Whole(Reply::NoOp(meta(rest)?)),
+        b"VERSION" => Head::Whole(Reply::Version(text(rest))),
+        b"CLIENT_ERROR" => Head::Whole(Reply::ClientError(text(rest))),
+        b"SERVER_ERROR" => Head::Whole(Reply::ServerError(text(rest))),
+        b"ERROR" => Head::Whole(Reply::Error),
         _ => return Err(bad()),
     };
     let _ = buf.split_to(nl + 1);
-    Ok(Some(reply))
+    Ok(Some(head))
+}
+
+/// Whether the data of a value is kept, and how (see [`ReplyReader::next`]).
+pub(crate) enum Admit {
+    /// Keep it; the guard (a share of a memory budget) lives as long as the value's bytes.
+    Keep(Option<BudgetGuard>),
+    /// Skip it as it arrives, without buffering it: the reply becomes [`Reply::Skipped`].
+    Skip,
+}
+
+/// What a kept value holds of a memory budget, given back when the last reference to the
+/// value's bytes is dropped.
+pub(crate) type BudgetGuard = Box<dyn Send + 'static>;
+
+/// A value's bytes, and the budget share that pays for them.
+struct Owned {
+    data: Vec<u8>,
+    _guard: BudgetGuard,
+}
+
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// The data of a `VA` reply being read.
+struct ValueInProgress {
+    meta: Meta,
+    size: usize,
+    /// The data read so far when kept; `None` when skipped.
+    data: Option<Vec<u8>>,
+    guard: Option<BudgetGuard>,
+    /// Bytes of data and CRLF not read yet.
+    left: usize,
+    /// The last two bytes seen (the CRLF after the data).
+    tail: [u8; 2],
+}
+
+/// Reads meta-protocol replies out of a byte stream, within bounds: reply lines up to
+/// [`MAX_LINE`] bytes are buffered; the data of a value is either kept in a buffer of its own,
+/// exactly its size (so that a value held by a slow caller never pins a shared read buffer),
+/// or skipped as it arrives (a value over the limits, or one nobody waits for any more), so
+/// that what the reader holds is bounded whatever the peer sends.
+pub(crate) struct ReplyReader {
+    /// Bytes read and not parsed yet (at most [`READ_CHUNK`] + [`MAX_LINE`]).
+    buf: BytesMut,
+    value: Option<ValueInProgress>,
+}
+
+/// Bytes read from the socket at a time.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+
+impl Default for ReplyReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReplyReader {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            value: None,
+        }
+    }
+
+    /// The buffer the next read from the socket goes into, with room for at most
+    /// [`READ_CHUNK`] bytes beyond what it holds.
+    pub(crate) fn read_buf(&mut self) -> ReadTarget<'_> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        let room = READ_CHUNK.min(self.buf.capacity() - self.buf.len());
+        ReadTarget {
+            buf: &mut self.buf,
+            room,
+        }
+    }
+
+    /// Bytes buffered (for tests of the bound).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+            + self
+                .value
+                .as_ref()
+                .and_then(|v| v.data.as_ref())
+                .map_or(0, Vec::len)
+    }
+
+    /// Returns a buffer that grew past its usual size (after a burst of replies) to it.
+    pub(crate) fn shrink_if_idle(&mut self) {
+        if self.buf.is_empty() && self.value.is_none() && self.buf.capacity() > 2 * READ_CHUNK {
+            self.buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+    }
+
+    /// The next whole reply, if the bytes read so far hold one. `admit` decides, from a value's
+    /// reply line and size, whether its data is kept or skipped.
+    pub(crate) fn next(
+        &mut self,
+        admit: &mut dyn FnMut(&Meta, usize) -> Admit,
+    ) -> Result<Option<Reply>, ParseError> {
+        loop {
+            if let Some(value) = &mut self.value {
+                let take = value.left.min(self.buf.len());
+                let chunk = self.buf.split_to(take);
+                let data_left = value.left.saturating_sub(2);
+                let data_part = take.min(data_left);
+                if let Some(data) = &mut value.data {
+                    data.extend_from_slice(&chunk[..data_part]);
+                }
+                for &b in &chunk[data_part..] {
+                    value.tail = [value.tail[1], b];
+                }
+                value.left -= take;
+                if value.left > 0 {
+                    return Ok(None);
+                }
+                let Some(done) = self.value.take() else {
+                    return Ok(None);
+                };
+                if done.tail != *b"\r\n" {
+                    return Err(ParseError::BadValue);
+                }
+                return Ok(Some(match done.data {
+                    Some(data) => {
+                        let bytes = match done.guard {
+                            Some(guard) => Bytes::from_owner(Owned {
+                                data,
+                                _guard: guard,
+                            }),
+                            None => Bytes::from(data),
+                        };
+                        Reply::Value(done.meta, bytes)
+                    }
+                    None => Reply::Skipped(done.meta, done.size),
+                }));
+            }
+            match parse_head(&mut self.buf)? {
+                None => return Ok(None),
+                Some(Head::Whole(reply)) => return Ok(Some(reply)),
+                Some(Head::Value(meta, size)) => {
+                    let (data, guard) = match admit(&meta, size) {
+                        Admit::Keep(guard) => (Some(Vec::with_capacity(size)), guard),
+                        Admit::Skip => (None, None),
+                    };
+                    self.value = Some(ValueInProgress {
+                        meta,
+                        size,
+                        data,
+                        guard,
+                        left: size + 2,
+                        tail: [0, 0],
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Where a read from the socket goes: a buffer and how many bytes it may take.
+pub(crate) struct ReadTarget<'a> {
+    pub(crate) buf: &'a mut BytesMut,
+    pub(crate) room: usize,
 }
 
 /// Writes the key token, and whether it needs the `b` flag.
@@ -311,6 +481,14 @@ pub(crate) fn delete(buf: &mut BytesMut, key: &StoreKey, opaque: u32) {
     put_end(buf, b64, opaque);
 }
 
+/// `md <key> C<cas> [b] O<opaque>`: removes the item only if it still has this CAS value.
+pub(crate) fn delete_if(buf: &mut BytesMut, key: &StoreKey, cas: u64, opaque: u32) {
+    buf.put_slice(b"md ");
+    let b64 = put_key(buf, key);
+    put_flag(buf, b'C', cas);
+    put_end(buf, b64, opaque);
+}
+
 /// `md <key> I T<exp> [C<cas>] [b] O<opaque>`
 pub(crate) fn invalidate(
     buf: &mut BytesMut,
@@ -374,14 +552,33 @@ mod tests {
     use crate::core::ttl::Expiry;
     use proptest::prelude::*;
 
+    /// Feeds `input` to a reader in one go; every reply, keeping every value.
     fn parse_all(input: &[u8]) -> Result<Vec<Reply>, ParseError> {
-        let mut buf = BytesMut::from(input);
+        let mut reader = ReplyReader::new();
+        feed(&mut reader, input);
         let mut out = Vec::new();
-        while let Some(reply) = parse(&mut buf)? {
+        while let Some(reply) = reader.next(&mut |_, _| Admit::Keep(None))? {
             out.push(reply);
         }
-        assert!(buf.is_empty(), "left over: {buf:?}");
+        assert_eq!(reader.buffered(), 0, "left over");
         Ok(out)
+    }
+
+    /// Appends bytes as reads from the socket would, within the room the reader gives.
+    fn feed(reader: &mut ReplyReader, mut input: &[u8]) -> usize {
+        let mut fed = 0;
+        while !input.is_empty() {
+            let target = reader.read_buf();
+            let n = target.room.min(input.len());
+            target.buf.extend_from_slice(&input[..n]);
+            input = &input[n..];
+            fed += n;
+            if !input.is_empty() {
+                // The connection parses before it reads again.
+                return fed;
+            }
+        }
+        fed
     }
 
     #[test]
@@ -458,12 +655,84 @@ mod tests {
 
     #[test]
     fn partial_input_waits_for_more() {
-        for cut in [0, 1, 5, 12, 14, 15] {
-            let full = b"VA 3 f7 O2\r\nabc\r\n";
-            let mut buf = BytesMut::from(&full[..cut]);
-            assert_eq!(parse(&mut buf), Ok(None), "cut at {cut}");
-            assert_eq!(buf.len(), cut, "nothing consumed");
+        let full = b"VA 3 f7 O2\r\nabc\r\n";
+        for cut in 0..full.len() {
+            let mut reader = ReplyReader::new();
+            feed(&mut reader, &full[..cut]);
+            let keep = &mut |_: &Meta, _| Admit::Keep(None);
+            assert_eq!(reader.next(keep), Ok(None), "cut at {cut}");
+            feed(&mut reader, &full[cut..]);
+            let reply = reader.next(keep).expect("valid").expect("whole");
+            assert!(
+                matches!(&reply, Reply::Value(m, d) if m.opaque == Some(2) && &d[..] == b"abc"),
+                "{reply:?}"
+            );
         }
+    }
+
+    #[test]
+    fn skipped_values_are_never_buffered() {
+        let mut reader = ReplyReader::new();
+        let mut skip = |_: &Meta, _| Admit::Skip;
+        feed(&mut reader, b"VA 200000 O5\r\n");
+        assert_eq!(reader.next(&mut skip), Ok(None));
+        let chunk = vec![b'x'; READ_CHUNK];
+        let mut left = 200_000usize;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            let fed = feed(&mut reader, &chunk[..n]);
+            left -= fed;
+            assert_eq!(reader.next(&mut skip), Ok(None));
+            assert!(reader.buffered() == 0, "{} bytes held", reader.buffered());
+        }
+        feed(&mut reader, b"\r\nHD O6\r\n");
+        let meta = Meta {
+            opaque: Some(5),
+            ..Meta::default()
+        };
+        assert_eq!(
+            reader.next(&mut skip),
+            Ok(Some(Reply::Skipped(meta, 200_000)))
+        );
+        assert!(matches!(reader.next(&mut skip), Ok(Some(Reply::Done(m))) if m.opaque == Some(6)));
+    }
+
+    #[test]
+    fn a_kept_value_does_not_pin_the_read_buffer() {
+        let mut reader = ReplyReader::new();
+        feed(&mut reader, b"VA 2 O1\r\nhi\r\n");
+        let reply = reader
+            .next(&mut |_, _| Admit::Keep(None))
+            .expect("valid")
+            .expect("whole");
+        let Reply::Value(_, value) = reply else {
+            panic!("not a value: {reply:?}");
+        };
+        // The value owns its bytes: the reader's buffer is free to be reused whole.
+        assert!(reader.buf.try_reclaim(READ_CHUNK), "the buffer is shared");
+        assert_eq!(&value[..], b"hi");
+    }
+
+    #[test]
+    fn a_budget_guard_lives_as_long_as_the_value() {
+        let held = std::sync::Arc::new(());
+        let mut reader = ReplyReader::new();
+        feed(&mut reader, b"VA 2 O1\r\nhi\r\n");
+        let guard = held.clone();
+        let reply = reader
+            .next(&mut |_, _| Admit::Keep(Some(Box::new(guard.clone()))))
+            .expect("valid")
+            .expect("whole");
+        drop(guard);
+        assert_eq!(std::sync::Arc::strong_count(&held), 2);
+        let copy = match &reply {
+            Reply::Value(_, v) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        drop(reply);
+        assert_eq!(std::sync::Arc::strong_count(&held), 2, "a clone keeps it");
+        drop(copy);
+        assert_eq!(std::sync::Arc::strong_count(&held), 1);
     }
 
     #[test]
@@ -478,13 +747,17 @@ mod tests {
             b"no carriage return\n",
         ] {
             assert!(
-                parse(&mut BytesMut::from(input)).is_err(),
+                parse_all(input).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(input)
             );
         }
-        let mut endless = BytesMut::from(&[b'x'; MAX_LINE + 1][..]);
-        assert_eq!(parse(&mut endless), Err(ParseError::LineTooLong));
+        let mut reader = ReplyReader::new();
+        feed(&mut reader, &[b'x'; MAX_LINE + 1]);
+        assert_eq!(
+            reader.next(&mut |_, _| Admit::Keep(None)),
+            Err(ParseError::LineTooLong)
+        );
     }
 
     #[test]
@@ -556,34 +829,79 @@ mod tests {
             prop_assert_eq!(b64, k.wire_form() == WireForm::Base64);
         }
 
-        /// Whatever bytes arrive, the parser answers (never panics), and what it takes out of
-        /// the buffer is whole replies.
+        /// Whatever bytes arrive, cut wherever, the reader answers (never panics), and never
+        /// holds more than a read chunk and a reply line, plus the values it was told to keep.
         #[test]
-        fn arbitrary_input_never_panics(input in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut buf = BytesMut::from(&input[..]);
-            while let Ok(Some(_)) = parse(&mut buf) {}
+        fn arbitrary_streams_stay_within_bounds(
+            input in proptest::collection::vec(any::<u8>(), 0..2000),
+            cuts in proptest::collection::vec(0usize..2000, 0..8),
+            keep_below in 0usize..64,
+        ) {
+            let mut reader = ReplyReader::new();
+            let mut cuts = cuts;
+            cuts.push(input.len());
+            cuts.sort_unstable();
+            let mut at = 0;
+            let mut kept = 0usize;
+            'feed: for cut in cuts {
+                let cut = cut.min(input.len());
+                while at < cut {
+                    at += feed(&mut reader, &input[at..cut]);
+                    loop {
+                        let mut admit = |_: &Meta, size: usize| {
+                            if size < keep_below { kept += size; Admit::Keep(None) } else { Admit::Skip }
+                        };
+                        match reader.next(&mut admit) {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                            Err(_) => break 'feed,
+                        }
+                    }
+                    prop_assert!(reader.buffered() <= MAX_LINE + READ_CHUNK + kept);
+                }
+            }
         }
 
-        /// A value of any bytes (CRLF inside included) comes back whole, however the stream is
-        /// cut.
+        /// Replies of any sizes and opaques, cut at any points, come out whole and in order.
         #[test]
-        fn values_survive_any_split(value in proptest::collection::vec(any::<u8>(), 0..300), cut in 0usize..400) {
-            let mut frame = format!("VA {} f1 O3\r\n", value.len()).into_bytes();
-            frame.extend_from_slice(&value);
-            frame.extend_from_slice(b"\r\nHD O4\r\n");
-            let cut = cut.min(frame.len());
-            let mut buf = BytesMut::from(&frame[..cut]);
-            let mut replies = Vec::new();
-            while let Some(r) = parse(&mut buf).expect("valid") { replies.push(r); }
-            buf.extend_from_slice(&frame[cut..]);
-            while let Some(r) = parse(&mut buf).expect("valid") { replies.push(r); }
-            prop_assert_eq!(replies.len(), 2);
-            match &replies[0] {
-                Reply::Value(meta, data) => {
-                    prop_assert_eq!(meta.opaque, Some(3));
-                    prop_assert_eq!(&data[..], &value[..]);
+        fn replies_survive_any_split(
+            replies in proptest::collection::vec((any::<u32>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300))), 1..6),
+            cuts in proptest::collection::vec(0usize..2000, 0..6),
+        ) {
+            let mut stream = Vec::new();
+            for (opaque, value) in &replies {
+                match value {
+                    Some(v) => {
+                        stream.extend_from_slice(format!("VA {} f1 O{opaque}\r\n", v.len()).as_bytes());
+                        stream.extend_from_slice(v);
+                        stream.extend_from_slice(b"\r\n");
+                    }
+                    None => stream.extend_from_slice(format!("HD O{opaque}\r\n").as_bytes()),
                 }
-                other => prop_assert!(false, "not a value: {:?}", other),
+            }
+            let mut cuts = cuts;
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let mut reader = ReplyReader::new();
+            let mut out = Vec::new();
+            let mut at = 0;
+            for cut in cuts {
+                let cut = cut.min(stream.len());
+                while at < cut {
+                    at += feed(&mut reader, &stream[at..cut]);
+                    while let Some(r) = reader.next(&mut |_, _| Admit::Keep(None)).expect("valid") {
+                        out.push(r);
+                    }
+                }
+            }
+            prop_assert_eq!(out.len(), replies.len());
+            for (reply, (opaque, value)) in out.iter().zip(&replies) {
+                prop_assert_eq!(reply.opaque(), Some(*opaque));
+                match (reply, value) {
+                    (Reply::Value(_, data), Some(v)) => prop_assert_eq!(&data[..], &v[..]),
+                    (Reply::Done(_), None) => {}
+                    (other, _) => prop_assert!(false, "unexpected {:?}", other),
+                }
             }
         }
     }
