@@ -77,11 +77,11 @@ pub(crate) enum CacheError {
     #[error("cache backend unavailable")]
     Unavailable(#[source] StoreError),
     /// A value was not read: the answer would not fit in one message, or every answer being
-    /// sent at once already holds what the server allows.
+    /// sent at once already holds what the server allows. (Short: a batch may repeat it for
+    /// thousands of keys, and the answer must still fit in one message.)
     #[error(
-        "value of {size} bytes not sent: this answer has no room left for it (server.max_message_bytes \
-         per answer, server.max_buffered_reply_bytes for all answers at once); read the key alone \
-         or in a smaller batch"
+        "{size}-byte value not sent: no room left (server.max_message_bytes, \
+         server.max_buffered_reply_bytes); retry it alone or in a smaller batch"
     )]
     NoRoom {
         /// The value's size.
@@ -1165,8 +1165,9 @@ fn answer_room(max_message: usize, keys: &[Bytes]) -> usize {
 }
 
 /// Bytes a batched result takes besides its key and value, at most: field tags and lengths,
-/// outcome, flags, ttl, grace and a lease token.
-const RESULT_OVERHEAD: usize = 96;
+/// outcome, flags, ttl, grace and a lease token (about 60), or an error's code and message (at
+/// most about 130).
+const RESULT_OVERHEAD: usize = 160;
 /// Bytes of a message besides its results (gRPC framing), with room to spare.
 const MESSAGE_OVERHEAD: usize = 64;
 
@@ -1214,6 +1215,73 @@ mod tests {
             stale: false,
             win: None,
         }))
+    }
+
+    /// A batched answer built by [`fit_answers`] within [`answer_room`] always fits in one
+    /// message, whatever its keys (duplicates too), values, leases and errors.
+    #[test]
+    fn batched_answers_fit_in_one_message() {
+        use crate::grpc::{convert, proto};
+        use proptest::prelude::*;
+        use prost::Message as _;
+        let key = proptest::collection::vec(any::<u8>(), 1..300);
+        let answer = prop_oneof![
+            (0usize..200_000, any::<u64>(), any::<u64>()).prop_map(|(len, ttl, cas)| {
+                let mut lookup = Lookup::miss();
+                lookup.outcome = MintOutcome::Refresh;
+                lookup.value = Bytes::from(vec![7u8; len]);
+                lookup.flags = u32::MAX;
+                lookup.ttl_seconds = ttl;
+                lookup.grace_seconds = ttl;
+                lookup.lease = Some(LeaseToken::Cas(Cas {
+                    instance: cas,
+                    value: cas,
+                }));
+                Ok(Read {
+                    lookup,
+                    degraded: false,
+                })
+            }),
+            Just(Ok(Read {
+                lookup: Lookup::miss(),
+                degraded: true
+            })),
+            any::<usize>().prop_map(|size| Err(CacheError::NoRoom { size })),
+            Just(Err(CacheError::Unavailable(StoreError::Timeout {
+                node: "10.0.0.1:11211".to_owned(),
+                stalled: true
+            }))),
+            (any::<usize>(), any::<usize>())
+                .prop_map(|(len, max)| Err(CacheError::KeyTooLong { len, max })),
+        ];
+        let cases = (
+            proptest::collection::vec((key, answer), 1..60),
+            proptest::collection::vec(any::<prop::sample::Index>(), 0..200),
+            10_000usize..2_000_000,
+        );
+        proptest!(|((distinct, repeats, max_message) in cases)| {
+            let mut keys: Vec<Bytes> = distinct.iter().map(|(k, _)| Bytes::from(k.clone())).collect();
+            let mut of_position: Vec<usize> = (0..keys.len()).collect();
+            for r in repeats {
+                let i = r.index(distinct.len());
+                keys.push(keys[i].clone());
+                of_position.push(i);
+            }
+            let answers: Vec<Result<Read, CacheError>> =
+                distinct.into_iter().map(|(_, a)| a).collect();
+            let fixed: usize = keys.iter().map(|k| k.len() + RESULT_OVERHEAD).sum();
+            prop_assume!(fixed + MESSAGE_OVERHEAD <= max_message);
+            let room = answer_room(max_message, &keys);
+            let fitted = fit_answers(&answers, &of_position, room);
+            let results = keys
+                .into_iter()
+                .zip(fitted)
+                .map(|(key, read)| convert::get_many_result(key, read))
+                .collect();
+            let response = proto::GetManyResponse { results };
+            // gRPC frames a message with 5 bytes.
+            prop_assert!(response.encoded_len() + 5 <= max_message);
+        });
     }
 
     #[test]

@@ -97,6 +97,9 @@ where
 /// A memcached process on a loopback port, killed on drop.
 pub struct Memcached {
     child: Option<Child>,
+    /// The loopback address it listens on (`127.0.0.1` unless started with
+    /// [`Memcached::start_at`]).
+    pub host: String,
     pub port: u16,
 }
 
@@ -125,12 +128,22 @@ impl Memcached {
         Self::try_start(port, &[]).unwrap_or_else(|why| panic!("{why}"))
     }
 
+    /// Starts memcached on another loopback address (`127.0.0.2`, …) and the given port: a
+    /// second server with the same port, as a name that moves from one host to another sees.
+    pub fn start_at(host: &str, port: u16) -> Self {
+        Self::try_start_at(host, port, &[]).unwrap_or_else(|why| panic!("{why}"))
+    }
+
     /// Starts memcached on `port`; ready once the memcached answering there is this one.
     fn try_start(port: u16, options: &[&str]) -> Result<Self, String> {
+        Self::try_start_at("127.0.0.1", port, options)
+    }
+
+    fn try_start_at(host: &str, port: u16, options: &[&str]) -> Result<Self, String> {
         let mut cmd = Command::new("memcached");
         cmd.args([
             "-l",
-            "127.0.0.1",
+            host,
             "-p",
             &port.to_string(),
             "-U",
@@ -153,6 +166,7 @@ impl Memcached {
             });
         let mut memcached = Self {
             child: Some(child),
+            host: host.to_owned(),
             port,
         };
         let pid = memcached.child.as_ref().map(Child::id).unwrap_or_default();
@@ -173,13 +187,13 @@ impl Memcached {
         }
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `HOST:PORT` (`127.0.0.1:PORT` unless started with [`Memcached::start_at`]).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     fn try_stats(&self) -> Option<HashMap<String, String>> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        let mut stream = TcpStream::connect((self.host.as_str(), self.port)).ok()?;
         stream.set_read_timeout(Some(PATIENCE)).ok()?;
         stream.write_all(b"stats\r\n").ok()?;
         let mut stats = HashMap::new();
@@ -216,7 +230,7 @@ impl Memcached {
     /// Sends raw protocol text and returns the reply up to `until`.
     pub fn raw(&self, command: &str, until: &str) -> String {
         let mut stream =
-            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to memcached");
+            TcpStream::connect((self.host.as_str(), self.port)).expect("connect to memcached");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
@@ -493,6 +507,15 @@ impl TestServer {
 
     /// As [`TestServer::start`], the embedded store reading the time from `clock`.
     pub async fn start_with_clock(config: Config, clock: Clock) -> Self {
+        let hooks = mintcache::Hooks {
+            clock,
+            ..mintcache::Hooks::default()
+        };
+        Self::start_with(config, hooks).await
+    }
+
+    /// As [`TestServer::start`], with the given clock and resolver.
+    pub async fn start_with(config: Config, hooks: mintcache::Hooks) -> Self {
         init_logs();
         let settings = config
             .validate()
@@ -511,7 +534,7 @@ impl TestServer {
             let shutdown = async {
                 let _ = rx.await;
             };
-            mintcache::run_with_clock(settings, listeners, shutdown, clock)
+            mintcache::run_with(settings, listeners, shutdown, hooks)
                 .await
                 .expect("server runs");
         });

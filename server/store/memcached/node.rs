@@ -24,7 +24,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,8 @@ pub(crate) struct Node {
     check: ServerCheck,
     /// The memcached instance whose settings were last checked.
     checked_instance: AtomicU64,
+    /// The server refused to keep the instance marker once: identities come from its process.
+    marker_refused: AtomicBool,
 }
 
 /// At most one log line per server per this long about failing calls.
@@ -180,6 +182,7 @@ impl Node {
             last_failure_log: Mutex::new(None),
             check,
             checked_instance: AtomicU64::new(0),
+            marker_refused: AtomicBool::new(false),
         }
     }
 
@@ -448,11 +451,21 @@ impl Node {
     /// Reads the instance marker of the server, creating it if the server has none (a new or
     /// restarted server): whoever creates it first wins, everyone reads the same. A server
     /// that cannot keep it (out of memory, `-M`) is known by its process instead (its pid and
-    /// start time, from `stats`), which every connection reads the same.
+    /// start time, from `stats`), which every connection reads the same; once that happened,
+    /// a marker created later is created with the process identity too, so that connections
+    /// made before and after agree.
     async fn instance(&self, conn: &Conn) -> Result<u64, ConnError> {
+        let candidate = if self.marker_refused.load(Ordering::Relaxed) {
+            self.check
+                .process_identity()
+                .await
+                .unwrap_or_else(|_| fresh_instance())
+        } else {
+            fresh_instance()
+        };
         let opaque = self.opaques(1)[0];
         let mut bytes = BytesMut::new();
-        wire::instance_marker(&mut bytes, INSTANCE_KEY, fresh_instance(), opaque);
+        wire::instance_marker(&mut bytes, INSTANCE_KEY, candidate, opaque);
         let replies = conn
             .call(Batch::new(vec![bytes.freeze()], vec![opaque]))
             .await?;
@@ -463,6 +476,7 @@ impl Node {
                 .ok_or_else(|| ConnError::Protocol("instance marker is not a number".to_owned())),
             Some(Reply::ServerError(_)) => {
                 tracing::debug!(node = %self.addr, "memcached keeps no instance marker: using its process identity");
+                self.marker_refused.store(true, Ordering::Relaxed);
                 self.check
                     .process_identity()
                     .await
