@@ -5,12 +5,13 @@ For each server set below, the script starts one real memcached per server on lo
 nutcracker (twemproxy) over them with `distribution: ketama` and `hash: md5`, stores every
 reference key through nutcracker, then asks each memcached directly which of the keys it holds.
 The table it writes (server set, weights, key -> index of the server holding it) is what
-`KetamaRing` is tested against (`ketama.rs`, `matches_twemproxy_*`).
+`KetamaRing` is tested against (server/store/memcached/ketama.rs:
+`matches_twemproxy_on_every_reference_key`, `new_over_is_twemproxys_ring_of_the_live_servers`).
 
 Needs: python3, memcached and nutcracker on PATH (Debian: `apt-get install memcached
-nutcracker`), Linux (servers listen on 127.0.0.2, 127.0.0.3, ... and on port 11211 of those
-addresses and of 127.0.0.1, so nothing else may hold those ports), `localhost` resolving to 127.0.0.1, and
-IPv6 on loopback (::1). It refuses to run when a port it needs is taken.
+nutcracker`); Linux, whose loopback answers on 127.0.0.2 and up (servers listen on 127.0.0.1 to
+127.0.0.27 and ::1, on port 11211 and ports 21211-21215, so nothing else may hold those); and
+`localhost` resolving to 127.0.0.1. It refuses to run when a port it needs is taken.
 
     scripts/ketama-reference.py            # rewrites the table
     scripts/ketama-reference.py --check    # regenerates and compares with the committed table
