@@ -14,7 +14,7 @@ mod node;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -51,9 +51,19 @@ const CRLF: Bytes = Bytes::from_static(b"\r\n");
 
 /// A pool of memcached servers.
 pub(crate) struct MemcachedStore {
-    ring: KetamaRing,
+    /// Every server's ring.
+    ring: Arc<KetamaRing>,
+    /// `(name, weight)` of each server, to rebuild the ring without ejected ones.
+    servers: Vec<(String, u32)>,
+    /// The ring rebuilt over the servers not ejected, and which were ejected.
+    remapped: Mutex<Option<(Vec<bool>, Arc<KetamaRing>)>>,
     nodes: Vec<Node>,
     remap_ejected: bool,
+}
+
+/// The server owning `key` on `ring` (the first server for an empty ring).
+fn owner(ring: &KetamaRing, key: &StoreKey) -> usize {
+    ring.server_for(key.stored()).unwrap_or(0)
 }
 
 impl MemcachedStore {
@@ -85,14 +95,18 @@ impl MemcachedStore {
             .iter()
             .map(|spec| Node::new(&spec.addr, settings.clone(), metrics.clone()))
             .collect();
-        let ring = KetamaRing::new(
-            config
-                .servers
-                .iter()
-                .map(|spec| (spec.addr.as_str(), spec.weight)),
-        );
+        let servers: Vec<(String, u32)> = config
+            .servers
+            .iter()
+            .map(|spec| (spec.addr.clone(), spec.weight))
+            .collect();
+        let ring = Arc::new(KetamaRing::new(
+            servers.iter().map(|(name, weight)| (name.as_str(), *weight)),
+        ));
         Self {
             ring,
+            servers,
+            remapped: Mutex::new(None),
             nodes,
             remap_ejected: config.ejected_keys == EjectedKeys::Remap,
         }
@@ -107,17 +121,42 @@ impl MemcachedStore {
         }
     }
 
-    /// The server owning `key`: its ring owner, or with `ejected_keys = remap` while that
-    /// owner is ejected, the next server on the ring that is not.
+    /// The ring keys are placed on now: every server's, or with `ejected_keys = remap` while
+    /// servers are ejected, the ring rebuilt over the others, as twemproxy rebuilds it (their
+    /// shares are then of the remaining weight alone). A rebuilt ring is kept until the set of
+    /// ejected servers changes.
+    fn placement(&self) -> Arc<KetamaRing> {
+        if !self.remap_ejected || self.nodes.len() == 1 {
+            return self.ring.clone();
+        }
+        let ejected: Vec<bool> = self.nodes.iter().map(Node::is_ejected).collect();
+        if !ejected.contains(&true) || !ejected.contains(&false) {
+            // Nothing ejected, or everything: keys stay with their owners.
+            return self.ring.clone();
+        }
+        let mut remapped = self
+            .remapped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((set, ring)) = remapped.as_ref()
+            && *set == ejected
+        {
+            return ring.clone();
+        }
+        let ring = Arc::new(KetamaRing::new_over(
+            self.servers.iter().map(|(name, weight)| (name.as_str(), *weight)),
+            |i| !ejected[i],
+        ));
+        *remapped = Some((ejected, ring.clone()));
+        ring
+    }
+
+    /// The server owning `key` on the ring keys are placed on now (see [`Self::placement`]).
     fn node_index(&self, key: &StoreKey) -> usize {
         if self.nodes.len() == 1 {
             return 0;
         }
-        let accept = |i: usize| !self.remap_ejected || !self.nodes[i].is_ejected();
-        self.ring
-            .server_for_where(key.stored(), accept)
-            .or_else(|| self.ring.server_for(key.stored()))
-            .unwrap_or(0)
+        owner(&self.placement(), key)
     }
 
     /// The servers that keep copies of a key space's generation (see [`GENERATION_COPIES`]),
@@ -149,8 +188,9 @@ impl MemcachedStore {
         }
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut index: HashMap<usize, usize> = HashMap::new();
+        let ring = self.placement();
         for (pos, key) in keys.enumerate() {
-            let node = self.node_index(key);
+            let node = owner(&ring, key);
             match index.get(&node) {
                 Some(&g) => groups[g].1.push(pos),
                 None => {
