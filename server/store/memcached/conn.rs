@@ -1008,4 +1008,83 @@ mod tests {
         conn.call(get("k", 1)).await.expect("answered");
         assert!(conn.read_since(mark));
     }
+
+    /// Whatever a peer sends back, cut however it arrives, no caller ever gets a reply carrying
+    /// another command's opaque: each gets its own replies, or an error.
+    #[test]
+    fn no_reply_ever_reaches_the_wrong_caller() {
+        use proptest::prelude::*;
+        let reply = prop_oneof![
+            // The right reply for the next command (the common case).
+            Just(None),
+            // A reply with another opaque.
+            any::<u32>().prop_map(Some),
+        ];
+        let config = ProptestConfig {
+            cases: 64,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(
+            plan in proptest::collection::vec((reply, proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40))), 1..12),
+            garbage in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..30)),
+            chunk in 1usize..50,
+        )| {
+            // The stream: for command i (opaque 100 + i), a value reply with either its own
+            // opaque or another one; maybe garbage somewhere.
+            let mut stream = Vec::new();
+            for (i, (other, value)) in plan.iter().enumerate() {
+                let opaque = other.unwrap_or(100 + i as u32);
+                match value {
+                    Some(v) => {
+                        stream.extend_from_slice(format!("VA {} O{opaque}\r\n", v.len()).as_bytes());
+                        stream.extend_from_slice(v);
+                        stream.extend_from_slice(b"\r\n");
+                    }
+                    None => stream.extend_from_slice(format!("HD O{opaque}\r\n").as_bytes()),
+                }
+                if i == plan.len() / 2 && let Some(g) = &garbage {
+                    stream.extend_from_slice(g);
+                }
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let commands = plan.len();
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let addr = listener.local_addr().expect("addr");
+                tokio::spawn(async move {
+                    let (mut stream_out, _) = listener.accept().await.expect("accept");
+                    for part in stream.chunks(chunk) {
+                        if stream_out.write_all(part).await.is_err() {
+                            return;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    // Then stay silent (the test ends by closing).
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                });
+                let conn = start(TcpStream::connect(addr).await.expect("connect"));
+                let calls = (0..commands as u32).map(|i| {
+                    let conn = conn.clone();
+                    async move {
+                        let call = conn.call(get("k", 100 + i));
+                        (i, tokio::time::timeout(Duration::from_millis(500), call).await)
+                    }
+                });
+                for (i, result) in futures_util::future::join_all(calls).await {
+                    if let Ok(Ok(replies)) = result {
+                        for reply in replies {
+                            assert!(
+                                reply.opaque().is_none_or(|o| o == 100 + i),
+                                "caller {} got {reply:?}", 100 + i
+                            );
+                        }
+                    }
+                }
+                conn.close("case over");
+            });
+        });
+    }
 }

@@ -101,7 +101,9 @@ impl MemcachedStore {
             .map(|spec| (spec.addr.clone(), spec.weight))
             .collect();
         let ring = Arc::new(KetamaRing::new(
-            servers.iter().map(|(name, weight)| (name.as_str(), *weight)),
+            servers
+                .iter()
+                .map(|(name, weight)| (name.as_str(), *weight)),
         ));
         Self {
             ring,
@@ -144,7 +146,9 @@ impl MemcachedStore {
             return ring.clone();
         }
         let ring = Arc::new(KetamaRing::new_over(
-            self.servers.iter().map(|(name, weight)| (name.as_str(), *weight)),
+            self.servers
+                .iter()
+                .map(|(name, weight)| (name.as_str(), *weight)),
             |i| !ejected[i],
         ));
         *remapped = Some((ejected, ring.clone()));

@@ -620,3 +620,161 @@ fn fresh_instance() -> u64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memcached::conn::Batch;
+    use bytes::Bytes;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    fn settings(resolver: Resolver) -> NodeSettings {
+        NodeSettings {
+            connections: 1,
+            connect_timeout: Duration::from_millis(300),
+            timeout: Duration::from_millis(2000),
+            failure_limit: 0,
+            retry_timeout: Duration::from_secs(1),
+            max_value_bytes: 1024,
+            keepalive: Some(Duration::from_secs(10)),
+            max_queued: 100,
+            reply_budget: ReplyBudget::new(1 << 20),
+            resolver,
+        }
+    }
+
+    fn metrics() -> Metrics {
+        Metrics::new(&opentelemetry::global::meter("node-tests"))
+    }
+
+    /// A memcached stand-in: answers the instance marker with `7`, every `mg` with its key,
+    /// echoing the opaque.
+    async fn echo_peer() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let opaque = line
+                            .split(' ')
+                            .find_map(|t| t.strip_prefix('O'))
+                            .unwrap_or("0")
+                            .to_owned();
+                        let key = line.split(' ').nth(1).unwrap_or("");
+                        let reply = if line.starts_with("ma ") {
+                            format!("VA 1 O{opaque}\r\n7\r\n")
+                        } else {
+                            format!("VA {} O{opaque}\r\n{key}\r\n", key.len())
+                        };
+                        if write.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn opaques_wrap_around_without_losing_a_command() {
+        let node = Node::with_first_opaque(
+            "127.0.0.1:1",
+            settings(Resolver::system()),
+            metrics(),
+            u32::MAX - 1,
+        );
+        assert_eq!(node.opaques(4), [u32::MAX - 1, u32::MAX, 0, 1]);
+        assert_eq!(node.opaques(1), [2]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_across_the_opaque_wrap_gets_every_reply() {
+        let addr = echo_peer().await;
+        let node = Node::with_first_opaque(
+            &addr.to_string(),
+            settings(Resolver::system()),
+            metrics(),
+            u32::MAX - 3,
+        );
+        // The handshake takes one opaque; this batch's run from u32::MAX - 2 to 1.
+        let keys = ["a", "b", "c", "d", "e"];
+        let mut answered = 0;
+        for round in 0..2 {
+            let opaques = node.opaques(keys.len());
+            let bytes: Vec<Bytes> = keys
+                .iter()
+                .zip(&opaques)
+                .map(|(k, o)| Bytes::from(format!("mg {k}{round} v O{o}\r\n")))
+                .collect();
+            let answer = node
+                .call(Batch::new(bytes, opaques), None)
+                .await
+                .expect("answered")
+                .expect("same instance");
+            assert_eq!(answer.instance, 7);
+            for (reply, key) in answer.replies.iter().zip(keys) {
+                assert!(
+                    matches!(reply, Reply::Value(_, v) if v[..] == *format!("{key}{round}").as_bytes()),
+                    "{reply:?}"
+                );
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 10);
+    }
+
+    /// Connecting has its own timeout: a connection that cannot be made within
+    /// `connect_timeout` fails as a connect error after it, whatever the operation timeout.
+    #[tokio::test]
+    async fn connecting_has_its_own_timeout() {
+        // A listener whose backlog is full: further connections are never accepted (their
+        // SYNs are dropped), so connecting hangs.
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .expect("socket");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind");
+        socket.listen(0).expect("listen");
+        let addr = socket
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        let mut fillers = Vec::new();
+        for _ in 0..4 {
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(addr)).await
+            {
+                fillers.push(s);
+            }
+        }
+        let mut s = settings(Resolver::system());
+        s.timeout = Duration::from_millis(20);
+        s.connect_timeout = Duration::from_millis(400);
+        let node = Node::new(&addr.to_string(), s, metrics());
+        let started = Instant::now();
+        let e = node
+            .call(
+                Batch::new(vec![Bytes::from_static(b"mg k v O1\r\n")], vec![1]),
+                None,
+            )
+            .await
+            .err()
+            .expect("no connection");
+        assert!(
+            matches!(&e, StoreError::Connect { reason, .. } if reason.contains("connect_timeout_ms")),
+            "{e:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(400), "{e:?}");
+        drop(socket);
+    }
+}
