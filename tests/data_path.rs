@@ -377,3 +377,36 @@ async fn a_huge_batch_does_not_eject_its_server_or_hold_up_small_calls() {
     let (_, metrics) = server.admin_get("/metrics").await;
     assert_eq!(ejections(&metrics, &mc.addr()), 0.0, "{metrics}");
 }
+
+/// A cold-miss lease won for a caller that gave up (its deadline ran out while memcached was
+/// slow) is given back as its reply arrives: the next caller wins the fill at once instead of
+/// being told `PENDING` until `cache.fill_timeout_seconds` runs out.
+#[tokio::test]
+async fn a_cold_fill_won_for_a_caller_that_left_is_given_back() {
+    let mc = Memcached::start();
+    let mut cfg = config(&[&mc]);
+    cfg.memcached.pool_size = 1;
+    cfg.cache.lease_on_miss = true;
+    cfg.cache.fill_timeout_seconds = 60;
+    let server = TestServer::start(cfg).await;
+    let c = Calls::new(server.client().await);
+    // The key space's generation is known before memcached stops.
+    assert_eq!(c.get(b"warm").await.outcome, Outcome::Miss as i32);
+    mc.signal("STOP");
+    let mut request = tonic::Request::new(mintcache_client::proto::GetRequest {
+        key: b"cold".to_vec(),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(200));
+    let gave_up = server.client().await.get(request).await;
+    assert_eq!(gave_up.expect_err("deadline").code(), Code::DeadlineExceeded);
+    mc.signal("CONT");
+    // memcached now creates the placeholder and elects the caller that left. The next read on
+    // the connection finds the fill taken (its command left before the lease was given back),
+    let second = c.get(b"cold").await;
+    assert_eq!(second.outcome, Outcome::Pending as i32);
+    // and the one after wins it.
+    let third = c.get(b"cold").await;
+    assert_eq!(third.outcome, Outcome::Miss as i32);
+    assert!(!third.lease_token.is_empty(), "the fill's lease");
+}
