@@ -56,6 +56,9 @@ pub(crate) mod names {
     pub(crate) const POOL_CONNECTIONS: &str = "mintcache.pool.connections";
     /// Callers waiting for a pooled memcached connection, by `node`.
     pub(crate) const POOL_WAITING: &str = "mintcache.pool.waiting";
+    /// Bytes of values read back from memcached and held until their answers are encoded
+    /// (unit `By`; bounded by `server.max_buffered_reply_bytes`).
+    pub(crate) const REPLY_BUFFERED: &str = "mintcache.reply.buffered";
     /// Entries in the embedded store.
     pub(crate) const EMBEDDED_ENTRIES: &str = "mintcache.embedded.entries";
     /// Bytes the embedded store counts against its budget (unit `By`).
@@ -340,6 +343,7 @@ pub enum MetricsError {
 pub(crate) struct PoolGauges {
     _connections: ObservableGauge<u64>,
     _waiting: ObservableGauge<u64>,
+    _reply_buffered: ObservableGauge<u64>,
 }
 
 /// The embedded store's gauges; unregistered when dropped.
@@ -535,6 +539,7 @@ impl MetricsRegistry {
     pub(crate) fn pool_gauges(
         &self,
         stats: impl Fn() -> Vec<PoolStats> + Send + Sync + 'static,
+        reply_buffered: impl Fn() -> u64 + Send + Sync + 'static,
     ) -> PoolGauges {
         let stats = std::sync::Arc::new(stats);
         let meter = self.meter();
@@ -562,9 +567,18 @@ impl MetricsRegistry {
                 }
             })
             .build();
+        let reply_buffered = meter
+            .u64_observable_gauge(names::REPLY_BUFFERED)
+            .with_unit("By")
+            .with_description(
+                "Bytes of values read back from memcached and held until their answers are encoded (server.max_buffered_reply_bytes)",
+            )
+            .with_callback(move |observer| observer.observe(reply_buffered(), &[]))
+            .build();
         PoolGauges {
             _connections: connections,
             _waiting: waiting,
+            _reply_buffered: reply_buffered,
         }
     }
 

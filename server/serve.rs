@@ -231,7 +231,11 @@ impl Server {
         metrics.nodes_known(store.pool_stats().into_iter().map(|stats| stats.node));
         let _pool_gauges = {
             let store = store.clone();
-            registry.pool_gauges(move || store.pool_stats())
+            let buffered = store.clone();
+            registry.pool_gauges(
+                move || store.pool_stats(),
+                move || buffered.reply_bytes_buffered(),
+            )
         };
         let (readiness, health) = Readiness::new();
         let serving = first_verdict(&*store).await;

@@ -399,7 +399,10 @@ async fn a_cold_fill_won_for_a_caller_that_left_is_given_back() {
     });
     request.set_timeout(Duration::from_millis(200));
     let gave_up = server.client().await.get(request).await;
-    assert_eq!(gave_up.expect_err("deadline").code(), Code::DeadlineExceeded);
+    assert_eq!(
+        gave_up.expect_err("deadline").code(),
+        Code::DeadlineExceeded
+    );
     mc.signal("CONT");
     // memcached now creates the placeholder and elects the caller that left. The next read on
     // the connection finds the fill taken (its command left before the lease was given back),

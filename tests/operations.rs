@@ -117,6 +117,12 @@ async fn metrics_follow_the_calls() {
         )),
         "{after}"
     );
+    // Values read back are held only until their answers are encoded.
+    assert!(
+        after.contains("\nmintcache_reply_buffered_bytes "),
+        "{after}"
+    );
+    assert_eq!(sample(&after, "mintcache_reply_buffered_bytes "), 0.0);
     // Labels never carry keys or values.
     assert!(!after.contains("absent"));
     let (status, body) = server.admin_get("/healthz").await;

@@ -89,7 +89,6 @@ impl ReplyBudget {
     }
 
     /// Bytes held now.
-    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
     }

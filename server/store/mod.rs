@@ -165,6 +165,12 @@ pub(crate) trait Store: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Bytes of values read back and held until their answers are encoded (none for
+    /// in-process stores, whose values are shared with the store).
+    fn reply_bytes_buffered(&self) -> u64 {
+        0
+    }
+
     /// Meta get (`mg <key> v f t c [R] [N]`).
     fn get(
         &self,

@@ -59,6 +59,8 @@ pub(crate) struct MemcachedStore {
     remapped: Mutex<Option<(Vec<bool>, Arc<KetamaRing>)>>,
     nodes: Vec<Node>,
     remap_ejected: bool,
+    /// Values read back and not yet sent, of every call.
+    reply_budget: ReplyBudget,
 }
 
 /// The server owning `key` on `ring` (the first server for an empty ring).
@@ -77,6 +79,7 @@ impl MemcachedStore {
         metrics: Metrics,
         resolver: Resolver,
     ) -> Self {
+        let reply_budget = ReplyBudget::new(reply_budget_bytes);
         let settings = NodeSettings {
             max_value_bytes,
             connections: config.pool_size,
@@ -87,7 +90,7 @@ impl MemcachedStore {
             keepalive: (config.keepalive_ms > 0)
                 .then(|| Duration::from_millis(config.keepalive_ms)),
             max_queued: config.max_queued_commands,
-            reply_budget: ReplyBudget::new(reply_budget_bytes),
+            reply_budget: reply_budget.clone(),
             resolver,
         };
         let nodes: Vec<Node> = config
@@ -109,6 +112,7 @@ impl MemcachedStore {
             ring,
             servers,
             remapped: Mutex::new(None),
+            reply_budget,
             nodes,
             remap_ejected: config.ejected_keys == EjectedKeys::Remap,
         }
@@ -453,6 +457,10 @@ impl Store for MemcachedStore {
 
     fn pool_stats(&self) -> Vec<PoolStats> {
         self.nodes.iter().map(Node::pool_stats).collect()
+    }
+
+    fn reply_bytes_buffered(&self) -> u64 {
+        self.reply_budget.held() as u64
     }
 
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {
