@@ -26,6 +26,7 @@ True
 b'Ada'
 """
 
+from ._breaker import Breaker
 from ._core import (
     AUTHORIZATION_HEADER,
     DEBUG_APPLIED_HEADER,
@@ -34,7 +35,6 @@ from ._core import (
     NAMESPACE_HEADER,
     VERSION_HEADER,
 )
-from ._breaker import Breaker
 from .aio import AsyncClient
 from .client import Client
 from .errors import (

@@ -76,7 +76,7 @@ def _import(name: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise CodecError(
-            f"{name} needs the {module.split('.')[0]} package: pip install \"mintcache[{name}]\""
+            f'{name} needs the {module.split(".")[0]} package: pip install "mintcache[{name}]"'
         ) from None
 
 
@@ -103,9 +103,7 @@ class Codec:
         json_encoder: type[json.JSONEncoder] | None = None,
     ) -> None:
         if serializer not in SERIALIZERS:
-            raise CodecError(
-                f"unknown serializer {serializer!r} (known: {', '.join(SERIALIZERS)})"
-            )
+            raise CodecError(f"unknown serializer {serializer!r} (known: {', '.join(SERIALIZERS)})")
         if compressor is not None and compressor not in COMPRESSORS:
             raise CodecError(
                 f"unknown compressor {compressor!r} (known: {', '.join(COMPRESSORS)}, or None)"

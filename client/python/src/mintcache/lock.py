@@ -199,9 +199,7 @@ class Lock:
 
     # --- sync ----------------------------------------------------------------------------------
 
-    def acquire(
-        self, blocking: bool | None = None, blocking_timeout: float | None = None
-    ) -> bool:
+    def acquire(self, blocking: bool | None = None, blocking_timeout: float | None = None) -> bool:
         """Takes the lock; ``False`` if it could not (not blocking, or ``blocking_timeout``
         passed). The arguments override the lock's own for this call."""
         if self._token is not None:
