@@ -5,10 +5,12 @@ A circuit is *closed* while its endpoint answers. After ``failures`` consecutive
 attempts that say the endpoint is gone (the clients count ``UNAVAILABLE`` and
 ``DEADLINE_EXCEEDED``; any answer from the server, even an error, counts as success) it
 *opens*: calls to that endpoint fail at once, without touching the network, for a cool-off
-drawn between half and all of ``cool_off`` seconds. When the cool-off ends, one call is let
-through as a probe (*half-open*) while the others still fail at once; an answer closes the
-circuit, a failure opens it again for twice as long (up to ``max_cool_off``). Opening and
-closing are logged on the ``mintcache.circuit`` logger.
+drawn between half and all of ``cool_off`` seconds. When the cool-off ends, one caller probes
+(*half-open*) while the others still fail at once: the clients ask the endpoint's gRPC health
+service first, with a deadline of at most ``probe_timeout``, so that probing a hung endpoint
+costs that caller ``probe_timeout``, not its whole deadline. An answer closes the circuit (and
+the call goes on), a failure opens it again for twice as long (up to ``max_cool_off``).
+Opening and closing are logged on the ``mintcache.circuit`` logger.
 
 Every method holds the circuit's lock for a few instructions only, so one circuit can be
 shared by threads and event loops (the Django backend shares one per endpoint between its
@@ -38,20 +40,29 @@ class Breaker:
     open an endpoint's circuit (default 3). ``cool_off``: seconds a circuit stays open the
     first time (default 1; each wait is jittered down to between half and all of it).
     ``max_cool_off``: the longest wait, reached by doubling after each failed probe
-    (default 30).
+    (default 30). ``probe_timeout``: the longest a probe waits for the endpoint's health
+    answer (default 1).
 
     Clients given the same :class:`Breaker` share the state of each endpoint (the Django
     backend gives its sync and asyncio clients one); a client made without one gets its own.
     """
 
-    __slots__ = ("failures", "cool_off", "max_cool_off", "_circuits", "_lock")
+    __slots__ = ("failures", "cool_off", "max_cool_off", "probe_timeout", "_circuits", "_lock")
 
     def __init__(
-        self, failures: int = 3, cool_off: float = 1.0, max_cool_off: float = 30.0
+        self,
+        failures: int = 3,
+        cool_off: float = 1.0,
+        max_cool_off: float = 30.0,
+        probe_timeout: float = 1.0,
     ) -> None:
         if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
             raise ValueError("Breaker: failures must be a whole number >= 1")
-        for name, value in (("cool_off", cool_off), ("max_cool_off", max_cool_off)):
+        for name, value in (
+            ("cool_off", cool_off),
+            ("max_cool_off", max_cool_off),
+            ("probe_timeout", probe_timeout),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"Breaker: {name} must be seconds > 0")
         if max_cool_off < cool_off:
@@ -59,13 +70,14 @@ class Breaker:
         self.failures = failures
         self.cool_off = float(cool_off)
         self.max_cool_off = float(max_cool_off)
+        self.probe_timeout = float(probe_timeout)
         self._circuits: dict[str, Circuit] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
             f"Breaker(failures={self.failures}, cool_off={self.cool_off}, "
-            f"max_cool_off={self.max_cool_off})"
+            f"max_cool_off={self.max_cool_off}, probe_timeout={self.probe_timeout})"
         )
 
     def circuit(self, endpoint: str) -> Circuit:
@@ -113,6 +125,11 @@ class Circuit:
     def state(self) -> str:
         """``closed``, ``open`` or ``half-open``."""
         return self._state
+
+    @property
+    def probe_timeout(self) -> float:
+        """The longest a probe waits for an answer."""
+        return self._breaker.probe_timeout
 
     @property
     def last_error(self) -> str:

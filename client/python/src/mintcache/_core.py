@@ -545,7 +545,10 @@ class Attempts:
 
         attempts = Attempts(endpoints, timeout, retry, read)
         while True:
-            index, timeout = attempts.start()
+            index, timeout, probe = attempts.start()
+            if probe:  # half-open: ask the endpoint's health first, briefly
+                ok, timeout = attempts.probed(code of health(index, timeout) or None)
+                if not ok: continue
             try: answer = call(index, timeout)
             except RpcError as e: sleep(attempts.failed(e.code(), e.details(), e))
             except BaseException: attempts.abandoned(); raise
@@ -564,13 +567,35 @@ class Attempts:
         self._failed = 0
         self._permit: Permit | None = None
 
-    def start(self) -> tuple[int, float | None]:
-        """The endpoint (index) and grpcio timeout of the next attempt; raises
+    def start(self) -> tuple[int, float | None, bool]:
+        """The endpoint (index) and grpcio timeout of the next attempt, and whether the caller
+        must probe that endpoint first (its circuit is half-open: ask its health with this
+        timeout, then report with :meth:`probed`). Raises
         :class:`~mintcache.DeadlineExceeded` when the deadline has passed and
         :class:`~mintcache.CircuitOpen` when no endpoint may be called."""
         left = time_left(self._deadline)
         index, self._permit = self._endpoints.pick(monotonic())
-        return index, grpc_timeout(left)
+        if self._permit is not None and self._permit.probe:
+            probe = self._permit.circuit.probe_timeout
+            return index, grpc_timeout(probe if left is None else min(left, probe)), True
+        return index, grpc_timeout(left), False
+
+    def probed(self, code: grpc.StatusCode | None, details: str = "") -> tuple[bool, float | None]:
+        """The probe ended: ``code`` ``None`` when it was answered (or any code but an endpoint
+        failure: an error is an answer too). Returns ``(True, timeout)``: the circuit is
+        closed, send the call with this timeout; or ``(False, None)``: the circuit opened
+        again, call :meth:`start` for another endpoint (or :class:`~mintcache.CircuitOpen`)."""
+        permit, self._permit = self._permit, None
+        if permit is None:
+            return True, grpc_timeout(time_left(self._deadline))
+        failed = code is not None and code in ENDPOINT_FAILURES
+        error = "" if code is None else f"{code.name}: {details} (health probe)"
+        permit.circuit.record(permit, failed, monotonic(), error)
+        if failed:
+            return False, None
+        left = time_left(self._deadline)
+        self._permit = permit.circuit.allow(monotonic())
+        return True, grpc_timeout(left)
 
     def succeeded(self) -> None:
         """The attempt got an answer."""

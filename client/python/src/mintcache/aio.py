@@ -179,7 +179,11 @@ class AsyncClient:
         )
         while True:
             stubs = self._channels.stubs()
-            index, timeout = attempts.start()
+            index, timeout, probe = attempts.start()
+            if probe:
+                ok, timeout = await self._probe(attempts, index, timeout, metadata)
+                if not ok:
+                    continue
             try:
                 call = getattr(stubs[index], method)(request, timeout=timeout, metadata=metadata)
                 response = await call
@@ -194,6 +198,22 @@ class AsyncClient:
             else:
                 attempts.succeeded()
                 return response, initial_metadata
+
+    async def _probe(
+        self, attempts: _core.Attempts, index: int, timeout: float | None, metadata: Any
+    ) -> tuple[bool, float | None]:
+        """See :meth:`mintcache.Client._probe`."""
+        check = self._channels.channel(index).unary_unary(
+            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
+        )
+        try:
+            await check(b"", timeout=timeout, metadata=metadata)
+        except grpc.RpcError as rpc_error:
+            return attempts.probed(rpc_error.code(), rpc_error.details() or "")
+        except BaseException:
+            attempts.abandoned()
+            raise
+        return attempts.probed(None)
 
     async def get(
         self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None
@@ -304,7 +324,7 @@ class AsyncClient:
             self._channels.endpoints, self._defaults.timeout, Backoff.NONE, read=True
         )
         self._channels.stubs()
-        index, timeout = attempts.start()
+        index, timeout, _ = attempts.start()  # a health check is its own probe
         check = self._channels.channel(index).unary_unary(
             _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
         )

@@ -167,7 +167,11 @@ class Client:
         )
         stubs = self._channels.stubs
         while True:
-            index, timeout = attempts.start()
+            index, timeout, probe = attempts.start()
+            if probe:
+                ok, timeout = self._probe(attempts, index, timeout, metadata)
+                if not ok:
+                    continue
             try:
                 response, call = getattr(stubs[index], method).with_call(
                     request, timeout=timeout, metadata=metadata
@@ -180,6 +184,22 @@ class Client:
             else:
                 attempts.succeeded()
                 return response, call.initial_metadata()
+
+    def _probe(
+        self, attempts: _core.Attempts, index: int, timeout: float | None, metadata: Any
+    ) -> tuple[bool, float | None]:
+        """The probe of a half-open circuit: the endpoint's health, within ``timeout``."""
+        check = self._channels.channels[index].unary_unary(
+            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
+        )
+        try:
+            check(b"", timeout=timeout, metadata=metadata)
+        except grpc.RpcError as rpc_error:
+            return attempts.probed(rpc_error.code(), rpc_error.details() or "")
+        except BaseException:
+            attempts.abandoned()
+            raise
+        return attempts.probed(None)
 
     def get(self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None) -> Lookup:
         """Reads a key. ``peek``: look without joining the refresh election (never ``REFRESH``,
@@ -305,7 +325,7 @@ class Client:
         attempts = _core.Attempts(
             self._channels.endpoints, self._defaults.timeout, Backoff.NONE, read=True
         )
-        index, timeout = attempts.start()
+        index, timeout, _ = attempts.start()  # a health check is its own probe
         check = self._channels.channels[index].unary_unary(
             _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
         )
