@@ -221,7 +221,9 @@ def test_circuits_are_per_endpoint(cluster, space):
 
 
 def test_async_client_breaker(own_server, space):
-    breaker = Breaker(failures=2, cool_off=30)
+    """The asyncio client: the circuit opens on a hung server, calls fail at once, and once
+    the server answers again the probe after the cool-off closes it."""
+    breaker = Breaker(failures=2, cool_off=0.3, max_cool_off=0.3)
 
     async def main():
         async with AsyncClient(own_server.addr, version=space, timeout=0.3, breaker=breaker) as c:
@@ -234,10 +236,21 @@ def test_async_client_breaker(own_server, space):
                 for _ in range(100):
                     with pytest.raises(CircuitOpen):
                         await c.get("k")
-                return time.monotonic() - started, c.circuits()
+                elapsed = time.monotonic() - started
+                opened = c.circuits()
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    value = (await c.get("k")).value
+                    break
+                except (CircuitOpen, DeadlineExceeded):
+                    assert time.monotonic() < deadline, "the probe never closed the circuit"
+                    await asyncio.sleep(0.05)
+            return elapsed, opened, value, c.circuits()
 
-    elapsed, circuits = asyncio.run(main())
-    assert elapsed < 1.0 and circuits == [(own_server.addr, "open")]
+    elapsed, opened, value, closed = asyncio.run(main())
+    assert elapsed < 1.0 and opened == [(own_server.addr, "open")]
+    assert value == b"v" and closed == [(own_server.addr, "closed")]
 
 
 def test_clients_sharing_a_breaker_share_circuits(endpoint):

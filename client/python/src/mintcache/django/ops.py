@@ -11,12 +11,12 @@ the report says so and the check still passes on what the gRPC port answered).
 from __future__ import annotations
 
 import re
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core import monotonic
 from ..client import Client
 from ..errors import CacheError
 from ..types import Backoff
@@ -190,13 +190,13 @@ def check_endpoint(
         report.lines.append(f"gRPC health: failed: {error}")
         return report
     report.lines.append(f"gRPC health: {health}")
-    started = time.monotonic()
+    started = monotonic()
     try:
         lookup = client.get(CHECK_KEY, peek=True)
     except CacheError as error:
         report.lines.append(f"read in the key space: failed: {error}")
         return report
-    took = (time.monotonic() - started) * 1000
+    took = (monotonic() - started) * 1000
     state = "memcached failed: the read was answered as a miss" if lookup.degraded else "ok"
     report.lines.append(f"read in the key space: {state} ({took:.1f} ms)")
     report.ok = health == "SERVING" and not lookup.degraded
