@@ -144,18 +144,18 @@ def _shared_breaker(settings: tuple[Any, ...], make: Callable[[], Breaker]) -> B
 
 
 def _shared_client(
-    settings: tuple[Any, ...], make: Callable[[Breaker], Client], breaker: Any
+    settings: tuple[Any, ...], make: Callable[[Breaker], Client], make_breaker: Any
 ) -> Client:
     key = (os.getpid(), settings)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = make(_shared_breaker(settings, breaker))
+            client = _clients[key] = make(_shared_breaker(settings, make_breaker))
         return client
 
 
 def _shared_aio_client(
-    settings: tuple[Any, ...], make: Callable[[Breaker], AsyncClient], breaker: Any
+    settings: tuple[Any, ...], make: Callable[[Breaker], AsyncClient], make_breaker: Any
 ) -> AsyncClient:
     loop = asyncio.get_running_loop()
     with _clients_lock:
@@ -167,7 +167,7 @@ def _shared_aio_client(
             per_loop = _aio_clients[loop] = {}
         client = per_loop.get(settings)
         if client is None:
-            client = per_loop[settings] = make(_shared_breaker(settings, breaker))
+            client = per_loop[settings] = make(_shared_breaker(settings, make_breaker))
         return client
 
 
