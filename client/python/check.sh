@@ -3,7 +3,9 @@
 #   1. the committed stubs match proto/ (regenerated with the pinned grpcio-tools, then diffed);
 #   2. `pip install ./client/python` into a fresh-enough venv, like a user would;
 #   3. pytest tests/python against that installed package, a real mintcache-server (built here
-#      with cargo unless MINTCACHE_SERVER_BIN is set) and real memcached processes.
+#      with cargo unless MINTCACHE_SERVER_BIN is set) and real memcached processes;
+#   4. Django's own cache, session and cache-middleware suites on MintCache (django-suite.sh:
+#      tests/runtests.py from Django's sdist, against the same server binary).
 # Venvs live under target/python/ (git-ignored): gen/ for the generator, test/ for the tests.
 # Extra arguments go to pytest (e.g. `-k django -x`). Any failure, or no test run, fails.
 set -euo pipefail
@@ -51,6 +53,13 @@ status=0
 "$VENVS/test/bin/python" -m pytest -p no:cacheprovider -q "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     log "pytest collected no tests"
-    exit 1
+    status=1
 fi
-exit "$status"
+
+log "Django's own suites on MintCache"
+suite=0
+PYTHON="$VENVS/test/bin/python" bash "$HERE/django-suite.sh" || suite=$?
+if [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+exit "$suite"

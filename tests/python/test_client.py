@@ -214,8 +214,13 @@ def test_large_values(client):
 def test_errors(client, endpoint, space):
     with pytest.raises(InvalidArgument):
         client.get("")
-    with pytest.raises(InvalidArgument):
-        client.with_options(version="not valid!").get("k")
+    # A version or namespace the server would refuse on every call is refused up front.
+    for bad in ("not valid!", "", "v" * 65):
+        with pytest.raises(ValueError, match="x-cache-version"):
+            client.with_options(version=bad)
+    with pytest.raises(ValueError, match="x-cache-namespace"):
+        Client(endpoint, namespace="a/b")
+    assert client.with_options(namespace="").with_options(version="v" * 64) is not None
     with pytest.raises(InvalidArgument):
         client.set("k", "v", -1)
     with pytest.raises(ValueError):

@@ -122,3 +122,64 @@ def test_ttl_conversion():
     assert touch_request("k", 0).ttl_seconds == 0
     with pytest.raises(TypeError):
         set_request("k", "v", "60", 0, 0, None, False)
+
+
+def test_lock_release_decisions():
+    from mintcache.lock import LockNotOwnedError, release_deadline
+
+    mine = Lookup(key=b"k", outcome=Outcome.HIT, value=b"tok")
+    theirs = Lookup(key=b"k", outcome=Outcome.HIT, value=b"other")
+    gone = Lookup(key=b"k", outcome=Outcome.MISS)
+    for lookup in (theirs, gone):
+        with pytest.raises(LockNotOwnedError):
+            release_deadline(lookup, b"tok", sent_at=0.0, timeout=30, now=1.0)
+    assert release_deadline(mine, b"tok", sent_at=0.0, timeout=None, now=500.0) == 0.0
+    # Taken at 0 for 30 s: memcached may expire it from 29 s; the delete must land before.
+    assert release_deadline(mine, b"tok", sent_at=0.0, timeout=30, now=10.0) == pytest.approx(
+        18.95
+    )
+    assert release_deadline(mine, b"tok", sent_at=0.0, timeout=30, now=28.96) is None
+    assert release_deadline(mine, b"tok", sent_at=0.0, timeout=1, now=0.0) is None
+
+
+def test_lock_attempts():
+    from mintcache.lock import LockAttempts
+
+    assert LockAttempts(blocking=False, blocking_timeout=None, sleep=0.1).wait() is None
+    assert LockAttempts(blocking=True, blocking_timeout=None, sleep=0.1).wait() == 0.1
+    assert LockAttempts(blocking=True, blocking_timeout=0, sleep=0.1).wait() is None
+    assert 0 < LockAttempts(blocking=True, blocking_timeout=0.05, sleep=0.1).wait() <= 0.05
+
+
+def test_codec_flags_and_refusals():
+    from mintcache.codecs import Codec, CodecError, describe_flags
+
+    pickled = Codec()
+    data, flags = pickled.encode({"a": 1})
+    assert flags == 1 and pickled.decode(data, flags) == {"a": 1}
+    as_json = Codec("json", "zlib", min_bytes=10)
+    data, flags = as_json.encode(["x" * 100])
+    assert flags == 0x102 and describe_flags(flags) == "json + zlib"
+    assert as_json.decode(data, flags) == ["x" * 100]
+    assert Codec("json").decode(data, flags) == ["x" * 100]  # any compressor is read
+    with pytest.raises(CodecError, match="written with the json serializer"):
+        pickled.decode(data, flags)
+    with pytest.raises(CodecError, match="unknown encoding"):
+        pickled.decode(b"x", 0x10001)
+    with pytest.raises(CodecError, match="unknown encoding"):
+        pickled.decode(b"x", 0x901)
+    with pytest.raises(CodecError, match="unknown encoding"):
+        pickled.decode(b"x", 7)
+    for bad in ({"serializer": "yaml"}, {"compressor": "bz2"}, {"min_bytes": -1}):
+        with pytest.raises(CodecError):
+            Codec(**bad)
+
+
+def test_labels_are_checked_as_the_server_checks_them():
+    from mintcache._core import label
+
+    assert label("v", "r42.1_b-c", empty=False) == "r42.1_b-c"
+    assert label("ns", "", empty=True) == ""
+    for bad, empty in (("", False), ("a b", True), ("é", True), ("x" * 65, True)):
+        with pytest.raises(ValueError):
+            label("v", bad, empty=empty)

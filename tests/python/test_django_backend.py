@@ -430,7 +430,21 @@ def test_locations_and_options(django_env):
         ({"GRACE": -1}, "GRACE"),
         ({"GRACE": "30"}, "GRACE"),
         ({"CALL_TIMEOUT": 0}, "CALL_TIMEOUT"),
-        ({"APP_VERSION": "vérsion"}, "x-cache-version"),
+        # A key space the server refuses would fail every call: refused at configuration.
+        ({"APP_VERSION": "vérsion"}, r"APP_VERSION.*may only contain"),
+        ({"APP_VERSION": "bad version"}, r"APP_VERSION.*may only contain"),
+        ({"APP_VERSION": ""}, r"APP_VERSION.*must not be empty"),
+        ({"APP_VERSION": "r" * 65}, r"APP_VERSION.*at most 64"),
+        ({"NAMESPACE": "shop/eu"}, r"NAMESPACE.*may only contain"),
+        ({"TOKEN": "two\nlines"}, "authorization"),
+        ({"SERIALIZER": "yaml"}, "unknown serializer 'yaml'"),
+        ({"COMPRESSOR": "bz2"}, "unknown compressor 'bz2'"),
+        ({"COMPRESS_MIN_BYTES": -1}, "threshold"),
+        ({"PICKLE_PROTOCOL": 99}, "pickle protocol"),
+        ({"IGNORE_EXCEPTIONS": "yes"}, "IGNORE_EXCEPTIONS"),
+        ({"BREAKER_FAILURES": 0}, "BREAKER_FAILURES"),
+        ({"BREAKER_COOL_OFF": 0}, "BREAKER_COOL_OFF"),
+        ({"BREAKER_COOL_OFF": 60}, "max_cool_off"),
     ):
         with pytest.raises(ImproperlyConfigured, match=text):
             MintCache(addr, {"OPTIONS": options})

@@ -29,8 +29,11 @@ def probe(
     write: str | None = None,
     path: str = "probe",
     alias: str = "default",
+    also: str | None = None,
 ):
     query = {"key": key, "cache": alias}
+    if also is not None:
+        query["also"] = also
     if mode is not None:
         query["cache_debug"] = mode
     if write is not None:
@@ -169,11 +172,27 @@ def test_concurrent_async_requests_do_not_share_modes(cache):
 
 def test_backend_without_admin_token_ignores_the_mode(caches, caplog):
     caches["no_admin"].set("k", "cached")
-    response = probe(browser("root"), "k", "off", alias="no_admin")
+    response = probe(browser("root"), "k", "write-only", write="w", alias="no_admin")
     # The request runs in the mode, but this cache has no admin token to apply it with: it
-    # answers normally, and says so in the log.
-    assert response.json() == {"value": "cached", "mode": "off"}
+    # answers normally, says so in the log, and the header does not claim the mode.
+    assert response.json() == {"value": "cached", "mode": "write-only"}
     assert any("ADMIN_TOKEN" in r.getMessage() for r in caplog.records)
+    assert response["X-Cache-Debug"] == (
+        "ignored (no ADMIN_TOKEN): 2 cache operation(s) ran normally"
+    )
+
+
+def test_debug_header_tells_what_was_applied(caches):
+    """X-Cache-Debug names the mode only when every cache operation ran in it."""
+    caches["default"].set("k", "cached")
+    root = browser("root")
+    mixed = probe(root, "k", "off", also="no_admin")
+    assert mixed["X-Cache-Debug"] == (
+        "partial: off on 1 cache operation(s), ignored on 1 (no ADMIN_TOKEN)"
+    )
+    response = root.get("/nocache/", {"cache_debug": "off"})
+    assert response.json() == {"mode": "off"}
+    assert response["X-Cache-Debug"] == "off (no cache operations)"
 
 
 def test_cache_debug_context_manager(cache):

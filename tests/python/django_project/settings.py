@@ -13,6 +13,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",
+    "mintcache.django",  # python manage.py mintcache ...
 ]
 
 MIDDLEWARE = [

@@ -6,6 +6,7 @@ from . import views
 
 urlpatterns = [
     path("probe/", views.probe),
+    path("nocache/", views.nocache),
     path("aprobe/", views.aprobe),
     path("together/", views.together),
     path("atogether/", views.atogether),

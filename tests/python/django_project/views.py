@@ -34,7 +34,13 @@ def probe(request):
     seen = c.get(key)
     if "write" in request.GET:
         c.set(key + ":written", request.GET["write"])
+    if "also" in request.GET:
+        caches[request.GET["also"]].get(key)
     return JsonResponse({"value": seen, "mode": _mode()})
+
+
+def nocache(request):
+    return JsonResponse({"mode": _mode()})
 
 
 async def aprobe(request):

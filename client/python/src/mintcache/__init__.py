@@ -5,9 +5,16 @@
   endpoints, TLS, bounded retries where a retry cannot change the answer, and
   ``get_or_compute``, which follows the mint protocol so that an expiring key is recomputed
   once, fleet-wide.
+- :class:`Breaker`: the circuit breaker's settings (one circuit per endpoint: after a few
+  consecutive ``UNAVAILABLE`` / ``DEADLINE_EXCEEDED`` failures, calls fail at once for a
+  cool-off, then one probe goes through).
+- :mod:`mintcache.lock`: :class:`Lock`, a distributed lock (``client.lock(key, timeout)``).
+- :mod:`mintcache.codecs`: :class:`~mintcache.codecs.Codec`, values to bytes (pickle, JSON,
+  msgpack; zlib, zstd, lz4), as the Django backend stores them.
 - :mod:`mintcache.types`: :class:`Outcome`, :class:`Lookup`, :class:`DebugMode`,
   :class:`SetItem`, :class:`WriteResult`, :class:`ItemError`, :class:`Backoff`, :class:`TLS`.
-- :mod:`mintcache.errors`: :class:`CacheError` and one subclass per gRPC status code.
+- :mod:`mintcache.errors`: :class:`CacheError` and one subclass per gRPC status code
+  (and :class:`CircuitOpen`, an :class:`Unavailable` raised without a call).
 - :mod:`mintcache.django`: the Django cache backend ``MintCache`` and ``CacheDebugMiddleware``.
 - :mod:`mintcache.v1`: the generated protobuf messages and gRPC stubs.
 
@@ -19,6 +26,7 @@ True
 b'Ada'
 """
 
+from ._breaker import Breaker
 from ._core import (
     AUTHORIZATION_HEADER,
     DEBUG_APPLIED_HEADER,
@@ -31,6 +39,7 @@ from .aio import AsyncClient
 from .client import Client
 from .errors import (
     CacheError,
+    CircuitOpen,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
@@ -41,6 +50,7 @@ from .errors import (
     Unavailable,
     Unimplemented,
 )
+from .lock import Lock, LockError, LockNotOwnedError
 from .types import TLS, Backoff, DebugMode, ItemError, Lookup, Outcome, SetItem, WriteResult
 
 __version__ = "0.1.0"
@@ -54,13 +64,18 @@ __all__ = [
     "VERSION_HEADER",
     "AsyncClient",
     "Backoff",
+    "Breaker",
     "CacheError",
+    "CircuitOpen",
     "Client",
     "DeadlineExceeded",
     "DebugMode",
     "FailedPrecondition",
     "InvalidArgument",
     "ItemError",
+    "Lock",
+    "LockError",
+    "LockNotOwnedError",
     "Lookup",
     "NotFound",
     "Outcome",

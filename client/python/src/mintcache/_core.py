@@ -1,17 +1,24 @@
 """What the sync and asyncio clients share, with no I/O: call defaults and their metadata,
-endpoint parsing, request building, answer parsing, which failures may be retried, and the mint
-protocol's decisions for ``get_or_compute``."""
+endpoint parsing, request building, answer parsing, the attempts of a call (deadline from a
+monotonic clock, which endpoint, circuit breaker, which failures may be retried), and the mint
+protocol's decisions for ``get_or_compute``.
+
+Nothing here holds a grpcio object: the clients own the channels and hand over status codes.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 import grpc
 
-from .errors import DeadlineExceeded, error_from_rpc
+from ._breaker import Breaker, Permit
+from .errors import CircuitOpen, DeadlineExceeded, NotFound, error_from_code
 from .types import Backoff, DebugMode, ItemError, Key, Lookup, Outcome, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
 
@@ -79,9 +86,9 @@ class CallDefaults:
         """The request metadata, in a fixed order."""
         headers: list[tuple[str, str]] = []
         if self.version is not None:
-            headers.append((VERSION_HEADER, _ascii(VERSION_HEADER, self.version)))
+            headers.append((VERSION_HEADER, label(VERSION_HEADER, self.version, empty=False)))
         if self.namespace is not None:
-            headers.append((NAMESPACE_HEADER, _ascii(NAMESPACE_HEADER, self.namespace)))
+            headers.append((NAMESPACE_HEADER, label(NAMESPACE_HEADER, self.namespace, empty=True)))
         if self.debug is not None:
             headers.append((DEBUG_HEADER, self.debug.value))
         if self.token is not None:
@@ -89,6 +96,30 @@ class CallDefaults:
                 (AUTHORIZATION_HEADER, "Bearer " + _ascii(AUTHORIZATION_HEADER, self.token))
             )
         return tuple(headers)
+
+
+#: The longest version or namespace the server takes.
+MAX_LABEL_BYTES = 64
+_LABEL = re.compile(r"[A-Za-z0-9._-]*\Z")
+
+
+def label(header: str, text: str, empty: bool) -> str:
+    """A version (``empty=False``) or namespace, checked as the server checks it: up to 64
+    characters of ``A-Z a-z 0-9 . _ -``. Refused here, a bad one is a configuration error at
+    start-up rather than ``INVALID_ARGUMENT`` on every call."""
+    if not isinstance(text, str):
+        raise ValueError(f"{header}: must be text, not {type(text).__name__}")
+    if not text and not empty:
+        raise ValueError(f"{header}: must not be empty")
+    if len(text) > MAX_LABEL_BYTES:
+        raise ValueError(f"{header}: must be at most {MAX_LABEL_BYTES} characters, got {len(text)}")
+    if not _LABEL.match(text):
+        at = next(i for i, c in enumerate(text) if not _LABEL.match(c))
+        raise ValueError(
+            f"{header}: may only contain A-Z, a-z, 0-9, '.', '_' and '-' "
+            f"(character {at + 1} is not one of them)"
+        )
+    return text
 
 
 def _ascii(header: str, text: str) -> str:
@@ -248,6 +279,38 @@ def increment_request(
     return request
 
 
+def increment_not_found(error: NotFound) -> NotFound:
+    """The server's ``NOT_FOUND`` for ``Increment`` names the proto field (``initial_value``);
+    a Python caller passes ``initial=``."""
+    details = error.details.replace("pass initial_value", "pass initial=")
+    return NotFound(details)
+
+
+#: gRPC's health service (grpc.health.v1), called without its generated stubs: the request
+#: and the answer are one field each.
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def health_request(service: str) -> bytes:
+    """A serialized ``HealthCheckRequest{service}``."""
+    name = service.encode("utf-8")
+    if not name:
+        return b""
+    if len(name) > 127:
+        raise ValueError("health: service name too long")
+    return b"\x0a" + bytes([len(name)]) + name
+
+
+def health_status(answer: bytes) -> str:
+    """The status of a serialized ``HealthCheckResponse`` (field 1, an enum; absent = 0)."""
+    if len(answer) >= 2 and answer[0] == 0x08 and answer[1] < 0x80:
+        return _HEALTH_STATUS.get(answer[1], str(answer[1]))
+    if not answer:
+        return "UNKNOWN"
+    raise ProtocolError("unexpected health answer")
+
+
 def _outcome(wire: int) -> Outcome | None:
     try:
         return Outcome(wire)
@@ -394,9 +457,22 @@ class MintReads:
         return Compute(lease=lookup.lease, write_back=not lookup.degraded)
 
 
+# --- the attempts of a call ---------------------------------------------------------------------
+
+#: The clock of every deadline, wait and cool-off: monotonic, and taken at import so that a
+#: test patching ``time.monotonic`` or ``time.time`` (Django's own suite patches ``time.time``)
+#: cannot move the deadlines of calls.
+monotonic = time.monotonic
+_wall = time.time
+
+#: Failures that say an endpoint is gone (they count towards opening its circuit). Any other
+#: answer, errors included, came from a server.
+ENDPOINT_FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
 def deadline_after(timeout: float | None) -> float | None:
-    """The ``time.monotonic()`` at which a call with this timeout ends (``None``: never)."""
-    return None if timeout is None else time.monotonic() + timeout
+    """The :func:`monotonic` time at which a call with this timeout ends (``None``: never)."""
+    return None if timeout is None else monotonic() + timeout
 
 
 def time_left(deadline: float | None) -> float | None:
@@ -405,23 +481,155 @@ def time_left(deadline: float | None) -> float | None:
     own timer."""
     if deadline is None:
         return None
-    left = deadline - time.monotonic()
+    left = deadline - monotonic()
     if left <= 0:
         raise DeadlineExceeded("deadline passed before the call was sent")
     return left
 
 
-def retry_delay(
-    rpc_error: grpc.RpcError, failed: int, retry: Backoff, read: bool, deadline: float | None
-) -> float:
-    """Seconds to wait before the next attempt, after ``failed`` attempts ended with
-    ``rpc_error``; raises what the caller gets when there is no next attempt."""
-    code, details = rpc_error.code(), rpc_error.details()
-    if failed >= retry.attempts or not may_retry(read, code, details):
-        raise error_from_rpc(rpc_error) from rpc_error
-    delay = retry.delay(failed)
-    if deadline is not None and time.monotonic() + delay >= deadline:
-        raise DeadlineExceeded(
-            f"deadline passed while retrying ({code.name}: {details})"
-        ) from rpc_error
-    return delay
+def grpc_timeout(left: float | None) -> float | None:
+    """The ``timeout`` to give grpcio for ``left`` seconds. grpcio turns a timeout into a
+    deadline with ``time.time() + timeout`` (its C core then keeps it on its own clock); when
+    ``time.time`` is patched (a test freezing time), that would be a deadline years away or
+    long past, so the difference between the patched and the real clock is added back."""
+    if left is None or time.time is _wall:
+        return left
+    return left + (_wall() - time.time())
+
+
+class Endpoints:
+    """The endpoints of a client, in turn, with the circuit of each (``breaker`` ``None``: no
+    circuit breaker). Pure: the client keeps the channel of endpoint ``i`` at index ``i``."""
+
+    __slots__ = ("targets", "circuits", "_turn")
+
+    def __init__(self, targets: list[str], breaker: Breaker | None) -> None:
+        self.targets = targets
+        self.circuits = None if breaker is None else [breaker.circuit(t) for t in targets]
+        self._turn = itertools.count()
+
+    def pick(self, now: float) -> tuple[int, Permit | None]:
+        """The next endpoint whose circuit lets a call go (round robin), with its permit.
+        Raises :class:`~mintcache.CircuitOpen` when every circuit is open."""
+        start = next(self._turn)
+        count = len(self.targets)
+        if self.circuits is None:
+            return start % count, None
+        for step in range(count):
+            index = (start + step) % count
+            permit = self.circuits[index].allow(now)
+            if permit is not None:
+                return index, permit
+        raise CircuitOpen(self._open_details(now))
+
+    def any_callable(self, now: float) -> bool:
+        """Whether an attempt could be sent now (some circuit closed, or due a probe)."""
+        if self.circuits is None:
+            return True
+        return any(c.state != "open" or c.retry_in(now) == 0 for c in self.circuits)
+
+    def _open_details(self, now: float) -> str:
+        assert self.circuits is not None
+        parts = [
+            f"{c.endpoint} (last: {c.last_error or 'unknown'}; next probe in "
+            f"{c.retry_in(now):.2f} s)"
+            for c in self.circuits
+        ]
+        return "not sent: the circuit breaker is open for " + ", ".join(parts)
+
+
+class Attempts:
+    """The attempts of one call: its deadline (monotonic), the endpoint and timeout of each
+    attempt, the circuit breaker's bookkeeping, and what follows a failure (a retry after a
+    jittered wait, or the error). The clients' call loops are this, around one grpcio call::
+
+        attempts = Attempts(endpoints, timeout, retry, read)
+        while True:
+            index, timeout, probe = attempts.start()
+            if probe:  # half-open: ask the endpoint's health first, briefly
+                ok, timeout = attempts.probed(code of health(index, timeout) or None)
+                if not ok: continue
+            try: answer = call(index, timeout)
+            except RpcError as e: sleep(attempts.failed(e.code(), e.details(), e))
+            except BaseException: attempts.abandoned(); raise
+            else: attempts.succeeded(); return answer
+    """
+
+    __slots__ = ("_endpoints", "_retry", "_read", "_deadline", "_failed", "_permit")
+
+    def __init__(
+        self, endpoints: Endpoints, timeout: float | None, retry: Backoff, read: bool
+    ) -> None:
+        self._endpoints = endpoints
+        self._retry = retry
+        self._read = read
+        self._deadline = deadline_after(timeout)
+        self._failed = 0
+        self._permit: Permit | None = None
+
+    def start(self) -> tuple[int, float | None, bool]:
+        """The endpoint (index) and grpcio timeout of the next attempt, and whether the caller
+        must probe that endpoint first (its circuit is half-open: ask its health with this
+        timeout, then report with :meth:`probed`). Raises
+        :class:`~mintcache.DeadlineExceeded` when the deadline has passed and
+        :class:`~mintcache.CircuitOpen` when no endpoint may be called."""
+        left = time_left(self._deadline)
+        index, self._permit = self._endpoints.pick(monotonic())
+        if self._permit is not None and self._permit.probe:
+            probe = self._permit.circuit.probe_timeout
+            return index, grpc_timeout(probe if left is None else min(left, probe)), True
+        return index, grpc_timeout(left), False
+
+    def probed(self, code: grpc.StatusCode | None, details: str = "") -> tuple[bool, float | None]:
+        """The probe ended: ``code`` ``None`` when it was answered (or any code but an endpoint
+        failure: an error is an answer too). Returns ``(True, timeout)``: the circuit is
+        closed, send the call with this timeout; or ``(False, None)``: the circuit opened
+        again, call :meth:`start` for another endpoint (or :class:`~mintcache.CircuitOpen`)."""
+        permit, self._permit = self._permit, None
+        if permit is None:
+            return True, grpc_timeout(time_left(self._deadline))
+        failed = code is not None and code in ENDPOINT_FAILURES
+        error = "" if code is None else f"{code.name}: {details} (health probe)"
+        permit.circuit.record(permit, failed, monotonic(), error)
+        if failed:
+            return False, None
+        left = time_left(self._deadline)
+        self._permit = permit.circuit.allow(monotonic())
+        return True, grpc_timeout(left)
+
+    def succeeded(self) -> None:
+        """The attempt got an answer."""
+        self._end(failed=False)
+
+    def abandoned(self) -> None:
+        """The attempt ended without telling anything about its endpoint (cancelled)."""
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit.circuit.abandon(permit)
+
+    def failed(
+        self, code: grpc.StatusCode | None, details: str | None, cause: BaseException | None = None
+    ) -> float:
+        """The attempt failed with ``code``: returns the seconds to wait before the next
+        attempt, or raises the error the caller gets."""
+        code = code or grpc.StatusCode.UNKNOWN
+        details = details or ""
+        counted = code in ENDPOINT_FAILURES
+        self._end(failed=counted, error=f"{code.name}: {details}")
+        self._failed += 1
+        if self._failed >= self._retry.attempts or not may_retry(self._read, code, details):
+            raise error_from_code(code, details) from cause
+        if not self._endpoints.any_callable(monotonic()):
+            # Every circuit is open: a retry could only fail without being sent.
+            raise error_from_code(code, details) from cause
+        delay = self._retry.delay(self._failed)
+        if self._deadline is not None and monotonic() + delay >= self._deadline:
+            raise DeadlineExceeded(
+                f"deadline passed while retrying ({code.name}: {details})"
+            ) from cause
+        return delay
+
+    def _end(self, failed: bool, error: str = "") -> None:
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit.circuit.record(permit, failed, monotonic(), error)

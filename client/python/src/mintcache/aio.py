@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
 from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
 
@@ -18,8 +17,10 @@ import grpc
 import grpc.aio
 
 from . import _core
+from ._breaker import Breaker
 from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
-from .errors import CacheError
+from .errors import CacheError, NotFound
+from .lock import Lock
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
 from .v1 import cache_pb2_grpc
@@ -32,16 +33,21 @@ log = logging.getLogger("mintcache")
 class _AioChannels:
     """The channels of one client and its copies, opened in the loop of the first call."""
 
-    def __init__(self, targets: list[str], tls: TLS | None) -> None:
+    def __init__(self, targets: list[str], tls: TLS | None, breaker: Breaker | None) -> None:
         self._targets = targets
         self._tls = tls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[cache_pb2_grpc.CacheStub] = []
-        self._turn = itertools.count()
+        self.endpoints = _core.Endpoints(targets, breaker)
         self._closed = False
 
-    def pick(self) -> cache_pb2_grpc.CacheStub:
+    def channel(self, index: int) -> grpc.aio.Channel:
+        self.stubs()
+        return self._channels[index]
+
+    def stubs(self) -> list[cache_pb2_grpc.CacheStub]:
+        """The stubs of this loop's channels (opened on the first call)."""
         loop = asyncio.get_running_loop()
         if self._closed:
             raise RuntimeError("this AsyncClient is closed")
@@ -63,7 +69,7 @@ class _AioChannels:
                 "an AsyncClient belongs to the event loop of its first call; "
                 "create one client per event loop"
             )
-        return self._stubs[next(self._turn) % len(self._stubs)]
+        return self._stubs
 
     async def close(self) -> None:
         self._closed = True
@@ -92,6 +98,7 @@ class AsyncClient:
         retry: Backoff = Backoff.UNAVAILABLE,
         pending: Backoff = Backoff.PENDING,
         lease_on_miss: bool | None = None,
+        breaker: Breaker | None = UNSET,
     ) -> None:
         targets, use_tls = _core.channel_targets(endpoints, bool(tls))
         tls_config = tls if isinstance(tls, TLS) else (TLS() if use_tls else None)
@@ -104,12 +111,31 @@ class AsyncClient:
             timeout=timeout,
             lease_on_miss=lease_on_miss,
         )
-        self._channels = _AioChannels(targets, tls_config)
+        self._channels = _AioChannels(
+            targets, tls_config, Breaker() if breaker is UNSET else breaker
+        )
         self._retry = retry
         self._pending = pending
 
     def __repr__(self) -> str:
         return f"AsyncClient({self._defaults!r})"
+
+    @property
+    def timeout(self) -> float | None:
+        """The deadline of each call, in seconds (``None``: none)."""
+        return self._defaults.timeout
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoints, as grpcio targets."""
+        return list(self._channels.endpoints.targets)
+
+    def circuits(self) -> list[tuple[str, str]]:
+        """See :meth:`mintcache.Client.circuits`."""
+        found = self._channels.endpoints.circuits
+        if found is None:
+            return [(t, "none") for t in self._channels.endpoints.targets]
+        return [(c.endpoint, c.state) for c in found]
 
     def with_options(
         self,
@@ -148,20 +174,46 @@ class AsyncClient:
 
     async def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, Any]:
         metadata = self._defaults.metadata()
-        deadline = _core.deadline_after(self._defaults.timeout)
-        failed = 0
+        attempts = _core.Attempts(
+            self._channels.endpoints, self._defaults.timeout, self._retry, read
+        )
         while True:
-            stub = self._channels.pick()
-            remaining = _core.time_left(deadline)
-            call = getattr(stub, method)(request, timeout=remaining, metadata=metadata)
+            stubs = self._channels.stubs()
+            index, timeout, probe = attempts.start()
+            if probe:
+                ok, timeout = await self._probe(attempts, index, timeout, metadata)
+                if not ok:
+                    continue
             try:
+                call = getattr(stubs[index], method)(request, timeout=timeout, metadata=metadata)
                 response = await call
-                return response, await call.initial_metadata()
+                initial_metadata = await call.initial_metadata()
             except grpc.RpcError as rpc_error:
-                failed += 1
                 await asyncio.sleep(
-                    _core.retry_delay(rpc_error, failed, self._retry, read, deadline)
+                    attempts.failed(rpc_error.code(), rpc_error.details(), rpc_error)
                 )
+            except BaseException:
+                attempts.abandoned()
+                raise
+            else:
+                attempts.succeeded()
+                return response, initial_metadata
+
+    async def _probe(
+        self, attempts: _core.Attempts, index: int, timeout: float | None, metadata: Any
+    ) -> tuple[bool, float | None]:
+        """See :meth:`mintcache.Client._probe`."""
+        check = self._channels.channel(index).unary_unary(
+            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
+        )
+        try:
+            await check(b"", timeout=timeout, metadata=metadata)
+        except grpc.RpcError as rpc_error:
+            return attempts.probed(rpc_error.code(), rpc_error.details() or "")
+        except BaseException:
+            attempts.abandoned()
+            raise
+        return attempts.probed(None)
 
     async def get(
         self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None
@@ -254,13 +306,57 @@ class AsyncClient:
     ) -> int:
         """See :meth:`mintcache.Client.increment`."""
         request = _core.increment_request(key, delta, initial, ttl)
-        response, _ = await self._invoke("Increment", request, read=False)
+        try:
+            response, _ = await self._invoke("Increment", request, read=False)
+        except NotFound as error:
+            raise _core.increment_not_found(error) from None
         return response.value
 
     async def flush(self) -> bool:
         """See :meth:`mintcache.Client.flush`."""
         response, _ = await self._invoke("Flush", pb.FlushRequest(), read=False)
         return response.flushed
+
+    async def health(self, service: str = "") -> str:
+        """See :meth:`mintcache.Client.health`."""
+        request = _core.health_request(service)
+        attempts = _core.Attempts(
+            self._channels.endpoints, self._defaults.timeout, Backoff.NONE, read=True
+        )
+        self._channels.stubs()
+        index, timeout, _ = attempts.start()  # a health check is its own probe
+        check = self._channels.channel(index).unary_unary(
+            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
+        )
+        try:
+            answer = await check(request, timeout=timeout, metadata=self._defaults.metadata())
+        except grpc.RpcError as rpc_error:
+            attempts.failed(rpc_error.code(), rpc_error.details(), rpc_error)  # raises: 1 attempt
+            raise
+        except BaseException:
+            attempts.abandoned()
+            raise
+        attempts.succeeded()
+        return _core.health_status(answer)
+
+    def lock(
+        self,
+        key: Key,
+        timeout: float | None = None,
+        *,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+    ) -> Lock:
+        """See :meth:`mintcache.Client.lock`: ``async with client.lock("job", timeout=30):``."""
+        return Lock(
+            _core.as_bytes(key, "key"),
+            aclient=lambda: self,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+        )
 
     async def get_or_compute(
         self,

@@ -1,13 +1,14 @@
 """The synchronous client: one typed method per RPC, default and per-call options (version,
 namespace, token, debug mode, deadline), bounded retries where a retry cannot change the
-answer, and :meth:`Client.get_or_compute`, which follows the mint protocol.
+answer, a circuit breaker per endpoint, :meth:`Client.get_or_compute`, which follows the mint
+protocol, and :meth:`Client.lock`.
 
-A :class:`Client` is thread-safe: grpcio channels are, and the client keeps no per-call state.
+A :class:`Client` is thread-safe: grpcio channels are, the circuits lock their state, and the
+client keeps no per-call state.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -15,8 +16,10 @@ from typing import Any, Callable, Iterable, Sequence
 import grpc
 
 from . import _core
+from ._breaker import Breaker
 from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
-from .errors import CacheError
+from .errors import CacheError, NotFound
+from .lock import Lock
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
 from .v1 import cache_pb2_grpc
@@ -27,10 +30,11 @@ log = logging.getLogger("mintcache")
 
 
 class _Channels:
-    """One grpcio channel per endpoint; calls go round robin over them, and a retry goes to
-    the next one (so a refused connection moves on to another replica)."""
+    """One grpcio channel per endpoint; calls go round robin over them (skipping endpoints
+    whose circuit is open), and a retry goes to the next one (so a refused connection moves on
+    to another replica)."""
 
-    def __init__(self, targets: list[str], tls: TLS | None) -> None:
+    def __init__(self, targets: list[str], tls: TLS | None, breaker: Breaker | None) -> None:
         options = _core.channel_options(tls.server_name if tls else None)
         if tls is not None:
             credentials = tls.credentials()
@@ -38,10 +42,7 @@ class _Channels:
         else:
             self.channels = [grpc.insecure_channel(t, options=options) for t in targets]
         self.stubs = [cache_pb2_grpc.CacheStub(c) for c in self.channels]
-        self._turn = itertools.count()
-
-    def pick(self) -> cache_pb2_grpc.CacheStub:
-        return self.stubs[next(self._turn) % len(self.stubs)]
+        self.endpoints = _core.Endpoints(targets, breaker)
 
     def close(self) -> None:
         for channel in self.channels:
@@ -60,6 +61,10 @@ class Client:
     failed calls that may be repeated (reads on ``UNAVAILABLE``; writes only when no connection
     could be made). ``pending``: how ``get_or_compute`` waits for another caller's fill.
     ``lease_on_miss``: cold-miss protection for reads that do not say (default: the server's).
+    ``breaker``: the circuit breaker (:class:`~mintcache.Breaker`; default: 3 consecutive
+    ``UNAVAILABLE`` / ``DEADLINE_EXCEEDED`` attempts open an endpoint's circuit for about a
+    second, doubling up to 30 s; ``None``: no breaker). While every endpoint's circuit is
+    open, calls raise :class:`~mintcache.CircuitOpen` at once.
 
     :meth:`with_options` returns a copy that shares the connections and differs in call
     options, e.g. ``client.with_options(debug="write-only").set(...)``.
@@ -77,6 +82,7 @@ class Client:
         retry: Backoff = Backoff.UNAVAILABLE,
         pending: Backoff = Backoff.PENDING,
         lease_on_miss: bool | None = None,
+        breaker: Breaker | None = UNSET,
     ) -> None:
         targets, use_tls = _core.channel_targets(endpoints, bool(tls))
         tls_config = tls if isinstance(tls, TLS) else (TLS() if use_tls else None)
@@ -87,12 +93,30 @@ class Client:
             timeout=timeout,
             lease_on_miss=lease_on_miss,
         )
-        self._channels = _Channels(targets, tls_config)
+        self._channels = _Channels(targets, tls_config, Breaker() if breaker is UNSET else breaker)
         self._retry = retry
         self._pending = pending
 
     def __repr__(self) -> str:
         return f"Client({len(self._channels.stubs)} endpoint(s), {self._defaults!r})"
+
+    @property
+    def timeout(self) -> float | None:
+        """The deadline of each call, in seconds (``None``: none)."""
+        return self._defaults.timeout
+
+    @property
+    def endpoints(self) -> list[str]:
+        """The endpoints, as grpcio targets."""
+        return list(self._channels.endpoints.targets)
+
+    def circuits(self) -> list[tuple[str, str]]:
+        """The circuit of each endpoint: ``(endpoint, "closed" | "open" | "half-open")``
+        (``"none"`` without a circuit breaker)."""
+        found = self._channels.endpoints.circuits
+        if found is None:
+            return [(t, "none") for t in self._channels.endpoints.targets]
+        return [(c.endpoint, c.state) for c in found]
 
     def with_options(
         self,
@@ -135,21 +159,47 @@ class Client:
 
     def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, Any]:
         """Sends one call with the defaults' metadata and deadline, retrying as
-        :func:`mintcache._core.may_retry` allows; returns the answer and its initial metadata."""
+        :class:`mintcache._core.Attempts` decides; returns the answer and its initial
+        metadata."""
         metadata = self._defaults.metadata()
-        deadline = _core.deadline_after(self._defaults.timeout)
-        failed = 0
+        attempts = _core.Attempts(
+            self._channels.endpoints, self._defaults.timeout, self._retry, read
+        )
+        stubs = self._channels.stubs
         while True:
-            stub = self._channels.pick()
-            remaining = _core.time_left(deadline)
+            index, timeout, probe = attempts.start()
+            if probe:
+                ok, timeout = self._probe(attempts, index, timeout, metadata)
+                if not ok:
+                    continue
             try:
-                response, call = getattr(stub, method).with_call(
-                    request, timeout=remaining, metadata=metadata
+                response, call = getattr(stubs[index], method).with_call(
+                    request, timeout=timeout, metadata=metadata
                 )
-                return response, call.initial_metadata()
             except grpc.RpcError as rpc_error:
-                failed += 1
-                time.sleep(_core.retry_delay(rpc_error, failed, self._retry, read, deadline))
+                time.sleep(attempts.failed(rpc_error.code(), rpc_error.details(), rpc_error))
+            except BaseException:
+                attempts.abandoned()
+                raise
+            else:
+                attempts.succeeded()
+                return response, call.initial_metadata()
+
+    def _probe(
+        self, attempts: _core.Attempts, index: int, timeout: float | None, metadata: Any
+    ) -> tuple[bool, float | None]:
+        """The probe of a half-open circuit: the endpoint's health, within ``timeout``."""
+        check = self._channels.channels[index].unary_unary(
+            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
+        )
+        try:
+            check(b"", timeout=timeout, metadata=metadata)
+        except grpc.RpcError as rpc_error:
+            return attempts.probed(rpc_error.code(), rpc_error.details() or "")
+        except BaseException:
+            attempts.abandoned()
+            raise
+        return attempts.probed(None)
 
     def get(self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None) -> Lookup:
         """Reads a key. ``peek``: look without joining the refresh election (never ``REFRESH``,
@@ -255,7 +305,10 @@ class Client:
         :class:`~mintcache.FailedPrecondition`. Never retried once it may have reached the
         server: it would count twice."""
         request = _core.increment_request(key, delta, initial, ttl)
-        response, _ = self._invoke("Increment", request, read=False)
+        try:
+            response, _ = self._invoke("Increment", request, read=False)
+        except NotFound as error:
+            raise _core.increment_not_found(error) from None
         return response.value
 
     def flush(self) -> bool:
@@ -263,6 +316,50 @@ class Client:
         ``False`` only under the debug mode ``off``."""
         response, _ = self._invoke("Flush", pb.FlushRequest(), read=False)
         return response.flushed
+
+    def health(self, service: str = "") -> str:
+        """Asks the server's gRPC health service (``grpc.health.v1.Health/Check``) of the
+        first endpoint whose circuit allows a call: ``"SERVING"``, ``"NOT_SERVING"``, ...
+        (``service``: ``""`` for the server as a whole, or ``"mintcache.v1.Cache"``)."""
+        request = _core.health_request(service)
+        attempts = _core.Attempts(
+            self._channels.endpoints, self._defaults.timeout, Backoff.NONE, read=True
+        )
+        index, timeout, _ = attempts.start()  # a health check is its own probe
+        check = self._channels.channels[index].unary_unary(
+            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
+        )
+        try:
+            answer = check(request, timeout=timeout, metadata=self._defaults.metadata())
+        except grpc.RpcError as rpc_error:
+            attempts.failed(rpc_error.code(), rpc_error.details(), rpc_error)  # raises: 1 attempt
+            raise
+        except BaseException:
+            attempts.abandoned()
+            raise
+        attempts.succeeded()
+        return _core.health_status(answer)
+
+    def lock(
+        self,
+        key: Key,
+        timeout: float | None = None,
+        *,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+    ) -> Lock:
+        """A distributed lock on ``key`` in this client's key space (see
+        :class:`mintcache.lock.Lock`): ``with client.lock("job", timeout=30): ...``.
+        ``timeout``: seconds the lock lives unless released (``None``: until released)."""
+        return Lock(
+            _core.as_bytes(key, "key"),
+            client=lambda: self,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+        )
 
     # --- the mint protocol ---------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "Unavailable",
+    "CircuitOpen",
     "DeadlineExceeded",
     "Unimplemented",
     "error_from_rpc",
@@ -76,6 +77,12 @@ class Unavailable(CacheError):
     """The server could not be reached, or its memcached failed on a write."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class CircuitOpen(Unavailable):
+    """Not sent: the circuit breaker is open for every endpoint of the client (they failed
+    with ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED`` several times in a row and their cool-off
+    has not ended). An :class:`Unavailable`, raised at once, without touching the network."""
 
 
 class DeadlineExceeded(CacheError):

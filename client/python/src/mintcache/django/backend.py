@@ -8,7 +8,10 @@ How Django's cache API maps onto the service:
   space (``x-cache-version`` / ``x-cache-namespace``).
 - values: non-negative integers below 2**64 are stored as counters (decimal digits), so that
   ``incr``/``decr`` are atomic on the server; everything else (bools, negative or huge ints
-  included) is pickled (flags = 1), as Django's memcached and redis backends do.
+  included) goes through :class:`mintcache.codecs.Codec`: ``SERIALIZER`` (pickle by default,
+  flags = 1, as Django's memcached and redis backends do; JSON; msgpack), then ``COMPRESSOR``
+  above ``COMPRESS_MIN_BYTES``. The flags say which; a value of another serializer is refused
+  (:class:`~mintcache.codecs.CodecError`), never deserialized by accident.
 - timeouts: ``DEFAULT_TIMEOUT`` → ``TIMEOUT``; ``None`` → never expires; ``0`` or negative →
   expire at once (the key is deleted); fractions round up to whole seconds; longer than the
   server's 10-year limit → 10 years.
@@ -17,11 +20,20 @@ How Django's cache API maps onto the service:
   servable for that long after its timeout while one caller recomputes it (the mint): ``get``
   returns the stale value to everyone except the one caller the server elects, which gets a
   miss, and that caller's next ``set`` of the key carries the election's lease.
+- ``OPTIONS["IGNORE_EXCEPTIONS"]``: when the service fails (unreachable, hung, shedding load),
+  reads answer a miss and writes report failure as Django's memcached backends do, each
+  failure logged (rate-limited) on the ``mintcache.django`` logger. Off by default: the
+  errors (:class:`mintcache.Unavailable`, ...) reach the caller.
+
+Each operation is written once, as a generator of steps (``_Call`` a client method, ``_Sleep``,
+``_Compute`` the caller's default) with no I/O of its own; ``_run`` drives it over the sync
+client and ``_arun`` over the asyncio one, so the sync and async APIs cannot drift apart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import os
@@ -29,23 +41,29 @@ import pickle
 import threading
 import time
 import weakref
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator, Iterable
 
+import grpc
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import ImproperlyConfigured
+from django.core.serializers.json import DjangoJSONEncoder
 
-from .._core import Cached, CallDefaults, MintReads, Wait
+from .._breaker import Breaker
+from .._core import Cached, CallDefaults, Compute, MintReads, Wait, label, monotonic
 from ..aio import AsyncClient
 from ..client import Client
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..codecs import Codec, CodecError
+from ..errors import CacheError, FailedPrecondition, InvalidArgument, NotFound
+from ..lock import Lock
 from ..types import TLS, Backoff, Lookup, Outcome, SetItem
-from .debug import current_debug_mode
+from .debug import current_debug_mode, note_debug
 
 __all__ = ["MintCache", "PICKLE_FLAG", "MAX_TIMEOUT"]
 
 log = logging.getLogger("mintcache.django")
 
-#: The flags value of pickled values (counters have none).
+#: The flags value of pickled, uncompressed values (counters have none).
 PICKLE_FLAG = 1
 #: The longest ttl the server takes (10 years); longer Django timeouts are capped to it.
 MAX_TIMEOUT = 10 * 365 * 24 * 60 * 60
@@ -56,6 +74,24 @@ _COUNTER_LIMIT = 2**64
 # most this many keys per backend instance (a caller that never sets must not grow memory).
 _LEASE_MAX_AGE = 300.0
 _LEASE_MAX_KEYS = 10_000
+
+#: One log line per failure code and cache every this many seconds under IGNORE_EXCEPTIONS.
+IGNORED_LOG_INTERVAL = 10.0
+
+# Failures that mean the service is not there (or not answering) and that IGNORE_EXCEPTIONS
+# turns into misses. Refusals (bad key, bad token, no rights) stay errors: they are bugs or
+# misconfiguration, and a cache that hides them hides them forever.
+_SERVICE_FAILURES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.ABORTED,
+    }
+)
 
 _OPTIONS = {
     "APP_VERSION",
@@ -70,6 +106,14 @@ _OPTIONS = {
     "TLS_KEY",
     "TLS_SERVER_NAME",
     "PICKLE_PROTOCOL",
+    "SERIALIZER",
+    "COMPRESSOR",
+    "COMPRESS_MIN_BYTES",
+    "COMPRESS_LEVEL",
+    "IGNORE_EXCEPTIONS",
+    "BREAKER_FAILURES",
+    "BREAKER_COOL_OFF",
+    "BREAKER_MAX_COOL_OFF",
 }
 # The original package's names, with what they are here.
 _RENAMED = {
@@ -80,7 +124,9 @@ _RENAMED = {
 # Clients are shared by every backend instance with the same connection settings (Django makes
 # one instance per thread and per async context), per process (a forked worker must not use
 # its parent's channels) and, for asyncio, per event loop (a grpc.aio channel belongs to one).
+# The circuit breaker of those settings is shared by the sync client and every loop's client.
 _clients: dict[tuple[Any, ...], Client] = {}
+_breakers: dict[tuple[Any, ...], Breaker] = {}
 _clients_lock = threading.Lock()
 _aio_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[Any, ...], AsyncClient]
@@ -88,16 +134,29 @@ _aio_clients: weakref.WeakKeyDictionary[
 _aio_clients = weakref.WeakKeyDictionary()
 
 
-def _shared_client(settings: tuple[Any, ...], make: Any) -> Client:
+def _shared_breaker(settings: tuple[Any, ...], make: Callable[[], Breaker]) -> Breaker:
+    # Called with _clients_lock held.
+    key = (os.getpid(), settings)
+    breaker = _breakers.get(key)
+    if breaker is None:
+        breaker = _breakers[key] = make()
+    return breaker
+
+
+def _shared_client(
+    settings: tuple[Any, ...], make: Callable[[Breaker], Client], make_breaker: Any
+) -> Client:
     key = (os.getpid(), settings)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = make()
+            client = _clients[key] = make(_shared_breaker(settings, make_breaker))
         return client
 
 
-def _shared_aio_client(settings: tuple[Any, ...], make: Any) -> AsyncClient:
+def _shared_aio_client(
+    settings: tuple[Any, ...], make: Callable[[Breaker], AsyncClient], make_breaker: Any
+) -> AsyncClient:
     loop = asyncio.get_running_loop()
     with _clients_lock:
         per_loop = _aio_clients.get(loop)
@@ -108,12 +167,115 @@ def _shared_aio_client(settings: tuple[Any, ...], make: Any) -> AsyncClient:
             per_loop = _aio_clients[loop] = {}
         client = per_loop.get(settings)
         if client is None:
-            client = per_loop[settings] = make()
+            client = per_loop[settings] = make(_shared_breaker(settings, make_breaker))
         return client
 
 
 def _too_large(error: Exception) -> bool:
     return isinstance(error, InvalidArgument) and "max_value_bytes" in error.details
+
+
+class _IgnoredLog:
+    """Logs the failures IGNORE_EXCEPTIONS turns into misses: the first of each status code
+    (per cache location) at once, then at most one line per ``interval`` seconds, saying how
+    many were left out. Shared by every backend instance of the process."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[tuple[Any, grpc.StatusCode], tuple[float, int]] = {}
+
+    def note(self, where: Any, operation: str, answer: str, error: CacheError) -> None:
+        now = monotonic()
+        key = (where, error.code)
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last[0] < self.interval:
+                self._last[key] = (last[0], last[1] + 1)
+                return
+            left_out = 0 if last is None else last[1]
+            self._last[key] = (now, 0)
+        more = f" ({left_out} more like it in the last {self.interval:.0f} s)" if left_out else ""
+        log.warning(
+            "MintCache %s: %s failed and answered %s (IGNORE_EXCEPTIONS): %s: %s%s",
+            ",".join(where),
+            operation,
+            answer,
+            error.code.name,
+            error.details,
+            more,
+        )
+
+
+_ignored_log = _IgnoredLog(IGNORED_LOG_INTERVAL)
+
+
+# --- the steps of an operation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """Call ``method`` of the client; the step receives its answer, or its CacheError."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _call(method: str, *args: Any, **kwargs: Any) -> _Call:
+    return _Call(method, args, kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Compute:
+    """Call the caller's ``default`` (awaited when it returns a coroutine, in async methods)."""
+
+    function: Callable[[], Any]
+
+
+_Steps = Generator[Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fallback:
+    """What an operation answers under IGNORE_EXCEPTIONS when the service failed."""
+
+    answer: str  # for the log
+    value: Callable[[], Any]
+
+
+def _raise_not_found(key: Any) -> Callable[[], Any]:
+    def fail() -> Any:
+        raise ValueError(f"Key '{key}' not found")
+
+    return fail
+
+
+_NONE = _Fallback("nothing", lambda: None)
+_FALSE = _Fallback("False", lambda: False)
+_ZERO = _Fallback("0", lambda: 0)
+
+
+def _remaining(lookup: Lookup) -> int | None:
+    """``ttl()``: seconds left in the value's timeout, ``None`` for no expiry, 0 when missing
+    or past its timeout (a stale value served during GRACE)."""
+    if not lookup.usable or lookup.outcome != Outcome.HIT:
+        return 0
+    if lookup.no_expiry:
+        return None
+    return max(lookup.ttl_seconds, 1)
+
+
+def _option_seconds(options: dict[str, Any], name: str, default: float) -> float:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ImproperlyConfigured(f"MintCache: OPTIONS[{name!r}] must be seconds > 0")
+    return float(value)
 
 
 class MintCache(BaseCache):
@@ -123,7 +285,13 @@ class MintCache(BaseCache):
     endpoints turn TLS on). ``OPTIONS``: ``APP_VERSION``, ``NAMESPACE``, ``TOKEN``,
     ``ADMIN_TOKEN``, ``GRACE`` (seconds, default 0), ``CALL_TIMEOUT`` (seconds per call,
     default 5), ``TLS`` (bool), ``TLS_CA``, ``TLS_CERT``, ``TLS_KEY``, ``TLS_SERVER_NAME``,
-    ``PICKLE_PROTOCOL``.
+    ``SERIALIZER`` (``pickle``, ``json``, ``msgpack``), ``PICKLE_PROTOCOL``, ``COMPRESSOR``
+    (``zlib``, ``zstd``, ``lz4``), ``COMPRESS_MIN_BYTES`` (default 1024), ``COMPRESS_LEVEL``,
+    ``IGNORE_EXCEPTIONS`` (default False), ``BREAKER_FAILURES`` (3), ``BREAKER_COOL_OFF``
+    (1 s), ``BREAKER_MAX_COOL_OFF`` (30 s). See the README's Django section.
+
+    Beyond Django's API (as django-redis offers them): :meth:`ttl`, :meth:`expire`,
+    :meth:`persist`, :meth:`lock`, and their async forms.
     """
 
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
@@ -151,15 +319,38 @@ class MintCache(BaseCache):
             raise ImproperlyConfigured("MintCache: OPTIONS['GRACE'] must be whole seconds >= 0")
         self._grace = grace
         call_timeout = options.get("CALL_TIMEOUT", 5.0)
-        if call_timeout is not None and (
-            isinstance(call_timeout, bool)
-            or not isinstance(call_timeout, (int, float))
-            or call_timeout <= 0
-        ):
+        if call_timeout is not None:
+            call_timeout = _option_seconds(options, "CALL_TIMEOUT", 5.0)
+        ignore = options.get("IGNORE_EXCEPTIONS", False)
+        if not isinstance(ignore, bool):
             raise ImproperlyConfigured(
-                "MintCache: OPTIONS['CALL_TIMEOUT'] must be seconds > 0 or None"
+                "MintCache: OPTIONS['IGNORE_EXCEPTIONS'] must be True or False"
             )
-        self._pickle_protocol = int(options.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL))
+        self._ignore_exceptions = ignore
+        failures = options.get("BREAKER_FAILURES", 3)
+        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
+            raise ImproperlyConfigured(
+                "MintCache: OPTIONS['BREAKER_FAILURES'] must be a whole number >= 1"
+            )
+        cool_off = _option_seconds(options, "BREAKER_COOL_OFF", 1.0)
+        max_cool_off = _option_seconds(options, "BREAKER_MAX_COOL_OFF", 30.0)
+        try:
+            Breaker(failures, cool_off, max_cool_off)
+        except ValueError as error:
+            raise ImproperlyConfigured(f"MintCache: OPTIONS: {error}") from None
+        self._breaker_settings = (failures, cool_off, max_cool_off)
+
+        try:
+            self._codec = Codec(
+                serializer=options.get("SERIALIZER", "pickle"),
+                compressor=options.get("COMPRESSOR"),
+                min_bytes=options.get("COMPRESS_MIN_BYTES", 1024),
+                level=options.get("COMPRESS_LEVEL"),
+                pickle_protocol=options.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL),
+                json_encoder=DjangoJSONEncoder,
+            )
+        except CodecError as error:
+            raise ImproperlyConfigured(f"MintCache: OPTIONS: {error}") from None
 
         tls_files = tuple(
             options.get(name) for name in ("TLS_CA", "TLS_CERT", "TLS_KEY", "TLS_SERVER_NAME")
@@ -167,14 +358,19 @@ class MintCache(BaseCache):
         use_tls = bool(options.get("TLS")) or any(f is not None for f in tls_files)
         self._tls = TLS(*tls_files) if use_tls else None
         self._endpoints = tuple(endpoints)
-        # What identifies the shared connections (tokens are call metadata, not connection
-        # settings, so they are not part of it).
-        self._connection = (self._endpoints, tls_files if use_tls else None)
+        # What identifies the shared connections and their circuits (tokens are call metadata,
+        # not connection settings, so they are not part of it).
+        self._connection = (self._endpoints, tls_files if use_tls else None, self._breaker_settings)
 
         app_version = options.get("APP_VERSION")
         namespace = options.get("NAMESPACE")
         admin_token = options.get("ADMIN_TOKEN")
         try:
+            # Checked as the server checks them: a bad one would fail every call.
+            if app_version is not None:
+                label("OPTIONS['APP_VERSION']", str(app_version), empty=False)
+            if namespace is not None:
+                label("OPTIONS['NAMESPACE']", str(namespace), empty=True)
             self._defaults = CallDefaults().merged(
                 version=None if app_version is None else str(app_version),
                 namespace=None if namespace is None else str(namespace),
@@ -193,40 +389,133 @@ class MintCache(BaseCache):
 
     # --- connections -----------------------------------------------------------------------------
 
-    def _options_now(self) -> dict[str, Any]:
-        """The call options for this moment: the defaults, or the debug mode of the current
-        request with the admin token."""
-        options: dict[str, Any] = {
+    def _plain_options(self) -> dict[str, Any]:
+        return {
             "version": self._defaults.version,
             "namespace": self._defaults.namespace,
             "token": self._defaults.token,
             "timeout": self._defaults.timeout,
         }
+
+    def _options_now(self) -> dict[str, Any]:
+        """The call options for this moment: the defaults, or the debug mode of the current
+        request with the admin token (and the request's debug report is told which)."""
+        options = self._plain_options()
         mode = current_debug_mode()
         if mode is not None:
             if self._admin_token is None:
+                note_debug(applied=False)
                 if not self._warned_no_admin:
                     self._warned_no_admin = True
                     log.warning(
                         "cache debug mode %s ignored: MintCache has no ADMIN_TOKEN", mode.value
                     )
             else:
+                note_debug(applied=True)
                 options.update(debug=mode, token=self._admin_token)
         return options
 
-    def _make_base(self) -> Client:
-        return Client(list(self._endpoints), tls=self._tls or None, timeout=None)
+    def _new_breaker(self) -> Breaker:
+        return Breaker(*self._breaker_settings)
+
+    def _base(self) -> Client:
+        return _shared_client(
+            self._connection,
+            lambda breaker: Client(
+                list(self._endpoints), tls=self._tls or None, timeout=None, breaker=breaker
+            ),
+            self._new_breaker,
+        )
+
+    def _abase(self) -> AsyncClient:
+        return _shared_aio_client(
+            self._connection,
+            lambda breaker: AsyncClient(
+                list(self._endpoints), tls=self._tls or None, timeout=None, breaker=breaker
+            ),
+            self._new_breaker,
+        )
 
     def _client(self) -> Client:
-        base = _shared_client(self._connection, self._make_base)
-        return base.with_options(**self._options_now())
+        return self._base().with_options(**self._options_now())
 
     def _aclient(self) -> AsyncClient:
-        base = _shared_aio_client(
-            self._connection,
-            lambda: AsyncClient(list(self._endpoints), tls=self._tls or None, timeout=None),
-        )
-        return base.with_options(**self._options_now())
+        return self._abase().with_options(**self._options_now())
+
+    def _plain_client(self) -> Client:
+        """The client without debug mode (locks, management commands)."""
+        return self._base().with_options(**self._plain_options())
+
+    def _plain_aclient(self) -> AsyncClient:
+        return self._abase().with_options(**self._plain_options())
+
+    # --- driving the steps ---------------------------------------------------------------------
+
+    def _run(self, operation: str, steps: _Steps, fallback: _Fallback, client: Any = None) -> Any:
+        """Runs an operation's steps over the sync client."""
+        client = client or self._client()
+        send: Callable[[Any], Any] = steps.send
+        value: Any = None
+        while True:
+            try:
+                step = send(value)
+            except StopIteration as stop:
+                return stop.value
+            except CacheError as error:
+                return self._failed(operation, error, fallback)
+            send = steps.send
+            kind = type(step)
+            if kind is _Call:
+                try:
+                    value = getattr(client, step.method)(*step.args, **step.kwargs)
+                except CacheError as error:
+                    send, value = steps.throw, error
+            elif kind is _Sleep:
+                time.sleep(step.seconds)
+                value = None
+            else:
+                value = step.function()  # the caller's code: its errors are the caller's
+
+    async def _arun(
+        self, operation: str, steps: _Steps, fallback: _Fallback, client: Any = None
+    ) -> Any:
+        """Runs an operation's steps over the asyncio client of the running loop."""
+        client = client or self._aclient()
+        send: Callable[[Any], Any] = steps.send
+        value: Any = None
+        while True:
+            try:
+                step = send(value)
+            except StopIteration as stop:
+                return stop.value
+            except CacheError as error:
+                return self._failed(operation, error, fallback)
+            send = steps.send
+            kind = type(step)
+            if kind is _Call:
+                try:
+                    value = await getattr(client, step.method)(*step.args, **step.kwargs)
+                except CacheError as error:
+                    send, value = steps.throw, error
+            elif kind is _Sleep:
+                await asyncio.sleep(step.seconds)
+                value = None
+            else:
+                value = step.function()
+                if inspect.isawaitable(value):
+                    value = await value
+
+    def _ignores(self, operation: str, answer: str, error: CacheError) -> bool:
+        """Whether IGNORE_EXCEPTIONS turns this failure into ``answer`` (and logs it)."""
+        if not self._ignore_exceptions or error.code not in _SERVICE_FAILURES:
+            return False
+        _ignored_log.note(self._endpoints, operation, answer, error)
+        return True
+
+    def _failed(self, operation: str, error: CacheError, fallback: _Fallback) -> Any:
+        if not self._ignores(operation, fallback.answer, error):
+            raise error
+        return fallback.value()
 
     # --- encoding ------------------------------------------------------------------------------
 
@@ -235,19 +524,23 @@ class MintCache(BaseCache):
         return made if isinstance(made, bytes) else str(made).encode("utf-8")
 
     def _encode(self, value: Any) -> tuple[bytes, int, bool]:
-        """(data, flags, counter). ``type(...) is int``: bools and int subclasses are pickled."""
+        """(data, flags, counter). ``type(...) is int``: bools and int subclasses are encoded
+        by the serializer."""
         if type(value) is int and 0 <= value < _COUNTER_LIMIT:
             return str(value).encode("ascii"), 0, True
-        return pickle.dumps(value, self._pickle_protocol), PICKLE_FLAG, False
+        data, flags = self._codec.encode(value)
+        return data, flags, False
 
-    @staticmethod
-    def _decode(lookup: Lookup) -> Any:
+    def _decode(self, lookup: Lookup) -> Any:
         if lookup.counter:
             return int(lookup.value)
-        if lookup.flags == PICKLE_FLAG:
-            return pickle.loads(lookup.value)
-        # Written by another client of the service: the raw bytes.
-        return lookup.value
+        if lookup.flags == 0:
+            # Written by another client of the service (another language, the CLI): the bytes.
+            return lookup.value
+        try:
+            return self._codec.decode(lookup.value, lookup.flags)
+        except CodecError as error:
+            raise CodecError(f"MintCache: key {lookup.key!r}: {error}") from None
 
     def _ttl(self, timeout: Any) -> float | None | bool:
         """The ttl for the client (``None``: never expires), or ``False``: expire at once."""
@@ -269,7 +562,7 @@ class MintCache(BaseCache):
     def _note(self, key: bytes, lookup: Lookup) -> None:
         """After a read: with GRACE, remember the lease of a REFRESH for the next set."""
         if self._grace > 0 and lookup.outcome == Outcome.REFRESH and lookup.lease:
-            now = time.monotonic()
+            now = monotonic()
             with self._leases_lock:
                 if len(self._leases) >= _LEASE_MAX_KEYS:
                     for k in [
@@ -283,7 +576,7 @@ class MintCache(BaseCache):
     def _take_lease(self, key: bytes) -> bytes | None:
         with self._leases_lock:
             entry = self._leases.pop(key, None)
-        if entry is None or time.monotonic() - entry[1] > _LEASE_MAX_AGE:
+        if entry is None or monotonic() - entry[1] > _LEASE_MAX_AGE:
             return None
         return entry[0]
 
@@ -301,25 +594,24 @@ class MintCache(BaseCache):
         self._note(key, lookup)
         return default
 
-    # --- the cache API (sync) ------------------------------------------------------------------
+    # --- the operations, once ------------------------------------------------------------------
 
-    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+    def _get_steps(self, key: Any, default: Any, version: int | None) -> _Steps:
         k = self._key(key, version)
-        return self._read(k, self._client().get(k, lease_on_miss=False), default)
+        lookup = yield _call("get", k, lease_on_miss=False)
+        return self._read(k, lookup, default)
 
-    def set(
-        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> None:
+    def _set_steps(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Steps:
         k = self._key(key, version)
         data, flags, counter = self._encode(value)
         ttl = self._ttl(timeout)
         lease = self._take_lease(k)
-        client = self._client()
         if ttl is False:
-            client.delete(k)
-            return
+            yield _call("delete", k)
+            return None
         try:
-            client.set(
+            yield _call(
+                "set",
                 k,
                 data,
                 ttl,
@@ -333,22 +625,29 @@ class MintCache(BaseCache):
                 raise
             # As Django's memcached backends do: the key must not keep its old value.
             log.warning("MintCache: value of %d bytes not stored: %s", len(data), error.details)
-            client.delete(k)
+            yield _call("delete", k)
+        return None
 
-    def add(
-        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> bool:
+    def _add_steps(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Steps:
         k = self._key(key, version)
         data, flags, counter = self._encode(value)
         ttl = self._ttl(timeout)
         self._forget_leases([k])
-        client = self._client()
         if ttl is False:
             # Stored and expired at once: it "stores" exactly when the key holds nothing.
-            return not client.get(k, peek=True).usable
+            lookup = yield _call("get", k, peek=True)
+            return not lookup.usable
         try:
-            return client.add(
-                k, data, ttl, grace=self._grace_arg(counter), flags=flags, counter=counter
+            return (
+                yield _call(
+                    "add",
+                    k,
+                    data,
+                    ttl,
+                    grace=self._grace_arg(counter),
+                    flags=flags,
+                    counter=counter,
+                )
             )
         except InvalidArgument as error:
             if not _too_large(error):
@@ -356,29 +655,30 @@ class MintCache(BaseCache):
             log.warning("MintCache: value of %d bytes not added: %s", len(data), error.details)
             return False
 
-    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+    def _touch_steps(self, key: Any, timeout: Any, version: int | None) -> _Steps:
         k = self._key(key, version)
         ttl = self._ttl(timeout)
         if ttl is False:
             self._forget_leases([k])
-            return self._client().delete(k)
-        return self._client().touch(k, ttl)
+            return (yield _call("delete", k))
+        return (yield _call("touch", k, ttl))
 
-    def delete(self, key: Any, version: int | None = None) -> bool:
+    def _delete_steps(self, key: Any, version: int | None) -> _Steps:
         k = self._key(key, version)
         self._forget_leases([k])
-        return self._client().delete(k)
+        return (yield _call("delete", k))
 
-    def has_key(self, key: Any, version: int | None = None) -> bool:
+    def _has_key_steps(self, key: Any, version: int | None) -> _Steps:
         # peek: looking must not take part in (or win) a refresh election.
-        return self._client().get(self._key(key, version), peek=True).usable
+        lookup = yield _call("get", self._key(key, version), peek=True)
+        return lookup.usable
 
-    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+    def _get_many_steps(self, keys: Iterable[Any], version: int | None) -> _Steps:
         key_map = {self._key(key, version): key for key in keys}
         if not key_map:
             return {}
         found = {}
-        for lookup in self._client().get_many(list(key_map), lease_on_miss=False):
+        for lookup in (yield _call("get_many", list(key_map), lease_on_miss=False)):
             if lookup.error is not None:
                 raise lookup.error.as_exception()
             if lookup.usable:
@@ -387,24 +687,9 @@ class MintCache(BaseCache):
                 self._note(lookup.key, lookup)
         return found
 
-    def set_many(
-        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> list[Any]:
+    def _set_many_steps(self, data: dict[Any, Any], timeout: Any, version: int | None) -> _Steps:
         if not data:
             return []
-        items, originals = self._set_many_items(data, timeout, version)
-        client = self._client()
-        if items is None:
-            client.delete_many(list(originals))
-            return []
-        failed, too_large = self._set_many_failures(client.set_many(items), originals)
-        if too_large:
-            client.delete_many(too_large)
-        return failed
-
-    def _set_many_items(
-        self, data: dict[Any, Any], timeout: Any, version: int | None
-    ) -> tuple[list[SetItem] | None, dict[bytes, Any]]:
         originals = {}
         encoded = []
         for key, value in data.items():
@@ -414,301 +699,317 @@ class MintCache(BaseCache):
         self._forget_leases(originals)
         ttl = self._ttl(timeout)
         if ttl is False:
-            return None, originals
+            yield _call("delete_many", list(originals))
+            return []
         items = [
             SetItem(k, v, ttl, grace=self._grace_arg(counter), flags=flags, counter=counter)
             for k, (v, flags, counter) in encoded
         ]
-        return items, originals
-
-    @staticmethod
-    def _set_many_failures(
-        results: Any, originals: dict[bytes, Any]
-    ) -> tuple[list[Any], list[bytes]]:
         failed, too_large = [], []
-        for result in results:
+        for result in (yield _call("set_many", items)):
             if result.error is not None or not result.ok:
                 failed.append(originals[result.key])
                 if result.error is not None and _too_large(result.error.as_exception()):
                     too_large.append(result.key)
-        return failed, too_large
+        if too_large:
+            yield _call("delete_many", too_large)
+        return failed
 
-    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+    def _delete_many_steps(self, keys: Iterable[Any], version: int | None) -> _Steps:
         made = [self._key(key, version) for key in keys]
         if not made:
-            return
+            return None
         self._forget_leases(made)
-        for result in self._client().delete_many(made):
+        for result in (yield _call("delete_many", made)):
             if result.error is not None:
                 raise result.error.as_exception()
+        return None
 
-    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+    def _incr_steps(self, key: Any, delta: int, version: int | None) -> _Steps:
         k = self._key(key, version)
         self._forget_leases([k])
-        client = self._client()
         try:
-            return client.increment(k, delta)
+            return (yield _call("increment", k, delta))
         except NotFound:
             raise ValueError(f"Key '{key}' not found") from None
         except FailedPrecondition:
             pass
-        # Not a counter (a pickled value, e.g. a negative int or a bool), or the debug mode
-        # `off`: Django's generic read-modify-write, with its errors (TypeError for values
-        # that do not add up). Not atomic, as in Django's non-memcached backends.
-        lookup = client.get(k, peek=True)
+        # Not a counter (a value of the serializer, e.g. a negative int or a bool), or the
+        # debug mode `off`: Django's generic read-modify-write, with its errors (TypeError for
+        # values that do not add up). Not atomic, as in Django's non-memcached backends.
+        lookup = yield _call("get", k, peek=True)
         if not lookup.usable:
             raise ValueError(f"Key '{key}' not found")
         new_value = self._decode(lookup) + delta
-        self.set(key, new_value, version=version)
+        yield from self._set_steps(key, new_value, DEFAULT_TIMEOUT, version)
         return new_value
+
+    def _clear_steps(self) -> _Steps:
+        self._forget_leases()
+        yield _call("flush")
+        return None
+
+    def _incr_version_steps(self, key: Any, delta: int, version: int | None) -> _Steps:
+        if version is None:
+            version = self.version
+        lookup = yield _call("get", self._key(key, version), peek=True)
+        if not lookup.usable:
+            raise ValueError(f"Key '{key}' not found")
+        yield from self._set_steps(key, self._decode(lookup), DEFAULT_TIMEOUT, version + delta)
+        yield from self._delete_steps(key, version)
+        return version + delta
+
+    def _get_or_set_steps(
+        self, key: Any, default: Any, timeout: Any, version: int | None
+    ) -> _Steps:
+        k = self._key(key, version)
+        reads = MintReads(self._pending)
+        while True:
+            try:
+                lookup = yield _call("get", k, lease_on_miss=True)
+            except CacheError as error:
+                if not self._ignores("get_or_set", "the default", error):
+                    raise
+                decision: Cached | Compute | Wait = Compute(lease=None, write_back=False)
+                break
+            decision = reads.decide(lookup)
+            if isinstance(decision, Cached):
+                return self._decode(decision.lookup)
+            if isinstance(decision, Wait):
+                yield _Sleep(decision.seconds)
+                continue
+            break
+        assert isinstance(decision, Compute)
+        if callable(default):
+            default = yield _Compute(default)
+        if not decision.write_back:
+            return default
+        self._forget_leases([k])
+        ttl = self._ttl(timeout)
+        try:
+            if ttl is False:
+                if decision.lease is not None:
+                    yield _call("delete", k)  # release the cold-miss placeholder: nothing is coming
+                return default
+            data, flags, counter = self._encode(default)
+            stored = yield _call(
+                "set",
+                k,
+                data,
+                ttl,
+                grace=self._grace_arg(counter),
+                flags=flags,
+                lease=None if counter else decision.lease,
+                counter=counter,
+            )
+            if not stored:
+                # Someone stored the key since our read: theirs is the value now.
+                current = yield _call("get", k, peek=True)
+                if current.usable:
+                    return self._decode(current)
+        except CacheError as error:
+            if not self._ignores("get_or_set", "the default", error):
+                raise
+        return default
+
+    def _ttl_steps(self, key: Any, version: int | None) -> _Steps:
+        lookup = yield _call("get", self._key(key, version), peek=True)
+        return _remaining(lookup)
+
+    # --- the cache API (sync) ------------------------------------------------------------------
+
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return self._run(
+            "get", self._get_steps(key, default, version), _Fallback("a miss", lambda: default)
+        )
+
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
+        self._run("set", self._set_steps(key, value, timeout, version), _NONE)
+
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        return self._run("add", self._add_steps(key, value, timeout, version), _FALSE)
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return self._run("touch", self._touch_steps(key, timeout, version), _FALSE)
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        return self._run("delete", self._delete_steps(key, version), _FALSE)
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        return self._run("has_key", self._has_key_steps(key, version), _FALSE)
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        return self._run("get_many", self._get_many_steps(keys, version), _Fallback("{}", dict))
+
+    def set_many(
+        self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[Any]:
+        return self._run(
+            "set_many",
+            self._set_many_steps(data, timeout, version),
+            _Fallback("every key as failed", lambda: list(data)),
+        )
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        self._run("delete_many", self._delete_many_steps(keys, version), _NONE)
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
+        return self._run(
+            "incr",
+            self._incr_steps(key, delta, version),
+            _Fallback("ValueError", _raise_not_found(key)),
+        )
 
     def clear(self) -> None:
         """Drops every key of this cache's key space (``NAMESPACE`` + ``APP_VERSION``: every
         ``KEY_PREFIX`` and Django ``VERSION`` in it), with the service's ``Flush``; other key
         spaces on the same memcached are untouched."""
-        self._forget_leases()
-        self._client().flush()
+        self._run("clear", self._clear_steps(), _NONE)
 
     def close(self, **kwargs: Any) -> None:
         """Keeps the connections: they are shared process-wide and multiplexed (HTTP/2), so
         closing them after every request, as Django asks, would only add reconnects."""
 
     def incr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        if version is None:
-            version = self.version
-        client = self._client()
-        lookup = client.get(self._key(key, version), peek=True)
-        if not lookup.usable:
-            raise ValueError(f"Key '{key}' not found")
-        self.set(key, self._decode(lookup), version=version + delta)
-        self.delete(key, version=version)
-        return version + delta
+        return self._run(
+            "incr_version",
+            self._incr_version_steps(key, delta, version),
+            _Fallback("ValueError", _raise_not_found(key)),
+        )
 
     def get_or_set(
         self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> Any:
         """The mint protocol with cold-miss protection: one caller computes (``default()``)
         while concurrent callers wait for its value (``PENDING``) or keep the stale one."""
-        k = self._key(key, version)
-        client = self._client()
-        reads = MintReads(self._pending)
-        while True:
-            decision = reads.decide(client.get(k, lease_on_miss=True))
-            if isinstance(decision, Cached):
-                return self._decode(decision.lookup)
-            if isinstance(decision, Wait):
-                time.sleep(decision.seconds)
-                continue
-            break
-        if callable(default):
-            default = default()
-        if not decision.write_back:
-            return default
-        self._forget_leases([k])
-        ttl = self._ttl(timeout)
-        if ttl is False:
-            if decision.lease is not None:
-                client.delete(k)  # release the cold-miss placeholder: nothing is coming
-            return default
-        data, flags, counter = self._encode(default)
-        stored = client.set(
-            k,
-            data,
-            ttl,
-            grace=self._grace_arg(counter),
-            flags=flags,
-            lease=None if counter else decision.lease,
-            counter=counter,
+        return self._run(
+            "get_or_set", self._get_or_set_steps(key, default, timeout, version), _NONE
         )
-        if not stored:
-            # Someone stored the key since our read: theirs is the value now.
-            current = client.get(k, peek=True)
-            if current.usable:
-                return self._decode(current)
-        return default
+
+    def ttl(self, key: Any, version: int | None = None) -> int | None:
+        """Seconds left before the key's timeout (at least 1 while it is fresh), ``None`` if
+        it never expires, 0 if it is missing or past its timeout (with ``GRACE``, a stale
+        value ``get`` still serves)."""
+        return self._run("ttl", self._ttl_steps(key, version), _ZERO)
+
+    def expire(self, key: Any, timeout: Any, version: int | None = None) -> bool:
+        """Gives an existing key a new timeout (``None``: never expires; ``0`` or less:
+        deletes it); says whether the key existed."""
+        return self._run("expire", self._touch_steps(key, timeout, version), _FALSE)
+
+    def persist(self, key: Any, version: int | None = None) -> bool:
+        """Makes an existing key never expire; says whether it existed."""
+        return self._run("persist", self._touch_steps(key, None, version), _FALSE)
+
+    def lock(
+        self,
+        key: Any,
+        timeout: float | None = None,
+        sleep: float = 0.1,
+        blocking: bool = True,
+        blocking_timeout: float | None = None,
+        version: int | None = None,
+    ) -> Lock:
+        """A distributed lock on ``key`` (made as every key of this cache), for ``with`` and
+        ``async with``: ``with cache.lock("report", timeout=60): ...``. ``timeout``: seconds
+        the lock lives unless released (``None``: until released); ``blocking_timeout``: the
+        longest wait to acquire (``LockError`` from ``with`` after it). Locks ignore debug
+        modes and IGNORE_EXCEPTIONS. See :mod:`mintcache.lock`."""
+        return Lock(
+            self._key(key, version),
+            client=self._plain_client,
+            aclient=self._plain_aclient,
+            timeout=timeout,
+            sleep=sleep,
+            blocking=blocking,
+            blocking_timeout=blocking_timeout,
+        )
 
     # --- the cache API (async, natively on grpc.aio) -------------------------------------------
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        k = self._key(key, version)
-        return self._read(k, await self._aclient().get(k, lease_on_miss=False), default)
+        return await self._arun(
+            "get", self._get_steps(key, default, version), _Fallback("a miss", lambda: default)
+        )
 
     async def aset(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
-        k = self._key(key, version)
-        data, flags, counter = self._encode(value)
-        ttl = self._ttl(timeout)
-        lease = self._take_lease(k)
-        client = self._aclient()
-        if ttl is False:
-            await client.delete(k)
-            return
-        try:
-            await client.set(
-                k,
-                data,
-                ttl,
-                grace=self._grace_arg(counter),
-                flags=flags,
-                lease=None if counter else lease,
-                counter=counter,
-            )
-        except InvalidArgument as error:
-            if not _too_large(error):
-                raise
-            log.warning("MintCache: value of %d bytes not stored: %s", len(data), error.details)
-            await client.delete(k)
+        await self._arun("set", self._set_steps(key, value, timeout, version), _NONE)
 
     async def aadd(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
-        k = self._key(key, version)
-        data, flags, counter = self._encode(value)
-        ttl = self._ttl(timeout)
-        self._forget_leases([k])
-        client = self._aclient()
-        if ttl is False:
-            return not (await client.get(k, peek=True)).usable
-        try:
-            return await client.add(
-                k, data, ttl, grace=self._grace_arg(counter), flags=flags, counter=counter
-            )
-        except InvalidArgument as error:
-            if not _too_large(error):
-                raise
-            log.warning("MintCache: value of %d bytes not added: %s", len(data), error.details)
-            return False
+        return await self._arun("add", self._add_steps(key, value, timeout, version), _FALSE)
 
     async def atouch(
         self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
-        k = self._key(key, version)
-        ttl = self._ttl(timeout)
-        if ttl is False:
-            self._forget_leases([k])
-            return await self._aclient().delete(k)
-        return await self._aclient().touch(k, ttl)
+        return await self._arun("touch", self._touch_steps(key, timeout, version), _FALSE)
 
     async def adelete(self, key: Any, version: int | None = None) -> bool:
-        k = self._key(key, version)
-        self._forget_leases([k])
-        return await self._aclient().delete(k)
+        return await self._arun("delete", self._delete_steps(key, version), _FALSE)
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
-        return (await self._aclient().get(self._key(key, version), peek=True)).usable
+        return await self._arun("has_key", self._has_key_steps(key, version), _FALSE)
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        key_map = {self._key(key, version): key for key in keys}
-        if not key_map:
-            return {}
-        found = {}
-        for lookup in await self._aclient().get_many(list(key_map), lease_on_miss=False):
-            if lookup.error is not None:
-                raise lookup.error.as_exception()
-            if lookup.usable:
-                found[key_map[lookup.key]] = self._decode(lookup)
-            else:
-                self._note(lookup.key, lookup)
-        return found
+        return await self._arun(
+            "get_many", self._get_many_steps(keys, version), _Fallback("{}", dict)
+        )
 
     async def aset_many(
         self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
-        if not data:
-            return []
-        items, originals = self._set_many_items(data, timeout, version)
-        client = self._aclient()
-        if items is None:
-            await client.delete_many(list(originals))
-            return []
-        failed, too_large = self._set_many_failures(await client.set_many(items), originals)
-        if too_large:
-            await client.delete_many(too_large)
-        return failed
+        return await self._arun(
+            "set_many",
+            self._set_many_steps(data, timeout, version),
+            _Fallback("every key as failed", lambda: list(data)),
+        )
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        made = [self._key(key, version) for key in keys]
-        if not made:
-            return
-        self._forget_leases(made)
-        for result in await self._aclient().delete_many(made):
-            if result.error is not None:
-                raise result.error.as_exception()
+        await self._arun("delete_many", self._delete_many_steps(keys, version), _NONE)
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
-        k = self._key(key, version)
-        self._forget_leases([k])
-        client = self._aclient()
-        try:
-            return await client.increment(k, delta)
-        except NotFound:
-            raise ValueError(f"Key '{key}' not found") from None
-        except FailedPrecondition:
-            pass
-        lookup = await client.get(k, peek=True)
-        if not lookup.usable:
-            raise ValueError(f"Key '{key}' not found")
-        new_value = self._decode(lookup) + delta
-        await self.aset(key, new_value, version=version)
-        return new_value
+        return await self._arun(
+            "incr",
+            self._incr_steps(key, delta, version),
+            _Fallback("ValueError", _raise_not_found(key)),
+        )
 
     async def aclear(self) -> None:
-        self._forget_leases()
-        await self._aclient().flush()
+        await self._arun("clear", self._clear_steps(), _NONE)
 
     async def aclose(self, **kwargs: Any) -> None:
         """See :meth:`close`."""
 
     async def aincr_version(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        if version is None:
-            version = self.version
-        lookup = await self._aclient().get(self._key(key, version), peek=True)
-        if not lookup.usable:
-            raise ValueError(f"Key '{key}' not found")
-        await self.aset(key, self._decode(lookup), version=version + delta)
-        await self.adelete(key, version=version)
-        return version + delta
+        return await self._arun(
+            "incr_version",
+            self._incr_version_steps(key, delta, version),
+            _Fallback("ValueError", _raise_not_found(key)),
+        )
 
     async def aget_or_set(
         self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> Any:
         """See :meth:`get_or_set`. A callable ``default`` may be a coroutine function."""
-        k = self._key(key, version)
-        client = self._aclient()
-        reads = MintReads(self._pending)
-        while True:
-            decision = reads.decide(await client.get(k, lease_on_miss=True))
-            if isinstance(decision, Cached):
-                return self._decode(decision.lookup)
-            if isinstance(decision, Wait):
-                await asyncio.sleep(decision.seconds)
-                continue
-            break
-        if callable(default):
-            default = default()
-            if asyncio.iscoroutine(default):
-                default = await default
-        if not decision.write_back:
-            return default
-        self._forget_leases([k])
-        ttl = self._ttl(timeout)
-        if ttl is False:
-            if decision.lease is not None:
-                await client.delete(k)
-            return default
-        data, flags, counter = self._encode(default)
-        stored = await client.set(
-            k,
-            data,
-            ttl,
-            grace=self._grace_arg(counter),
-            flags=flags,
-            lease=None if counter else decision.lease,
-            counter=counter,
+        return await self._arun(
+            "get_or_set", self._get_or_set_steps(key, default, timeout, version), _NONE
         )
-        if not stored:
-            current = await client.get(k, peek=True)
-            if current.usable:
-                return self._decode(current)
-        return default
+
+    async def attl(self, key: Any, version: int | None = None) -> int | None:
+        """See :meth:`ttl`."""
+        return await self._arun("ttl", self._ttl_steps(key, version), _ZERO)
+
+    async def aexpire(self, key: Any, timeout: Any, version: int | None = None) -> bool:
+        """See :meth:`expire`."""
+        return await self._arun("expire", self._touch_steps(key, timeout, version), _FALSE)
+
+    async def apersist(self, key: Any, version: int | None = None) -> bool:
+        """See :meth:`persist`."""
+        return await self._arun("persist", self._touch_steps(key, None, version), _FALSE)

@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 
 from ..types import DebugMode
-from .debug import _mode
+from .debug import DebugReport, _mode, _report
 
 __all__ = ["CacheDebugMiddleware", "QUERY_PARAMETER", "RESPONSE_HEADER"]
 
@@ -55,7 +55,10 @@ def _is_superuser(user: Any) -> bool:
 
 class CacheDebugMiddleware:
     """Applies ``?cache_debug=`` for active superusers, for the one request. Place it after
-    ``AuthenticationMiddleware``. The response then carries ``X-Cache-Debug: <mode>``."""
+    ``AuthenticationMiddleware``. The response then says in ``X-Cache-Debug`` what became of
+    the mode: ``<mode>`` when every cache operation of the request ran in it, ``ignored
+    (no ADMIN_TOKEN): ...`` when the backend could not apply it, ``partial: ...`` for a mix,
+    ``<mode> (no cache operations)`` when the request used no cache."""
 
     sync_capable = True
     async_capable = True
@@ -76,12 +79,14 @@ class CacheDebugMiddleware:
                 mode = None
         if mode is None:
             return self.get_response(request)
-        token = _mode.set(mode)
+        report = DebugReport(mode)
+        token, report_token = _mode.set(mode), _report.set(report)
         try:
             response = self.get_response(request)
         finally:
+            _report.reset(report_token)
             _mode.reset(token)
-        return self._mark(request, response, mode)
+        return self._mark(request, response, report)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
@@ -94,15 +99,24 @@ class CacheDebugMiddleware:
                 mode = None
         if mode is None:
             return await get_response(request)
-        token = _mode.set(mode)
+        report = DebugReport(mode)
+        token, report_token = _mode.set(mode), _report.set(report)
         try:
             response = await get_response(request)
         finally:
+            _report.reset(report_token)
             _mode.reset(token)
-        return self._mark(request, response, mode)
+        return self._mark(request, response, report)
 
     @staticmethod
-    def _mark(request: HttpRequest, response: Any, mode: DebugMode) -> Any:
-        log.info("cache debug mode %s for %s %s", mode.value, request.method, request.path)
-        response[RESPONSE_HEADER] = mode.value
+    def _mark(request: HttpRequest, response: Any, report: DebugReport) -> Any:
+        header = report.header()
+        log.info(
+            "cache debug mode %s for %s %s: %s",
+            report.mode.value,
+            request.method,
+            request.path,
+            header,
+        )
+        response[RESPONSE_HEADER] = header
         return response
