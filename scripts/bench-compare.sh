@@ -16,7 +16,7 @@
 #   DURATION=10s     measured time per run          WARMUP=2s    warm-up per run
 #   OUT=DIR          where the JSON reports and the table go
 #                    (default: target/bench-compare/<UTC time>)
-#   ONLY="unary-64 getmany-100"   run only these workloads (default: all)
+#   ONLY="unary-1 unary-64 unary-256 getmany-100"   run only these workloads (default: all)
 #   SKIP_BUILD=1     use the release binaries already built
 #   CROSS_CHECK=1    also measure memcached with memaslap and gRPC with h2load, next to
 #                    mintcache-bench with the same settings
@@ -165,6 +165,7 @@ TARGETS=(
 )
 # Workloads: id | label | mintcache-bench workload flags | connections | streams.
 WORKLOADS=(
+    "unary-1|unary Get of stored keys, 64-byte values, one call in flight (1 connection x 1 stream): latency|--workload unary --get-ratio 1 --value-size 64 --keys 10000|1|1"
     "unary-64|unary 90/10 Get/Set, 64-byte values, 4 connections x 16 streams = 64 in flight|--workload unary --get-ratio 0.9 --value-size 64 --keys 10000|4|16"
     "unary-256|unary 90/10 Get/Set, 64-byte values, 16 connections x 16 streams = 256 in flight|--workload unary --get-ratio 0.9 --value-size 64 --keys 10000|16|16"
     "getmany-100|GetMany of 100 keys (all hits), 64-byte values, 4 connections x 4 streams = 16 in flight|--workload batch --batch 100 --get-ratio 1 --value-size 64 --keys 10000|4|4"

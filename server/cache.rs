@@ -703,7 +703,7 @@ impl<S: Store> MintCache<S> {
             Some(LeaseToken::Cas(cas)) => (mode, Some(cas)),
             Some(LeaseToken::Absent) => (WriteMode::Add, None),
         };
-        let (value, client_flags) = envelope::encode(&args.value, grace, args.flags);
+        let (value, client_flags) = envelope::encode(&args.value, grace, args.flags, None);
         Ok(Write {
             value,
             client_flags,

@@ -46,6 +46,7 @@ const SECTIONS: &[&str] = &[
     "tls",
     "admin",
     "telemetry",
+    "hot_cache",
 ];
 
 /// One configuration problem: the dotted key it is about (empty when it is about the sources
@@ -146,6 +147,30 @@ pub struct Config {
     pub admin: AdminConfig,
     /// OpenTelemetry export.
     pub telemetry: TelemetryConfig,
+    /// The per-replica cache of hot keys.
+    pub hot_cache: HotCacheConfig,
+}
+
+/// `[hot_cache]`: a per-replica cache of keys memcached reports hot, so that one viral key
+/// does not put all its load on one memcached server. Off unless `max_staleness_ms` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotCacheConfig {
+    /// Longest a replica serves a hot key's value from its own memory without asking memcached
+    /// (0: no hot cache). Writes through other replicas are seen within this delay; writes
+    /// through this one at once.
+    pub max_staleness_ms: u64,
+    /// Memory the hot cache may hold (values and keys, at their cost).
+    pub max_bytes: u64,
+}
+
+impl Default for HotCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_staleness_ms: 0,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// A listen address as written: `host:port`, where the host is an IP address (`[::1]` for
@@ -438,6 +463,18 @@ pub struct CacheConfig {
     /// through another replica, this one stops serving the flushed keys within this delay
     /// (0: read the generation from the backend on every call).
     pub flush_sync_ms: u64,
+    /// β of early refresh: a read of a fresh value asks to refresh it with a probability that
+    /// rises as its soft expiry nears and with the time its last recomputation took (0: only
+    /// after the soft expiry, as before; also keeps values in the value format and leases in
+    /// the token formats of versions without early refresh, for rolling upgrades).
+    pub early_refresh_beta: f64,
+    /// β per namespace (`{ shop = 2.0 }`), over `early_refresh_beta`.
+    pub early_refresh_beta_by_namespace: BTreeMap<String, f64>,
+    /// Longest a read may wait for another caller's fill (`GetRequest.wait_ms` is cut to it).
+    pub max_wait_ms: u64,
+    /// How often a waiting read looks for the fill in memcached when it is stored through
+    /// another replica (through this one, the read is answered at once).
+    pub wait_poll_ms: u64,
 }
 
 impl Default for CacheConfig {
@@ -452,6 +489,10 @@ impl Default for CacheConfig {
             fail_open: true,
             refresh_timeout_seconds: 10,
             flush_sync_ms: 1000,
+            early_refresh_beta: 1.0,
+            early_refresh_beta_by_namespace: BTreeMap::new(),
+            max_wait_ms: 10_000,
+            wait_poll_ms: 10,
         }
     }
 }
@@ -840,6 +881,7 @@ impl Config {
         section!(tls);
         section!(admin);
         section!(telemetry);
+        section!(hot_cache);
         (config, unreadable)
     }
 
@@ -871,13 +913,16 @@ impl Config {
         let telemetry = readable("telemetry")
             .then(|| self.telemetry.validate(p))
             .flatten();
+        if readable("hot_cache") {
+            self.hot_cache.validate(p);
+        }
         if !unreadable.is_empty() {
             return None;
         }
         let (server, admin_listen, log, auth, tls, telemetry) =
             (server?, admin_listen?, log?, auth?, tls?, telemetry?);
         let cache = key_space_ok
-            .then(|| CacheSettings::new(&self.cache, &self.limits, &self.server))
+            .then(|| CacheSettings::new(self))
             .flatten()?;
         self.validate_across(&server, admin_listen, &auth, p);
         let backend = if self.memcached.servers.is_empty() {
@@ -1108,6 +1153,31 @@ pub(crate) struct CacheSettings {
     pub(crate) max_value_bytes: usize,
     /// The largest gRPC message: a batched answer is built within it.
     pub(crate) max_message_bytes: usize,
+    /// β of early refresh, and per namespace.
+    pub(crate) early_refresh_beta: f64,
+    pub(crate) early_refresh_beta_by_namespace: BTreeMap<String, f64>,
+    /// Longest a read waits for a fill, and how often it looks in the store meanwhile.
+    pub(crate) max_wait: Duration,
+    pub(crate) wait_poll: Duration,
+    /// The hot-key cache, when on.
+    pub(crate) hot_cache: Option<HotCacheSettings>,
+}
+
+impl CacheSettings {
+    /// The β of early refresh in a key space.
+    pub(crate) fn beta(&self, space: &KeySpace) -> f64 {
+        self.early_refresh_beta_by_namespace
+            .get(space.namespace())
+            .copied()
+            .unwrap_or(self.early_refresh_beta)
+    }
+}
+
+/// `[hot_cache]`, checked (only when on).
+#[derive(Debug, Clone)]
+pub(crate) struct HotCacheSettings {
+    pub(crate) max_staleness: Duration,
+    pub(crate) max_bytes: u64,
 }
 
 /// `[log]`, checked.
@@ -1251,6 +1321,19 @@ impl MemcachedConfig {
     }
 }
 
+impl HotCacheConfig {
+    fn validate(&self, p: &mut Problems) {
+        p.check(
+            self.max_staleness_ms <= 60_000,
+            "hot_cache.max_staleness_ms",
+            || "must be in 0..=60000 (0: no hot cache)".into(),
+        );
+        p.check(self.max_bytes >= 1024 * 1024, "hot_cache.max_bytes", || {
+            "must be at least 1048576".into()
+        });
+    }
+}
+
 impl EmbeddedConfig {
     fn validate(&self, p: &mut Problems) {
         p.check(self.max_bytes >= 1024 * 1024, "embedded.max_bytes", || {
@@ -1293,6 +1376,27 @@ impl CacheConfig {
         p.check(self.flush_sync_ms <= 60_000, "cache.flush_sync_ms", || {
             "must be in 0..=60000".into()
         });
+        let beta_ok = |beta: f64| beta.is_finite() && (0.0..=MAX_BETA).contains(&beta);
+        p.check(beta_ok(self.early_refresh_beta), "cache.early_refresh_beta", || {
+            format!("must be a number in 0..={MAX_BETA} (0: no early refresh)")
+        });
+        for (namespace, beta) in &self.early_refresh_beta_by_namespace {
+            let key = format!("cache.early_refresh_beta_by_namespace.{namespace}");
+            if let Err(e) = validate_label(namespace.as_bytes(), false) {
+                p.add(&key, format!("not a namespace: {e}"));
+            }
+            p.check(beta_ok(*beta), &key, || {
+                format!("must be a number in 0..={MAX_BETA} (0: no early refresh)")
+            });
+        }
+        p.check(self.max_wait_ms <= 600_000, "cache.max_wait_ms", || {
+            "must be in 0..=600000".into()
+        });
+        p.check(
+            (1..=10_000).contains(&self.wait_poll_ms),
+            "cache.wait_poll_ms",
+            || "must be in 1..=10000".into(),
+        );
         version_ok && namespace_ok
     }
 }
@@ -1314,7 +1418,14 @@ impl LimitsConfig {
 
 impl CacheSettings {
     /// The settings of two checked sections (`None` if the key space is not valid).
-    fn new(cache: &CacheConfig, limits: &LimitsConfig, server: &ServerConfig) -> Option<Self> {
+    fn new(config: &Config) -> Option<Self> {
+        let Config {
+            cache,
+            limits,
+            server,
+            hot_cache,
+            ..
+        } = config;
         Some(Self {
             default_space: KeySpace::new(&cache.namespace, &cache.default_version).ok()?,
             default_ttl_seconds: cache.default_ttl_seconds,
@@ -1328,9 +1439,20 @@ impl CacheSettings {
             max_key_bytes: limits.max_key_bytes,
             max_value_bytes: limits.max_value_bytes,
             max_message_bytes: server.max_message_bytes,
+            early_refresh_beta: cache.early_refresh_beta,
+            early_refresh_beta_by_namespace: cache.early_refresh_beta_by_namespace.clone(),
+            max_wait: Duration::from_millis(cache.max_wait_ms),
+            wait_poll: Duration::from_millis(cache.wait_poll_ms),
+            hot_cache: (hot_cache.max_staleness_ms > 0).then(|| HotCacheSettings {
+                max_staleness: Duration::from_millis(hot_cache.max_staleness_ms),
+                max_bytes: hot_cache.max_bytes,
+            }),
         })
     }
 }
+
+/// Largest β of early refresh: far beyond any use (β = 1 is the paper's choice).
+pub const MAX_BETA: f64 = 1000.0;
 
 /// The level names `tracing` knows.
 const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];

@@ -71,6 +71,10 @@ pub(crate) struct Lookup {
     pub counter: bool,
     /// The lease for `Refresh` and `Miss`.
     pub(crate) lease: Option<LeaseToken>,
+    /// When the lease was issued (Unix ms), carried in the token so that the `Set` bringing it
+    /// back learns how long the value took to recompute (set by the service, which has the
+    /// clock; `None`: a token without it).
+    pub(crate) issued_at_ms: Option<u64>,
 }
 
 impl Lookup {
@@ -85,6 +89,7 @@ impl Lookup {
             grace_seconds: 0,
             counter: false,
             lease: None,
+            issued_at_ms: None,
         }
     }
 
@@ -153,21 +158,23 @@ impl<'a> Found<'a> {
     }
 
     fn answer(self, outcome: MintOutcome) -> Lookup {
-        let hit = outcome == MintOutcome::Hit;
+        // A hit, or an early refresh of a value still fresh.
+        let fresh = outcome == MintOutcome::Hit || self.is_fresh();
         let never = self.view.ttl_remaining.is_none();
         Lookup {
             outcome,
             value: self.payload,
             flags: self.flags,
-            ttl_seconds: if hit { self.fresh.unwrap_or(0) } else { 0 },
+            ttl_seconds: if fresh { self.fresh.unwrap_or(0) } else { 0 },
             no_expiry: never,
-            grace_seconds: match (hit, self.view.ttl_remaining) {
+            grace_seconds: match (fresh, self.view.ttl_remaining) {
                 (true, _) => self.grace,
                 (false, Some(left)) => left.min(self.grace),
                 (false, None) => self.grace,
             },
             counter: false,
             lease: (outcome == MintOutcome::Refresh).then_some(LeaseToken::Cas(cas_of(self.view))),
+            issued_at_ms: None,
         }
     }
 }
@@ -180,10 +187,51 @@ fn cas_of(view: &ItemView) -> Cas {
     }
 }
 
+/// Early refresh (XFetch: Vattani, Chierichetti and Lowenstein, "Optimal Probabilistic Cache
+/// Stampede Prevention", VLDB 2015): a read of a fresh value whose last recomputation took δ
+/// asks for the refresh election when `δ·β·draw ≥ fresh time left`, `draw = −ln(u)` for `u`
+/// uniform in (0, 1]: the closer the soft expiry and the slower the recomputation, the likelier.
+/// The store then elects at most one winner (memcached's `R` flag), which gets `REFRESH` with
+/// the still-fresh value while everyone else keeps getting `HIT`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Early {
+    /// β: 0 is off, 1 the paper's choice, more refreshes earlier.
+    pub(crate) beta: f64,
+    /// `−ln(u)`, drawn for this read.
+    pub(crate) draw: f64,
+}
+
+impl Early {
+    /// The draw of one read, from `uniform` in [0, 1).
+    pub(crate) fn draw(beta: f64, uniform: f64) -> Self {
+        Self {
+            beta,
+            draw: -(1.0 - uniform.clamp(0.0, 1.0 - f64::EPSILON)).ln(),
+        }
+    }
+
+    /// Whether a value fresh for `fresh_left` more seconds, whose last recomputation took
+    /// `recompute_ms`, asks for the election now.
+    pub(crate) fn refresh_now(self, fresh_left: u64, recompute_ms: u32) -> bool {
+        self.beta > 0.0
+            && f64::from(recompute_ms) / 1000.0 * self.beta * self.draw >= fresh_left as f64
+    }
+}
+
 /// Decides what a read means. `elected` is true for the second read of [`Step::Elect`]: its
 /// answer is final. `cold_miss_protection` is whether this caller asked for it: only such
 /// callers are told to wait (`Pending`) for another caller's fill.
 pub(crate) fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection: bool) -> Step {
+    decide_with(view, elected, cold_miss_protection, None)
+}
+
+/// [`decide`], with this read's draw for early refresh.
+pub(crate) fn decide_with(
+    view: Option<ItemView>,
+    elected: bool,
+    cold_miss_protection: bool,
+    early: Option<Early>,
+) -> Step {
     let Some(view) = view else {
         return Step::Done(Lookup::outcome_only(
             MintOutcome::Miss,
@@ -209,12 +257,29 @@ pub(crate) fn decide(view: Option<ItemView>, elected: bool, cold_miss_protection
             grace,
             flags,
             payload,
+            recompute_ms,
         } => {
             let found = Found::new(&view, grace, flags, payload);
             let outcome = match view.win {
                 Some(Win::Won) => MintOutcome::Refresh,
+                // Fresh, and someone is refreshing it early.
+                Some(Win::Lost) if found.is_fresh() => MintOutcome::Hit,
                 Some(Win::Lost) => MintOutcome::Stale,
-                None if found.is_fresh() => MintOutcome::Hit,
+                None if found.is_fresh() => {
+                    let early_now = match (early, recompute_ms, found.fresh, view.ttl_remaining) {
+                        (Some(early), Some(ms), Some(left), Some(_)) => {
+                            !elected && early.refresh_now(left, ms)
+                        }
+                        _ => false,
+                    };
+                    if early_now {
+                        // Any remaining time qualifies: the store elects whoever asks first.
+                        return Step::Elect {
+                            recache_below: view.ttl_remaining.unwrap_or(0).saturating_add(1),
+                        };
+                    }
+                    MintOutcome::Hit
+                }
                 None if elected => MintOutcome::Stale,
                 None => {
                     return Step::Elect {
@@ -268,13 +333,15 @@ pub(crate) fn peek(view: Option<ItemView>) -> Peek {
             grace,
             flags,
             payload,
+            ..
         } => {
             let found = Found::new(&view, grace, flags, payload);
             let give_back = (view.win == Some(Win::Won)).then(|| GiveBack {
                 cas: cas_of(&view),
                 stale_ttl: view.ttl_remaining.unwrap_or(grace).clamp(1, grace.max(1)),
             });
-            let outcome = if view.win.is_none() && found.is_fresh() {
+            // A fresh value is a hit even while someone refreshes it early.
+            let outcome = if found.is_fresh() {
                 MintOutcome::Hit
             } else {
                 MintOutcome::Stale
@@ -296,7 +363,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn view(ttl: u64, grace: u64, win: Option<Win>, stale: bool) -> ItemView {
-        let (value, client_flags) = encode(b"payload", grace, 3);
+        let (value, client_flags) = encode(b"payload", grace, 3, None);
         ItemView {
             value,
             client_flags,
@@ -550,6 +617,77 @@ mod tests {
         );
     }
 
+    /// A fresh format-2 item: `ttl` seconds left of which `grace` are grace, recomputed in
+    /// `recompute_ms`.
+    fn timed(ttl: u64, grace: u64, recompute_ms: u32, win: Option<Win>) -> ItemView {
+        let (value, client_flags) = encode(b"payload", grace, 3, Some(recompute_ms));
+        ItemView {
+            value,
+            client_flags,
+            ttl_remaining: Some(ttl),
+            cas: 42,
+            instance: 5,
+            stale: false,
+            win,
+        }
+    }
+
+    #[test]
+    fn early_refresh_draws_rise_as_the_soft_expiry_nears() {
+        let early = |u| Some(Early::draw(1.0, u));
+        // One fresh second left and a 200 ms recomputation: only a draw of -ln(u) >= 5.
+        let last_second = || Some(timed(31, 30, 200, None));
+        assert_eq!(
+            decide_with(last_second(), false, true, early(0.5)),
+            decide(last_second(), false, true)
+        );
+        assert_eq!(
+            decide_with(last_second(), false, true, early(0.999)),
+            Step::Elect { recache_below: 32 }
+        );
+        // Far from expiry, no draw is that high in practice.
+        assert_eq!(
+            outcome(decide_with(Some(timed(3630, 30, 200, None)), false, true, early(0.999))),
+            Some(MintOutcome::Hit)
+        );
+        // No recomputation time known, or β = 0: never early.
+        assert_eq!(
+            outcome(decide_with(Some(view(31, 30, None, false)), false, true, early(0.999_999))),
+            Some(MintOutcome::Hit)
+        );
+        assert_eq!(
+            outcome(decide_with(last_second(), false, true, Some(Early::draw(0.0, 0.999_999)))),
+            Some(MintOutcome::Hit)
+        );
+        // The probability at one second left, 200 ms, β = 1: e^-5.
+        let hits = (0..100_000)
+            .filter(|i| Early::draw(1.0, f64::from(*i) / 100_000.0).refresh_now(1, 200))
+            .count();
+        assert!((600..=750).contains(&hits), "{hits} of 100000");
+    }
+
+    #[test]
+    fn an_early_election_answers_refresh_to_its_winner_and_hit_to_everyone_else() {
+        let Step::Done(won) = decide_with(Some(timed(40, 30, 200, Some(Win::Won))), true, true, None)
+        else {
+            panic!("final")
+        };
+        assert_eq!(won.outcome, MintOutcome::Refresh);
+        assert_eq!((won.ttl_seconds, won.grace_seconds), (10, 30), "still fresh");
+        assert!(won.lease.is_some());
+        let Step::Done(lost) = decide_with(Some(timed(40, 30, 200, Some(Win::Lost))), false, true, None)
+        else {
+            panic!("final")
+        };
+        assert_eq!((lost.outcome, lost.ttl_seconds), (MintOutcome::Hit, 10));
+        assert!(lost.lease.is_none());
+        // A peek of an item being refreshed early is a hit too.
+        assert_eq!(
+            peek(Some(timed(40, 30, 200, Some(Win::Lost)))).lookup.outcome,
+            MintOutcome::Hit
+        );
+    }
+
     proptest! {
         /// Many readers of one stale item, interleaved in any order against the store's own
         /// rules: exactly one of them is told to refresh, all others get the stale value.
@@ -557,7 +695,7 @@ mod tests {
         fn exactly_one_refresher(readers in 1usize..64, grace in 1u64..120, left in 1u64..120, order in proptest::collection::vec(any::<bool>(), 64)) {
             prop_assume!(left <= grace);
             let now = 10_000_000;
-            let (value, client_flags) = encode(b"v", grace, 0);
+            let (value, client_flags) = encode(b"v", grace, 0, None);
             let w = Write { value, client_flags, ttl: Expiry::After(left), mode: WriteMode::Set, cas: None };
             let mut slot: Option<Item> = None;
             if let (_, Change::Put(it)) = item::set(None, &w, now, 1) { slot = Some(it); }
@@ -587,6 +725,44 @@ mod tests {
             prop_assert_eq!(outcomes.len(), readers);
             prop_assert_eq!(outcomes.iter().filter(|o| **o == MintOutcome::Refresh).count(), 1);
             prop_assert!(outcomes.iter().all(|o| matches!(o, MintOutcome::Refresh | MintOutcome::Stale)));
+        }
+
+        /// Many readers of one fresh item near its soft expiry, each with its own early-refresh
+        /// draw, interleaved in any order against the store's rules: at most one refreshes
+        /// (exactly one if any draw asked for it), everyone else gets a hit.
+        #[test]
+        fn at_most_one_early_refresher(readers in 1usize..64, grace in 1u64..120, fresh in 1u64..5, recompute_ms in 1u32..5000, draws in proptest::collection::vec(0.0f64..1.0, 64), order in proptest::collection::vec(any::<bool>(), 64)) {
+            let now = 10_000_000;
+            let (value, client_flags) = encode(b"v", grace, 0, Some(recompute_ms));
+            let w = Write { value, client_flags, ttl: Expiry::After(grace + fresh), mode: WriteMode::Set, cas: None };
+            let mut slot: Option<Item> = None;
+            if let (_, Change::Put(it)) = item::set(None, &w, now, 1) { slot = Some(it); }
+            let mut outcomes = Vec::new();
+            let mut electing = Vec::new();
+            let mut asked = false;
+            for (i, go_now) in order.iter().take(readers).enumerate() {
+                let early = Some(Early::draw(1.0, draws[i]));
+                let (v, ch) = item::get(slot.as_ref(), GetOpts::default(), now, 2);
+                if let Change::Put(it) = ch { slot = Some(it); }
+                match decide_with(v, false, false, early) {
+                    Step::Done(l) => outcomes.push(l.outcome),
+                    Step::Elect { recache_below } => { asked = true; electing.push(recache_below) }
+                }
+                if *go_now && let Some(r) = electing.pop() {
+                    let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), ..GetOpts::default() }, now, 2);
+                    if let Change::Put(it) = ch { slot = Some(it); }
+                    if let Step::Done(l) = decide_with(v, true, false, early) { outcomes.push(l.outcome); }
+                }
+            }
+            while let Some(r) = electing.pop() {
+                let (v, ch) = item::get(slot.as_ref(), GetOpts { recache_below: Some(r), ..GetOpts::default() }, now, 2);
+                if let Change::Put(it) = ch { slot = Some(it); }
+                if let Step::Done(l) = decide_with(v, true, false, None) { outcomes.push(l.outcome); }
+            }
+            prop_assert_eq!(outcomes.len(), readers);
+            let refreshes = outcomes.iter().filter(|o| **o == MintOutcome::Refresh).count();
+            prop_assert_eq!(refreshes, usize::from(asked));
+            prop_assert!(outcomes.iter().all(|o| matches!(o, MintOutcome::Refresh | MintOutcome::Hit)));
         }
     }
 }

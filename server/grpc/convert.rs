@@ -30,7 +30,10 @@ impl From<Lookup> for proto::GetResponse {
             value: l.value,
             flags: l.flags,
             ttl_seconds: seconds(l.ttl_seconds),
-            lease_token: l.lease.map(|t| t.to_bytes().into()).unwrap_or_default(),
+            lease_token: l
+                .lease
+                .map(|t| t.to_bytes_issued(l.issued_at_ms).into())
+                .unwrap_or_default(),
             no_expiry: l.no_expiry,
             grace_seconds: seconds(l.grace_seconds),
         }

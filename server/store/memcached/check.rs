@@ -29,7 +29,7 @@ const MAX_SETTINGS_REPLY: usize = 64 * 1024;
 /// The largest item the service may ask memcached to store: the largest value, the value
 /// envelope's header, the longest stored key, and memcached's own item header.
 pub(crate) fn largest_item(max_value_bytes: usize) -> usize {
-    max_value_bytes + envelope::HEADER_LEN + MEMCACHED_MAX_KEY + MEMCACHED_ITEM_HEADER
+    max_value_bytes + envelope::MAX_HEADER_LEN + MEMCACHED_MAX_KEY + MEMCACHED_ITEM_HEADER
 }
 
 /// The checks of one server; cloning shares what was reported.

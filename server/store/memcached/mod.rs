@@ -348,15 +348,18 @@ fn give_back(opts: GetOpts, keys: Vec<StoreKey>) -> Option<Abandon> {
         if size == 0 && meta.client_flags.unwrap_or(0) == 0 && !meta.stale {
             // The empty placeholder of a cold fill: removed, if nobody filled it since.
             wire::delete_if(buf, key, cas, opaque);
-        } else {
-            // A stale value: stale again for as long as it lives, with a new election.
-            let grace = meta.client_flags.and_then(envelope::grace_of).unwrap_or(1);
-            let stale_ttl = match meta.ttl {
-                Some(t) if t > 0 => u64::try_from(t).unwrap_or(1),
-                _ => grace,
-            };
-            wire::invalidate(buf, key, stale_ttl.max(1), Some(cas), now_unix(), opaque);
+            return true;
         }
+        let grace = meta.client_flags.and_then(envelope::grace_of).unwrap_or(0);
+        let left = meta.ttl.and_then(|t| u64::try_from(t).ok());
+        if !meta.stale && !left.is_some_and(|t| t <= grace) {
+            // An early refresh of a value still fresh: invalidating it would serve it as
+            // stale. Its election reopens after the refresh timeout, once it is stale.
+            return false;
+        }
+        // A stale value: stale again for as long as it lives, with a new election.
+        let stale_ttl = left.filter(|&t| t > 0).unwrap_or(grace);
+        wire::invalidate(buf, key, stale_ttl.max(1), Some(cas), now_unix(), opaque);
         true
     }))
 }
