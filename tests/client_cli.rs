@@ -836,25 +836,48 @@ async fn memcached_down_is_not_blamed_on_the_endpoint() {
 async fn stats_show_the_servers_counters() {
     let (_mc, server, cli) = cli_on_memcached().await;
     cli.expect(&["set", "k", "v"], Exit::Success).await;
+    // Two reads that take part in the refresh election...
     cli.expect(&["get", "k", "--elect"], Exit::Success).await;
     cli.expect(&["get", "nope", "--elect"], Exit::Miss).await;
+    // ... and five peeks: `get` and `inspect` (Get), `get-many` (GetMany), each counted.
+    cli.expect(&["get", "k"], Exit::Success).await;
+    cli.expect(&["get", "k"], Exit::Success).await;
+    cli.expect(&["inspect", "nope"], Exit::Miss).await;
+    cli.expect(&["get-many", "k", "nope"], Exit::Miss).await;
     cli.run(&["set", "", "v"]).await;
     let text = cli.expect_text(&["stats"], Exit::Success).await;
     assert!(
         text.contains(&format!("server      {} (admin port)", server.admin)),
         "{text}"
     );
-    assert!(text.contains("Get 2"), "{text}");
+    assert!(text.contains("Get 5, GetMany 1"), "{text}");
     assert!(text.contains("INVALID_ARGUMENT 1"), "{text}");
-    assert!(text.contains("HIT 1") && text.contains("MISS 1"), "{text}");
-    assert!(text.contains("hit ratio   50.0%"), "{text}");
+    for line in [
+        "reads       7: HIT 4, STALE 0, REFRESH 0, MISS 3, PENDING 0\n",
+        "  elect     2: HIT 1, STALE 0, REFRESH 0, MISS 1, PENDING 0\n",
+        "  peek      5: HIT 3, STALE 0, MISS 2, PENDING 0\n",
+        "hit ratio   57.1% (HIT + STALE) (elect 50.0%, peek 60.0%)\n",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
     assert!(text.contains("memcached   127.0.0.1:"), "{text}");
     let json = cli.expect_text(&["stats", "--json"], Exit::Success).await;
     let v: serde_json::Value = serde_json::from_str(&json).expect("json");
-    assert_eq!(v["calls"]["Set"]["OK"], 1.0);
-    assert_eq!(v["hit_ratio"], 0.5);
+    // Counts are integers (`"OK":1`, never `1.0`).
+    assert!(v["calls"]["Set"]["OK"].is_u64(), "{json}");
+    assert!(
+        json.contains(r#""Set":{"#) && json.contains(r#""OK":1,"#),
+        "{json}"
+    );
+    assert_eq!(v["outcomes"]["hit"], 4);
+    assert_eq!(v["outcomes_by_read"]["peek"]["miss"], 2);
+    assert_eq!(v["hit_ratio_by_read"]["elect"], 0.5);
     let raw = cli.expect_text(&["stats", "--raw"], Exit::Success).await;
     assert!(raw.contains("mintcache_rpc_requests_total"), "{raw}");
+    assert!(
+        raw.contains("mintcache_mint_outcomes_total{outcome=\"hit\",read=\"peek\"} 3"),
+        "{raw}"
+    );
     // The gRPC port given as the admin address: said so, exit 3.
     let wrong = Cli {
         endpoint: cli.endpoint.clone(),
