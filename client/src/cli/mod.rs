@@ -366,6 +366,85 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_seconds_or_units_largest_first() {
+        use args::parse_duration;
+        for (text, seconds) in [
+            ("0", 0),
+            ("90", 90),
+            ("90s", 90),
+            ("5m", 300),
+            ("1h", 3600),
+            ("1h30m", 5400),
+            ("2d", 172_800),
+            ("1d2h3m4s", 93_784),
+            (" 60 ", 60),
+        ] {
+            assert_eq!(parse_duration(text), Ok(seconds), "{text}");
+        }
+        for text in [
+            "",
+            "h",
+            "1x",
+            "1.5h",
+            "1m1h",
+            "1h1h",
+            "5 m",
+            "1H",
+            "99999999999999999999",
+        ] {
+            let e = parse_duration(text).expect_err(text);
+            assert!(
+                e.contains("not a duration: give seconds (90)") || e.contains("too long"),
+                "{text}: {e}"
+            );
+        }
+        assert!(parse_duration(&format!("{}d", u64::MAX / 86_400 + 1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn ttl_arguments_take_durations_and_refuse_negatives_in_words() {
+        let cli = Cli::try_parse_from([
+            "mintcache",
+            "set",
+            "k",
+            "v",
+            "--ttl",
+            "1h",
+            "--grace",
+            "90s",
+        ])
+        .expect("valid");
+        let Command::Set { write, .. } = cli.command else {
+            panic!("set");
+        };
+        assert_eq!((write.ttl, write.grace), (3600, 90));
+        let cli = Cli::try_parse_from(["mintcache", "touch", "k", "--ttl", "5m"]).expect("valid");
+        assert!(matches!(cli.command, Command::Touch { ttl: 300, .. }));
+        let cli = Cli::try_parse_from(["mintcache", "incr", "n", "--initial", "1", "--ttl", "2d"])
+            .expect("valid");
+        assert!(matches!(&cli.command, Command::Incr { create, .. } if create.ttl == 172_800));
+        for args in [
+            &["mintcache", "set", "k", "v", "--ttl", "-5"][..],
+            &["mintcache", "set", "k", "v", "--grace", "-5"],
+            &["mintcache", "touch", "k", "--ttl", "-1h"],
+            &["mintcache", "incr", "n", "--initial", "1", "--ttl", "-5"],
+        ] {
+            let (exit, out, err) = run_args(args).await;
+            assert_eq!(exit, Exit::Usage, "{args:?}");
+            assert!(out.is_empty(), "{args:?}");
+            assert!(err.contains("cannot be negative"), "{args:?}: {err}");
+            assert!(!err.contains("-- -"), "no `-- -5` advice: {err}");
+        }
+        let (exit, _, err) = run_args(&["mintcache", "set", "k", "v", "--ttl", "1hour"]).await;
+        assert_eq!(exit, Exit::Usage);
+        assert!(
+            err.contains("'1hour'") && err.contains("give seconds (90) or a duration (90s, 5m"),
+            "{err}"
+        );
+        assert!(!err.contains("invalid digit"), "{err}");
+    }
+
+    #[test]
     fn every_global_flag_has_an_environment_variable() {
         use clap::CommandFactory;
         let cli = Cli::command();
