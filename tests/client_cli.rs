@@ -894,7 +894,13 @@ async fn the_shell_runs_commands_from_a_pipe() {
     let script = b"# a comment\nset greeting \"hello world\" --ttl 60\nget greeting\n\
         use v2\nget greeting\nset greeting bonjour\nget greeting --json\nhelp\n\
         inspect greeting\nquit\nget greeting\n";
-    let ran = cli.run_with_stdin(&["shell"], script).await;
+    // On a terminal, each command's report follows its value on stdout.
+    let terminal = Terminal {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    let ran = cli.run_as(terminal, &["shell"], script).await;
     let out = ran.out();
     assert!(out.contains("stored\nhello world\nHIT (fresh for"), "{out}");
     assert!(
@@ -907,4 +913,41 @@ async fn the_shell_runs_commands_from_a_pipe() {
     // `quit` ended it: the last `get` never ran, and the status is that of `inspect`.
     assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
     assert_eq!(out.matches("\"value\"").count(), 1, "{out}");
+    assert!(ran.err.is_empty(), "{}", ran.err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shell_in_a_pipe_prints_values_only() {
+    let (_mc, _server, cli) = cli_on_memcached().await;
+    // `printf 'set a 1\nget a\n' | mintcache shell 2>/dev/null`: values alone on stdout, one
+    // per line, and no report anywhere (stderr is not a terminal either).
+    let script = b"set a 1 --ttl 5m\nget a\nset b 'two words'\nget b\nget nope\ndelete a\nincr n --initial 7\n";
+    let ran = cli.run_with_stdin(&["shell"], script).await;
+    assert_eq!(ran.out(), "1\ntwo words\n7\n");
+    assert!(ran.err.is_empty(), "{}", ran.err);
+    assert_eq!(ran.exit, Exit::Success, "the last command's status");
+    // Only stderr a terminal (`... | mintcache shell | tee values.txt`): the reports go there.
+    let terminal = Terminal {
+        stdin: false,
+        stdout: false,
+        stderr: true,
+    };
+    let ran = cli
+        .run_as(terminal, &["shell"], b"get b\nget nope\nset c 3\n")
+        .await;
+    assert_eq!(ran.out(), "two words\n");
+    assert!(
+        ran.err.starts_with("HIT (fresh for") && ran.err.ends_with("\nMISS\nstored\n"),
+        "{}",
+        ran.err
+    );
+    // -q: no reports, even on a terminal.
+    let terminal = Terminal {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    let ran = cli.run_as(terminal, &["-q", "shell"], b"get b\n").await;
+    assert_eq!(ran.out(), "two words\n");
+    assert!(ran.err.is_empty(), "{}", ran.err);
 }

@@ -1,6 +1,7 @@
 //! How a command's result is shown: the data on stdout (a raw value, lines, a number), a
-//! one-line report of what happened on stderr when it is a terminal (in the shell: with the
-//! data), warnings and per-key errors on stderr, or one JSON object with `--json`.
+//! one-line report of what happened on stderr when it is a terminal (in the shell on a
+//! terminal: on stdout, after the data), warnings and per-key errors on stderr, or one JSON
+//! object with `--json` (errors too).
 
 use std::io::Write;
 use std::time::Duration;
@@ -72,7 +73,8 @@ pub(crate) struct Sink<'a> {
     pub(crate) stderr: &'a mut dyn Write,
     pub(crate) terminal: Terminal,
     pub(crate) output: OutputArgs,
-    /// In the interactive shell the report line follows the data on stdout.
+    /// In the shell, each value ends with a newline (one per line), and on a terminal the
+    /// report line follows the data on stdout.
     pub(crate) in_shell: bool,
 }
 
@@ -89,10 +91,17 @@ impl Sink<'_> {
         }
         match &report.data {
             Data::None => {}
-            Data::Value(bytes) if self.terminal.stdout || self.in_shell => {
+            Data::Value(bytes) if self.terminal.stdout => {
                 let shown = readable(bytes);
                 self.out(shown.as_bytes())?;
                 if !shown.ends_with('\n') {
+                    self.out(b"\n")?;
+                }
+            }
+            // The shell's values into a pipe: as stored, one per line.
+            Data::Value(bytes) if self.in_shell => {
+                self.out(bytes)?;
+                if !bytes.ends_with(b"\n") {
                     self.out(b"\n")?;
                 }
             }
@@ -100,10 +109,14 @@ impl Sink<'_> {
             Data::Text(text) => self.out(text.as_bytes())?,
             Data::Raw(bytes) => self.out(bytes)?,
         }
-        if let Some(line) = &report.feedback {
-            if self.in_shell {
+        // Reports are for people: only on a terminal. Into a pipe, stdout carries the data
+        // alone, even in the shell.
+        if let Some(line) = &report.feedback
+            && !self.output.quiet
+        {
+            if self.in_shell && self.terminal.stdout {
                 self.out(format!("{line}\n").as_bytes())?;
-            } else if self.terminal.stderr && !self.output.quiet {
+            } else if self.terminal.stderr {
                 self.err_line(line);
             }
         }

@@ -2,7 +2,9 @@
 //! command line works without the `mintcache` prefix (`get user:42`, `set k v --ttl 60`),
 //! plus `use VERSION`, `namespace NAME`, `help [COMMAND]` and `quit`. On a terminal it edits
 //! lines and keeps a history in `~/.mintcache_history` (rustyline); with stdin from a file or
-//! a pipe it runs one command per line, without prompts.
+//! a pipe it runs one command per line, without prompts. As on the command line, stdout
+//! carries values and data only when it is not a terminal; the one-line reports are shown on a
+//! terminal only (after the value on stdout, or on stderr when only stderr is one).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -93,8 +95,14 @@ pub(crate) async fn run(
         None
     };
     if interactive {
+        // A greeting is for the person typing: on stdout only when it is their terminal.
+        let out: &mut dyn Write = if session.terminal.stdout {
+            stdout
+        } else {
+            stderr
+        };
         let _ = writeln!(
-            stdout,
+            out,
             "mintcache shell on {} ({}). Type `help` for the commands, `quit` to leave.",
             session.connection.endpoints.join(", "),
             session.key_space()
