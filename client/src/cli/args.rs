@@ -476,14 +476,15 @@ pub(crate) enum Command {
     },
     /// Ask the server's gRPC health service and print the status
     ///
-    /// grpc.health.v1.Health/Check. Exit 0 for SERVING, 1 for any other status.
+    /// grpc.health.v1.Health/Check. Exit 0 for SERVING, 1 for any other status (NOT_SERVING,
+    /// or SERVICE_UNKNOWN for a SERVICE the server does not know).
     #[command(after_help = "Examples:
   mintcache health
-  mintcache health mintcache.v1.Cache")]
+  mintcache health ''    # the server as a whole")]
     Health {
-        /// The service to ask about; empty for the server as a whole.
-        #[arg(default_value = "")]
-        service: String,
+        /// The service to ask about (default: mintcache.v1.Cache, which also checks that a
+        /// mintcache server answers; '' for the server as a whole).
+        service: Option<String>,
     },
     /// An interactive shell with history and `help`
     ///

@@ -83,11 +83,12 @@ impl Sink<'_> {
         for warning in &report.warnings {
             self.err_line(&format!("mintcache: warning: {warning}"));
         }
+        if self.output.json {
+            // Per-key errors are in the object's results.
+            return self.out(format!("{}\n", report.json).as_bytes());
+        }
         for error in &report.errors {
             self.err_line(&format!("mintcache: error: {error}"));
-        }
-        if self.output.json {
-            return self.out(format!("{}\n", report.json).as_bytes());
         }
         match &report.data {
             Data::None => {}
@@ -136,10 +137,62 @@ impl Sink<'_> {
     }
 }
 
-/// Shows an error on stderr and gives its exit status.
-pub(crate) fn fail(e: &CliError, connection: &Connection, stderr: &mut dyn Write) -> Exit {
-    let _ = writeln!(stderr, "mintcache: error: {}", explain(e, connection));
-    e.exit()
+/// Shows an error and gives its exit status: on stderr, or with `--json` as a JSON object on
+/// stdout (see [`error_json`]).
+pub(crate) fn fail(
+    e: &CliError,
+    connection: &Connection,
+    json: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Exit {
+    let exit = e.exit();
+    let message = explain(e, connection);
+    let code = e.code().map(crate::error::code_name);
+    show_error(exit, code, &message, json, stdout, stderr);
+    exit
+}
+
+/// Shows an error message: `mintcache: error: MESSAGE` on stderr, or `--json`'s object on
+/// stdout.
+pub(crate) fn show_error(
+    exit: Exit,
+    code: Option<&str>,
+    message: &str,
+    json: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) {
+    // Nothing sensible remains to be done when the stream itself is gone.
+    if json {
+        let _ = writeln!(stdout, "{}", error_json(exit, code, message));
+        let _ = stdout.flush();
+    } else {
+        let _ = writeln!(stderr, "mintcache: error: {message}");
+    }
+}
+
+/// An error under `--json`: `{"error": {"exit": 3, "kind": "unreachable", "code":
+/// "UNAVAILABLE", "message": "..."}}`. `kind` names the exit status (`usage`, `unreachable`,
+/// `failed`, `backend_unavailable`); `code` is the gRPC status code, or null when the error
+/// is not one (bad arguments, an unreadable file, the admin port).
+pub(crate) fn error_json(exit: Exit, code: Option<&str>, message: &str) -> Value {
+    let kind = match exit {
+        Exit::Success => "success",
+        Exit::Miss => "miss",
+        Exit::Usage => "usage",
+        Exit::Unreachable => "unreachable",
+        Exit::Failed => "failed",
+        Exit::BackendUnavailable => "backend_unavailable",
+    };
+    json!({
+        "error": {
+            "exit": exit.code(),
+            "kind": kind,
+            "code": code,
+            "message": message,
+        }
+    })
 }
 
 /// A value as a person can read it: UTF-8 text as is, other bytes (and control characters

@@ -13,11 +13,12 @@ use clap::{CommandFactory, Parser};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use super::Exit;
 #[cfg(test)]
 use super::Terminal;
 use super::args::{Cli, OutputArgs, ShellCommand, ShellLine};
 use super::exec::Session;
+use super::output::show_error;
+use super::{Exit, usage_message};
 
 /// Where lines come from.
 trait Lines {
@@ -132,7 +133,8 @@ pub(crate) async fn run(
         let words = match shell_words::split(line) {
             Ok(words) => words,
             Err(e) => {
-                let _ = writeln!(stderr, "mintcache: error: {e}");
+                let json = output.json || line.split_whitespace().any(|w| w == "--json");
+                show_error(Exit::Usage, None, &e.to_string(), json, stdout, stderr);
                 last = Exit::Usage;
                 continue;
             }
@@ -140,7 +142,11 @@ pub(crate) async fn run(
         let parsed = match ShellLine::try_parse_from(&words) {
             Ok(parsed) => parsed,
             Err(e) => {
-                let _ = write!(stderr, "{}", e.render());
+                if output.json || words.iter().any(|w| w == "--json") {
+                    show_error(Exit::Usage, None, &usage_message(&e), true, stdout, stderr);
+                } else {
+                    let _ = write!(stderr, "{}", e.render());
+                }
                 last = Exit::Usage;
                 continue;
             }
