@@ -446,6 +446,81 @@ fn the_local_cluster_ports_are_documented_as_the_script_reads_them() {
     }
 }
 
+#[test]
+fn every_helm_install_in_the_readme_uses_an_image_of_ones_own() {
+    // No public image is published: the chart's default repository is a placeholder, so an
+    // install as the README writes it must name another one.
+    const PLACEHOLDER: &str = "ghcr.io/mintcache/mintcache";
+    let readme = readme();
+    let block = block(&readme, "helm-install");
+    let commands: Vec<String> = block
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("helm install") || l.starts_with("helm upgrade --install"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(commands.len(), 3, "{block}");
+    let helm = root().join("target/tools/bin/helm");
+    for command in commands {
+        // The same release rendered: `helm template` takes the same arguments; the copy of
+        // values-production.yaml the README asks for is values-production.yaml itself.
+        let args: Vec<&str> = command
+            .split_whitespace()
+            .skip(1)
+            .filter(|a| {
+                !matches!(
+                    *a,
+                    "install" | "upgrade" | "--install" | "--create-namespace"
+                )
+            })
+            .map(|a| {
+                if a == "my-values.yaml" {
+                    "deploy/helm/mintcache/values-production.yaml"
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let out = Command::new(&helm)
+            .current_dir(root())
+            .arg("template")
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "run {} (scripts/install-deploy-tools.sh installs it): {e}",
+                    helm.display()
+                )
+            });
+        let manifests = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "`{command}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let images: Vec<&str> = manifests
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .map(|i| i.trim_matches('"'))
+            .filter(|i| !i.starts_with("memcached"))
+            .collect();
+        assert!(!images.is_empty(), "`{command}` renders no image");
+        for image in images {
+            assert!(
+                !image.starts_with(PLACEHOLDER),
+                "`{command}` deploys the placeholder image {image}"
+            );
+        }
+    }
+    // And the README says so.
+    let deployment = section(&readme, "## Deployment", "### Install with Helm");
+    assert!(
+        deployment.contains("No public image is published"),
+        "{deployment}"
+    );
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {
