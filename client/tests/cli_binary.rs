@@ -25,12 +25,11 @@ fn mintcache(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("run mintcache");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
+    // A command that does not read stdin may have exited already: its stdin is then closed.
+    match child.stdin.take().expect("stdin").write_all(stdin) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        written => written.expect("write stdin"),
+    }
     child.wait_with_output().expect("wait for mintcache")
 }
 
