@@ -12,7 +12,11 @@
 #      (a CRD, none bundled)
 #   4. deploy/check_chart_config.py: mintcache-server --check-config on what each render gives
 #      the server (ConfigMap + environment), and the schema's config keys are the server's
-#   5. self-tests: the schema must refuse a wrong type, an unknown key, a value out of range or
+#   5. NOTES.txt as helm install prints it: a warning while image.repository is the chart's
+#      placeholder (no public image is published), none for an image of your own; the
+#      in-cluster way to try it calls the Service from a pod, and port-forward is offered as
+#      the way from a machine
+#   6. self-tests: the schema must refuse a wrong type, an unknown key, a value out of range or
 #      not in an enum; every fail guard must fail once; broken renders, manifests and
 #      Dockerfiles must make the checks above fail
 # Tools come from scripts/install-deploy-tools.sh (run here when missing).
@@ -80,6 +84,48 @@ config_check() { # config_check [--schema FILE] RENDERED... : mintcache-server -
     local schema="$CHART/values.schema.json"
     if [ "$1" = "--schema" ]; then schema="$2"; shift 2; fi
     "$PY" deploy/check_chart_config.py --server "$SERVER" --schema "$schema" "$@"
+}
+
+notes() { # notes OUTFILE [helm args...] : the NOTES.txt `helm install` would print (helm
+    # template leaves NOTES.txt out, so a copy of the chart renders it as a value)
+    local out="$1" dir="$OUT/notes-chart"
+    shift
+    rm -rf "$dir"
+    cp -r "$CHART" "$dir"
+    mv "$dir/templates/NOTES.txt" "$dir/notes.txt"
+    printf '%s\n' 'notes: |' '{{ tpl (.Files.Get "notes.txt") . | indent 2 }}' \
+        >"$dir/templates/zz-notes.yaml"
+    helm template "$RELEASE" "$dir" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" \
+        --show-only templates/zz-notes.yaml "$@" |
+        "$PY" -c 'import sys, yaml; print(yaml.safe_load(sys.stdin)["notes"], end="")' >"$out"
+}
+
+notes_check() { # notes_check WARNING(yes|no) FILE : the placeholder-image warning as expected,
+    # and the in-cluster advice works from inside the cluster
+    "$PY" - "$1" "$2" <<'PY'
+import sys
+want_warning, path = sys.argv[1] == "yes", sys.argv[2]
+text = open(path).read()
+problems = []
+if ("no public mintcache image is published" in text) != want_warning:
+    problems.append("the placeholder-image warning is "
+                    + ("missing" if want_warning else "shown for an image of your own"))
+before, _, from_machine = text.partition("Or from your machine")
+inside = before[before.find("inside the cluster"):] if "inside the cluster" in before else ""
+if not inside:
+    problems.append("no way to try it from inside the cluster")
+if "port-forward" in inside:
+    problems.append("the in-cluster advice uses kubectl port-forward")
+if " run " not in inside or ".svc:" not in inside:
+    problems.append("the in-cluster advice does not call the Service from a pod")
+if "port-forward" not in from_machine:
+    problems.append("no port-forward to try it from a machine")
+for problem in problems:
+    print(f"FAIL {path}: {problem}")
+if not problems:
+    print(f"ok   {path}")
+sys.exit(1 if problems else 0)
+PY
 }
 
 schema_described() { # schema_described SCHEMA : every property has a description
@@ -171,6 +217,17 @@ step "chart <-> server: mintcache-server --check-config on each render"
 config_check "${RENDERED[@]}" >"$OUT/config-check.log" ||
     { cat "$OUT/config-check.log"; die "the server refuses what the chart renders"; }
 grep -E '^(ok|FAIL)' "$OUT/config-check.log"
+
+step "NOTES.txt: what helm install prints"
+notes "$OUT/notes-defaults.txt"
+notes_check yes "$OUT/notes-defaults.txt"
+notes "$OUT/notes-own-image.txt" --set image.repository=registry.example.com/mintcache
+notes_check no "$OUT/notes-own-image.txt"
+notes "$OUT/notes-bundled-memcached.txt" -f "$CHART/ci/bundled-memcached-values.yaml"
+notes_check no "$OUT/notes-bundled-memcached.txt"
+notes "$OUT/notes-tls.txt" --set image.repository=registry.example.com/mintcache \
+    --set tls.enabled=true --set tls.secretName=mintcache-tls
+notes_check no "$OUT/notes-tls.txt"
 
 step "self-tests: values.schema.json refuses bad values"
 schema_refuses() { # schema_refuses DESCRIPTION PATTERN HELM-ARGS...
@@ -278,6 +335,12 @@ sed 's#^COPY Cargo.toml Cargo.lock build.rs ./#COPY Cargo.toml Cargo.lock ./#' d
     >"$OUT/Dockerfile.nobuild"
 expect_failure "a Dockerfile leaving out build.rs" "build.rs is not copied" \
     "$PY" deploy/check_dockerfile.py --dockerfile "$OUT/Dockerfile.nobuild"
+printf 'Try it from inside the cluster:\n  kubectl port-forward svc/mintcache 50051\n' \
+    >"$OUT/notes-port-forward.txt"
+expect_failure "NOTES sending in-cluster users to port-forward" \
+    "the in-cluster advice uses kubectl port-forward" notes_check no "$OUT/notes-port-forward.txt"
+expect_failure "NOTES without the placeholder-image warning" \
+    "the placeholder-image warning is missing" notes_check yes "$OUT/notes-own-image.txt"
 printf 'FROM debian\nRUN apt-get install curl\n' >"$OUT/Dockerfile.lint"
 expect_failure "hadolint on a sloppy Dockerfile" "DL3008" hadolint --no-color "$OUT/Dockerfile.lint"
 

@@ -414,6 +414,7 @@ impl<S: Store> MintCache<S> {
                 tracing::debug!(error = %e, "a peek cannot give back a refresh election");
             }
         }
+        self.metrics.peek_outcome(peek.lookup.outcome);
         Ok(Read {
             lookup: peek.lookup,
             degraded: false,

@@ -1,5 +1,9 @@
 //! `mintcache-server`: loads the configuration, sets up logs and telemetry, binds the gRPC and
 //! admin listeners, serves until SIGTERM or SIGINT, then drains and exits 0.
+//!
+//! A failure is said once: before serving (configuration, telemetry, a port that cannot be
+//! bound) as one plain line on stderr with what to do about it; while serving, as one
+//! `ERROR` log line.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -7,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mintcache::config::{CONFIG_ENV, Config, Settings};
-use mintcache::{Listeners, telemetry};
+use mintcache::{BindError, Listeners, telemetry};
 
 /// jemalloc rather than the system's malloc: glibc gives each thread its own arena and keeps
 /// what was freed there, so a busy embedded store whose entries are allocated and evicted on
@@ -51,23 +55,84 @@ fn main() -> ExitCode {
     }
     match serve(settings) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("mintcache-server: {e:#}");
+        Err(Stopped::AtStartup(message)) => {
+            eprintln!("mintcache-server: {message}");
             ExitCode::FAILURE
         }
+        // Already logged.
+        Err(Stopped::WhileServing) => ExitCode::FAILURE,
     }
 }
 
+/// How the server failed.
+enum Stopped {
+    /// Before serving: the line to print.
+    AtStartup(String),
+    /// While serving: logged as it happened.
+    WhileServing,
+}
+
 #[tokio::main]
-async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(&settings)?;
-    let listeners = Listeners::bind(&settings).await?;
+async fn serve(settings: Settings) -> Result<(), Stopped> {
+    let telemetry = telemetry::init(&settings).map_err(|e| Stopped::AtStartup(error_text(&e)))?;
+    let listeners = Listeners::bind(&settings)
+        .await
+        .map_err(|e| Stopped::AtStartup(bind_failure(&e)))?;
     announce(&listeners);
     let result = mintcache::run(settings, listeners, shutdown_signal()).await;
-    tracing::info!("stopped");
+    match &result {
+        Ok(()) => tracing::info!("stopped"),
+        Err(e) => tracing::error!("stopped: {}", error_text(e)),
+    }
     telemetry.shutdown();
-    Ok(result?)
+    result.map_err(|_| Stopped::WhileServing)
+}
+
+/// An error and its causes in one line, each said once (a message that already includes its
+/// cause's words does not repeat them).
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A port that cannot be bound, with the way forward: the setting to change, as a variable or
+/// in the configuration file.
+fn bind_failure(e: &BindError) -> String {
+    let variable = format!(
+        "MINTCACHE_{}",
+        e.key.to_ascii_uppercase().replacen('.', "__", 1)
+    );
+    let elsewhere =
+        std::net::SocketAddr::new(e.addr.ip(), e.addr.port().checked_add(10).unwrap_or(0));
+    let fix = format!(
+        "listen elsewhere: {variable}={elsewhere} (port 0: any free port, printed on the \
+         `listening` line), or {} in a --config file",
+        e.key
+    );
+    let why = match e.source.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "another process holds this port (another mintcache-server?): stop it, or {fix}"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("ports below 1024 need privileges: {fix}")
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("this machine has no such address: {fix}")
+        }
+        _ => fix,
+    };
+    format!(
+        "cannot listen on {} ({}): {}; {why}",
+        e.addr, e.key, e.source
+    )
 }
 
 /// Prints the bound addresses as one line on stdout, `listening grpc=ADDR admin=ADDR`: with

@@ -42,7 +42,8 @@ pub(crate) mod names {
     pub(crate) const RPC_IN_FLIGHT: &str = "mintcache.rpc.in_flight";
     /// Calls refused at once because `server.max_concurrent_calls` were being served.
     pub(crate) const RPC_SHED: &str = "mintcache.rpc.shed";
-    /// Read outcomes per key (`Get` and `GetMany`), by `outcome`.
+    /// Read outcomes per key (`Get` and `GetMany`), by `outcome` and `read` (`elect`: a read
+    /// that takes part in the refresh election; `peek`: a look that never does).
     pub(crate) const MINT_OUTCOMES: &str = "mintcache.mint.outcomes";
     /// Reads answered as a miss because the backend failed (fail open).
     pub(crate) const DEGRADED_READS: &str = "mintcache.reads.degraded";
@@ -192,7 +193,10 @@ impl Metrics {
                 .build(),
             mint_outcomes: meter
                 .u64_counter(names::MINT_OUTCOMES)
-                .with_description("Read outcomes per key")
+                .with_description(
+                    "Read outcomes per key, by outcome and read (elect: takes part in the \
+                     refresh election; peek: only looks)",
+                )
                 .build(),
             degraded_reads: meter
                 .u64_counter(names::DEGRADED_READS)
@@ -232,9 +236,13 @@ impl Metrics {
                 }
             }
         }
-        for outcome in MintOutcome::ALL {
-            self.mint_outcomes
-                .add(0, &[KeyValue::new("outcome", outcome.as_str())]);
+        for (read, outcomes) in [
+            (READ_ELECT, &MintOutcome::ALL[..]),
+            (READ_PEEK, &PEEK_OUTCOMES[..]),
+        ] {
+            for outcome in outcomes {
+                self.mint_outcomes.add(0, &outcome_labels(*outcome, read));
+            }
         }
         self.degraded_reads.add(0, &[]);
         self.rpc_shed.add(0, &[]);
@@ -279,10 +287,16 @@ impl Metrics {
         self.rpc_shed.add(1, &[]);
     }
 
-    /// One read outcome.
+    /// One read outcome of a read that took part in the refresh election.
     pub(crate) fn mint_outcome(&self, outcome: MintOutcome) {
         self.mint_outcomes
-            .add(1, &[KeyValue::new("outcome", outcome.as_str())]);
+            .add(1, &outcome_labels(outcome, READ_ELECT));
+    }
+
+    /// One read outcome of a peek (a look that never takes part in the election).
+    pub(crate) fn peek_outcome(&self, outcome: MintOutcome) {
+        self.mint_outcomes
+            .add(1, &outcome_labels(outcome, READ_PEEK));
     }
 
     /// One read answered as a miss because the backend failed.
@@ -317,6 +331,29 @@ impl Metrics {
         self.backend_ejections
             .add(1, &[KeyValue::new("node", node.to_owned())]);
     }
+}
+
+/// The `read` label of `mintcache.mint.outcomes`: a read that takes part in the refresh
+/// election (what applications do), or a peek (inspection tools, existence checks such as
+/// Django's `has_key`), so that each has its own hit ratio.
+const READ_ELECT: &str = "elect";
+/// See [`READ_ELECT`].
+const READ_PEEK: &str = "peek";
+
+/// The outcomes a peek can have: it never wins an election, so never `refresh`.
+const PEEK_OUTCOMES: [MintOutcome; 4] = [
+    MintOutcome::Hit,
+    MintOutcome::Stale,
+    MintOutcome::Miss,
+    MintOutcome::Pending,
+];
+
+/// The labels of a read in `mintcache.mint.outcomes`.
+fn outcome_labels(outcome: MintOutcome, read: &'static str) -> [KeyValue; 2] {
+    [
+        KeyValue::new("outcome", outcome.as_str()),
+        KeyValue::new("read", read),
+    ]
 }
 
 /// The labels of a call in `mintcache.rpc.requests`.
@@ -660,12 +697,15 @@ mod tests {
             Duration::from_micros(300),
         );
         metrics.mint_outcome(MintOutcome::Stale);
+        metrics.peek_outcome(MintOutcome::Hit);
+        metrics.peek_outcome(MintOutcome::Hit);
         metrics.backend("10.0.0.1:11211", Duration::from_micros(80), Some("timeout"));
         metrics.shed();
         let text = registry.render();
         for expected in [
             "mintcache_rpc_requests_total{code=\"OK\",outcome=\"hit\",rpc=\"Get\"} 1",
-            "mintcache_mint_outcomes_total{outcome=\"stale\"} 1",
+            "mintcache_mint_outcomes_total{outcome=\"stale\",read=\"elect\"} 1",
+            "mintcache_mint_outcomes_total{outcome=\"hit\",read=\"peek\"} 2",
             "mintcache_backend_errors_total{kind=\"timeout\",node=\"10.0.0.1:11211\"} 1",
             "mintcache_rpc_shed_total 1",
             "mintcache_rpc_duration_seconds_bucket{code=\"OK\",rpc=\"Get\",le=\"0.0005\"} 1",
@@ -697,7 +737,8 @@ mod tests {
             "mintcache_rpc_requests_total{code=\"OK\",outcome=\"none\",rpc=\"SetMany\"} 0",
             "mintcache_rpc_requests_total{code=\"INTERNAL\",outcome=\"none\",rpc=\"Flush\"} 0",
             "mintcache_rpc_requests_total{code=\"RESOURCE_EXHAUSTED\",outcome=\"none\",rpc=\"Set\"} 0",
-            "mintcache_mint_outcomes_total{outcome=\"refresh\"} 0",
+            "mintcache_mint_outcomes_total{outcome=\"refresh\",read=\"elect\"} 0",
+            "mintcache_mint_outcomes_total{outcome=\"pending\",read=\"peek\"} 0",
             "mintcache_reads_degraded_total 0",
             "mintcache_rpc_shed_total 0",
             "mintcache_rpc_in_flight 0",
@@ -712,6 +753,13 @@ mod tests {
         assert_eq!(
             calls.len(),
             RPCS.len() * WATCHED_CODES.len() + MintOutcome::ALL.len() - 1
+        );
+        // Every outcome of an elected read, every outcome a peek can have.
+        let outcomes = samples(&text, "mintcache_mint_outcomes_total");
+        assert_eq!(outcomes.len(), MintOutcome::ALL.len() + PEEK_OUTCOMES.len());
+        assert!(
+            !text.contains("outcome=\"refresh\",read=\"peek\""),
+            "a peek never refreshes"
         );
         assert_eq!(
             samples(&text, "mintcache_backend_errors_total").len(),

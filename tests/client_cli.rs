@@ -679,13 +679,27 @@ async fn health_and_an_unreachable_server() {
             .await,
         b"{\"status\":\"SERVING\"}\n"
     );
-    // An unknown service is NOT_FOUND from the health service: exit 4 with the reason.
+    assert_eq!(
+        cli.expect(&["health", ""], Exit::Success).await,
+        b"SERVING\n"
+    );
+    // A service the server does not know is not SERVING: exit 1, as the exit status table
+    // says, with the status the health protocol gives it.
     let ran = cli.run(&["health", "no.such.Service"]).await;
-    assert_eq!(ran.exit, Exit::Failed);
+    assert_eq!(
+        (ran.exit, ran.out().as_str()),
+        (Exit::Miss, "SERVICE_UNKNOWN\n")
+    );
+    assert!(ran.err.is_empty(), "{}", ran.err);
+    let report = cli.report(&["health", "no.such.Service"], Exit::Miss).await;
     assert!(
-        ran.err.starts_with("mintcache: error: NOT_FOUND"),
-        "{}",
-        ran.err
+        report.contains("knows no service \"no.such.Service\""),
+        "{report}"
+    );
+    assert_eq!(
+        cli.expect(&["health", "no.such.Service", "--json"], Exit::Miss)
+            .await,
+        b"{\"status\":\"SERVICE_UNKNOWN\"}\n"
     );
 
     // Nothing listening: exit 3, the endpoint named and what to check, nothing on stdout.
@@ -713,6 +727,148 @@ async fn health_and_an_unreachable_server() {
     }
     let ran = nowhere.run(&["get", "k"]).await;
     assert!(ran.err.contains("is the server running"), "{}", ran.err);
+    // An endpoint without a port: the port it stood for is named, and the usual one given.
+    let portless = Cli {
+        endpoint: "127.0.0.1".to_owned(),
+        admin: None,
+    };
+    let ran = portless.run(&["get", "k"]).await;
+    assert_eq!(ran.exit, Exit::Unreachable, "{}", ran.err);
+    assert!(
+        ran.err
+            .starts_with("mintcache: error: cannot reach a mintcache server at 127.0.0.1 (port 80: no port given)")
+            && ran.err.contains("-e 127.0.0.1:50051"),
+        "{}",
+        ran.err
+    );
+}
+
+/// A gRPC server of another kind on a free loopback port: tonic's health service alone (which
+/// answers SERVING for the server as a whole), or no service at all. Like any gRPC server, it
+/// answers calls it does not know UNIMPLEMENTED.
+async fn another_grpc_server(with_health: bool) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    if with_health {
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        routes.add_service(health);
+    }
+    let routes = routes.routes();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_grpc_server_on_the_port_is_found_out() {
+    for with_health in [true, false] {
+        let (addr, task) = another_grpc_server(with_health).await;
+        let cli = Cli {
+            endpoint: addr.clone(),
+            admin: None,
+        };
+        for args in [
+            &["get", "k"][..],
+            &["set", "k", "v"],
+            &["incr", "n"],
+            &["health"],
+        ] {
+            let ran = cli.run(args).await;
+            assert_eq!(
+                ran.exit,
+                Exit::Unreachable,
+                "{with_health} {args:?}: {}",
+                ran.err
+            );
+            assert!(ran.out.is_empty(), "{args:?}");
+            assert!(
+                ran.err.starts_with(&format!(
+                    "mintcache: error: cannot reach a mintcache server at {addr}: a gRPC server \
+                     answers there, but it is not a mintcache server ("
+                )) && ran.err.contains("Another program holds this port"),
+                "{with_health} {args:?}: {}",
+                ran.err
+            );
+            let health = if with_health {
+                "its health service knows no mintcache.v1.Cache"
+            } else {
+                "it has no gRPC health service"
+            };
+            assert!(ran.err.contains(health), "{args:?}: {}", ran.err);
+        }
+        // The same under --json: an error object on stdout, exit 3.
+        let ran = cli.run(&["get", "k", "--json"]).await;
+        assert_eq!(ran.exit, Exit::Unreachable);
+        assert!(ran.err.is_empty(), "{}", ran.err);
+        let v: serde_json::Value = serde_json::from_str(&ran.out()).expect("json");
+        assert_eq!(v["error"]["kind"], "unreachable", "{}", ran.out());
+        assert_eq!(v["error"]["code"], "UNIMPLEMENTED", "{}", ran.out());
+        task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_json_every_error_is_a_json_object_on_stdout() {
+    let (mut mc, _server, cli) = cli_on_memcached().await;
+    let json_error = |ran: &Ran, exit: Exit, kind: &str, code: Option<&str>| {
+        assert_eq!(ran.exit, exit, "{} / {}", ran.out(), ran.err);
+        assert!(ran.err.is_empty(), "nothing on stderr: {}", ran.err);
+        let v: serde_json::Value = serde_json::from_str(&ran.out()).expect("one JSON object");
+        assert_eq!(v["error"]["exit"], u64::from(exit.code()), "{}", ran.out());
+        assert_eq!(v["error"]["kind"], kind, "{}", ran.out());
+        assert_eq!(v["error"]["code"].as_str(), code, "{}", ran.out());
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Refused by the server: exit 4.
+    let ran = cli.run(&["set", "", "v", "--json"]).await;
+    let message = json_error(&ran, Exit::Failed, "failed", Some("INVALID_ARGUMENT"));
+    assert!(message.starts_with("INVALID_ARGUMENT: "), "{message}");
+    // Unreachable: exit 3.
+    let nowhere = Cli {
+        endpoint: format!("127.0.0.1:{}", harness::closed_port()),
+        admin: None,
+    };
+    let ran = nowhere.run(&["--json", "get", "k"]).await;
+    json_error(&ran, Exit::Unreachable, "unreachable", Some("UNAVAILABLE"));
+    let ran = nowhere.run(&["--json", "stats"]).await;
+    json_error(&ran, Exit::Unreachable, "unreachable", None);
+    // A usage error: exit 2.
+    let ran = cli.run(&["--json", "set", "k"]).await;
+    json_error(&ran, Exit::Usage, "usage", None);
+    // In the shell too, one object per failed command.
+    let ran = cli
+        .run_with_stdin(&["--json", "shell"], b"set '' v\nfrobnicate\nget k\n")
+        .await;
+    let lines: Vec<serde_json::Value> = ran
+        .out()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", ran.out());
+    assert_eq!(lines[0]["error"]["code"], "INVALID_ARGUMENT");
+    assert_eq!(lines[1]["error"]["kind"], "usage");
+    assert_eq!(lines[2]["outcome"], "MISS");
+    assert!(ran.err.is_empty(), "{}", ran.err);
+    // memcached down behind the server: exit 5.
+    mc.stop();
+    let ran = cli.run(&["set", "k", "v", "--json"]).await;
+    json_error(
+        &ran,
+        Exit::BackendUnavailable,
+        "backend_unavailable",
+        Some("UNAVAILABLE"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -836,25 +992,48 @@ async fn memcached_down_is_not_blamed_on_the_endpoint() {
 async fn stats_show_the_servers_counters() {
     let (_mc, server, cli) = cli_on_memcached().await;
     cli.expect(&["set", "k", "v"], Exit::Success).await;
+    // Two reads that take part in the refresh election...
     cli.expect(&["get", "k", "--elect"], Exit::Success).await;
     cli.expect(&["get", "nope", "--elect"], Exit::Miss).await;
+    // ... and five peeks: `get` and `inspect` (Get), `get-many` (GetMany), each counted.
+    cli.expect(&["get", "k"], Exit::Success).await;
+    cli.expect(&["get", "k"], Exit::Success).await;
+    cli.expect(&["inspect", "nope"], Exit::Miss).await;
+    cli.expect(&["get-many", "k", "nope"], Exit::Miss).await;
     cli.run(&["set", "", "v"]).await;
     let text = cli.expect_text(&["stats"], Exit::Success).await;
     assert!(
         text.contains(&format!("server      {} (admin port)", server.admin)),
         "{text}"
     );
-    assert!(text.contains("Get 2"), "{text}");
+    assert!(text.contains("Get 5, GetMany 1"), "{text}");
     assert!(text.contains("INVALID_ARGUMENT 1"), "{text}");
-    assert!(text.contains("HIT 1") && text.contains("MISS 1"), "{text}");
-    assert!(text.contains("hit ratio   50.0%"), "{text}");
+    for line in [
+        "reads       7: HIT 4, STALE 0, REFRESH 0, MISS 3, PENDING 0\n",
+        "  elect     2: HIT 1, STALE 0, REFRESH 0, MISS 1, PENDING 0\n",
+        "  peek      5: HIT 3, STALE 0, MISS 2, PENDING 0\n",
+        "hit ratio   57.1% (HIT + STALE) (elect 50.0%, peek 60.0%)\n",
+    ] {
+        assert!(text.contains(line), "{line:?} in\n{text}");
+    }
     assert!(text.contains("memcached   127.0.0.1:"), "{text}");
     let json = cli.expect_text(&["stats", "--json"], Exit::Success).await;
     let v: serde_json::Value = serde_json::from_str(&json).expect("json");
-    assert_eq!(v["calls"]["Set"]["OK"], 1.0);
-    assert_eq!(v["hit_ratio"], 0.5);
+    // Counts are integers (`"OK":1`, never `1.0`).
+    assert!(v["calls"]["Set"]["OK"].is_u64(), "{json}");
+    assert!(
+        json.contains(r#""Set":{"#) && json.contains(r#""OK":1,"#),
+        "{json}"
+    );
+    assert_eq!(v["outcomes"]["hit"], 4);
+    assert_eq!(v["outcomes_by_read"]["peek"]["miss"], 2);
+    assert_eq!(v["hit_ratio_by_read"]["elect"], 0.5);
     let raw = cli.expect_text(&["stats", "--raw"], Exit::Success).await;
     assert!(raw.contains("mintcache_rpc_requests_total"), "{raw}");
+    assert!(
+        raw.contains("mintcache_mint_outcomes_total{outcome=\"hit\",read=\"peek\"} 3"),
+        "{raw}"
+    );
     // The gRPC port given as the admin address: said so, exit 3.
     let wrong = Cli {
         endpoint: cli.endpoint.clone(),
@@ -871,7 +1050,13 @@ async fn the_shell_runs_commands_from_a_pipe() {
     let script = b"# a comment\nset greeting \"hello world\" --ttl 60\nget greeting\n\
         use v2\nget greeting\nset greeting bonjour\nget greeting --json\nhelp\n\
         inspect greeting\nquit\nget greeting\n";
-    let ran = cli.run_with_stdin(&["shell"], script).await;
+    // On a terminal, each command's report follows its value on stdout.
+    let terminal = Terminal {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    let ran = cli.run_as(terminal, &["shell"], script).await;
     let out = ran.out();
     assert!(out.contains("stored\nhello world\nHIT (fresh for"), "{out}");
     assert!(
@@ -884,4 +1069,41 @@ async fn the_shell_runs_commands_from_a_pipe() {
     // `quit` ended it: the last `get` never ran, and the status is that of `inspect`.
     assert_eq!(ran.exit, Exit::Success, "{}", ran.err);
     assert_eq!(out.matches("\"value\"").count(), 1, "{out}");
+    assert!(ran.err.is_empty(), "{}", ran.err);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shell_in_a_pipe_prints_values_only() {
+    let (_mc, _server, cli) = cli_on_memcached().await;
+    // `printf 'set a 1\nget a\n' | mintcache shell 2>/dev/null`: values alone on stdout, one
+    // per line, and no report anywhere (stderr is not a terminal either).
+    let script = b"set a 1 --ttl 5m\nget a\nset b 'two words'\nget b\nget nope\ndelete a\nincr n --initial 7\n";
+    let ran = cli.run_with_stdin(&["shell"], script).await;
+    assert_eq!(ran.out(), "1\ntwo words\n7\n");
+    assert!(ran.err.is_empty(), "{}", ran.err);
+    assert_eq!(ran.exit, Exit::Success, "the last command's status");
+    // Only stderr a terminal (`... | mintcache shell | tee values.txt`): the reports go there.
+    let terminal = Terminal {
+        stdin: false,
+        stdout: false,
+        stderr: true,
+    };
+    let ran = cli
+        .run_as(terminal, &["shell"], b"get b\nget nope\nset c 3\n")
+        .await;
+    assert_eq!(ran.out(), "two words\n");
+    assert!(
+        ran.err.starts_with("HIT (fresh for") && ran.err.ends_with("\nMISS\nstored\n"),
+        "{}",
+        ran.err
+    );
+    // -q: no reports, even on a terminal.
+    let terminal = Terminal {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    let ran = cli.run_as(terminal, &["-q", "shell"], b"get b\n").await;
+    assert_eq!(ran.out(), "two words\n");
+    assert!(ran.err.is_empty(), "{}", ran.err);
 }

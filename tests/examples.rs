@@ -1,7 +1,8 @@
 //! The programs in `examples/` run against live servers: the Rust `get_or_compute` program,
 //! the Python one (stubs generated with grpcio-tools, as its docstring says), and
 //! `examples/local-cluster.sh`, which must start 3 memcached and 2 mintcache replicas that
-//! answer, and leave no process behind after Ctrl-C (SIGINT).
+//! answer, and leave no process behind after Ctrl-C (SIGINT); with a port taken it must never
+//! say `ready`, and must name the port or the process that failed.
 
 mod harness;
 
@@ -221,4 +222,102 @@ async fn the_local_cluster_serves_through_both_replicas_and_stops_cleanly() {
             "port {port} still in use"
         );
     }
+}
+
+/// Runs `examples/local-cluster.sh` on these ports to its end (it must end by itself): exit
+/// status, stdout, stderr.
+fn run_cluster_script(memcached_port: u16, mintcache_port: u16) -> (Option<i32>, String, String) {
+    let mut script = Command::new("bash")
+        .arg(root().join("examples/local-cluster.sh"))
+        .env("MEMCACHED_PORT", memcached_port.to_string())
+        .env("MINTCACHE_PORT", mintcache_port.to_string())
+        .env(
+            "MINTCACHE_SERVER_BIN",
+            env!("CARGO_BIN_EXE_mintcache-server"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash examples/local-cluster.sh");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while script.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = script.kill();
+            panic!("the script did not stop by itself with a port taken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = script.wait_with_output().expect("output");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_cluster_never_says_ready_with_a_port_taken() {
+    // Ports held by other processes (something answers on them): found before anything
+    // starts, each named with the setting that moves it.
+    let memcached_port = free_ports(3);
+    let mintcache_port = free_ports(4);
+    let held_memcached = TcpListener::bind(("127.0.0.1", memcached_port + 1)).expect("bind");
+    let held_admin = TcpListener::bind(("127.0.0.1", mintcache_port + 3)).expect("bind");
+    let (status, out, err) = run_cluster_script(memcached_port, mintcache_port);
+    assert_eq!(status, Some(1), "{out}\n{err}");
+    assert!(!out.lines().any(|l| l == "ready"), "{out}");
+    assert!(!out.contains("stopping"), "nothing was started: {out}");
+    for (port, setting) in [
+        (memcached_port + 1, "MEMCACHED_PORT"),
+        (mintcache_port + 3, "MINTCACHE_PORT"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("port {port} (")) && l.contains(setting)),
+            "{port} named with {setting}: {err}"
+        );
+    }
+    assert!(
+        err.contains("choose others: MINTCACHE_PORT=N") && err.contains("MEMCACHED_PORT=N"),
+        "{err}"
+    );
+    drop((held_memcached, held_admin));
+
+    // A port bound but not listening passes that check, and the replica cannot bind it: the
+    // script sees that its own process never got ready, names it, and stops the others.
+    let memcached_port = free_ports(3);
+    let mintcache_port = free_ports(4);
+    let holder = tokio::net::TcpSocket::new_v4().expect("socket");
+    holder
+        .bind(([127, 0, 0, 1], mintcache_port + 2).into())
+        .expect("bind without listening");
+    let (status, out, err) = run_cluster_script(memcached_port, mintcache_port);
+    assert_eq!(status, Some(1), "{out}\n{err}");
+    assert!(!out.lines().any(|l| l == "ready"), "{out}");
+    let replica = format!("mintcache replica 2 on 127.0.0.1:{}", mintcache_port + 2);
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&replica) && l.contains("exited during startup")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{}",
+            mintcache_port + 2
+        )),
+        "the replica's own error: {err}"
+    );
+    // What it had started (3 memcached, both replicas) is stopped.
+    let started: Vec<u32> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("stopping "))
+        .expect("a stopping line")
+        .trim_end_matches(" ...")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    assert_eq!(started.len(), 5, "{out}");
+    let left: Vec<u32> = started.iter().copied().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    drop(holder);
 }

@@ -116,10 +116,19 @@ async fn a_fresh_server_shows_the_watched_series_at_zero() {
         RPCS.len() * (WATCHED_FAILURES.len() + 1) + 4,
         "a bounded set of series"
     );
+    // Every read is counted, by outcome and by read: `elect` (takes part in the refresh
+    // election) or `peek` (only looks, so never `refresh`).
     for outcome in ["hit", "stale", "refresh", "miss", "pending"] {
-        let series = format!("mintcache_mint_outcomes_total{{outcome=\"{outcome}\"}}");
-        assert_eq!(value(&text, &series), 0.0);
+        let series =
+            format!("mintcache_mint_outcomes_total{{outcome=\"{outcome}\",read=\"elect\"}}");
+        assert_eq!(value(&text, &series), 0.0, "{series}");
     }
+    for outcome in ["hit", "stale", "miss", "pending"] {
+        let series =
+            format!("mintcache_mint_outcomes_total{{outcome=\"{outcome}\",read=\"peek\"}}");
+        assert_eq!(value(&text, &series), 0.0, "{series}");
+    }
+    assert_eq!(samples(&text, "mintcache_mint_outcomes_total").len(), 9);
     for series in [
         "mintcache_reads_degraded_total",
         "mintcache_rpc_shed_total",

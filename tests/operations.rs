@@ -96,7 +96,10 @@ async fn metrics_follow_the_calls() {
     assert_eq!(sample(&after, bad), 1.0);
     assert_eq!(sample(&after, sets), 1.0);
     assert_eq!(
-        sample(&after, "mintcache_mint_outcomes_total{outcome=\"hit\"}"),
+        sample(
+            &after,
+            "mintcache_mint_outcomes_total{outcome=\"hit\",read=\"elect\"}"
+        ),
         3.0
     );
     assert_eq!(

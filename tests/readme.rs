@@ -320,6 +320,207 @@ fn the_variables_table_lists_every_global_flag() {
     assert_eq!(documented, shown, "README table vs `mintcache --help`");
 }
 
+/// The README's text between two markers.
+fn section<'a>(readme: &'a str, from: &str, to: &str) -> &'a str {
+    let start = readme
+        .find(from)
+        .unwrap_or_else(|| panic!("no {from:?} in README.md"));
+    let end = readme[start..]
+        .find(to)
+        .map(|i| start + i)
+        .unwrap_or_else(|| panic!("no {to:?} after {from:?} in README.md"));
+    &readme[start..end]
+}
+
+#[test]
+fn the_quick_start_builds_the_server_and_the_cli_in_one_command() {
+    let readme = readme();
+    let build = block(&readme, "quick-start-build");
+    let cargo: Vec<&str> = build
+        .lines()
+        .filter(|l| l.trim_start().starts_with("cargo "))
+        .collect();
+    assert_eq!(cargo.len(), 1, "one cargo command:\n{build}");
+    assert!(
+        cargo[0].starts_with("cargo build --release "),
+        "{}",
+        cargo[0]
+    );
+    assert!(
+        build.contains("export PATH=\"$PWD/target/release:$PATH\""),
+        "{build}"
+    );
+    // No other build until the first Get: a second `cargo` would only wait on the first
+    // one's lock (and run one more build).
+    let steps = section(
+        &readme,
+        "## Quick start",
+        "<!-- readme-test: cli-first-get -->",
+    );
+    let commands = steps.matches("\ncargo ").count() + steps.matches("\n$ cargo ").count();
+    assert_eq!(commands, 1, "cargo commands before the first Get:\n{steps}");
+    // The command, as written but in the test's (debug) profile, builds both binaries.
+    let args: Vec<&str> = cargo[0]
+        .split_whitespace()
+        .skip(1)
+        .filter(|a| *a != "--release")
+        .collect();
+    let out = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(&args)
+        .arg("--message-format=json")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run cargo build");
+    assert!(out.status.success(), "`{}` failed", cargo[0]);
+    let executables: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["executable"].as_str().map(str::to_owned))
+        .filter_map(|p| {
+            Path::new(&p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .collect();
+    for binary in ["mintcache-server", "mintcache"] {
+        assert!(
+            executables.contains(binary),
+            "{binary} not built by `{}`: {executables:?}",
+            cargo[0]
+        );
+    }
+    // The quick start's Python stubs stay out of git.
+    let gitignore = std::fs::read_to_string(root().join(".gitignore")).expect(".gitignore");
+    assert!(gitignore.lines().any(|l| l == "/gen/"), "{gitignore}");
+    assert!(
+        block(&readme, "python-generate").contains("--python_out=gen"),
+        "the folder .gitignore names"
+    );
+}
+
+#[test]
+fn the_local_cluster_ports_are_documented_as_the_script_reads_them() {
+    let readme = readme();
+    let example = block(&readme, "local-cluster-ports");
+    let variables: BTreeSet<&str> = example
+        .split_whitespace()
+        .filter_map(|w| w.split_once('=').map(|(name, _)| name))
+        .collect();
+    assert_eq!(
+        variables,
+        BTreeSet::from(["MEMCACHED_PORT", "MINTCACHE_PORT"]),
+        "{example}"
+    );
+    let script = std::fs::read_to_string(root().join("examples/local-cluster.sh")).expect("script");
+    let default = |name: &str| -> u16 {
+        let pattern = Regex::new(&format!(r#"{name}="\$\{{{name}:-(\d+)\}}""#)).expect("regex");
+        pattern
+            .captures(&script)
+            .unwrap_or_else(|| panic!("{name} with a default in the script"))[1]
+            .parse()
+            .expect("port")
+    };
+    let (memcached, mintcache) = (default("MEMCACHED_PORT"), default("MINTCACHE_PORT"));
+    let quick_start = section(
+        &readme,
+        "**6. Next: a cluster",
+        "<!-- readme-test: local-cluster-ports",
+    );
+    for range in [
+        format!("{memcached}–{}", memcached + 2),
+        format!("{mintcache}–{}", mintcache + 3),
+    ] {
+        assert!(quick_start.contains(&range), "{range} in:\n{quick_start}");
+    }
+    // And the script says so itself.
+    let help = Command::new("bash")
+        .arg(root().join("examples/local-cluster.sh"))
+        .arg("--help")
+        .output()
+        .expect("bash");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in ["MEMCACHED_PORT", "MINTCACHE_PORT"] {
+        assert!(help.contains(name), "{name} in --help:\n{help}");
+    }
+}
+
+#[test]
+fn every_helm_install_in_the_readme_uses_an_image_of_ones_own() {
+    // No public image is published: the chart's default repository is a placeholder, so an
+    // install as the README writes it must name another one.
+    const PLACEHOLDER: &str = "ghcr.io/mintcache/mintcache";
+    let readme = readme();
+    let block = block(&readme, "helm-install");
+    let commands: Vec<String> = block
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("helm install") || l.starts_with("helm upgrade --install"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(commands.len(), 3, "{block}");
+    let helm = root().join("target/tools/bin/helm");
+    for command in commands {
+        // The same release rendered: `helm template` takes the same arguments; the copy of
+        // values-production.yaml the README asks for is values-production.yaml itself.
+        let args: Vec<&str> = command
+            .split_whitespace()
+            .skip(1)
+            .filter(|a| {
+                !matches!(
+                    *a,
+                    "install" | "upgrade" | "--install" | "--create-namespace"
+                )
+            })
+            .map(|a| {
+                if a == "my-values.yaml" {
+                    "deploy/helm/mintcache/values-production.yaml"
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let out = Command::new(&helm)
+            .current_dir(root())
+            .arg("template")
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "run {} (scripts/install-deploy-tools.sh installs it): {e}",
+                    helm.display()
+                )
+            });
+        let manifests = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "`{command}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let images: Vec<&str> = manifests
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .map(|i| i.trim_matches('"'))
+            .filter(|i| !i.starts_with("memcached"))
+            .collect();
+        assert!(!images.is_empty(), "`{command}` renders no image");
+        for image in images {
+            assert!(
+                !image.starts_with(PLACEHOLDER),
+                "`{command}` deploys the placeholder image {image}"
+            );
+        }
+    }
+    // And the README says so.
+    let deployment = section(&readme, "## Deployment", "### Install with Helm");
+    assert!(
+        deployment.contains("No public image is published"),
+        "{deployment}"
+    );
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {

@@ -182,6 +182,64 @@ fn a_bind_error_names_the_address_that_failed() {
     );
 }
 
+#[test]
+fn a_taken_port_is_said_once_with_the_way_forward() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = holder.local_addr().expect("addr");
+    for (env, key, variable) in [
+        (
+            [
+                ("MINTCACHE_SERVER__LISTEN", taken.to_string()),
+                ("MINTCACHE_ADMIN__LISTEN", "127.0.0.1:0".to_owned()),
+            ],
+            "server.listen",
+            "MINTCACHE_SERVER__LISTEN",
+        ),
+        (
+            [
+                ("MINTCACHE_SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+                ("MINTCACHE_ADMIN__LISTEN", taken.to_string()),
+            ],
+            "admin.listen",
+            "MINTCACHE_ADMIN__LISTEN",
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = server(&[], &env);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = text(&out.stderr);
+        // One line (no log line and plain line saying the same), the cause once.
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert_eq!(
+            stderr.matches("Address already in use").count(),
+            1,
+            "{stderr}"
+        );
+        let line = lines[0];
+        assert!(
+            line.starts_with(&format!(
+                "mintcache-server: cannot listen on {taken} ({key}): Address already in use"
+            )),
+            "{line}"
+        );
+        // The way forward: the setting, as a variable with an example, or in the file.
+        let example = format!("{variable}=127.0.0.1:{}", taken.port() + 10);
+        assert!(
+            line.contains("another process holds this port")
+                && line.contains(&example)
+                && line.contains(&format!("{key} in a --config file")),
+            "{line}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "no `listening` line: {}",
+            text(&out.stdout)
+        );
+    }
+    drop(holder);
+}
+
 #[tokio::test]
 async fn listens_on_a_host_name_and_reports_the_addresses() {
     let p = ServerProcess::start(&[("MINTCACHE_SERVER__LISTEN", "localhost:0".into())]);

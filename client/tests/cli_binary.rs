@@ -25,12 +25,11 @@ fn mintcache(args: &[&str], env: &[(&str, String)], stdin: &[u8]) -> Output {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().expect("run mintcache");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
+    // A command that does not read stdin may have exited already: its stdin is then closed.
+    match child.stdin.take().expect("stdin").write_all(stdin) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        written => written.expect("write stdin"),
+    }
     child.wait_with_output().expect("wait for mintcache")
 }
 
@@ -164,13 +163,114 @@ fn boolean_variables_are_off_when_false() {
             &[("MINTCACHECLI_JSON", value.into())],
             b"",
         );
-        let err = String::from_utf8_lossy(&out.stderr);
+        let (out_text, err) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
         let json_on = matches!(value, "true" | "1");
-        assert_eq!(err.contains("cannot be JSON"), json_on, "{value:?}: {err}");
+        // With JSON on, the error itself is JSON on stdout.
+        let said = if json_on { &out_text } else { &err };
+        assert_eq!(
+            said.contains("cannot be JSON"),
+            json_on,
+            "{value:?}: {said}"
+        );
+        assert_eq!(
+            said.starts_with("{\"error\":"),
+            json_on,
+            "{value:?}: {said}"
+        );
         assert_eq!(
             out.status.code(),
             Some(if json_on { 2 } else { 3 }),
             "{value:?}"
         );
     }
+}
+
+#[test]
+fn with_json_an_error_is_one_json_object_on_stdout() {
+    let port = closed_port().to_string();
+    let endpoint = format!("127.0.0.1:{port}");
+    let out = mintcache(
+        &[
+            "--json",
+            "--endpoint",
+            &endpoint,
+            "--retries",
+            "0",
+            "get",
+            "k",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["error"]["exit"], 3);
+    assert_eq!(v["error"]["kind"], "unreachable");
+    assert_eq!(v["error"]["code"], "UNAVAILABLE");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&endpoint)),
+        "{v}"
+    );
+    // A usage error under --json (here from the variable) is JSON too.
+    let out = mintcache(&["get"], &[("MINTCACHECLI_JSON", "1".into())], b"");
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["error"]["kind"], "usage");
+}
+
+#[test]
+fn ttl_arguments_take_durations_and_refuse_negatives_in_words() {
+    // Refused before any call: nothing listens on port 1 and nothing is tried.
+    let out = mintcache(
+        &["--endpoint", "127.0.0.1:1", "set", "k", "v", "--ttl", "-5"],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be negative"), "{err}");
+    assert!(!err.contains("-- -5"), "{err}");
+    let out = mintcache(
+        &[
+            "--endpoint",
+            "127.0.0.1:1",
+            "set",
+            "k",
+            "v",
+            "--ttl",
+            "1hour",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seconds (90) or a duration (90s, 5m"), "{err}");
+    // `1h` is a duration: the call is made (and finds nothing listening).
+    let out = mintcache(
+        &[
+            "--endpoint",
+            "127.0.0.1:1",
+            "--retries",
+            "0",
+            "set",
+            "k",
+            "v",
+            "--ttl",
+            "1h",
+        ],
+        &[],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3));
 }

@@ -189,11 +189,27 @@ impl From<DebugArg> for DebugMode {
 /// How long a value lives.
 #[derive(Clone, Debug, Args)]
 pub(crate) struct WriteArgs {
-    /// Seconds the value is fresh (0: the server's default).
-    #[arg(long, default_value_t = 0, conflicts_with = "no_expiry")]
+    /// How long the value is fresh: seconds (90) or a duration (90s, 5m, 1h30m, 2d); 0: the
+    /// server's default.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0",
+        value_parser = parse_duration,
+        allow_hyphen_values = true,
+        conflicts_with = "no_expiry"
+    )]
     pub(crate) ttl: u64,
-    /// Seconds it stays servable as stale afterwards (0: the server's default).
-    #[arg(long, default_value_t = 0, conflicts_with = "no_grace")]
+    /// How long it stays servable as stale afterwards: seconds or a duration, as --ttl; 0: the
+    /// server's default.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0",
+        value_parser = parse_duration,
+        allow_hyphen_values = true,
+        conflicts_with = "no_grace"
+    )]
     pub(crate) grace: u64,
     /// Opaque flags stored with the value.
     #[arg(long, default_value_t = 0)]
@@ -333,8 +349,16 @@ pub(crate) enum Command {
     Touch {
         /// The key.
         key: OsString,
-        /// New fresh seconds (0: the server's default).
-        #[arg(long, default_value_t = 0, conflicts_with = "no_expiry")]
+        /// How long the value is fresh from now: seconds (90) or a duration (90s, 5m, 1h30m,
+        /// 2d); 0: the server's default.
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "0",
+            value_parser = parse_duration,
+            allow_hyphen_values = true,
+            conflicts_with = "no_expiry"
+        )]
         ttl: u64,
         /// The key never expires from now on.
         #[arg(long)]
@@ -452,14 +476,15 @@ pub(crate) enum Command {
     },
     /// Ask the server's gRPC health service and print the status
     ///
-    /// grpc.health.v1.Health/Check. Exit 0 for SERVING, 1 for any other status.
+    /// grpc.health.v1.Health/Check. Exit 0 for SERVING, 1 for any other status (NOT_SERVING,
+    /// or SERVICE_UNKNOWN for a SERVICE the server does not know).
     #[command(after_help = "Examples:
   mintcache health
-  mintcache health mintcache.v1.Cache")]
+  mintcache health ''    # the server as a whole")]
     Health {
-        /// The service to ask about; empty for the server as a whole.
-        #[arg(default_value = "")]
-        service: String,
+        /// The service to ask about (default: mintcache.v1.Cache, which also checks that a
+        /// mintcache server answers; '' for the server as a whole).
+        service: Option<String>,
     },
     /// An interactive shell with history and `help`
     ///
@@ -478,10 +503,14 @@ pub(crate) struct CounterArgs {
     /// Create a missing counter with this value (DELTA is then not applied).
     #[arg(long)]
     pub(crate) initial: Option<u64>,
-    /// Lifetime in seconds of a counter created by --initial (0: the server's default).
+    /// Lifetime of a counter created by --initial: seconds (90) or a duration (90s, 5m, 1h,
+    /// 2d); 0: the server's default.
     #[arg(
         long,
-        default_value_t = 0,
+        value_name = "DURATION",
+        default_value = "0",
+        value_parser = parse_duration,
+        allow_hyphen_values = true,
         requires = "initial",
         conflicts_with = "no_expiry"
     )]
@@ -489,6 +518,52 @@ pub(crate) struct CounterArgs {
     /// A counter created by --initial never expires.
     #[arg(long, requires = "initial")]
     pub(crate) no_expiry: bool,
+}
+
+/// The forms `--ttl` and `--grace` take, for error messages.
+const DURATION_FORMS: &str = "give seconds (90) or a duration (90s, 5m, 1h30m, 2d)";
+
+/// A ttl or grace in whole seconds: `90`, or a duration made of whole numbers of days, hours,
+/// minutes and seconds, largest first (`90s`, `5m`, `1h30m`, `2d`), as the CLI prints them.
+/// Negative values are refused with words rather than taken for a flag.
+pub(crate) fn parse_duration(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    if s.starts_with('-') {
+        return Err(format!(
+            "a duration cannot be negative: {DURATION_FORMS}, or 0 for the server's default"
+        ));
+    }
+    let not_a_duration = || format!("not a duration: {DURATION_FORMS}");
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| format!("{s} seconds is too long"));
+    }
+    let units = [('d', 86_400u64), ('h', 3_600), ('m', 60), ('s', 1)];
+    let mut rest = s;
+    let mut next_unit = 0;
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit = rest[digits..].chars().next().ok_or_else(not_a_duration)?;
+        let position = units[next_unit..]
+            .iter()
+            .position(|(u, _)| *u == unit)
+            .ok_or_else(not_a_duration)?;
+        if digits == 0 {
+            return Err(not_a_duration());
+        }
+        let (_, seconds) = units[next_unit + position];
+        let n: u64 = rest[..digits].parse().map_err(|_| not_a_duration())?;
+        total = n
+            .checked_mul(seconds)
+            .and_then(|add| total.checked_add(add))
+            .ok_or_else(|| format!("{s} is too long"))?;
+        next_unit += position + 1;
+        rest = &rest[digits + unit.len_utf8()..];
+    }
+    if s.is_empty() {
+        return Err(not_a_duration());
+    }
+    Ok(total)
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

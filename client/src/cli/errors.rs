@@ -21,6 +21,12 @@ pub(crate) const VERSION_FLAG_MISUSED: &str = "`--version` prints this tool's ve
 /// The message of the server's answer when memcached fails a write (server/grpc/status.rs).
 const BACKEND_UNAVAILABLE: &str = "cache backend unavailable";
 
+/// The gRPC service of a mintcache server; its health service answers for this name too.
+pub(crate) const CACHE_SERVICE: &str = "mintcache.v1.Cache";
+
+/// The port a mintcache server listens on by default (`server.listen`).
+const DEFAULT_PORT: u16 = 50051;
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
@@ -41,6 +47,15 @@ pub(crate) enum CliError {
     /// The admin port could not be reached or did not answer with metrics.
     #[error("{0}")]
     Admin(String),
+    /// A gRPC server answered, but not a mintcache server: it does not serve
+    /// `mintcache.v1.Cache` (another program holds the port).
+    #[error("not a mintcache server ({}; {health})", crate::Error::from(.status.clone()))]
+    NotMintcache {
+        /// Its answer to the call.
+        status: tonic::Status,
+        /// What its health service said about `mintcache.v1.Cache`, in words.
+        health: String,
+    },
 }
 
 impl CliError {
@@ -52,9 +67,30 @@ impl CliError {
     pub(crate) fn exit(&self) -> Exit {
         match self {
             Self::Usage(_) | Self::File { .. } | Self::Stdin(_) | Self::Stdout(_) => Exit::Usage,
-            Self::Admin(_) => Exit::Unreachable,
+            Self::Admin(_) | Self::NotMintcache { .. } => Exit::Unreachable,
             Self::Client(e) => client_exit(e),
         }
+    }
+
+    /// The gRPC status code behind the error, when there is one.
+    pub(crate) fn code(&self) -> Option<Code> {
+        match self {
+            Self::Client(e) => e.code(),
+            Self::NotMintcache { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+
+    /// Whether the answer may come from a gRPC server that is not a mintcache server: any
+    /// server answers `UNIMPLEMENTED` for a service it does not have. (A mintcache server
+    /// answers it too, when it is older than this CLI.)
+    pub(crate) fn may_be_another_server(&self) -> bool {
+        // Not what an HTTP server that is not gRPC at all answers (e.g. the admin port's
+        // 404, which tonic maps to UNIMPLEMENTED): that one is explained as such.
+        matches!(self, Self::Client(Error::Status(status))
+            if status.code() == Code::Unimplemented
+                && !from_transport(status)
+                && !not_grpc(&chain_text(status)))
     }
 }
 
@@ -118,14 +154,93 @@ fn not_grpc(chain: &str) -> bool {
 
 /// The full message for stderr: what failed, the likely reason and what to check.
 pub(crate) fn explain(e: &CliError, connection: &Connection) -> String {
-    let endpoints = connection.endpoints.join(", ");
+    let endpoints = endpoints_text(connection);
     match e {
-        CliError::Client(Error::Status(status)) => explain_status(status, &endpoints),
+        CliError::Client(Error::Status(status)) => {
+            explain_status(status, &endpoints, &missing_port_hint(connection))
+        }
         CliError::Client(error @ Error::Connect { .. }) => {
             format!("cannot reach {endpoints}: {}", with_causes(error))
         }
+        CliError::NotMintcache { .. } => format!(
+            "cannot reach a mintcache server at {endpoints}: a gRPC server answers there, but \
+             it is {e}. Another program holds this port: give the mintcache server's gRPC \
+             address (its server.listen) with -e HOST:PORT or MINTCACHECLI_ENDPOINT"
+        ),
         other => with_causes(other),
     }
+}
+
+/// The endpoints as given, each without a port followed by the port it stands for.
+fn endpoints_text(connection: &Connection) -> String {
+    connection
+        .endpoints
+        .iter()
+        .map(|e| match implied_port(e.trim(), tls_on(connection)) {
+            Some(port) => format!("{} (port {port}: no port given)", e.trim()),
+            None => e.trim().to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// For endpoints given without a port: which port was tried, and the usual one.
+fn missing_port_hint(connection: &Connection) -> String {
+    let tls = tls_on(connection);
+    let missing: Vec<&str> = connection
+        .endpoints
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| implied_port(e, tls).is_some())
+        .collect();
+    match missing.first() {
+        None => String::new(),
+        Some(first) => {
+            let (scheme, rest) = match first.split_once("://") {
+                Some((scheme, rest)) => (format!("{scheme}://"), rest),
+                None => (String::new(), *first),
+            };
+            let host = rest.split('/').next().unwrap_or(rest);
+            format!(
+                ". A mintcache server listens on port {DEFAULT_PORT} unless configured \
+                 otherwise: -e {scheme}{host}:{DEFAULT_PORT}"
+            )
+        }
+    }
+}
+
+fn tls_on(c: &Connection) -> bool {
+    c.tls || c.tls_ca.is_some() || c.tls_cert.is_some() || c.tls_domain.is_some()
+}
+
+/// The port an endpoint given without one stands for (80 for `http://` and plain addresses,
+/// 443 for `https://` or with TLS); `None` when it names its port.
+pub(crate) fn implied_port(endpoint: &str, tls: bool) -> Option<u16> {
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, endpoint),
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let has_port = match authority.rsplit_once(':') {
+        // `[::1]` has no port, `[::1]:50051` has one.
+        Some((host, port)) => {
+            (!host.starts_with('[') || host.ends_with(']'))
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    };
+    if has_port || authority.is_empty() {
+        return None;
+    }
+    let https = match scheme {
+        Some(scheme) => scheme.eq_ignore_ascii_case("https"),
+        None => tls,
+    };
+    Some(if https { 443 } else { 80 })
 }
 
 /// An error's text with its causes, without repeating what the text already says.
@@ -142,7 +257,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     message
 }
 
-fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
+fn explain_status(status: &tonic::Status, endpoints: &str, port_hint: &str) -> String {
     let code = crate::error::code_name(status.code());
     let chain = chain_text(status);
     let said = if chain.is_empty() {
@@ -161,7 +276,7 @@ fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
         return format!(
             "cannot reach a mintcache server at {endpoints}: something answered, but not \
              gRPC ({said}). Is it the admin HTTP port, or another service? The gRPC port is \
-             the server's server.listen (127.0.0.1:50051 by default)"
+             the server's server.listen (127.0.0.1:50051 by default){port_hint}"
         );
     }
     if let Some(hint) = tls_hint(&chain) {
@@ -185,7 +300,7 @@ fn explain_status(status: &tonic::Status, endpoints: &str) -> String {
             } else {
                 "the connection failed"
             };
-            format!("cannot reach a mintcache server at {endpoints}: {hint} ({said})")
+            format!("cannot reach a mintcache server at {endpoints}: {hint} ({said}){port_hint}")
         }
         Code::DeadlineExceeded => format!(
             "{said} (the server at {endpoints} did not answer in time; --timeout sets how long \
@@ -357,6 +472,65 @@ mod tests {
             assert!(hint_found.contains(hint), "{needle}: {hint_found}");
         }
         assert_eq!(tls_hint("Connection refused"), None);
+    }
+
+    #[test]
+    fn an_endpoint_without_a_port_names_the_port_it_stands_for() {
+        for (endpoint, tls, port) in [
+            ("127.0.0.1", false, Some(80)),
+            ("127.0.0.1", true, Some(443)),
+            ("http://cache.internal", true, Some(80)),
+            ("https://cache.internal/", false, Some(443)),
+            ("[::1]", false, Some(80)),
+            ("127.0.0.1:50051", false, None),
+            ("http://[::1]:50051", false, None),
+            ("https://cache.internal:7000/x", false, None),
+        ] {
+            assert_eq!(implied_port(endpoint, tls), port, "{endpoint}");
+        }
+        let connection =
+            super::super::args::Cli::try_parse_from(["mintcache", "-e", "127.0.0.1", "get", "k"])
+                .expect("valid")
+                .connection;
+        let refused = tonic::Status::unavailable("tcp connect error: Connection refused");
+        let text = explain(&CliError::Client(refused.into()), &connection);
+        assert!(
+            text.starts_with(
+                "cannot reach a mintcache server at 127.0.0.1 (port 80: no port given): nothing \
+                 listens there"
+            ) && text.ends_with("-e 127.0.0.1:50051"),
+            "{text}"
+        );
+        // With a port, nothing more is said.
+        let (text, _) = explained(tonic::Status::unavailable("Connection refused"));
+        assert!(
+            !text.contains("no port given") && !text.contains("-e "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn another_grpc_server_is_named_as_such() {
+        let e = CliError::NotMintcache {
+            status: tonic::Status::unimplemented(""),
+            health: format!("its health service knows no {CACHE_SERVICE}"),
+        };
+        assert_eq!(e.exit(), Exit::Unreachable);
+        assert_eq!(e.code(), Some(Code::Unimplemented));
+        let text = explain(&e, &connection());
+        assert_eq!(
+            text,
+            "cannot reach a mintcache server at 127.0.0.1:50051: a gRPC server answers there, \
+             but it is not a mintcache server (UNIMPLEMENTED; its health service knows no \
+             mintcache.v1.Cache). Another program holds this port: give the mintcache server's \
+             gRPC address (its server.listen) with -e HOST:PORT or MINTCACHECLI_ENDPOINT"
+        );
+        assert!(CliError::Client(tonic::Status::unimplemented("").into()).may_be_another_server());
+        assert!(!CliError::Client(tonic::Status::not_found("").into()).may_be_another_server());
+        let http_404 = tonic::Status::unimplemented(
+            "grpc-status header missing, mapped from HTTP status code 404",
+        );
+        assert!(!CliError::Client(http_404.into()).may_be_another_server());
     }
 
     #[test]

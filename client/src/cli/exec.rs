@@ -11,14 +11,15 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use super::args::{Command, Connection, CounterArgs, OutputArgs, WriteArgs};
 use super::batch;
-use super::errors::{CliError, code_exit};
+use super::errors::{CACHE_SERVICE, CliError, code_exit};
 use super::output::{
     DEGRADED_WARNING, Data, Report, Sink, duration_text, fail, key_text, lookup_feedback,
     lookup_json, readable,
 };
 use super::stats;
 use super::{Exit, Terminal};
-use crate::{Backoff, Client, KeyError, Lookup, Outcome, ServingStatus};
+use crate::{Backoff, Client, Error, KeyError, Lookup, Outcome, ServingStatus};
+use tonic::Code;
 
 /// The client and the settings commands run with.
 pub(crate) struct Session {
@@ -59,7 +60,10 @@ impl Session {
         } else {
             Input::Stdin(stdin)
         };
-        let result = self.execute(command, output, input, stderr).await;
+        let result = match self.execute(command, output, input, stderr).await {
+            Err(e) if e.may_be_another_server() => Err(self.identify(e).await),
+            result => result,
+        };
         let mut sink = Sink {
             stdout,
             stderr,
@@ -69,7 +73,31 @@ impl Session {
         };
         match result.and_then(|report| sink.show(&report).map(|()| report.exit)) {
             Ok(exit) => exit,
-            Err(e) => fail(&e, &self.connection, sink.stderr),
+            Err(e) => fail(&e, &self.connection, output.json, sink.stdout, sink.stderr),
+        }
+    }
+
+    /// An `UNIMPLEMENTED` answer comes from a mintcache server older than this CLI, or from
+    /// a gRPC server that is not mintcache at all (another program on the port): its health
+    /// service tells them apart, since a mintcache server answers for `mintcache.v1.Cache`.
+    async fn identify(&self, e: CliError) -> CliError {
+        let CliError::Client(Error::Status(status)) = e else {
+            return e;
+        };
+        match self.client.health(CACHE_SERVICE).await {
+            Err(Error::Status(answer)) if answer.code() == Code::NotFound => {
+                CliError::NotMintcache {
+                    status,
+                    health: format!("its health service knows no {CACHE_SERVICE}"),
+                }
+            }
+            Err(Error::Status(answer)) if answer.code() == Code::Unimplemented => {
+                CliError::NotMintcache {
+                    status,
+                    health: "it has no gRPC health service".to_owned(),
+                }
+            }
+            _ => CliError::Client(Error::Status(status)),
         }
     }
 
@@ -238,15 +266,7 @@ impl Session {
                 }
                 stats::report(&self.connection, *raw).await
             }
-            Command::Health { service } => {
-                let status = client.health(service).await?;
-                let name = status.as_str_name();
-                Ok(Report::new(
-                    Exit::from_bool(status == ServingStatus::Serving),
-                    json!({ "status": name }),
-                )
-                .data(Data::Text(format!("{name}\n"))))
-            }
+            Command::Health { service } => health(client, service.as_deref()).await,
             Command::Shell => Err(CliError::usage("already in the shell")),
         }
     }
@@ -515,6 +535,40 @@ fn get_many_report(
         report.warnings.push(DEGRADED_WARNING.to_owned());
     }
     report
+}
+
+/// `health [SERVICE]`. Without SERVICE it asks about `mintcache.v1.Cache`, which a mintcache
+/// server answers for as for the whole server: so a gRPC server of another kind on the port
+/// is found out rather than reported `SERVING`. A SERVICE the server does not know is
+/// `SERVICE_UNKNOWN` (exit 1), as the health protocol's `Watch` says it.
+async fn health(client: &Client, service: Option<&str>) -> Result<Report, CliError> {
+    let asked = service.unwrap_or(CACHE_SERVICE);
+    let (status, unknown) = match client.health(asked).await {
+        Ok(status) => (status, false),
+        Err(Error::Status(answer)) if answer.code() == Code::NotFound => {
+            if service.is_none() {
+                return Err(CliError::NotMintcache {
+                    status: answer,
+                    health: format!("its health service knows no {CACHE_SERVICE}"),
+                });
+            }
+            (ServingStatus::ServiceUnknown, true)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let name = status.as_str_name();
+    let mut report = Report::new(
+        Exit::from_bool(status == ServingStatus::Serving),
+        json!({ "status": name }),
+    )
+    .data(Data::Text(format!("{name}\n")));
+    if unknown {
+        report = report.feedback(format!(
+            "the server's health service knows no service {asked:?} (a mintcache server \
+             answers for \"\" and {CACHE_SERVICE})"
+        ));
+    }
+    Ok(report)
 }
 
 /// The report of `set-many` / `delete-many`: one flag per key.

@@ -12,8 +12,8 @@
 //!
 //! Output is made for both people and pipelines: values go to stdout byte for byte, a
 //! one-line report of what happened (`HIT`, `not stored: lease outdated`, ...) goes to stderr
-//! when stderr is a terminal, `--json` prints one JSON object per command, and the exit status
-//! says what happened ([`Exit`]).
+//! when stderr is a terminal, `--json` prints one JSON object per command (errors included:
+//! `{"error": {...}}` on stdout), and the exit status says what happened ([`Exit`]).
 //!
 //! Settings come from flags or environment variables. The variables start with
 //! `MINTCACHECLI_`, kept apart from the server's `MINTCACHE_*` settings, so a shell or pod can
@@ -167,7 +167,15 @@ where
             return Exit::Success;
         }
         VersionFlag::Ambiguous => {
-            let _ = writeln!(stderr, "mintcache: error: {}", errors::VERSION_FLAG_MISUSED);
+            let json = json_requested(&args);
+            output::show_error(
+                Exit::Usage,
+                None,
+                errors::VERSION_FLAG_MISUSED,
+                json,
+                stdout,
+                stderr,
+            );
             return Exit::Usage;
         }
     }
@@ -175,17 +183,22 @@ where
         Ok(cli) => cli,
         Err(e) => {
             // --help is not an error; it goes to stdout.
-            if e.use_stderr() {
-                let _ = write!(stderr, "{}", e.render());
-                return Exit::Usage;
+            if !e.use_stderr() {
+                let _ = write!(stdout, "{}", e.render());
+                return Exit::Success;
             }
-            let _ = write!(stdout, "{}", e.render());
-            return Exit::Success;
+            if json_requested(&args) {
+                let message = usage_message(&e);
+                output::show_error(Exit::Usage, None, &message, true, stdout, stderr);
+            } else {
+                let _ = write!(stderr, "{}", e.render());
+            }
+            return Exit::Usage;
         }
     };
     let mut session = match Session::new(&cli.connection, terminal) {
         Ok(session) => session,
-        Err(e) => return output::fail(&e, &cli.connection, stderr),
+        Err(e) => return output::fail(&e, &cli.connection, cli.output.json, stdout, stderr),
     };
     if let Command::Shell = cli.command {
         return shell::run(&mut session, cli.output, stdin, stdout, stderr).await;
@@ -193,6 +206,31 @@ where
     session
         .run_command(&cli.command, cli.output, stdin, stdout, stderr, false)
         .await
+}
+
+/// Whether JSON output was asked for, on a command line that did not parse: `--json` among
+/// the flags, or `MINTCACHECLI_JSON` set to something other than an off value.
+pub(crate) fn json_requested(args: &[OsString]) -> bool {
+    let flag = args
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    let variable = std::env::var("MINTCACHECLI_JSON").is_ok_and(|v| {
+        !matches!(
+            v.to_lowercase().as_str(),
+            "" | "false" | "0" | "no" | "off" | "n" | "f"
+        )
+    });
+    flag || variable
+}
+
+/// clap's error as one message: its first paragraph, without the `error: ` prefix and the
+/// usage lines meant for a terminal.
+pub(crate) fn usage_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.split("\n\n").next().unwrap_or_default().trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
 /// Where `--version` / `-V` appear on the command line.
@@ -329,7 +367,6 @@ mod tests {
             &["mintcache", "set", "k", "v", "--ttl", "5", "--no-expiry"],
             &["mintcache", "incr", "k", "--ttl", "5"],
             &["mintcache", "get", "k", "--lease-on-miss"],
-            &["mintcache", "stats", "--raw", "--json"],
         ] {
             let (exit, out, err) = run_args(args).await;
             assert_eq!(exit, Exit::Usage, "{args:?}");
@@ -366,6 +403,85 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_seconds_or_units_largest_first() {
+        use args::parse_duration;
+        for (text, seconds) in [
+            ("0", 0),
+            ("90", 90),
+            ("90s", 90),
+            ("5m", 300),
+            ("1h", 3600),
+            ("1h30m", 5400),
+            ("2d", 172_800),
+            ("1d2h3m4s", 93_784),
+            (" 60 ", 60),
+        ] {
+            assert_eq!(parse_duration(text), Ok(seconds), "{text}");
+        }
+        for text in [
+            "",
+            "h",
+            "1x",
+            "1.5h",
+            "1m1h",
+            "1h1h",
+            "5 m",
+            "1H",
+            "99999999999999999999",
+        ] {
+            let e = parse_duration(text).expect_err(text);
+            assert!(
+                e.contains("not a duration: give seconds (90)") || e.contains("too long"),
+                "{text}: {e}"
+            );
+        }
+        assert!(parse_duration(&format!("{}d", u64::MAX / 86_400 + 1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn ttl_arguments_take_durations_and_refuse_negatives_in_words() {
+        let cli = Cli::try_parse_from([
+            "mintcache",
+            "set",
+            "k",
+            "v",
+            "--ttl",
+            "1h",
+            "--grace",
+            "90s",
+        ])
+        .expect("valid");
+        let Command::Set { write, .. } = cli.command else {
+            panic!("set");
+        };
+        assert_eq!((write.ttl, write.grace), (3600, 90));
+        let cli = Cli::try_parse_from(["mintcache", "touch", "k", "--ttl", "5m"]).expect("valid");
+        assert!(matches!(cli.command, Command::Touch { ttl: 300, .. }));
+        let cli = Cli::try_parse_from(["mintcache", "incr", "n", "--initial", "1", "--ttl", "2d"])
+            .expect("valid");
+        assert!(matches!(&cli.command, Command::Incr { create, .. } if create.ttl == 172_800));
+        for args in [
+            &["mintcache", "set", "k", "v", "--ttl", "-5"][..],
+            &["mintcache", "set", "k", "v", "--grace", "-5"],
+            &["mintcache", "touch", "k", "--ttl", "-1h"],
+            &["mintcache", "incr", "n", "--initial", "1", "--ttl", "-5"],
+        ] {
+            let (exit, out, err) = run_args(args).await;
+            assert_eq!(exit, Exit::Usage, "{args:?}");
+            assert!(out.is_empty(), "{args:?}");
+            assert!(err.contains("cannot be negative"), "{args:?}: {err}");
+            assert!(!err.contains("-- -"), "no `-- -5` advice: {err}");
+        }
+        let (exit, _, err) = run_args(&["mintcache", "set", "k", "v", "--ttl", "1hour"]).await;
+        assert_eq!(exit, Exit::Usage);
+        assert!(
+            err.contains("'1hour'") && err.contains("give seconds (90) or a duration (90s, 5m"),
+            "{err}"
+        );
+        assert!(!err.contains("invalid digit"), "{err}");
+    }
+
+    #[test]
     fn every_global_flag_has_an_environment_variable() {
         use clap::CommandFactory;
         let cli = Cli::command();
@@ -383,6 +499,94 @@ mod tests {
                 "{env:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn with_json_errors_are_json_on_stdout_with_the_same_exit_status() {
+        for (args, exit, kind, code) in [
+            (
+                &[
+                    "mintcache",
+                    "--json",
+                    "-e",
+                    "127.0.0.1:1",
+                    "--retries",
+                    "0",
+                    "get",
+                    "k",
+                ][..],
+                Exit::Unreachable,
+                "unreachable",
+                Some("UNAVAILABLE"),
+            ),
+            (
+                &["mintcache", "--json", "frobnicate"],
+                Exit::Usage,
+                "usage",
+                None,
+            ),
+            (&["mintcache", "get", "--json"], Exit::Usage, "usage", None),
+            (
+                &["mintcache", "stats", "--raw", "--json"],
+                Exit::Usage,
+                "usage",
+                None,
+            ),
+            (
+                &["mintcache", "set", "k", "v", "--ttl", "-5", "--json"],
+                Exit::Usage,
+                "usage",
+                None,
+            ),
+            (
+                &["mintcache", "--version", "v2", "get", "k", "--json"],
+                Exit::Usage,
+                "usage",
+                None,
+            ),
+            (
+                &[
+                    "mintcache",
+                    "--json",
+                    "--tls-ca",
+                    "/nonexistent/ca.pem",
+                    "get",
+                    "k",
+                ],
+                Exit::Usage,
+                "usage",
+                None,
+            ),
+        ] {
+            let (got, out, err) = run_args(args).await;
+            assert_eq!(got, exit, "{args:?}");
+            assert!(err.is_empty(), "{args:?}: nothing on stderr: {err}");
+            let v: serde_json::Value = serde_json::from_str(&out)
+                .unwrap_or_else(|e| panic!("{args:?}: one JSON object: {e}: {out}"));
+            assert_eq!(v["error"]["exit"], u64::from(exit.code()), "{out}");
+            assert_eq!(v["error"]["kind"], kind, "{out}");
+            assert_eq!(v["error"]["code"].as_str(), code, "{out}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{out}"
+            );
+            assert_eq!(out.lines().count(), 1, "{out}");
+        }
+        // Without --json, the same errors are plain lines on stderr and nothing on stdout.
+        let (exit, out, err) = run_args(&[
+            "mintcache",
+            "-e",
+            "127.0.0.1:1",
+            "--retries",
+            "0",
+            "get",
+            "k",
+        ])
+        .await;
+        assert_eq!((exit, out.as_str()), (Exit::Unreachable, ""));
+        assert!(err.starts_with("mintcache: error: cannot reach"), "{err}");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! How a command's result is shown: the data on stdout (a raw value, lines, a number), a
-//! one-line report of what happened on stderr when it is a terminal (in the shell: with the
-//! data), warnings and per-key errors on stderr, or one JSON object with `--json`.
+//! one-line report of what happened on stderr when it is a terminal (in the shell on a
+//! terminal: on stdout, after the data), warnings and per-key errors on stderr, or one JSON
+//! object with `--json` (errors too).
 
 use std::io::Write;
 use std::time::Duration;
@@ -72,7 +73,8 @@ pub(crate) struct Sink<'a> {
     pub(crate) stderr: &'a mut dyn Write,
     pub(crate) terminal: Terminal,
     pub(crate) output: OutputArgs,
-    /// In the interactive shell the report line follows the data on stdout.
+    /// In the shell, each value ends with a newline (one per line), and on a terminal the
+    /// report line follows the data on stdout.
     pub(crate) in_shell: bool,
 }
 
@@ -81,18 +83,26 @@ impl Sink<'_> {
         for warning in &report.warnings {
             self.err_line(&format!("mintcache: warning: {warning}"));
         }
+        if self.output.json {
+            // Per-key errors are in the object's results.
+            return self.out(format!("{}\n", report.json).as_bytes());
+        }
         for error in &report.errors {
             self.err_line(&format!("mintcache: error: {error}"));
         }
-        if self.output.json {
-            return self.out(format!("{}\n", report.json).as_bytes());
-        }
         match &report.data {
             Data::None => {}
-            Data::Value(bytes) if self.terminal.stdout || self.in_shell => {
+            Data::Value(bytes) if self.terminal.stdout => {
                 let shown = readable(bytes);
                 self.out(shown.as_bytes())?;
                 if !shown.ends_with('\n') {
+                    self.out(b"\n")?;
+                }
+            }
+            // The shell's values into a pipe: as stored, one per line.
+            Data::Value(bytes) if self.in_shell => {
+                self.out(bytes)?;
+                if !bytes.ends_with(b"\n") {
                     self.out(b"\n")?;
                 }
             }
@@ -100,10 +110,14 @@ impl Sink<'_> {
             Data::Text(text) => self.out(text.as_bytes())?,
             Data::Raw(bytes) => self.out(bytes)?,
         }
-        if let Some(line) = &report.feedback {
-            if self.in_shell {
+        // Reports are for people: only on a terminal. Into a pipe, stdout carries the data
+        // alone, even in the shell.
+        if let Some(line) = &report.feedback
+            && !self.output.quiet
+        {
+            if self.in_shell && self.terminal.stdout {
                 self.out(format!("{line}\n").as_bytes())?;
-            } else if self.terminal.stderr && !self.output.quiet {
+            } else if self.terminal.stderr {
                 self.err_line(line);
             }
         }
@@ -123,10 +137,62 @@ impl Sink<'_> {
     }
 }
 
-/// Shows an error on stderr and gives its exit status.
-pub(crate) fn fail(e: &CliError, connection: &Connection, stderr: &mut dyn Write) -> Exit {
-    let _ = writeln!(stderr, "mintcache: error: {}", explain(e, connection));
-    e.exit()
+/// Shows an error and gives its exit status: on stderr, or with `--json` as a JSON object on
+/// stdout (see [`error_json`]).
+pub(crate) fn fail(
+    e: &CliError,
+    connection: &Connection,
+    json: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Exit {
+    let exit = e.exit();
+    let message = explain(e, connection);
+    let code = e.code().map(crate::error::code_name);
+    show_error(exit, code, &message, json, stdout, stderr);
+    exit
+}
+
+/// Shows an error message: `mintcache: error: MESSAGE` on stderr, or `--json`'s object on
+/// stdout.
+pub(crate) fn show_error(
+    exit: Exit,
+    code: Option<&str>,
+    message: &str,
+    json: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) {
+    // Nothing sensible remains to be done when the stream itself is gone.
+    if json {
+        let _ = writeln!(stdout, "{}", error_json(exit, code, message));
+        let _ = stdout.flush();
+    } else {
+        let _ = writeln!(stderr, "mintcache: error: {message}");
+    }
+}
+
+/// An error under `--json`: `{"error": {"exit": 3, "kind": "unreachable", "code":
+/// "UNAVAILABLE", "message": "..."}}`. `kind` names the exit status (`usage`, `unreachable`,
+/// `failed`, `backend_unavailable`); `code` is the gRPC status code, or null when the error
+/// is not one (bad arguments, an unreadable file, the admin port).
+pub(crate) fn error_json(exit: Exit, code: Option<&str>, message: &str) -> Value {
+    let kind = match exit {
+        Exit::Success => "success",
+        Exit::Miss => "miss",
+        Exit::Usage => "usage",
+        Exit::Unreachable => "unreachable",
+        Exit::Failed => "failed",
+        Exit::BackendUnavailable => "backend_unavailable",
+    };
+    json!({
+        "error": {
+            "exit": exit.code(),
+            "kind": kind,
+            "code": code,
+            "message": message,
+        }
+    })
 }
 
 /// A value as a person can read it: UTF-8 text as is, other bytes (and control characters

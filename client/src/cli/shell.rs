@@ -2,7 +2,9 @@
 //! command line works without the `mintcache` prefix (`get user:42`, `set k v --ttl 60`),
 //! plus `use VERSION`, `namespace NAME`, `help [COMMAND]` and `quit`. On a terminal it edits
 //! lines and keeps a history in `~/.mintcache_history` (rustyline); with stdin from a file or
-//! a pipe it runs one command per line, without prompts.
+//! a pipe it runs one command per line, without prompts. As on the command line, stdout
+//! carries values and data only when it is not a terminal; the one-line reports are shown on a
+//! terminal only (after the value on stdout, or on stderr when only stderr is one).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,11 +13,12 @@ use clap::{CommandFactory, Parser};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-use super::Exit;
 #[cfg(test)]
 use super::Terminal;
 use super::args::{Cli, OutputArgs, ShellCommand, ShellLine};
 use super::exec::Session;
+use super::output::show_error;
+use super::{Exit, usage_message};
 
 /// Where lines come from.
 trait Lines {
@@ -93,8 +96,14 @@ pub(crate) async fn run(
         None
     };
     if interactive {
+        // A greeting is for the person typing: on stdout only when it is their terminal.
+        let out: &mut dyn Write = if session.terminal.stdout {
+            stdout
+        } else {
+            stderr
+        };
         let _ = writeln!(
-            stdout,
+            out,
             "mintcache shell on {} ({}). Type `help` for the commands, `quit` to leave.",
             session.connection.endpoints.join(", "),
             session.key_space()
@@ -124,7 +133,8 @@ pub(crate) async fn run(
         let words = match shell_words::split(line) {
             Ok(words) => words,
             Err(e) => {
-                let _ = writeln!(stderr, "mintcache: error: {e}");
+                let json = output.json || line.split_whitespace().any(|w| w == "--json");
+                show_error(Exit::Usage, None, &e.to_string(), json, stdout, stderr);
                 last = Exit::Usage;
                 continue;
             }
@@ -132,7 +142,11 @@ pub(crate) async fn run(
         let parsed = match ShellLine::try_parse_from(&words) {
             Ok(parsed) => parsed,
             Err(e) => {
-                let _ = write!(stderr, "{}", e.render());
+                if output.json || words.iter().any(|w| w == "--json") {
+                    show_error(Exit::Usage, None, &usage_message(&e), true, stdout, stderr);
+                } else {
+                    let _ = write!(stderr, "{}", e.render());
+                }
                 last = Exit::Usage;
                 continue;
             }

@@ -1,7 +1,7 @@
 //! `mintcache stats`: the server's own counters, read from its admin port's `/metrics`
 //! (Prometheus text) and summed up readably: calls per RPC, errors per code, read outcomes
-//! and hit ratio, degraded reads, shed calls, latency, and per memcached server errors,
-//! ejections and pooled connections.
+//! and hit ratio (all reads, then elected reads and peeks apart), degraded reads, shed calls,
+//! latency, and per memcached server errors, ejections and pooled connections.
 //!
 //! Series that have not appeared yet (a counter before its first event) count as zero, and
 //! metrics this version does not know are ignored, so older and newer servers both work.
@@ -182,13 +182,21 @@ fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
     }
 }
 
+/// How a read was made (the `read` label of `mintcache_mint_outcomes_total`): `elect` takes
+/// part in the refresh election (applications), `peek` only looks (this CLI's `get` and
+/// `inspect`, Django's `has_key`). Servers before the label counted elected reads only.
+const READS: [&str; 2] = ["elect", "peek"];
+
+/// The read outcomes, in the order shown; a peek is never `refresh`.
+const OUTCOMES: [&str; 5] = ["hit", "stale", "refresh", "miss", "pending"];
+
 /// The numbers `stats` shows.
 #[derive(Debug, Default)]
 struct Summary {
     /// rpc -> code -> calls.
     calls: BTreeMap<String, BTreeMap<String, f64>>,
-    /// read outcome -> count.
-    outcomes: BTreeMap<String, f64>,
+    /// read (`elect`, `peek`) -> read outcome -> count.
+    outcomes: BTreeMap<String, BTreeMap<String, f64>>,
     degraded: f64,
     shed: f64,
     in_flight: f64,
@@ -249,7 +257,16 @@ impl Summary {
                         .or_default() += v;
                 }
                 "mintcache_mint_outcomes_total" => {
-                    *s.outcomes.entry(label(sample, "outcome")).or_default() += v;
+                    let read = sample
+                        .labels
+                        .get("read")
+                        .cloned()
+                        .unwrap_or_else(|| "elect".into());
+                    *s.outcomes
+                        .entry(read)
+                        .or_default()
+                        .entry(label(sample, "outcome"))
+                        .or_default() += v;
                 }
                 "mintcache_reads_degraded_total" => s.degraded += v,
                 "mintcache_rpc_shed_total" => s.shed += v,
@@ -308,17 +325,44 @@ impl Summary {
         s
     }
 
-    fn reads(&self) -> f64 {
-        self.outcomes.values().sum()
+    /// Read outcome -> count, of every read (`None`) or of one kind of read.
+    fn outcomes(&self, read: Option<&str>) -> BTreeMap<String, f64> {
+        let mut sum: BTreeMap<String, f64> = BTreeMap::new();
+        for (kind, outcomes) in &self.outcomes {
+            if read.is_none_or(|r| r == kind) {
+                for (outcome, n) in outcomes {
+                    *sum.entry(outcome.clone()).or_default() += n;
+                }
+            }
+        }
+        sum
+    }
+
+    /// HIT + STALE over every read of these outcomes; none without reads.
+    fn hit_ratio_of(outcomes: &BTreeMap<String, f64>) -> Option<f64> {
+        let reads: f64 = outcomes.values().sum();
+        let usable = ["hit", "stale"]
+            .iter()
+            .filter_map(|o| outcomes.get(*o))
+            .sum::<f64>();
+        (reads > 0.0).then(|| usable / reads)
     }
 
     fn hit_ratio(&self) -> Option<f64> {
-        let reads = self.reads();
-        let usable = ["hit", "stale"]
+        Self::hit_ratio_of(&self.outcomes(None))
+    }
+
+    /// `15: HIT 8, STALE 1, ...`: the reads of these outcomes and each outcome.
+    fn outcome_line(outcomes: &BTreeMap<String, f64>, peek: bool) -> String {
+        let list: Vec<String> = OUTCOMES
             .iter()
-            .filter_map(|o| self.outcomes.get(*o))
-            .sum::<f64>();
-        (reads > 0.0).then(|| usable / reads)
+            .filter(|o| !(peek && **o == "refresh"))
+            .map(|o| {
+                let n = outcomes.get(*o).copied().unwrap_or(0.0);
+                format!("{} {}", o.to_uppercase(), count(n))
+            })
+            .collect();
+        format!("{}: {}", count(outcomes.values().sum()), list.join(", "))
     }
 
     fn text(&self, admin: &str) -> String {
@@ -352,24 +396,25 @@ impl Summary {
             count(errors.values().sum()),
             list(&error_list)
         );
-        let outcome_list: Vec<String> = ["hit", "stale", "refresh", "miss", "pending"]
-            .iter()
-            .map(|o| {
-                format!(
-                    "{} {}",
-                    o.to_uppercase(),
-                    count(self.outcomes.get(*o).copied().unwrap_or(0.0))
-                )
-            })
-            .collect();
         let _ = writeln!(
             out,
-            "reads       {}: {}",
-            count(self.reads()),
-            outcome_list.join(", ")
+            "reads       {}",
+            Self::outcome_line(&self.outcomes(None), false)
         );
+        let mut ratios = Vec::new();
+        for read in READS {
+            let outcomes = self.outcomes(Some(read));
+            let _ = writeln!(
+                out,
+                "  {read:<9} {}",
+                Self::outcome_line(&outcomes, read == "peek")
+            );
+            if let Some(ratio) = Self::hit_ratio_of(&outcomes) {
+                ratios.push(format!("{read} {:.1}%", ratio * 100.0));
+            }
+        }
         let ratio = self.hit_ratio().map_or("- (no reads yet)".to_owned(), |r| {
-            format!("{:.1}% (HIT + STALE)", r * 100.0)
+            format!("{:.1}% (HIT + STALE){}", r * 100.0, list(&ratios))
         });
         let _ = writeln!(out, "hit ratio   {ratio}");
         let _ = writeln!(
@@ -430,7 +475,7 @@ impl Summary {
                 (
                     rpc,
                     json!({
-                        "count": l.count,
+                        "count": count_json(l.count),
                         "avg_seconds": if l.count > 0.0 { Some(l.sum / l.count) } else { None },
                         "p99_at_most_seconds": l.p99(),
                     }),
@@ -444,22 +489,37 @@ impl Summary {
                 (
                     node,
                     json!({
-                        "errors": b.errors,
-                        "ejections": b.ejections,
-                        "connections": b.connections,
+                        "errors": counts_json(&b.errors),
+                        "ejections": count_json(b.ejections),
+                        "connections": counts_json(&b.connections),
                         "avg_seconds": if b.count > 0.0 { Some(b.sum / b.count) } else { None },
                     }),
                 )
             })
             .collect();
+        let calls: BTreeMap<&String, Value> = self
+            .calls
+            .iter()
+            .map(|(rpc, codes)| (rpc, counts_json(codes)))
+            .collect();
+        let by_read: BTreeMap<&str, Value> = READS
+            .iter()
+            .map(|read| (*read, counts_json(&self.outcomes(Some(read)))))
+            .collect();
+        let ratio_by_read: BTreeMap<&str, Option<f64>> = READS
+            .iter()
+            .map(|read| (*read, Self::hit_ratio_of(&self.outcomes(Some(read)))))
+            .collect();
         json!({
             "admin": admin,
-            "calls": self.calls,
-            "outcomes": self.outcomes,
+            "calls": calls,
+            "outcomes": counts_json(&self.outcomes(None)),
+            "outcomes_by_read": by_read,
             "hit_ratio": self.hit_ratio(),
-            "reads_degraded": self.degraded,
-            "shed": self.shed,
-            "in_flight": self.in_flight,
+            "hit_ratio_by_read": ratio_by_read,
+            "reads_degraded": count_json(self.degraded),
+            "shed": count_json(self.shed),
+            "in_flight": count_json(self.in_flight),
             "latency": latency,
             "backend": backend,
         })
@@ -475,6 +535,28 @@ fn count(n: f64) -> String {
     } else {
         format!("{n}")
     }
+}
+
+/// A counter's value in JSON: an integer when it is one (counters always are; the text format
+/// writes them as floats).
+fn count_json(n: f64) -> Value {
+    let n = n + 0.0;
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        // Exact: a whole number below 2^53.
+        #[allow(clippy::cast_possible_truncation)]
+        Value::from(n as i64)
+    } else {
+        Value::from(n)
+    }
+}
+
+fn counts_json(counts: &BTreeMap<String, f64>) -> Value {
+    Value::Object(
+        counts
+            .iter()
+            .map(|(name, n)| (name.clone(), count_json(*n)))
+            .collect(),
+    )
 }
 
 fn millis(seconds: f64) -> String {
@@ -532,8 +614,11 @@ mintcache_rpc_requests_total{code="OK",outcome="miss",rpc="Get"} 1
 mintcache_rpc_requests_total{code="INVALID_ARGUMENT",outcome="none",rpc="Set"} 2
 mintcache_rpc_requests_total{code="OK",outcome="none",rpc="Set"} 3
 mintcache_rpc_requests_total{code="UNAVAILABLE",outcome="none",rpc="Delete"} 0
-mintcache_mint_outcomes_total{outcome="hit"} 9
-mintcache_mint_outcomes_total{outcome="miss"} 1
+mintcache_mint_outcomes_total{outcome="hit",read="elect"} 6
+mintcache_mint_outcomes_total{outcome="miss",read="elect"} 1
+mintcache_mint_outcomes_total{outcome="refresh",read="elect"} 0
+mintcache_mint_outcomes_total{outcome="hit",read="peek"} 3
+mintcache_mint_outcomes_total{outcome="miss",read="peek"} 0
 mintcache_rpc_duration_seconds_bucket{code="OK",rpc="Get",le="0.001"} 9
 mintcache_rpc_duration_seconds_bucket{code="OK",rpc="Get",le="0.01"} 10
 mintcache_rpc_duration_seconds_bucket{code="OK",rpc="Get",le="+Inf"} 10
@@ -549,9 +634,9 @@ target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
     #[test]
     fn metrics_are_parsed_and_summed_up() {
         let samples = parse(METRICS);
-        assert_eq!(samples.len(), 17);
+        assert_eq!(samples.len(), 20);
         assert_eq!(
-            samples[16].labels.get("label").map(String::as_str),
+            samples[19].labels.get("label").map(String::as_str),
             Some("a \"quoted\" \\ value")
         );
         let summary = Summary::new(&samples);
@@ -561,7 +646,9 @@ target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
             "calls       15 (Get 10, Set 5)\n",
             "errors      2 (INVALID_ARGUMENT 2)\n",
             "reads       10: HIT 9, STALE 0, REFRESH 0, MISS 1, PENDING 0\n",
-            "hit ratio   90.0% (HIT + STALE)\n",
+            "  elect     7: HIT 6, STALE 0, REFRESH 0, MISS 1, PENDING 0\n",
+            "  peek      3: HIT 3, STALE 0, MISS 0, PENDING 0\n",
+            "hit ratio   90.0% (HIT + STALE) (elect 85.7%, peek 100.0%)\n",
             "in flight   1\n",
             "latency     Get: avg 0.50 ms, p99 <= 10.00 ms\n",
             "memcached   127.0.0.1:11211: errors 2 (timeout 2), ejections 0, connections 0 in \
@@ -577,8 +664,33 @@ target_info{service_name="mintcache",label="a \"quoted\" \\ value"} 1
             "{text}"
         );
         let json = summary.json("a:1");
-        assert_eq!(json["calls"]["Set"]["INVALID_ARGUMENT"], 2.0);
+        // Counts are integers, as they are counted (the text format writes them as floats).
+        let text = json.to_string();
+        assert!(text.contains(r#""INVALID_ARGUMENT":2,"#), "{text}");
+        assert!(json["outcomes"]["hit"].is_u64(), "{text}");
+        assert!(json["calls"]["Set"]["INVALID_ARGUMENT"].is_u64(), "{text}");
+        assert!(
+            json["in_flight"].is_u64() && json["shed"].is_u64(),
+            "{text}"
+        );
+        assert!(json["latency"]["Get"]["count"].is_u64(), "{text}");
+        assert_eq!(json["outcomes"]["hit"], 9);
+        assert_eq!(json["outcomes_by_read"]["peek"]["hit"], 3);
+        assert_eq!(json["outcomes_by_read"]["elect"]["miss"], 1);
         assert_eq!(json["hit_ratio"], 0.9);
+        assert_eq!(json["hit_ratio_by_read"]["peek"], 1.0);
+        // A server from before the `read` label counted elected reads only.
+        let old = Summary::new(&parse(
+            "mintcache_mint_outcomes_total{outcome=\"hit\"} 2\n\
+             mintcache_mint_outcomes_total{outcome=\"miss\"} 2\n",
+        ));
+        let text = old.text("a:1");
+        assert!(
+            text.contains("  elect     4: HIT 2, STALE 0, REFRESH 0, MISS 2, PENDING 0\n")
+                && text.contains("  peek      0: HIT 0")
+                && text.contains("hit ratio   50.0% (HIT + STALE) (elect 50.0%)\n"),
+            "{text}"
+        );
         // No series yet: zeros, not errors.
         let empty = Summary::new(&parse("mintcache_rpc_in_flight 0\n"));
         let text = empty.text("a:1");
