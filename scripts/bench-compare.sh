@@ -65,7 +65,7 @@ trap cleanup EXIT
 
 if [ "$SKIP_BUILD" != 1 ]; then
     say "building release binaries"
-    cargo build --release -p mintcache-client --bin mintcache-bench
+    cargo build --release -p mintcache-bench
     cargo build --release --bin mintcache-server --example noop_server
 fi
 BENCH="$ROOT/target/release/mintcache-bench"

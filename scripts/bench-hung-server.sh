@@ -9,7 +9,7 @@
 #
 # Usage: bash scripts/bench-hung-server.sh [SERVER_BINARY]
 #   (default target/release/mintcache-server; needs target/release/mintcache-bench, memcached,
-#   python3; build both with `cargo build --release --bin mintcache-server -p mintcache-client
+#   python3; build both with `cargo build --release --workspace --bin mintcache-server
 #   --bin mintcache-bench` or run scripts/bench-compare.sh once)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,15 +1,15 @@
 //! Smoke runs of `mintcache-bench`, a few seconds each: in-process
-//! (`mintcache_client::bench::run`, the function the binary only wraps) against real servers
+//! (`mintcache_bench::run`, the function the binary only wraps) against real servers
 //! over a real memcached, and in `--memcached` mode against that memcached. They check that
 //! the tool ran, that every call succeeded, and that the outcome counts add up to the calls
 //! (and to the keys of batched calls). They assert counts only, never a duration or a rate:
-//! `docs/BENCHMARKS.md` is where speed is measured. `client/tests/bench_binary.rs` runs the
+//! `docs/BENCHMARKS.md` is where speed is measured. `client/bench/tests/bench_binary.rs` runs the
 //! real binary.
 
 mod harness;
 
 use harness::{Memcached, TestServer, config};
-use mintcache_client::bench::{Exit, run};
+use mintcache_bench::{Exit, run};
 use serde_json::Value;
 
 /// Runs the bench with `--json` and returns its exit status and report.

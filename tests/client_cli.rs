@@ -1,16 +1,16 @@
-//! The `mintcache` CLI end to end, in-process (`mintcache_client::cli::run_with`, the function
+//! The `mintcache` CLI end to end, in-process (`mintcache_cli::run_with`, the function
 //! the binary is a thin wrapper around) against servers on memcached: round trips of raw
 //! bytes through arguments and stdin, the exit statuses (0 found / 1 not found / 2 usage /
 //! 3 unreachable / 4 refused / 5 backend down), the one-line reports shown on a terminal,
 //! `--json`, leases, counters, inspect, batches, flush, stats, the shell, and the messages of
 //! failures (TLS mismatches, the admin port or memcached given as the endpoint, memcached down
-//! behind the server). `client/tests/cli_binary.rs` checks the real binary's streams.
+//! behind the server). `client/cli/tests/cli_binary.rs` checks the real binary's streams.
 
 mod harness;
 
 use harness::pki::Pki;
 use harness::{Memcached, TestServer, config};
-use mintcache_client::cli::{Exit, Terminal, run_with};
+use mintcache_cli::{Exit, Terminal, run_with};
 
 /// The output of one CLI invocation.
 struct Ran {

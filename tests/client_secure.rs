@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use harness::pki::Pki;
 use harness::{Memcached, TestServer, config};
-use mintcache_client::cli::{Exit, run};
+use mintcache_cli::{Exit, run};
 use mintcache_client::{Client, DebugMode, Outcome};
 use sha2::{Digest, Sha256};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};

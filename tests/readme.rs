@@ -65,13 +65,13 @@ fn cli_binary() -> PathBuf {
             "build",
             "--quiet",
             "-p",
-            "mintcache-client",
+            "mintcache-cli",
             "--bin",
             "mintcache",
         ])
         .status()
         .expect("run cargo build");
-    assert!(status.success(), "cargo build -p mintcache-client failed");
+    assert!(status.success(), "cargo build -p mintcache-cli failed");
     assert!(binary.exists(), "{} was not built", binary.display());
     binary
 }

@@ -9,17 +9,18 @@ use std::time::{Duration, Instant};
 use fastrand::Rng;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
+use mintcache_client::code_name;
+use mintcache_client::proto::{
+    self, GetManyRequest, GetManyResponse, GetRequest, GetResponse, KeyError, SetManyItem,
+    SetManyRequest, SetManyResponse, SetRequest, SetResponse,
+};
 use tonic::Status;
 
 use super::BenchError;
 use super::control::{Limiter, Live, Phase};
 use super::options::{GrpcTarget, Mix};
-use super::record::{Op, Outcome, Recorder, Tally, code_name};
+use super::record::{Op, Outcome, Recorder, Tally};
 use super::wire::{self, Conn, Driver, Endpoint};
-use crate::proto::{
-    self, GetManyRequest, GetManyResponse, GetRequest, GetResponse, KeyError, SetManyItem,
-    SetManyRequest, SetManyResponse, SetRequest, SetResponse,
-};
 
 /// Keys per SetMany of the prefill (fewer when values are large, to stay far below the
 /// server's 4 MiB message limit).

@@ -236,93 +236,104 @@ struct Backend {
     sum: f64,
 }
 
+/// A label of a sample, `?` when it has none.
+fn label(sample: &Sample, name: &str) -> String {
+    sample
+        .labels
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The memcached server a sample is about (its `node` label).
+fn node<'a>(backends: &'a mut BTreeMap<String, Backend>, sample: &Sample) -> &'a mut Backend {
+    backends.entry(label(sample, "node")).or_default()
+}
+
 impl Summary {
     fn new(samples: &[Sample]) -> Self {
         let mut s = Self::default();
-        let label = |sample: &Sample, name: &str| {
-            sample
-                .labels
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| "?".into())
-        };
         for sample in samples {
-            let v = sample.value;
-            match sample.name.as_str() {
-                "mintcache_rpc_requests_total" => {
-                    *s.calls
-                        .entry(label(sample, "rpc"))
-                        .or_default()
-                        .entry(label(sample, "code"))
-                        .or_default() += v;
-                }
-                "mintcache_mint_outcomes_total" => {
-                    let read = sample
-                        .labels
-                        .get("read")
-                        .cloned()
-                        .unwrap_or_else(|| "elect".into());
-                    *s.outcomes
-                        .entry(read)
-                        .or_default()
-                        .entry(label(sample, "outcome"))
-                        .or_default() += v;
-                }
-                "mintcache_reads_degraded_total" => s.degraded += v,
-                "mintcache_rpc_shed_total" => s.shed += v,
-                "mintcache_rpc_in_flight" => s.in_flight += v,
-                "mintcache_rpc_duration_seconds_count" => {
-                    s.latency.entry(label(sample, "rpc")).or_default().count += v;
-                }
-                "mintcache_rpc_duration_seconds_sum" => {
-                    s.latency.entry(label(sample, "rpc")).or_default().sum += v;
-                }
-                "mintcache_rpc_duration_seconds_bucket" => {
-                    let le = sample.labels.get("le").and_then(|le| match le.as_str() {
-                        "+Inf" => Some(f64::INFINITY),
-                        le => le.parse().ok(),
-                    });
-                    if let Some(le) = le {
-                        let latency = s.latency.entry(label(sample, "rpc")).or_default();
-                        // Several series (e.g. per code) share bounds: add them up.
-                        match latency.buckets.iter_mut().find(|(b, _)| *b == le) {
-                            Some((_, count)) => *count += v,
-                            None => latency.buckets.push((le, v)),
-                        }
-                    }
-                }
-                "mintcache_backend_errors_total" => {
-                    *s.backend
-                        .entry(label(sample, "node"))
-                        .or_default()
-                        .errors
-                        .entry(label(sample, "kind"))
-                        .or_default() += v;
-                }
-                "mintcache_backend_ejections_total" => {
-                    s.backend
-                        .entry(label(sample, "node"))
-                        .or_default()
-                        .ejections += v;
-                }
-                "mintcache_pool_connections" => {
-                    *s.backend
-                        .entry(label(sample, "node"))
-                        .or_default()
-                        .connections
-                        .entry(label(sample, "state"))
-                        .or_default() += v;
-                }
-                "mintcache_backend_duration_seconds_count" => {
-                    s.backend.entry(label(sample, "node")).or_default().count += v;
-                }
-                "mintcache_backend_duration_seconds_sum" => {
-                    s.backend.entry(label(sample, "node")).or_default().sum += v;
-                }
-                _ => {}
-            }
+            s.add(sample);
         }
         s
+    }
+
+    /// Adds a sample of the calls' series (requests, read outcomes, latency, ...), or of the
+    /// memcached servers' series; other series are left out.
+    fn add(&mut self, sample: &Sample) {
+        let v = sample.value;
+        match sample.name.as_str() {
+            "mintcache_rpc_requests_total" => {
+                *self
+                    .calls
+                    .entry(label(sample, "rpc"))
+                    .or_default()
+                    .entry(label(sample, "code"))
+                    .or_default() += v;
+            }
+            "mintcache_mint_outcomes_total" => {
+                let read = sample
+                    .labels
+                    .get("read")
+                    .cloned()
+                    .unwrap_or_else(|| "elect".into());
+                *self
+                    .outcomes
+                    .entry(read)
+                    .or_default()
+                    .entry(label(sample, "outcome"))
+                    .or_default() += v;
+            }
+            "mintcache_reads_degraded_total" => self.degraded += v,
+            "mintcache_rpc_shed_total" => self.shed += v,
+            "mintcache_rpc_in_flight" => self.in_flight += v,
+            "mintcache_rpc_duration_seconds_count" => {
+                self.latency.entry(label(sample, "rpc")).or_default().count += v;
+            }
+            "mintcache_rpc_duration_seconds_sum" => {
+                self.latency.entry(label(sample, "rpc")).or_default().sum += v;
+            }
+            "mintcache_rpc_duration_seconds_bucket" => {
+                let le = sample.labels.get("le").and_then(|le| match le.as_str() {
+                    "+Inf" => Some(f64::INFINITY),
+                    le => le.parse().ok(),
+                });
+                if let Some(le) = le {
+                    let latency = self.latency.entry(label(sample, "rpc")).or_default();
+                    // Several series (e.g. per code) share bounds: add them up.
+                    match latency.buckets.iter_mut().find(|(b, _)| *b == le) {
+                        Some((_, count)) => *count += v,
+                        None => latency.buckets.push((le, v)),
+                    }
+                }
+            }
+            _ => self.add_backend(sample),
+        }
+    }
+
+    /// Adds a sample of the memcached servers' series (errors, ejections, pool, latency).
+    fn add_backend(&mut self, sample: &Sample) {
+        let v = sample.value;
+        let backends = &mut self.backend;
+        match sample.name.as_str() {
+            "mintcache_backend_errors_total" => {
+                *node(backends, sample)
+                    .errors
+                    .entry(label(sample, "kind"))
+                    .or_default() += v;
+            }
+            "mintcache_backend_ejections_total" => node(backends, sample).ejections += v,
+            "mintcache_pool_connections" => {
+                *node(backends, sample)
+                    .connections
+                    .entry(label(sample, "state"))
+                    .or_default() += v;
+            }
+            "mintcache_backend_duration_seconds_count" => node(backends, sample).count += v,
+            "mintcache_backend_duration_seconds_sum" => node(backends, sample).sum += v,
+            _ => {}
+        }
     }
 
     /// Read outcome -> count, of every read (`None`) or of one kind of read.
@@ -367,56 +378,9 @@ impl Summary {
 
     fn text(&self, admin: &str) -> String {
         let mut out = String::new();
-        let total: f64 = self.calls.values().flat_map(|codes| codes.values()).sum();
-        // The server shows its common series from the start, at zero: only what happened is
-        // listed.
-        let per_rpc: Vec<String> = self
-            .calls
-            .iter()
-            .map(|(rpc, codes)| (rpc, codes.values().sum::<f64>()))
-            .filter(|(_, n)| *n > 0.0)
-            .map(|(rpc, n)| format!("{rpc} {}", count(n)))
-            .collect();
         let _ = writeln!(out, "server      {admin} (admin port)");
-        let _ = writeln!(out, "calls       {}{}", count(total), list(&per_rpc));
-        let mut errors: BTreeMap<&str, f64> = BTreeMap::new();
-        for codes in self.calls.values() {
-            for (code, n) in codes.iter().filter(|(code, _)| *code != "OK") {
-                *errors.entry(code).or_default() += n;
-            }
-        }
-        let error_list: Vec<String> = errors
-            .iter()
-            .filter(|(_, n)| **n > 0.0)
-            .map(|(code, n)| format!("{code} {}", count(*n)))
-            .collect();
-        let _ = writeln!(
-            out,
-            "errors      {}{}",
-            count(errors.values().sum()),
-            list(&error_list)
-        );
-        let _ = writeln!(
-            out,
-            "reads       {}",
-            Self::outcome_line(&self.outcomes(None), false)
-        );
-        let mut ratios = Vec::new();
-        for read in READS {
-            let outcomes = self.outcomes(Some(read));
-            let _ = writeln!(
-                out,
-                "  {read:<9} {}",
-                Self::outcome_line(&outcomes, read == "peek")
-            );
-            if let Some(ratio) = Self::hit_ratio_of(&outcomes) {
-                ratios.push(format!("{read} {:.1}%", ratio * 100.0));
-            }
-        }
-        let ratio = self.hit_ratio().map_or("- (no reads yet)".to_owned(), |r| {
-            format!("{:.1}% (HIT + STALE){}", r * 100.0, list(&ratios))
-        });
-        let _ = writeln!(out, "hit ratio   {ratio}");
+        self.calls_text(&mut out);
+        self.reads_text(&mut out);
         let _ = writeln!(
             out,
             "degraded    {} reads answered as a miss because memcached failed",
@@ -438,6 +402,69 @@ impl Summary {
                 millis(latency.sum / latency.count)
             );
         }
+        self.backend_text(&mut out);
+        out
+    }
+
+    /// The `calls` and `errors` lines.
+    fn calls_text(&self, out: &mut String) {
+        let total: f64 = self.calls.values().flat_map(|codes| codes.values()).sum();
+        // The server shows its common series from the start, at zero: only what happened is
+        // listed.
+        let per_rpc: Vec<String> = self
+            .calls
+            .iter()
+            .map(|(rpc, codes)| (rpc, codes.values().sum::<f64>()))
+            .filter(|(_, n)| *n > 0.0)
+            .map(|(rpc, n)| format!("{rpc} {}", count(n)))
+            .collect();
+        let _ = writeln!(out, "calls       {}{}", count(total), list(&per_rpc));
+        let mut errors: BTreeMap<&str, f64> = BTreeMap::new();
+        for codes in self.calls.values() {
+            for (code, n) in codes.iter().filter(|(code, _)| *code != "OK") {
+                *errors.entry(code).or_default() += n;
+            }
+        }
+        let error_list: Vec<String> = errors
+            .iter()
+            .filter(|(_, n)| **n > 0.0)
+            .map(|(code, n)| format!("{code} {}", count(*n)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "errors      {}{}",
+            count(errors.values().sum()),
+            list(&error_list)
+        );
+    }
+
+    /// The `reads` line, one line per kind of read, and the `hit ratio` line.
+    fn reads_text(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "reads       {}",
+            Self::outcome_line(&self.outcomes(None), false)
+        );
+        let mut ratios = Vec::new();
+        for read in READS {
+            let outcomes = self.outcomes(Some(read));
+            let _ = writeln!(
+                out,
+                "  {read:<9} {}",
+                Self::outcome_line(&outcomes, read == "peek")
+            );
+            if let Some(ratio) = Self::hit_ratio_of(&outcomes) {
+                ratios.push(format!("{read} {:.1}%", ratio * 100.0));
+            }
+        }
+        let ratio = self.hit_ratio().map_or("- (no reads yet)".to_owned(), |r| {
+            format!("{:.1}% (HIT + STALE){}", r * 100.0, list(&ratios))
+        });
+        let _ = writeln!(out, "hit ratio   {ratio}");
+    }
+
+    /// One `memcached` line per server.
+    fn backend_text(&self, out: &mut String) {
         if self.backend.is_empty() {
             let _ = writeln!(out, "backend     no memcached metrics (embedded store?)");
         }
@@ -464,7 +491,6 @@ impl Summary {
                 count(b.connections.get("idle").copied().unwrap_or(0.0)),
             );
         }
-        out
     }
 
     fn json(&self, admin: &str) -> Value {

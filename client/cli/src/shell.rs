@@ -77,16 +77,9 @@ pub(crate) async fn run(
     stderr: &mut dyn Write,
 ) -> Exit {
     let interactive = session.terminal.stdin;
-    let editor = if interactive {
-        match DefaultEditor::new() {
-            Ok(mut editor) => {
-                let history = std::env::var_os("HOME")
-                    .map(|home| PathBuf::from(home).join(".mintcache_history"));
-                if let Some(path) = &history {
-                    let _ = editor.load_history(path);
-                }
-                Some(Editor { editor, history })
-            }
+    let mut editor = if interactive {
+        match Editor::new() {
+            Ok(editor) => Some(editor),
             Err(e) => {
                 let _ = writeln!(stderr, "mintcache: error: cannot use the terminal: {e}");
                 return Exit::Usage;
@@ -96,21 +89,9 @@ pub(crate) async fn run(
         None
     };
     if interactive {
-        // A greeting is for the person typing: on stdout only when it is their terminal.
-        let out: &mut dyn Write = if session.terminal.stdout {
-            stdout
-        } else {
-            stderr
-        };
-        let _ = writeln!(
-            out,
-            "mintcache shell on {} ({}). Type `help` for the commands, `quit` to leave.",
-            session.connection.endpoints.join(", "),
-            session.key_space()
-        );
+        greet(session, stdout, stderr);
     }
     let mut piped;
-    let mut editor = editor;
     let lines: &mut dyn Lines = match editor.as_mut() {
         Some(editor) => editor,
         None => {
@@ -119,7 +100,6 @@ pub(crate) async fn run(
         }
     };
     let mut last = Exit::Success;
-    let mut nothing: &[u8] = b"";
     loop {
         let prompt = prompt(session);
         let Some(line) = lines.next_line(&prompt) else {
@@ -130,52 +110,108 @@ pub(crate) async fn run(
             continue;
         }
         lines.remember(line);
-        let words = match shell_words::split(line) {
-            Ok(words) => words,
-            Err(e) => {
-                let json = output.json || line.split_whitespace().any(|w| w == "--json");
-                show_error(Exit::Usage, None, &e.to_string(), json, stdout, stderr);
-                last = Exit::Usage;
-                continue;
-            }
+        let Some(parsed) = parse_line(line, output, stdout, stderr) else {
+            last = Exit::Usage;
+            continue;
         };
-        let parsed = match ShellLine::try_parse_from(&words) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                if output.json || words.iter().any(|w| w == "--json") {
-                    show_error(Exit::Usage, None, &usage_message(&e), true, stdout, stderr);
-                } else {
-                    let _ = write!(stderr, "{}", e.render());
-                }
-                last = Exit::Usage;
-                continue;
-            }
-        };
-        let output = OutputArgs {
-            json: output.json || parsed.output.json,
-            quiet: output.quiet || parsed.output.quiet,
-        };
-        last = match parsed.command {
-            ShellCommand::Quit => break,
-            ShellCommand::Help { command } => help(command.as_deref(), stdout, stderr),
-            ShellCommand::Use { version } => {
-                session.connection.cache_version = Some(version.clone());
-                session.client = session.client.with_version(version);
-                Exit::Success
-            }
-            ShellCommand::Namespace { name } => {
-                session.connection.namespace = Some(name.clone());
-                session.client = session.client.with_namespace(name);
-                Exit::Success
-            }
-            ShellCommand::Cache(command) => {
-                session
-                    .run_command(&command, output, &mut nothing, stdout, stderr, true)
-                    .await
-            }
-        };
+        match run_line(session, parsed, output, stdout, stderr).await {
+            Some(exit) => last = exit,
+            None => break,
+        }
     }
     if interactive { Exit::Success } else { last }
+}
+
+impl Editor {
+    /// A line editor on the terminal, with the history of `~/.mintcache_history` loaded.
+    fn new() -> Result<Self, ReadlineError> {
+        let mut editor = DefaultEditor::new()?;
+        let history =
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".mintcache_history"));
+        if let Some(path) = &history {
+            let _ = editor.load_history(path);
+        }
+        Ok(Self { editor, history })
+    }
+}
+
+/// A greeting is for the person typing: on stdout only when it is their terminal.
+fn greet(session: &Session, stdout: &mut dyn Write, stderr: &mut dyn Write) {
+    let out: &mut dyn Write = if session.terminal.stdout {
+        stdout
+    } else {
+        stderr
+    };
+    let _ = writeln!(
+        out,
+        "mintcache shell on {} ({}). Type `help` for the commands, `quit` to leave.",
+        session.connection.endpoints.join(", "),
+        session.key_space()
+    );
+}
+
+/// Splits and parses one line; a line that is not a command is reported here (as JSON when
+/// `--json` is on for the shell or given on the line) and gives `None`.
+fn parse_line(
+    line: &str,
+    output: OutputArgs,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Option<ShellLine> {
+    let words = match shell_words::split(line) {
+        Ok(words) => words,
+        Err(e) => {
+            let json = output.json || line.split_whitespace().any(|w| w == "--json");
+            show_error(Exit::Usage, None, &e.to_string(), json, stdout, stderr);
+            return None;
+        }
+    };
+    match ShellLine::try_parse_from(&words) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            if output.json || words.iter().any(|w| w == "--json") {
+                show_error(Exit::Usage, None, &usage_message(&e), true, stdout, stderr);
+            } else {
+                let _ = write!(stderr, "{}", e.render());
+            }
+            None
+        }
+    }
+}
+
+/// Runs one parsed line; `None` for `quit`.
+async fn run_line(
+    session: &mut Session,
+    parsed: ShellLine,
+    output: OutputArgs,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Option<Exit> {
+    let output = OutputArgs {
+        json: output.json || parsed.output.json,
+        quiet: output.quiet || parsed.output.quiet,
+    };
+    Some(match parsed.command {
+        ShellCommand::Quit => return None,
+        ShellCommand::Help { command } => help(command.as_deref(), stdout, stderr),
+        ShellCommand::Use { version } => {
+            session.connection.cache_version = Some(version.clone());
+            session.client = session.client.with_version(version);
+            Exit::Success
+        }
+        ShellCommand::Namespace { name } => {
+            session.connection.namespace = Some(name.clone());
+            session.client = session.client.with_namespace(name);
+            Exit::Success
+        }
+        ShellCommand::Cache(command) => {
+            // In the shell, values and keys come from the line, never from stdin.
+            let mut nothing: &[u8] = b"";
+            session
+                .run_command(&command, output, &mut nothing, stdout, stderr, true)
+                .await
+        }
+    })
 }
 
 fn prompt(session: &Session) -> String {

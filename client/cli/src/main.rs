@@ -1,8 +1,8 @@
-//! `mintcache`: the command-line client. All logic is in `mintcache_client::cli`.
+//! `mintcache`: the command-line client. All logic is in the `mintcache_cli` library.
 
 use std::process::ExitCode;
 
-use mintcache_client::cli::{Exit, Terminal, run_with};
+use mintcache_cli::{Exit, Terminal, run_with};
 
 fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()

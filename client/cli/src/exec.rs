@@ -6,7 +6,11 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mintcache_client::{
+    Backoff, Client, Error, KeyError, LeaseToken, Lookup, Outcome, ServingStatus,
+};
 use serde_json::{Value, json};
+use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use super::args::{Command, Connection, CounterArgs, OutputArgs, WriteArgs};
@@ -18,8 +22,6 @@ use super::output::{
 };
 use super::stats;
 use super::{Exit, Terminal};
-use crate::{Backoff, Client, Error, KeyError, Lookup, Outcome, ServingStatus};
-use tonic::Code;
 
 /// The client and the settings commands run with.
 pub(crate) struct Session {
@@ -101,6 +103,7 @@ impl Session {
         }
     }
 
+    /// Runs one command: each has its function below.
     async fn execute(
         &self,
         command: &Command,
@@ -114,28 +117,8 @@ impl Session {
                 key,
                 elect,
                 lease_on_miss,
-            } => {
-                let key = bytes(key);
-                let lookup = if *elect {
-                    let client = if *lease_on_miss {
-                        client.with_lease_on_miss(true)
-                    } else {
-                        client.clone()
-                    };
-                    client.get(key.clone()).await?
-                } else {
-                    client.peek(key.clone()).await?
-                };
-                Ok(read_report(&key, &lookup))
-            }
-            Command::Inspect { key } => {
-                let key = bytes(key);
-                let lookup = client.peek(key.clone()).await?;
-                let mut report = read_report(&key, &lookup);
-                report.data = Data::Text(inspect_text(&key, &lookup));
-                report.feedback = None;
-                Ok(report)
-            }
+            } => get(client, &bytes(key), *elect, *lease_on_miss).await,
+            Command::Inspect { key } => inspect(client, &bytes(key)).await,
             Command::Set {
                 key,
                 value,
@@ -143,83 +126,19 @@ impl Session {
                 lease,
             } => {
                 let value = value_input(value.as_ref(), write, input, self.terminal)?;
-                let stored = client
-                    .set_with(bytes(key), value, &write.options(lease.clone()))
-                    .await?;
-                let not_stored = if lease.is_some() {
-                    "not stored: lease outdated (the key was set, deleted or invalidated since \
-                     the read that gave this lease)"
-                } else {
-                    "not stored"
-                };
-                Ok(
-                    Report::new(Exit::from_bool(stored), json!({ "stored": stored }))
-                        .feedback(if stored { "stored" } else { not_stored }),
-                )
+                set(client, bytes(key), value, write, lease.as_ref()).await
             }
             Command::Add { key, value, write } => {
                 let value = value_input(value.as_ref(), write, input, self.terminal)?;
-                let stored = client.add(bytes(key), value, &write.options(None)).await?;
-                Ok(
-                    Report::new(Exit::from_bool(stored), json!({ "stored": stored })).feedback(
-                        if stored {
-                            "stored"
-                        } else {
-                            "not stored: the key already holds a value"
-                        },
-                    ),
-                )
+                add(client, bytes(key), value, write).await
             }
-            Command::Delete { key } => {
-                let deleted = client.delete(bytes(key)).await?;
-                Ok(
-                    Report::new(Exit::from_bool(deleted), json!({ "deleted": deleted }))
-                        .feedback(if deleted { "deleted" } else { "not found" }),
-                )
-            }
-            Command::Invalidate { key } => {
-                let invalidated = client.invalidate(bytes(key)).await?;
-                Ok(Report::new(
-                    Exit::from_bool(invalidated),
-                    json!({ "invalidated": invalidated }),
-                )
-                .feedback(if invalidated {
-                    "invalidated: the next reader refreshes it, the others get the stale value \
-                     meanwhile"
-                } else {
-                    "not found"
-                }))
-            }
+            Command::Delete { key } => delete(client, bytes(key)).await,
+            Command::Invalidate { key } => invalidate(client, bytes(key)).await,
             Command::Touch {
                 key,
                 ttl,
                 no_expiry,
-            } => {
-                let touched = if *no_expiry {
-                    client.persist(bytes(key)).await?
-                } else {
-                    client.touch(bytes(key), Duration::from_secs(*ttl)).await?
-                };
-                let done = match (*no_expiry, *ttl) {
-                    (true, _) => "touched: never expires".to_owned(),
-                    (false, 0) => "touched: fresh for the server's default ttl".to_owned(),
-                    (false, ttl) => {
-                        format!(
-                            "touched: fresh for {}",
-                            duration_text(Duration::from_secs(ttl))
-                        )
-                    }
-                };
-                Ok(
-                    Report::new(Exit::from_bool(touched), json!({ "touched": touched })).feedback(
-                        if touched {
-                            done
-                        } else {
-                            "not found".to_owned()
-                        },
-                    ),
-                )
-            }
+            } => touch(client, bytes(key), *ttl, *no_expiry).await,
             Command::Incr { key, delta, create } => {
                 counter(client, &bytes(key), *delta, create).await
             }
@@ -228,8 +147,7 @@ impl Session {
             }
             Command::GetMany { keys, input: opts } => {
                 let keys = batch::keys(keys, opts.base64, input.stdin())?;
-                let results = client.peek_many(keys.iter().cloned()).await?;
-                Ok(get_many_report(&keys, results, opts.base64))
+                get_many(client, keys, opts.base64).await
             }
             Command::SetMany {
                 pairs,
@@ -237,38 +155,27 @@ impl Session {
                 input: opts,
             } => {
                 let items = batch::items(pairs, opts.base64, input.stdin())?;
-                if !write.allow_empty
-                    && let Some((key, _)) = items.iter().find(|(_, v)| v.is_empty())
-                {
-                    return Err(CliError::usage(format!(
-                        "the value of {} is empty: pass --allow-empty to store empty values",
-                        key_text(key)
-                    )));
-                }
-                let options = write.options(None);
-                let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| k.clone()).collect();
-                let results = client
-                    .set_many(items.into_iter().map(|(k, v)| (k, v, options.clone())))
-                    .await?;
-                Ok(write_many_report(&keys, results, "stored", "not stored"))
+                set_many(client, items, write).await
             }
             Command::DeleteMany { keys, input: opts } => {
                 let keys = batch::keys(keys, opts.base64, input.stdin())?;
-                let results = client.delete_many(keys.iter().cloned()).await?;
-                Ok(write_many_report(&keys, results, "deleted", "not found"))
+                delete_many(client, keys).await
             }
             Command::Flush { yes } => self.flush(*yes, input, stderr).await,
-            Command::Stats { raw } => {
-                if *raw && output.json {
-                    return Err(CliError::usage(
-                        "stats --raw prints the Prometheus text: it cannot be JSON (drop --json)",
-                    ));
-                }
-                stats::report(&self.connection, *raw).await
-            }
+            Command::Stats { raw } => self.stats(*raw, output).await,
             Command::Health { service } => health(client, service.as_deref()).await,
             Command::Shell => Err(CliError::usage("already in the shell")),
         }
+    }
+
+    /// `stats`: the server's counters from its admin port.
+    async fn stats(&self, raw: bool, output: OutputArgs) -> Result<Report, CliError> {
+        if raw && output.json {
+            return Err(CliError::usage(
+                "stats --raw prints the Prometheus text: it cannot be JSON (drop --json)",
+            ));
+        }
+        stats::report(&self.connection, raw).await
     }
 
     async fn flush(
@@ -433,6 +340,156 @@ fn inspect_text(key: &[u8], l: &Lookup) -> String {
         .collect()
 }
 
+/// `get`: a peek, or with `--elect` a read that takes part in the refresh election.
+async fn get(
+    client: &Client,
+    key: &[u8],
+    elect: bool,
+    lease_on_miss: bool,
+) -> Result<Report, CliError> {
+    let lookup = if elect {
+        let client = if lease_on_miss {
+            client.with_lease_on_miss(true)
+        } else {
+            client.clone()
+        };
+        client.get(key.to_vec()).await?
+    } else {
+        client.peek(key.to_vec()).await?
+    };
+    Ok(read_report(key, &lookup))
+}
+
+/// `inspect`: a peek, shown as everything about the key.
+async fn inspect(client: &Client, key: &[u8]) -> Result<Report, CliError> {
+    let lookup = client.peek(key.to_vec()).await?;
+    let mut report = read_report(key, &lookup);
+    report.data = Data::Text(inspect_text(key, &lookup));
+    report.feedback = None;
+    Ok(report)
+}
+
+async fn set(
+    client: &Client,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    write: &WriteArgs,
+    lease: Option<&LeaseToken>,
+) -> Result<Report, CliError> {
+    let stored = client
+        .set_with(key, value, &write.options(lease.cloned()))
+        .await?;
+    let not_stored = if lease.is_some() {
+        "not stored: lease outdated (the key was set, deleted or invalidated since the read \
+         that gave this lease)"
+    } else {
+        "not stored"
+    };
+    Ok(
+        Report::new(Exit::from_bool(stored), json!({ "stored": stored })).feedback(if stored {
+            "stored"
+        } else {
+            not_stored
+        }),
+    )
+}
+
+async fn add(
+    client: &Client,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    write: &WriteArgs,
+) -> Result<Report, CliError> {
+    let stored = client.add(key, value, &write.options(None)).await?;
+    Ok(
+        Report::new(Exit::from_bool(stored), json!({ "stored": stored })).feedback(if stored {
+            "stored"
+        } else {
+            "not stored: the key already holds a value"
+        }),
+    )
+}
+
+async fn delete(client: &Client, key: Vec<u8>) -> Result<Report, CliError> {
+    let deleted = client.delete(key).await?;
+    Ok(
+        Report::new(Exit::from_bool(deleted), json!({ "deleted": deleted })).feedback(if deleted {
+            "deleted"
+        } else {
+            "not found"
+        }),
+    )
+}
+
+async fn invalidate(client: &Client, key: Vec<u8>) -> Result<Report, CliError> {
+    let invalidated = client.invalidate(key).await?;
+    Ok(Report::new(
+        Exit::from_bool(invalidated),
+        json!({ "invalidated": invalidated }),
+    )
+    .feedback(if invalidated {
+        "invalidated: the next reader refreshes it, the others get the stale value meanwhile"
+    } else {
+        "not found"
+    }))
+}
+
+/// `touch`: a new fresh ttl (`0`: the server's default), or never to expire.
+async fn touch(
+    client: &Client,
+    key: Vec<u8>,
+    ttl: u64,
+    no_expiry: bool,
+) -> Result<Report, CliError> {
+    let touched = if no_expiry {
+        client.persist(key).await?
+    } else {
+        client.touch(key, Duration::from_secs(ttl)).await?
+    };
+    let feedback = match (touched, no_expiry, ttl) {
+        (false, _, _) => "not found".to_owned(),
+        (true, true, _) => "touched: never expires".to_owned(),
+        (true, false, 0) => "touched: fresh for the server's default ttl".to_owned(),
+        (true, false, ttl) => format!(
+            "touched: fresh for {}",
+            duration_text(Duration::from_secs(ttl))
+        ),
+    };
+    Ok(Report::new(Exit::from_bool(touched), json!({ "touched": touched })).feedback(feedback))
+}
+
+/// `get-many`: peeks, like `get`.
+async fn get_many(client: &Client, keys: Vec<Vec<u8>>, base64: bool) -> Result<Report, CliError> {
+    let results = client.peek_many(keys.iter().cloned()).await?;
+    Ok(get_many_report(&keys, results, base64))
+}
+
+async fn set_many(
+    client: &Client,
+    items: Vec<(Vec<u8>, Vec<u8>)>,
+    write: &WriteArgs,
+) -> Result<Report, CliError> {
+    if !write.allow_empty
+        && let Some((key, _)) = items.iter().find(|(_, v)| v.is_empty())
+    {
+        return Err(CliError::usage(format!(
+            "the value of {} is empty: pass --allow-empty to store empty values",
+            key_text(key)
+        )));
+    }
+    let options = write.options(None);
+    let keys: Vec<Vec<u8>> = items.iter().map(|(k, _)| k.clone()).collect();
+    let results = client
+        .set_many(items.into_iter().map(|(k, v)| (k, v, options.clone())))
+        .await?;
+    Ok(write_many_report(&keys, results, "stored", "not stored"))
+}
+
+async fn delete_many(client: &Client, keys: Vec<Vec<u8>>) -> Result<Report, CliError> {
+    let results = client.delete_many(keys.iter().cloned()).await?;
+    Ok(write_many_report(&keys, results, "deleted", "not found"))
+}
+
 async fn counter(
     client: &Client,
     key: &[u8],
@@ -477,7 +534,7 @@ fn key_json(key: &[u8]) -> Value {
 fn key_error_json(key: &[u8], e: &KeyError) -> Value {
     let mut entry = key_json(key);
     entry["error"] = json!({
-        "code": crate::error::code_name(e.code),
+        "code": mintcache_client::code_name(e.code),
         "message": e.message,
     });
     entry

@@ -102,8 +102,12 @@ impl fmt::Display for StatusDisplay<'_> {
     }
 }
 
-/// The canonical upper-case name of a gRPC code (`UNAVAILABLE`, `NOT_FOUND`, ...).
-pub(crate) fn code_name(code: Code) -> &'static str {
+/// The canonical upper-case name of a gRPC code (`UNAVAILABLE`, `NOT_FOUND`, ...), as the gRPC
+/// specification spells it: what the CLI prints and the load generator counts failures by.
+///
+/// The server has its own copy (for its metric labels): neither crate depends on the other, so
+/// that users of this client never compile the server.
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -137,5 +141,12 @@ mod tests {
         assert_eq!(e.to_string(), "INTERNAL");
         assert_eq!(e.code(), Some(Code::Internal));
         assert_eq!(Error::NoEndpoint.code(), None);
+    }
+
+    #[test]
+    fn code_names_follow_the_grpc_spec() {
+        assert_eq!(code_name(Code::Unavailable), "UNAVAILABLE");
+        assert_eq!(code_name(Code::ResourceExhausted), "RESOURCE_EXHAUSTED");
+        assert_eq!(code_name(Code::DeadlineExceeded), "DEADLINE_EXCEEDED");
     }
 }

@@ -1,6 +1,6 @@
 //! The real `mintcache` binary: streams, exit codes and environment variables. Round trips
 //! against a server are in the workspace's `tests/client_cli.rs` (in-process, same code path:
-//! the binary only passes its arguments and standard streams to `mintcache_client::cli::run`).
+//! the binary only passes its arguments and standard streams to `mintcache_cli::run`).
 
 use std::io::Write;
 use std::net::TcpListener;

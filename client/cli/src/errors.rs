@@ -7,11 +7,11 @@
 
 use std::path::PathBuf;
 
+use mintcache_client::Error;
 use tonic::Code;
 
 use super::Exit;
 use super::args::Connection;
-use crate::Error;
 
 /// The message of the refused `--version` forms.
 pub(crate) const VERSION_FLAG_MISUSED: &str = "`--version` prints this tool's version and \
@@ -49,7 +49,7 @@ pub(crate) enum CliError {
     Admin(String),
     /// A gRPC server answered, but not a mintcache server: it does not serve
     /// `mintcache.v1.Cache` (another program holds the port).
-    #[error("not a mintcache server ({}; {health})", crate::Error::from(.status.clone()))]
+    #[error("not a mintcache server ({}; {health})", mintcache_client::Error::from(.status.clone()))]
     NotMintcache {
         /// Its answer to the call.
         status: tonic::Status,
@@ -258,7 +258,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 fn explain_status(status: &tonic::Status, endpoints: &str, port_hint: &str) -> String {
-    let code = crate::error::code_name(status.code());
+    let code = mintcache_client::code_name(status.code());
     let chain = chain_text(status);
     let said = if chain.is_empty() {
         code.to_owned()

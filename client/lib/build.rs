@@ -8,9 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .compile_with_config(
             config,
-            &["../proto/mintcache/v1/cache.proto"],
-            &["../proto"],
+            &["../../proto/mintcache/v1/cache.proto"],
+            &["../../proto"],
         )?;
-    println!("cargo:rerun-if-changed=../proto");
+    println!("cargo:rerun-if-changed=../../proto");
     Ok(())
 }

@@ -10,10 +10,11 @@
 //! - [`ClientBuilder`] — how a [`Client`] is configured.
 //! - [`proto`] — the generated protobuf messages and the raw tonic client ([`CacheClient`]) of
 //!   the `mintcache.v1.Cache` service, for anything the wrapper does not cover.
-//! - [`cli`] (feature `cli`, on by default) — the `mintcache` command-line tool: `get`,
-//!   `inspect`, `set`, batches, `flush`, `stats`, `shell`, ...
-//! - [`bench`](mod@bench) (feature `bench`, on by default) — the `mintcache-bench` load generator.
-//! - Header name constants ([`VERSION_HEADER`], ...) for raw-client users.
+//! - Header name constants ([`VERSION_HEADER`], ...) and [`code_name`] for raw-client users.
+//!
+//! The command-line tool (`mintcache`, crate `mintcache-cli`) and the load generator
+//! (`mintcache-bench`) are built on this crate; an application depending on it compiles
+//! neither.
 //!
 //! ```no_run
 //! # // no_run: needs a mintcache server on 127.0.0.1:50051 (the e2e tests in tests/ run one).
@@ -35,16 +36,12 @@
 //! # }
 //! ```
 //!
-//! Without the TLS and CLI dependencies: `mintcache-client = { version = "…",
-//! default-features = false }` (features `tls`, `cli`, `bench`).
+//! Without the TLS dependencies: `mintcache-client = { version = "…", default-features = false }`
+//! (feature `tls`, on by default).
 #![forbid(unsafe_code)]
 
 mod backoff;
-#[cfg(feature = "bench")]
-pub mod bench;
 mod builder;
-#[cfg(feature = "cli")]
-pub mod cli;
 mod client;
 mod error;
 mod mint;
@@ -59,7 +56,7 @@ pub mod proto {
 pub use backoff::Backoff;
 pub use builder::ClientBuilder;
 pub use client::Client;
-pub use error::{BoxError, Error};
+pub use error::{BoxError, Error, code_name};
 pub use proto::cache_client::CacheClient;
 pub use tonic_health::pb::health_check_response::ServingStatus;
 pub use types::{

@@ -25,13 +25,13 @@ use std::time::Duration;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
+use mintcache_client::{AUTHORIZATION_HEADER, NAMESPACE_HEADER, VERSION_HEADER};
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
 
 use super::BenchError;
 use super::options::GrpcTarget;
 use super::record::Op;
-use crate::{AUTHORIZATION_HEADER, NAMESPACE_HEADER, VERSION_HEADER};
 
 /// HTTP/2 flow-control windows of the client (h2load's defaults are larger still): a reply
 /// never waits for a window update.
@@ -340,7 +340,7 @@ fn h2_status(error: h2::Error) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{GetRequest, GetResponse};
+    use mintcache_client::proto::{GetRequest, GetResponse};
 
     #[test]
     fn messages_are_framed_and_unframed() {

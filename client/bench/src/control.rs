@@ -5,7 +5,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::options::Bound;
+/// When the measurement ends (`--duration` or `--count`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bound {
+    Duration(Duration),
+    Count(u64),
+}
 
 /// What a call stream should do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

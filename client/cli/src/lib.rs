@@ -1,5 +1,5 @@
 //! The `mintcache` command-line tool, as library functions ([`run`], [`run_with`]) so that it
-//! can be tested in-process; `src/bin/mintcache.rs` only wires them to the process's
+//! can be tested in-process; `src/main.rs` only wires them to the process's
 //! arguments, streams and terminal.
 //!
 //! - `args`: the grammar (clap) and help texts;
@@ -115,7 +115,7 @@ impl Terminal {
 /// bad input; never exits the process.
 ///
 /// ```
-/// use mintcache_client::cli::{Exit, run};
+/// use mintcache_cli::{Exit, run};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

@@ -1,5 +1,5 @@
 //! `mintcache-bench`, the load generator, as a library ([`parse`], [`execute`], [`run`]) so
-//! that it can be run in-process by tests; `src/bin/mintcache-bench.rs` only wires it to the
+//! that it can be run in-process by tests; `src/main.rs` only wires it to the
 //! process's arguments, streams, runtime and Ctrl-C.
 //!
 //! A run: validate the command line (`options`), connect (C HTTP/2 connections, or C TCP

@@ -2,7 +2,7 @@
 //! `--memcached` run against a real memcached process (started here on a free port; a missing
 //! memcached fails the test). Runs against mintcache servers are in the workspace's
 //! `tests/bench_smoke.rs` (in-process, same code path: the binary only passes its arguments,
-//! streams and Ctrl-C to `mintcache_client::bench`).
+//! streams and Ctrl-C to `mintcache_bench`).
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};

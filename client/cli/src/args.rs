@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use clap::builder::FalseyValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use crate::{DebugMode, LeaseToken, SetOptions};
+use mintcache_client::{DebugMode, LeaseToken, SetOptions};
 
 /// The exit statuses, as shown by `--help` (and in the README).
 pub(crate) const EXIT_STATUS_HELP: &str = "\

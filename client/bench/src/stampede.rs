@@ -15,15 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mintcache_client::code_name;
+use mintcache_client::proto::{GetRequest, GetResponse, SetRequest, SetResponse};
 use serde::Serialize;
 
 use super::BenchError;
 use super::control::{Limiter, Live, Phase};
 use super::grpc::{drive, outcome, status_text};
 use super::options::GrpcTarget;
-use super::record::{Op, Outcome, Recorder, Tally, code_name};
+use super::record::{Op, Outcome, Recorder, Tally};
 use super::wire::{Conn, Driver};
-use crate::proto::{GetRequest, GetResponse, SetRequest, SetResponse};
 
 /// What every reader shares.
 pub(crate) struct Job {

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use mintcache_client::{Lookup, Outcome};
 use serde_json::{Value, json};
 
 use super::args::{Connection, OutputArgs};
 use super::errors::{CliError, explain};
 use super::{Exit, Terminal};
-use crate::{Lookup, Outcome};
 
 /// What a command produced.
 #[derive(Debug)]
@@ -148,7 +148,7 @@ pub(crate) fn fail(
 ) -> Exit {
     let exit = e.exit();
     let message = explain(e, connection);
-    let code = e.code().map(crate::error::code_name);
+    let code = e.code().map(mintcache_client::code_name);
     show_error(exit, code, &message, json, stdout, stderr);
     exit
 }
@@ -354,12 +354,12 @@ mod tests {
             lookup_feedback(&stale).starts_with("STALE (past its soft expiry; servable for 12s")
         );
         let refresh = Lookup {
-            lease: Some(crate::LeaseToken::from(vec![1, 3])),
+            lease: Some(mintcache_client::LeaseToken::from(vec![1, 3])),
             ..lookup(Outcome::Refresh)
         };
         assert!(lookup_feedback(&refresh).contains("--lease 0103"));
         let miss = Lookup {
-            lease: Some(crate::LeaseToken::from(vec![2])),
+            lease: Some(mintcache_client::LeaseToken::from(vec![2])),
             value: Vec::new(),
             ..lookup(Outcome::Miss)
         };

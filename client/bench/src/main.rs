@@ -1,11 +1,11 @@
-//! `mintcache-bench`: the load generator. All logic is in `mintcache_client::bench`; this file
+//! `mintcache-bench`: the load generator. All logic is in the `mintcache_bench` library; this file
 //! picks the runtime's thread count, shows progress only on a terminal, and turns Ctrl-C into
 //! an orderly stop.
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use mintcache_client::bench::{Exit, execute, parse};
+use mintcache_bench::{Exit, execute, parse};
 
 fn main() -> ExitCode {
     let mut out = std::io::stdout().lock();

@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Endpoint;
 
+use super::control::Bound;
 use super::keys::KeySpace;
 use super::record::Op;
 
@@ -353,13 +354,6 @@ pub(crate) struct Stampede {
     pub(crate) recompute: Duration,
 }
 
-/// When the measurement ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Bound {
-    Duration(Duration),
-    Count(u64),
-}
-
 /// Parses the arguments (the first one is the program name). `Err` carries clap's error,
 /// which also stands for `--help` and `--version`.
 pub(crate) fn parse<I, T>(args: I) -> Result<Result<Plan, UsageError>, clap::Error>
@@ -371,6 +365,9 @@ where
     Ok(validate(cli))
 }
 
+/// Checks the command line in a fixed order (the first problem found is the one reported):
+/// the target, the flags that apply to the workload, concurrency, the bound and the runtime,
+/// then the workload's own settings.
 fn validate(cli: Cli) -> Result<Plan, UsageError> {
     let stampede = cli.workload == WorkloadKind::Stampede;
     let target = target(&cli)?;
@@ -380,7 +377,47 @@ fn validate(cli: Cli) -> Result<Plan, UsageError> {
              mintcache's",
         ));
     }
+    check_workload_flags(&cli, stampede)?;
+    check_concurrency(&cli)?;
+    let bound = bound(&cli)?;
+    if cli.timeout.is_zero() {
+        return Err(usage("--timeout must be above zero"));
+    }
+    if cli.threads == Some(0) {
+        return Err(usage("--threads must be at least 1"));
+    }
+    let key_prefix = match &cli.key_prefix {
+        Some(prefix) => {
+            check_key_prefix(prefix)?;
+            prefix.clone()
+        }
+        None => format!("bench:{:08x}:", run_id()),
+    };
+    let workload = if stampede {
+        Workload::Stampede(stampede_settings(&cli, key_prefix)?)
+    } else {
+        Workload::Mix(mix_settings(&cli, &key_prefix)?)
+    };
+    Ok(Plan {
+        target,
+        workload,
+        connections: cli.connections,
+        streams: cli.streams,
+        warmup: if stampede {
+            Duration::ZERO
+        } else {
+            cli.warmup.unwrap_or(DEFAULT_WARMUP)
+        },
+        bound,
+        timeout: cli.timeout,
+        threads: cli.threads,
+        seed: cli.seed.unwrap_or(DEFAULT_SEED),
+        json: cli.json,
+    })
+}
 
+/// The flags of one workload are refused with the others.
+fn check_workload_flags(cli: &Cli, stampede: bool) -> Result<(), UsageError> {
     let not_for = |given: bool, flag: &str, what: &str| -> Result<(), UsageError> {
         if given {
             Err(usage(format!("{flag} does not apply to {what}")))
@@ -422,7 +459,11 @@ fn validate(cli: Cli) -> Result<Plan, UsageError> {
             )?;
         }
     }
+    Ok(())
+}
 
+/// Connections, streams per connection, and the calls in flight they make together.
+fn check_concurrency(cli: &Cli) -> Result<(), UsageError> {
     if cli.connections == 0 || cli.connections > MAX_CONNECTIONS {
         return Err(usage(format!(
             "--connections must be 1..={MAX_CONNECTIONS}, not {}",
@@ -441,95 +482,72 @@ fn validate(cli: Cli) -> Result<Plan, UsageError> {
             cli.connections * cli.streams
         )));
     }
-    let bound = match (cli.duration, cli.count) {
-        (_, Some(0)) => return Err(usage("--count must be at least 1")),
-        (_, Some(n)) => Bound::Count(n),
-        (Some(d), None) if d.is_zero() => return Err(usage("--duration must be above zero")),
-        (Some(d), None) => Bound::Duration(d),
-        (None, None) => Bound::Duration(DEFAULT_DURATION),
-    };
-    if cli.timeout.is_zero() {
-        return Err(usage("--timeout must be above zero"));
-    }
-    if cli.threads == Some(0) {
-        return Err(usage("--threads must be at least 1"));
-    }
-    let key_prefix = match &cli.key_prefix {
-        Some(prefix) => {
-            check_key_prefix(prefix)?;
-            prefix.clone()
-        }
-        None => format!("bench:{:08x}:", run_id()),
-    };
+    Ok(())
+}
 
-    let workload = if stampede {
-        let ttl = cli.stampede_ttl.unwrap_or(DEFAULT_STAMPEDE_TTL);
-        if ttl == 0 || ttl > MAX_TTL {
-            return Err(usage(format!(
-                "--stampede-ttl must be 1..={MAX_TTL} seconds"
-            )));
-        }
-        let grace = cli.grace.unwrap_or(DEFAULT_GRACE);
-        if grace == 0 || grace > MAX_GRACE {
-            return Err(usage(format!("--grace must be 1..={MAX_GRACE} seconds")));
-        }
-        Workload::Stampede(Stampede {
-            key_prefix,
-            ttl,
-            grace,
-            recompute: cli.recompute.unwrap_or(DEFAULT_RECOMPUTE),
-        })
-    } else {
-        let value_size = cli.value_size.unwrap_or(DEFAULT_VALUE_SIZE);
-        if value_size > MAX_VALUE_SIZE {
-            return Err(usage(format!(
-                "--value-size must be at most {MAX_VALUE_SIZE} bytes (memcached's item limit)"
-            )));
-        }
-        let keys = cli.keys.unwrap_or(DEFAULT_KEYS);
-        if keys == 0 {
-            return Err(usage("--keys must be at least 1"));
-        }
-        let batch = match cli.workload {
-            WorkloadKind::Batch => {
-                let k = cli.batch.unwrap_or(DEFAULT_BATCH);
-                if k == 0 || k > MAX_BATCH {
-                    return Err(usage(format!("--batch must be 1..={MAX_BATCH}")));
-                }
-                Some(k)
+/// `--count` wins over `--duration`; neither: the default duration.
+fn bound(cli: &Cli) -> Result<Bound, UsageError> {
+    match (cli.duration, cli.count) {
+        (_, Some(0)) => Err(usage("--count must be at least 1")),
+        (_, Some(n)) => Ok(Bound::Count(n)),
+        (Some(d), None) if d.is_zero() => Err(usage("--duration must be above zero")),
+        (Some(d), None) => Ok(Bound::Duration(d)),
+        (None, None) => Ok(Bound::Duration(DEFAULT_DURATION)),
+    }
+}
+
+fn stampede_settings(cli: &Cli, key_prefix: String) -> Result<Stampede, UsageError> {
+    let ttl = cli.stampede_ttl.unwrap_or(DEFAULT_STAMPEDE_TTL);
+    if ttl == 0 || ttl > MAX_TTL {
+        return Err(usage(format!(
+            "--stampede-ttl must be 1..={MAX_TTL} seconds"
+        )));
+    }
+    let grace = cli.grace.unwrap_or(DEFAULT_GRACE);
+    if grace == 0 || grace > MAX_GRACE {
+        return Err(usage(format!("--grace must be 1..={MAX_GRACE} seconds")));
+    }
+    Ok(Stampede {
+        key_prefix,
+        ttl,
+        grace,
+        recompute: cli.recompute.unwrap_or(DEFAULT_RECOMPUTE),
+    })
+}
+
+fn mix_settings(cli: &Cli, key_prefix: &str) -> Result<Mix, UsageError> {
+    let value_size = cli.value_size.unwrap_or(DEFAULT_VALUE_SIZE);
+    if value_size > MAX_VALUE_SIZE {
+        return Err(usage(format!(
+            "--value-size must be at most {MAX_VALUE_SIZE} bytes (memcached's item limit)"
+        )));
+    }
+    let keys = cli.keys.unwrap_or(DEFAULT_KEYS);
+    if keys == 0 {
+        return Err(usage("--keys must be at least 1"));
+    }
+    let batch = match cli.workload {
+        WorkloadKind::Batch => {
+            let k = cli.batch.unwrap_or(DEFAULT_BATCH);
+            if k == 0 || k > MAX_BATCH {
+                return Err(usage(format!("--batch must be 1..={MAX_BATCH}")));
             }
-            _ => None,
-        };
-        let ttl = cli.ttl.unwrap_or(DEFAULT_TTL);
-        if ttl == 0 || ttl > MAX_TTL {
-            return Err(usage(format!("--ttl must be 1..={MAX_TTL} seconds")));
+            Some(k)
         }
-        let hit_ratio = cli.hit_ratio.unwrap_or(DEFAULT_HIT_RATIO);
-        Workload::Mix(Mix {
-            get_ratio: cli.get_ratio.unwrap_or(DEFAULT_GET_RATIO),
-            batch,
-            value_size,
-            keys: KeySpace::new(&key_prefix, keys, hit_ratio),
-            hit_ratio,
-            ttl,
-        })
+        _ => None,
     };
-
-    Ok(Plan {
-        target,
-        workload,
-        connections: cli.connections,
-        streams: cli.streams,
-        warmup: if stampede {
-            Duration::ZERO
-        } else {
-            cli.warmup.unwrap_or(DEFAULT_WARMUP)
-        },
-        bound,
-        timeout: cli.timeout,
-        threads: cli.threads,
-        seed: cli.seed.unwrap_or(DEFAULT_SEED),
-        json: cli.json,
+    let ttl = cli.ttl.unwrap_or(DEFAULT_TTL);
+    if ttl == 0 || ttl > MAX_TTL {
+        return Err(usage(format!("--ttl must be 1..={MAX_TTL} seconds")));
+    }
+    let hit_ratio = cli.hit_ratio.unwrap_or(DEFAULT_HIT_RATIO);
+    Ok(Mix {
+        get_ratio: cli.get_ratio.unwrap_or(DEFAULT_GET_RATIO),
+        batch,
+        value_size,
+        keys: KeySpace::new(key_prefix, keys, hit_ratio),
+        hit_ratio,
+        ttl,
     })
 }
 
