@@ -20,7 +20,8 @@
 //!   Prometheus text and over OTLP), logs, trace propagation and span export; `admin`: the
 //!   admin HTTP port (`/metrics`, `/healthz`, `/readyz`);
 //! - [`clock`]: where the embedded store reads the time; [`resolve`]: how memcached server
-//!   names become addresses.
+//!   names become addresses; [`testing`]: what the end-to-end tests need to know of the
+//!   server's decisions (which memcached server holds a key).
 //!
 //! [`run`] serves validated settings on their listeners until a shutdown future resolves; the
 //! `mintcache-server` binary is a thin wrapper around it.
@@ -38,6 +39,7 @@ pub mod resolve;
 mod serve;
 mod store;
 pub mod telemetry;
+pub mod testing;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,13 +48,11 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
-use crate::config::{Backend, ServerSpec, Settings};
-use crate::core::key::KeySpace;
+use crate::config::{Backend, Settings};
 pub use crate::metrics::MetricsError;
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::resolve::Resolver;
 use crate::serve::{Server, Shutdown};
-use crate::store::memcached::KetamaRing;
 use crate::store::{EmbeddedStore, MemcachedStore};
 
 /// Why the server stopped with an error.
@@ -77,7 +77,7 @@ pub struct BindError {
     pub key: &'static str,
     /// The address.
     pub addr: SocketAddr,
-    /// Why.
+    /// The operating system's refusal (address in use, not an address of this host, ...).
     pub source: std::io::Error,
 }
 
@@ -186,18 +186,4 @@ pub async fn run_with(
     };
     registry.shutdown();
     result
-}
-
-/// Which of `servers` holds `key` of the key space (`namespace`, `version`), as the server
-/// places keys: ketama over the servers' weights, ejections aside. `None` when there are no
-/// servers or the namespace or version is not valid.
-pub fn memcached_server_for(
-    servers: &[ServerSpec],
-    namespace: &str,
-    version: &str,
-    key: &[u8],
-) -> Option<usize> {
-    let space = KeySpace::new(namespace, version).ok()?;
-    let ring = KetamaRing::new(servers.iter().map(|s| (s.addr.as_str(), s.weight)));
-    ring.server_for(space.store_key(key).stored())
 }

@@ -178,7 +178,8 @@ async fn batches_over_three_nodes_with_one_down() {
     // Where each key lives, computed the way the server does.
     let servers: Vec<_> = addrs.iter().map(|a| a.parse().expect("spec")).collect();
     let keys: Vec<Vec<u8>> = (0..90).map(|i| format!("k{i}").into_bytes()).collect();
-    let owner = |k: &[u8]| mintcache::memcached_server_for(&servers, "", "b1", k).expect("node");
+    let owner =
+        |k: &[u8]| mintcache::testing::memcached_server_for(&servers, "", "b1", k).expect("node");
     let on_down: Vec<bool> = keys.iter().map(|k| owner(k) == 2).collect();
     assert!(on_down.iter().any(|d| *d) && on_down.iter().any(|d| !*d));
 

@@ -45,7 +45,7 @@ fn key_on(addrs: &[String], index: usize) -> Vec<u8> {
     let servers: Vec<_> = addrs.iter().map(|a| a.parse().expect("spec")).collect();
     (0..)
         .map(|i| format!("key-{i}").into_bytes())
-        .find(|k| mintcache::memcached_server_for(&servers, "", "1", k) == Some(index))
+        .find(|k| mintcache::testing::memcached_server_for(&servers, "", "1", k) == Some(index))
         .expect("some key lands on every server")
 }
 

@@ -867,7 +867,7 @@ pub fn key_on(addrs: &[String], index: usize, skip: usize) -> Vec<u8> {
     let servers: Vec<_> = addrs.iter().map(|a| a.parse().expect("spec")).collect();
     (0..)
         .map(|i| format!("key-{i}").into_bytes())
-        .filter(|k| mintcache::memcached_server_for(&servers, "", "1", k) == Some(index))
+        .filter(|k| mintcache::testing::memcached_server_for(&servers, "", "1", k) == Some(index))
         .nth(skip)
         .expect("some key lands on every server")
 }

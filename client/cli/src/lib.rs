@@ -503,62 +503,29 @@ mod tests {
 
     #[tokio::test]
     async fn with_json_errors_are_json_on_stdout_with_the_same_exit_status() {
-        for (args, exit, kind, code) in [
+        for (line, exit, kind, code) in [
             (
-                &[
-                    "mintcache",
-                    "--json",
-                    "-e",
-                    "127.0.0.1:1",
-                    "--retries",
-                    "0",
-                    "get",
-                    "k",
-                ][..],
+                "--json -e 127.0.0.1:1 --retries 0 get k",
                 Exit::Unreachable,
                 "unreachable",
                 Some("UNAVAILABLE"),
             ),
+            ("--json frobnicate", Exit::Usage, "usage", None),
+            ("get --json", Exit::Usage, "usage", None),
+            ("stats --raw --json", Exit::Usage, "usage", None),
+            ("set k v --ttl -5 --json", Exit::Usage, "usage", None),
+            ("--version v2 get k --json", Exit::Usage, "usage", None),
             (
-                &["mintcache", "--json", "frobnicate"],
-                Exit::Usage,
-                "usage",
-                None,
-            ),
-            (&["mintcache", "get", "--json"], Exit::Usage, "usage", None),
-            (
-                &["mintcache", "stats", "--raw", "--json"],
-                Exit::Usage,
-                "usage",
-                None,
-            ),
-            (
-                &["mintcache", "set", "k", "v", "--ttl", "-5", "--json"],
-                Exit::Usage,
-                "usage",
-                None,
-            ),
-            (
-                &["mintcache", "--version", "v2", "get", "k", "--json"],
-                Exit::Usage,
-                "usage",
-                None,
-            ),
-            (
-                &[
-                    "mintcache",
-                    "--json",
-                    "--tls-ca",
-                    "/nonexistent/ca.pem",
-                    "get",
-                    "k",
-                ],
+                "--json --tls-ca /nonexistent/ca.pem get k",
                 Exit::Usage,
                 "usage",
                 None,
             ),
         ] {
-            let (got, out, err) = run_args(args).await;
+            let args: Vec<&str> = std::iter::once("mintcache")
+                .chain(line.split_whitespace())
+                .collect();
+            let (got, out, err) = run_args(&args).await;
             assert_eq!(got, exit, "{args:?}");
             assert!(err.is_empty(), "{args:?}: nothing on stderr: {err}");
             let v: serde_json::Value = serde_json::from_str(&out)
@@ -574,7 +541,10 @@ mod tests {
             );
             assert_eq!(out.lines().count(), 1, "{out}");
         }
-        // Without --json, the same errors are plain lines on stderr and nothing on stdout.
+    }
+
+    #[tokio::test]
+    async fn without_json_errors_are_plain_lines_on_stderr() {
         let (exit, out, err) = run_args(&[
             "mintcache",
             "-e",
