@@ -87,402 +87,364 @@ fn applied<T>(response: &tonic::Response<T>) -> Option<String> {
         .map(|v| v.to_str().expect("ascii").to_owned())
 }
 
-#[tokio::test]
-async fn off_mode_on_every_rpc() {
-    let mc = Memcached::start();
-    let server = TestServer::start(auth_config(&mc)).await;
-    let normal = Calls::new(server.client().await);
-    normal.set(b"k", b"cached").await;
-    assert_eq!(
-        normal
-            .try_increment(b"n", 1, Some(5), 0)
-            .await
-            .expect("counter"),
-        5
-    );
-    let d = Debug {
-        client: server.client().await,
-        md: admin("off"),
+/// A debug mode, as an admin sends it.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Off,
+    WriteOnly,
+}
+
+impl Mode {
+    /// The header value sent: the original's spelling for `write_only`, which must work too.
+    fn sent(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::WriteOnly => "write_only",
+        }
+    }
+
+    /// The mode the server says it applied.
+    fn applied(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::WriteOnly => "write-only",
+        }
+    }
+}
+
+/// The RPCs of the table, each with its request.
+#[derive(Clone, Copy, Debug)]
+enum Rpc {
+    Get,
+    GetMany,
+    Set,
+    Add,
+    Touch,
+    Invalidate,
+    Delete,
+    SetMany,
+    DeleteMany,
+    Increment,
+    /// Bad input is still bad input.
+    GetEmptyKey,
+}
+
+/// What an RPC answered, reduced to what a debug mode changes.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// The outcome of each key read (a read under a debug mode never carries a lease).
+    Read(Vec<Outcome>),
+    /// Whether each key was written (stored, touched, invalidated, deleted).
+    Done(Vec<bool>),
+    /// A counter's new value.
+    Counter(u64),
+    /// The call failed with this code.
+    Refused(Code),
+}
+
+/// What a normal caller reads afterwards at the key the RPC was about.
+#[derive(Debug)]
+enum Seen {
+    Value(&'static [u8]),
+    FreshForMoreThan(i64),
+    Refresh,
+    Miss,
+}
+
+/// One RPC, what it answers under each mode, and what a normal caller reads after it.
+struct Row {
+    rpc: Rpc,
+    key: &'static [u8],
+    off: (Answer, Seen),
+    write_only: (Answer, Seen),
+}
+
+/// Every RPC under both modes, in the order they run. Before the first: `k` holds `cached`,
+/// `n` is the counter 5, `a` and `m` hold nothing. Under `off` nothing changes; under
+/// `write-only` every write goes through (this is how an operator overwrites a bad cached
+/// value) while reads still miss.
+fn every_rpc() -> Vec<Row> {
+    use Answer::{Counter, Done, Read, Refused};
+    let row = |rpc, key, off, write_only| Row {
+        rpc,
+        key,
+        off,
+        write_only,
     };
-    let c = d.client.clone();
-    let before = touches(&mc);
-    // Every RPC is a case: each failing one is reported by name.
-    let mut cases = Cases::new();
-    cases
-        .run("Get", async {
-            let mut c = c.clone();
-            let r = c
-                .get(d.r(GetRequest {
-                    peek: false,
-                    key: b"k".to_vec(),
-                    lease_on_miss: None,
-                }))
-                .await
-                .expect("get");
-            assert_eq!(applied(&r).as_deref(), Some("off"));
-            assert_eq!(r.get_ref().outcome(), Outcome::Miss);
-            assert!(
-                r.get_ref().lease_token.is_empty(),
-                "no lease: nothing will be stored"
-            );
-        })
-        .await;
-    cases
-        .run("GetMany", async {
-            let mut c = c.clone();
-            let r = c
-                .get_many(d.r(GetManyRequest {
-                    peek: false,
-                    keys: vec![b"k".to_vec(), b"n".to_vec()],
-                    lease_on_miss: Some(true),
-                }))
-                .await
-                .expect("get_many");
-            assert_eq!(applied(&r).as_deref(), Some("off"));
-            assert!(
-                r.get_ref()
-                    .results
-                    .iter()
-                    .all(|x| x.outcome() == Outcome::Miss)
-            );
-        })
-        .await;
-    cases
-        .run("Set", async {
-            let mut c = c.clone();
-            let r = c
-                .set(d.r(SetRequest {
-                    key: b"k".to_vec(),
-                    value: b"overwritten".to_vec(),
-                    ..Default::default()
-                }))
-                .await
-                .expect("set");
-            assert!(!r.get_ref().stored);
-            assert_eq!(applied(&r).as_deref(), Some("off"));
-        })
-        .await;
-    cases
-        .run("Add", async {
-            let mut c = c.clone();
-            let r = c
-                .add(d.r(AddRequest {
-                    key: b"new".to_vec(),
-                    value: b"v".to_vec(),
-                    ..Default::default()
-                }))
-                .await
-                .expect("add");
-            assert!(!r.get_ref().stored);
-        })
-        .await;
-    cases
-        .run("Touch", async {
-            let mut c = c.clone();
-            let r = c
-                .touch(d.r(TouchRequest {
-                    no_expiry: false,
-                    key: b"k".to_vec(),
-                    ttl_seconds: 5,
-                }))
-                .await
-                .expect("touch");
-            assert!(!r.get_ref().touched);
-        })
-        .await;
-    cases
-        .run("Invalidate", async {
-            let mut c = c.clone();
-            let r = c
-                .invalidate(d.r(InvalidateRequest { key: b"k".to_vec() }))
-                .await
-                .expect("invalidate");
-            assert!(!r.get_ref().invalidated);
-        })
-        .await;
-    cases
-        .run("Delete", async {
-            let mut c = c.clone();
-            let r = c
-                .delete(d.r(DeleteRequest { key: b"k".to_vec() }))
-                .await
-                .expect("delete");
-            assert!(!r.get_ref().deleted);
-        })
-        .await;
-    cases
-        .run("SetMany", async {
-            let mut c = c.clone();
-            let items = vec![SetManyItem {
+    let untouched = |key: &'static [u8]| match key {
+        b"k" => Seen::Value(b"cached"),
+        b"n" => Seen::Value(b"5"),
+        _ => Seen::Miss,
+    };
+    vec![
+        row(
+            Rpc::Get,
+            b"k",
+            (Read(vec![Outcome::Miss]), untouched(b"k")),
+            (Read(vec![Outcome::Miss]), untouched(b"k")),
+        ),
+        row(
+            Rpc::GetMany,
+            b"k",
+            (Read(vec![Outcome::Miss; 2]), untouched(b"k")),
+            (Read(vec![Outcome::Miss; 2]), untouched(b"k")),
+        ),
+        row(
+            Rpc::Set,
+            b"k",
+            (Done(vec![false]), untouched(b"k")),
+            (Done(vec![true]), Seen::Value(b"overwritten")),
+        ),
+        row(
+            Rpc::Add,
+            b"a",
+            (Done(vec![false]), untouched(b"a")),
+            (Done(vec![true]), Seen::Value(b"v")),
+        ),
+        row(
+            Rpc::Touch,
+            b"k",
+            (Done(vec![false]), untouched(b"k")),
+            (Done(vec![true]), Seen::FreshForMoreThan(900)),
+        ),
+        row(
+            Rpc::Invalidate,
+            b"k",
+            (Done(vec![false]), untouched(b"k")),
+            (Done(vec![true]), Seen::Refresh),
+        ),
+        row(
+            Rpc::Delete,
+            b"k",
+            (Done(vec![false]), untouched(b"k")),
+            (Done(vec![true]), Seen::Miss),
+        ),
+        row(
+            Rpc::SetMany,
+            b"m",
+            (Done(vec![false]), untouched(b"m")),
+            (Done(vec![true]), Seen::Value(b"many")),
+        ),
+        row(
+            Rpc::DeleteMany,
+            b"m",
+            (Done(vec![false]), untouched(b"m")),
+            (Done(vec![true]), Seen::Miss),
+        ),
+        row(
+            Rpc::Increment,
+            b"n",
+            (Refused(Code::FailedPrecondition), untouched(b"n")),
+            (Counter(7), Seen::Value(b"7")),
+        ),
+        row(
+            Rpc::GetEmptyKey,
+            b"n",
+            (Refused(Code::InvalidArgument), untouched(b"n")),
+            (Refused(Code::InvalidArgument), Seen::Value(b"7")),
+        ),
+    ]
+}
+
+/// An RPC's answer (or its failure's code) and the applied-mode header.
+fn answered<T>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    answer: impl FnOnce(&T) -> Answer,
+) -> (Answer, Option<String>) {
+    match result {
+        Ok(r) => (answer(r.get_ref()), applied(&r)),
+        Err(status) => (Answer::Refused(status.code()), None),
+    }
+}
+
+/// A read's outcome; a read under a debug mode never hands out a lease.
+fn outcome(outcome: Outcome, lease_token: &[u8]) -> Outcome {
+    assert!(lease_token.is_empty(), "no lease: nothing will be stored");
+    outcome
+}
+
+/// Makes the call of `rpc` with the debug metadata.
+async fn call(d: &Debug, rpc: Rpc) -> (Answer, Option<String>) {
+    let mut c = d.client.clone();
+    let get = |key: &[u8]| GetRequest {
+        peek: false,
+        key: key.to_vec(),
+        lease_on_miss: None,
+    };
+    let read = |r: &GetResponse| Answer::Read(vec![outcome(r.outcome(), &r.lease_token)]);
+    match rpc {
+        Rpc::Get => answered(c.get(d.r(get(b"k"))).await, read),
+        Rpc::GetEmptyKey => answered(c.get(d.r(get(b""))).await, read),
+        Rpc::GetMany => {
+            let request = GetManyRequest {
+                peek: false,
+                keys: vec![b"k".to_vec(), b"n".to_vec()],
+                lease_on_miss: Some(true),
+            };
+            answered(c.get_many(d.r(request)).await, |r| {
+                let outcomes = r.results.iter();
+                Answer::Read(
+                    outcomes
+                        .map(|x| outcome(x.outcome(), &x.lease_token))
+                        .collect(),
+                )
+            })
+        }
+        Rpc::SetMany | Rpc::DeleteMany => call_batch(d, rpc).await,
+        Rpc::Increment => {
+            let request = IncrementRequest {
+                no_expiry: false,
+                key: b"n".to_vec(),
+                delta: 2,
+                initial_value: Some(40),
+                ttl_seconds: 0,
+            };
+            answered(c.increment(d.r(request)).await, |r| {
+                Answer::Counter(r.value)
+            })
+        }
+        _ => call_write(d, rpc).await,
+    }
+}
+
+/// The single-key writes.
+async fn call_write(d: &Debug, rpc: Rpc) -> (Answer, Option<String>) {
+    let mut c = d.client.clone();
+    let done = |written: bool| Answer::Done(vec![written]);
+    match rpc {
+        Rpc::Set => {
+            let request = SetRequest {
                 key: b"k".to_vec(),
-                value: b"x".to_vec(),
+                value: b"overwritten".to_vec(),
                 ..Default::default()
-            }];
-            let r = c
-                .set_many(d.r(SetManyRequest { items }))
-                .await
-                .expect("set_many");
-            assert!(
-                r.get_ref()
-                    .results
-                    .iter()
-                    .all(|x| !x.stored && x.error.is_none())
+            };
+            answered(c.set(d.r(request)).await, |r| done(r.stored))
+        }
+        Rpc::Add => {
+            let request = AddRequest {
+                key: b"a".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            answered(c.add(d.r(request)).await, |r| done(r.stored))
+        }
+        Rpc::Touch => {
+            let request = TouchRequest {
+                no_expiry: false,
+                key: b"k".to_vec(),
+                ttl_seconds: 1000,
+            };
+            answered(c.touch(d.r(request)).await, |r| done(r.touched))
+        }
+        Rpc::Invalidate => {
+            let request = InvalidateRequest { key: b"k".to_vec() };
+            answered(c.invalidate(d.r(request)).await, |r| done(r.invalidated))
+        }
+        Rpc::Delete => {
+            let request = DeleteRequest { key: b"k".to_vec() };
+            answered(c.delete(d.r(request)).await, |r| done(r.deleted))
+        }
+        other => unreachable!("{other:?} is not a single-key write"),
+    }
+}
+
+/// The batched writes; no key may fail.
+async fn call_batch(d: &Debug, rpc: Rpc) -> (Answer, Option<String>) {
+    let mut c = d.client.clone();
+    if let Rpc::SetMany = rpc {
+        let items = vec![SetManyItem {
+            key: b"m".to_vec(),
+            value: b"many".to_vec(),
+            ..Default::default()
+        }];
+        return answered(c.set_many(d.r(SetManyRequest { items })).await, |r| {
+            assert!(r.results.iter().all(|x| x.error.is_none()), "{r:?}");
+            Answer::Done(r.results.iter().map(|x| x.stored).collect())
+        });
+    }
+    let request = DeleteManyRequest {
+        keys: vec![b"m".to_vec()],
+    };
+    answered(c.delete_many(d.r(request)).await, |r| {
+        assert!(r.results.iter().all(|x| x.error.is_none()), "{r:?}");
+        Answer::Done(r.results.iter().map(|x| x.deleted).collect())
+    })
+}
+
+/// Checks what a normal caller reads at `key`.
+async fn check_seen(normal: &Calls, key: &[u8], seen: &Seen) {
+    let r = normal.get(key).await;
+    match seen {
+        Seen::Value(value) => assert_hit(&r, value),
+        Seen::FreshForMoreThan(ttl) => {
+            assert_eq!(r.outcome(), Outcome::Hit, "{r:?}");
+            assert!(r.ttl_seconds > *ttl, "{r:?}");
+        }
+        Seen::Refresh => assert_eq!(r.outcome(), Outcome::Refresh, "{r:?}"),
+        Seen::Miss => assert_miss(&r),
+    }
+}
+
+/// Every RPC under a debug mode, as the table says: the answer, the applied mode in the
+/// response, memcached untouched by everything under `off` and by reads under `write-only`,
+/// and what a normal caller then reads.
+#[tokio::test]
+async fn debug_modes_on_every_rpc() {
+    let mut cases = Cases::new();
+    for mode in [Mode::Off, Mode::WriteOnly] {
+        let mc = Memcached::start();
+        let server = TestServer::start(auth_config(&mc)).await;
+        let normal = Calls::new(server.client().await);
+        normal.set(b"k", b"cached").await;
+        let counter = normal.try_increment(b"n", 1, Some(5), 0).await;
+        assert_eq!(counter.expect("counter"), 5);
+        let d = Debug {
+            client: server.client().await,
+            md: admin(mode.sent()),
+        };
+        for row in every_rpc() {
+            let (want, seen) = match mode {
+                Mode::Off => (&row.off, &row.off.1),
+                Mode::WriteOnly => (&row.write_only, &row.write_only.1),
+            };
+            let name = format!("{:?} under {}", row.rpc, mode.applied());
+            let before = touches(&mc);
+            let (answer, applied) = call(&d, row.rpc).await;
+            let touched = touches(&mc) - before;
+            cases.check(
+                &name,
+                check_answer(mode, &want.0, &answer, applied.as_deref(), touched),
             );
-        })
-        .await;
-    cases
-        .run("DeleteMany", async {
-            let mut c = c.clone();
-            let r = c
-                .delete_many(d.r(DeleteManyRequest {
-                    keys: vec![b"k".to_vec()],
-                }))
-                .await
-                .expect("delete_many");
-            assert!(
-                r.get_ref()
-                    .results
-                    .iter()
-                    .all(|x| !x.deleted && x.error.is_none())
-            );
-        })
-        .await;
-    cases
-        .run("Increment", async {
-            let mut c = c.clone();
-            let e = c
-                .increment(d.r(IncrementRequest {
-                    no_expiry: false,
-                    key: b"n".to_vec(),
-                    delta: 1,
-                    initial_value: None,
-                    ttl_seconds: 0,
-                }))
-                .await
-                .expect_err("increment is refused with the cache off");
-            assert_eq!(e.code(), Code::FailedPrecondition);
-        })
-        .await;
-    cases
-        .run("Get with an empty key", async {
-            let mut c = c.clone();
-            // Bad input is still bad input.
-            let e = c
-                .get(d.r(GetRequest {
-                    peek: false,
-                    key: Vec::new(),
-                    lease_on_miss: None,
-                }))
-                .await
-                .expect_err("empty key");
-            assert_eq!(e.code(), Code::InvalidArgument);
-        })
-        .await;
-    cases
-        .run(
-            "memcached saw nothing, normal calls see what was there",
-            async {
-                assert_eq!(
-                    touches(&mc),
-                    before,
-                    "the cache was off: memcached saw nothing"
-                );
-                assert_hit(&normal.get(b"k").await, b"cached");
-                assert_miss(&normal.get(b"new").await);
-                assert_eq!(
-                    normal
-                        .try_increment(b"n", 0, None, 0)
-                        .await
-                        .expect("counter"),
-                    5
-                );
-            },
-        )
-        .await;
+            cases
+                .run(&format!("{name}, then a normal read"), async {
+                    check_seen(&normal, row.key, seen).await;
+                })
+                .await;
+        }
+    }
     cases.finish();
 }
 
-#[tokio::test]
-async fn write_only_mode_on_every_rpc() {
-    let mc = Memcached::start();
-    let server = TestServer::start(auth_config(&mc)).await;
-    let normal = Calls::new(server.client().await);
-    normal.set(b"k", b"bad value").await;
-    let d = Debug {
-        client: server.client().await,
-        md: admin("write_only"),
-    };
-    let c = d.client.clone();
-    let gets = |mc: &Memcached| mc.stats()["cmd_get"].parse::<u64>().expect("numeric");
-
-    let before = gets(&mc);
-    // Every RPC is a case: each failing one is reported by name.
-    let mut cases = Cases::new();
-    cases
-        .run("Get", async {
-            let mut c = c.clone();
-            let r = c
-                .get(d.r(GetRequest {
-                    peek: false,
-                    key: b"k".to_vec(),
-                    lease_on_miss: None,
-                }))
-                .await
-                .expect("get");
-            assert_eq!(applied(&r).as_deref(), Some("write-only"));
-            assert_eq!(r.get_ref().outcome(), Outcome::Miss);
-        })
-        .await;
-    cases
-        .run("GetMany", async {
-            let mut c = c.clone();
-            let r = c
-                .get_many(d.r(GetManyRequest {
-                    peek: false,
-                    keys: vec![b"k".to_vec()],
-                    lease_on_miss: None,
-                }))
-                .await
-                .expect("get_many");
-            assert!(
-                r.get_ref()
-                    .results
-                    .iter()
-                    .all(|x| x.outcome() == Outcome::Miss)
-            );
-            assert_eq!(gets(&mc), before, "reads did not touch memcached");
-        })
-        .await;
-    cases
-        .run("Set", async {
-            let mut c = c.clone();
-            // Writes go through: this is how an operator overwrites a bad cached value.
-            let r = c
-                .set(d.r(SetRequest {
-                    key: b"k".to_vec(),
-                    value: b"good value".to_vec(),
-                    ..Default::default()
-                }))
-                .await
-                .expect("set");
-            assert!(r.get_ref().stored);
-            assert_eq!(applied(&r).as_deref(), Some("write-only"));
-            assert_hit(&normal.get(b"k").await, b"good value");
-        })
-        .await;
-    cases
-        .run("Add", async {
-            let mut c = c.clone();
-            assert!(
-                c.add(d.r(AddRequest {
-                    key: b"a".to_vec(),
-                    value: b"v".to_vec(),
-                    ..Default::default()
-                }))
-                .await
-                .expect("add")
-                .get_ref()
-                .stored
-            );
-            assert_hit(&normal.get(b"a").await, b"v");
-        })
-        .await;
-    cases
-        .run("Touch", async {
-            let mut c = c.clone();
-            assert!(
-                c.touch(d.r(TouchRequest {
-                    no_expiry: false,
-                    key: b"a".to_vec(),
-                    ttl_seconds: 1000
-                }))
-                .await
-                .expect("touch")
-                .get_ref()
-                .touched
-            );
-            assert!(normal.get(b"a").await.ttl_seconds > 900);
-        })
-        .await;
-    cases
-        .run("Invalidate", async {
-            let mut c = c.clone();
-            assert!(
-                c.invalidate(d.r(InvalidateRequest { key: b"a".to_vec() }))
-                    .await
-                    .expect("inv")
-                    .get_ref()
-                    .invalidated
-            );
-            assert_eq!(normal.get(b"a").await.outcome(), Outcome::Refresh);
-        })
-        .await;
-    cases
-        .run("Delete", async {
-            let mut c = c.clone();
-            assert!(
-                c.delete(d.r(DeleteRequest { key: b"a".to_vec() }))
-                    .await
-                    .expect("delete")
-                    .get_ref()
-                    .deleted
-            );
-            assert_miss(&normal.get(b"a").await);
-        })
-        .await;
-    cases
-        .run("SetMany", async {
-            let mut c = c.clone();
-            let items = vec![SetManyItem {
-                key: b"m".to_vec(),
-                value: b"many".to_vec(),
-                ..Default::default()
-            }];
-            assert!(
-                c.set_many(d.r(SetManyRequest { items }))
-                    .await
-                    .expect("set_many")
-                    .get_ref()
-                    .results[0]
-                    .stored
-            );
-            assert_hit(&normal.get(b"m").await, b"many");
-        })
-        .await;
-    cases
-        .run("DeleteMany", async {
-            let mut c = c.clone();
-            assert!(
-                c.delete_many(d.r(DeleteManyRequest {
-                    keys: vec![b"m".to_vec()]
-                }))
-                .await
-                .expect("dm")
-                .get_ref()
-                .results[0]
-                    .deleted
-            );
-            assert_miss(&normal.get(b"m").await);
-        })
-        .await;
-    cases
-        .run("Increment", async {
-            let mut c = c.clone();
-            let r = c
-                .increment(d.r(IncrementRequest {
-                    no_expiry: false,
-                    key: b"n".to_vec(),
-                    delta: 2,
-                    initial_value: Some(40),
-                    ttl_seconds: 0,
-                }))
-                .await
-                .expect("increment goes through");
-            assert_eq!(r.get_ref().value, 40);
-            assert_hit(&normal.get(b"n").await, b"40");
-        })
-        .await;
-    cases.finish();
+/// The answer, the applied mode (absent from an error) and memcached's command count.
+fn check_answer(
+    mode: Mode,
+    want: &Answer,
+    answer: &Answer,
+    applied: Option<&str>,
+    touched: u64,
+) -> Result<(), String> {
+    if answer != want {
+        return Err(format!("answered {answer:?}, not {want:?}"));
+    }
+    let refused = matches!(answer, Answer::Refused(_));
+    if !refused && applied != Some(mode.applied()) {
+        return Err(format!("x-cache-debug-applied: {applied:?}"));
+    }
+    let reads_only = matches!(answer, Answer::Read(_));
+    if touched > 0 && (matches!(mode, Mode::Off) || reads_only) {
+        return Err(format!("memcached saw {touched} commands"));
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
