@@ -1,7 +1,8 @@
-//! `Client::get_or_compute` end to end: concurrent callers of an expiring key, spread over two
-//! server processes sharing memcached, compute it exactly once per stale period and all get
-//! the stale or the new value; cold misses with leases compute once; PENDING that outlasts the
-//! backoff computes anyway; outdated leases and compute errors.
+//! `Client::get_or_compute` end to end: concurrent callers of a stale key compute it exactly
+//! once per stale period and all get the stale or the new value, whether the key went stale by
+//! expiring (on the embedded store, whose clock the test moves) or by an invalidation seen by
+//! two server processes sharing memcached; cold misses with leases compute once; PENDING that
+//! outlasts the backoff computes anyway; outdated leases and compute errors.
 
 mod harness;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use harness::{Memcached, ServerProcess, TestServer, config};
+use mintcache::clock::ManualClock;
 use mintcache_client::{Backoff, Client, Error, Outcome, SetOptions};
 
 const CALLERS: usize = 50;
@@ -55,31 +57,13 @@ async fn stampede(
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_computation_per_stale_period_across_two_servers() {
-    let mc = Memcached::start();
-    let env = [("MINTCACHE_MEMCACHED__SERVERS", mc.addr())];
-    let (a, b) = (ServerProcess::start(&env), ServerProcess::start(&env));
-    let (a, b) = (client(a.addr), client(b.addr));
-    let keys: Vec<String> = (0..ROUNDS).map(|i| format!("expiring:{i}")).collect();
-    let soon_stale = SetOptions {
-        grace: Duration::from_secs(300),
-        ..SetOptions::ttl(Duration::from_secs(1))
-    };
-    for key in &keys {
-        assert!(
-            a.set_with(key.as_str(), "old", &soon_stale)
-                .await
-                .expect("set")
-        );
-    }
-    // memcached counts whole seconds: after two ticks, 1 fresh second is certainly gone.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-
+/// Stampedes of `a` and `b` on each key, stale with the value `old`: one caller computes, all
+/// get `old` or the new value, which is then a fresh hit that computes nothing.
+async fn one_computation_per_stale_key(a: &Client, b: &Client, keys: &[String]) {
     for (round, key) in keys.iter().enumerate() {
         let computed = Arc::new(AtomicUsize::new(0));
         let new = format!("new:{round}");
-        let values = stampede([&a, &b], key, &new, &computed).await;
+        let values = stampede([a, b], key, &new, &computed).await;
         assert_eq!(computed.load(Ordering::SeqCst), 1, "round {round}");
         assert!(
             values.iter().all(|v| v == b"old" || v == new.as_bytes()),
@@ -93,10 +77,53 @@ async fn one_computation_per_stale_period_across_two_servers() {
             (Outcome::Hit, new.into_bytes())
         );
         // Fresh now: another stampede computes nothing.
-        let values = stampede([&a, &b], key, "unused", &computed).await;
+        let values = stampede([a, b], key, "unused", &computed).await;
         assert_eq!(computed.load(Ordering::SeqCst), 1, "round {round}");
         assert!(values.iter().all(|v| v.starts_with(b"new:")));
     }
+}
+
+fn round_keys(prefix: &str) -> Vec<String> {
+    (0..ROUNDS).map(|i| format!("{prefix}:{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_computation_per_soft_expiry() {
+    let clock = ManualClock::new();
+    let server = TestServer::start_with_clock(config(&[]), clock.clone().into()).await;
+    let (a, b) = (client(server.addr), client(server.addr));
+    let keys = round_keys("expiring");
+    let soon_stale = SetOptions {
+        grace: Duration::from_secs(300),
+        ..SetOptions::ttl(Duration::from_secs(1))
+    };
+    for key in &keys {
+        assert!(
+            a.set_with(key.as_str(), "old", &soon_stale)
+                .await
+                .expect("set")
+        );
+    }
+    clock.advance(Duration::from_secs(2));
+    one_computation_per_stale_key(&a, &b, &keys).await;
+}
+
+/// Fleet-wide: the callers alternate between two server processes over one memcached. The
+/// keys go stale by invalidation, which needs no wait on memcached's clock (soft expiry over
+/// memcached across two servers is tests/mint.rs's `two_servers_over_memcached`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_computation_per_stale_period_across_two_servers() {
+    let mc = Memcached::start();
+    let env = [("MINTCACHE_MEMCACHED__SERVERS", mc.addr())];
+    let (a, b) = (ServerProcess::start(&env), ServerProcess::start(&env));
+    let (a, b) = (client(a.addr), client(b.addr));
+    let keys = round_keys("invalidated");
+    for key in &keys {
+        let set = a.set(key.as_str(), "old", Duration::from_secs(300));
+        assert!(set.await.expect("set"));
+        assert!(a.invalidate(key.as_str()).await.expect("invalidate"));
+    }
+    one_computation_per_stale_key(&a, &b, &keys).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -499,7 +499,10 @@ async fn without_a_refresh_timeout_the_election_stays_closed() {
     let c = Calls::new(server.client().await);
     stale_value(&c, b"k").await;
     assert_eq!(c.get(b"k").await.outcome(), Outcome::Refresh);
-    // Well past what a timeout would be: still one winner.
+    // Well past what a timeout would be (the tests above use 1 s): still one winner. A real
+    // wait, because the refresh timeout is counted on the server's own monotonic clock (from
+    // when it first saw the election decided), which neither memcached's clock nor the embedded
+    // store's ManualClock reaches.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     for _ in 0..10 {
         assert_eq!(c.get(b"k").await.outcome(), Outcome::Stale);

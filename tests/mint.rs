@@ -35,6 +35,8 @@ impl Pair {
     /// Lets `span` pass for the store.
     async fn pass(&self, span: Duration) {
         match &self.time {
+            // memcached's clock is its own and counts whole seconds: no test can move it, so
+            // the memcached run waits in real time (the embedded run below does not wait).
             Time::Wall => tokio::time::sleep(span).await,
             Time::Manual(clock) => clock.advance(span),
         }
