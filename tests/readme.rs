@@ -1,6 +1,6 @@
-//! The README's snippets, run as written against live servers, so that the README and the
-//! binaries cannot drift apart. Each tested snippet follows a `<!-- readme-test: NAME -->`
-//! marker:
+//! The documentation's snippets (README.md, docs/CLI.md, docs/DEPLOYMENT.md), run as written
+//! against live servers, so that the documentation and the binaries cannot drift apart. Each
+//! tested snippet follows a `<!-- readme-test: NAME -->` marker:
 //!
 //! - `console` blocks: every `$ ` line runs under a pseudo-terminal (`script`), after the
 //!   block's `export` lines, against one fresh server, and what follows the line in the README
@@ -9,7 +9,11 @@
 //!   the server picks (a token the README shows is replaced by the real one in the commands
 //!   that follow);
 //! - the Python quick start: the stub generation commands, then the program;
-//! - the CLI's variables table, against `mintcache --help`.
+//! - the CLI's variables table, against `mintcache --help`;
+//! - the Helm installs, rendered with the chart.
+//!
+//! And every relative link between the project's Markdown files leads to a file, and to a
+//! heading of it when it names one.
 //!
 //! `127.0.0.1:50051` in a snippet is replaced by the address of the test's server. Needs
 //! `script` (util-linux), and grpcurl and grpcio-tools from `scripts/install-test-deps.sh`;
@@ -28,28 +32,56 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn readme() -> String {
-    std::fs::read_to_string(root().join("README.md")).expect("README.md")
+/// A documentation file of the repository and its text.
+struct Doc {
+    path: &'static str,
+    text: String,
 }
 
-/// The fenced block after `<!-- readme-test: NAME -->`.
-fn block(readme: &str, name: &str) -> String {
-    let marker = format!("<!-- readme-test: {name} -->\n");
-    let start = readme
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {marker:?} in README.md"))
-        + marker.len();
-    let rest = &readme[start..];
-    if rest.starts_with('|') {
-        // A table: up to the first blank line.
-        return rest.split("\n\n").next().unwrap_or_default().to_owned();
+impl Doc {
+    fn read(path: &'static str) -> Self {
+        let text =
+            std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        Self { path, text }
     }
-    let body = rest
-        .strip_prefix("```")
-        .and_then(|b| b.split_once('\n'))
-        .map(|(_, body)| body)
-        .unwrap_or_else(|| panic!("{marker:?} is not followed by a fenced block"));
-    body.split("\n```").next().unwrap_or_default().to_owned()
+
+    /// The fenced block (or table) after `<!-- readme-test: NAME -->`.
+    fn block(&self, name: &str) -> String {
+        let marker = format!("<!-- readme-test: {name} -->\n");
+        let start = self
+            .text
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {marker:?} in {}", self.path))
+            + marker.len();
+        let rest = &self.text[start..];
+        if rest.starts_with('|') {
+            // A table: up to the first blank line.
+            return rest.split("\n\n").next().unwrap_or_default().to_owned();
+        }
+        let body = rest
+            .strip_prefix("```")
+            .and_then(|b| b.split_once('\n'))
+            .map(|(_, body)| body)
+            .unwrap_or_else(|| panic!("{marker:?} is not followed by a fenced block"));
+        body.split("\n```").next().unwrap_or_default().to_owned()
+    }
+
+    /// The text between two markers.
+    fn section(&self, from: &str, to: &str) -> &str {
+        let start = self
+            .text
+            .find(from)
+            .unwrap_or_else(|| panic!("no {from:?} in {}", self.path));
+        let end = self.text[start..]
+            .find(to)
+            .map(|i| start + i)
+            .unwrap_or_else(|| panic!("no {to:?} after {from:?} in {}", self.path));
+        &self.text[start..end]
+    }
+}
+
+fn readme() -> Doc {
+    Doc::read("README.md")
 }
 
 /// The `mintcache` binary (built by `cargo test --workspace`; built here otherwise).
@@ -176,9 +208,8 @@ fn same_line(expected: &str, actual: &str, leases: &mut Vec<(String, String)>) -
 }
 
 /// Runs a console block step by step against a fresh server and compares every output.
-fn check_console(name: &str) {
-    let readme = readme();
-    let steps = steps(&block(&readme, name));
+fn check_console(doc: &Doc, name: &str) {
+    let steps = steps(&doc.block(name));
     assert!(!steps.is_empty(), "{name}: no steps");
     let home = tempfile::tempdir().expect("tempdir");
     let path = tools_path();
@@ -206,7 +237,8 @@ fn check_console(name: &str) {
                 .all(|(e, a)| same_line(e, a, &mut leases));
         if !ok {
             mismatches.push(format!(
-                "$ {command}\n  README:\n    {}\n  printed:\n    {}",
+                "$ {command}\n  {}:\n    {}\n  printed:\n    {}",
+                doc.path,
                 step.expected.join("\n    "),
                 actual.join("\n    ")
             ));
@@ -214,35 +246,42 @@ fn check_console(name: &str) {
     }
     assert!(
         mismatches.is_empty(),
-        "README block `{name}` differs from what its commands print:\n{}",
+        "{} block `{name}` differs from what its commands print:\n{}",
+        doc.path,
         mismatches.join("\n")
     );
 }
 
 #[test]
 fn the_quick_start_cli_session_prints_what_the_readme_shows() {
-    check_console("cli-first-get");
+    check_console(&readme(), "cli-first-get");
 }
 
 #[test]
-fn the_cli_section_prints_what_the_readme_shows() {
-    check_console("cli");
+fn the_readme_cli_example_prints_what_it_shows() {
+    check_console(&readme(), "cli-example");
+}
+
+#[test]
+fn the_cli_reference_session_prints_what_it_shows() {
+    check_console(&Doc::read("docs/CLI.md"), "cli");
 }
 
 #[test]
 fn the_grpcurl_session_prints_what_the_readme_shows() {
-    check_console("grpcurl");
+    check_console(&readme(), "grpcurl");
 }
 
 #[test]
 fn the_python_quick_start_works_as_written() {
     let readme = readme();
-    let generate = block(&readme, "python-generate");
-    let program = block(&readme, "python-first-get");
+    let generate = readme.block("python-generate");
+    let program = readme.block("python-first-get");
     let expected = Regex::new(r"It prints `([^`]+)`")
         .expect("regex")
         .captures(
-            &readme[readme
+            &readme.text[readme
+                .text
                 .find("<!-- readme-test: python-first-get -->")
                 .expect("marker")..],
         )
@@ -284,8 +323,7 @@ fn the_python_quick_start_works_as_written() {
 
 #[test]
 fn the_variables_table_lists_every_global_flag() {
-    let readme = readme();
-    let table = block(&readme, "cli-variables");
+    let table = Doc::read("docs/CLI.md").block("cli-variables");
     let flag = Regex::new(r"`(--[a-z-]+)`").expect("regex");
     let var = Regex::new(r"`(MINTCACHECLI_[A-Z_]+)`").expect("regex");
     let documented: BTreeSet<(String, String)> = table
@@ -317,25 +355,16 @@ fn the_variables_table_lists_every_global_flag() {
         }
     }
     assert!(shown.len() >= 15, "{shown:?}\n{help}");
-    assert_eq!(documented, shown, "README table vs `mintcache --help`");
-}
-
-/// The README's text between two markers.
-fn section<'a>(readme: &'a str, from: &str, to: &str) -> &'a str {
-    let start = readme
-        .find(from)
-        .unwrap_or_else(|| panic!("no {from:?} in README.md"));
-    let end = readme[start..]
-        .find(to)
-        .map(|i| start + i)
-        .unwrap_or_else(|| panic!("no {to:?} after {from:?} in README.md"));
-    &readme[start..end]
+    assert_eq!(
+        documented, shown,
+        "docs/CLI.md's table vs `mintcache --help`"
+    );
 }
 
 #[test]
 fn the_quick_start_builds_the_server_and_the_cli_in_one_command() {
     let readme = readme();
-    let build = block(&readme, "quick-start-build");
+    let build = readme.block("quick-start-build");
     let cargo: Vec<&str> = build
         .lines()
         .filter(|l| l.trim_start().starts_with("cargo "))
@@ -352,11 +381,7 @@ fn the_quick_start_builds_the_server_and_the_cli_in_one_command() {
     );
     // No other build until the first Get: a second `cargo` would only wait on the first
     // one's lock (and run one more build).
-    let steps = section(
-        &readme,
-        "## Quick start",
-        "<!-- readme-test: cli-first-get -->",
-    );
+    let steps = readme.section("## Quick start", "<!-- readme-test: cli-first-get -->");
     let commands = steps.matches("\ncargo ").count() + steps.matches("\n$ cargo ").count();
     assert_eq!(commands, 1, "cargo commands before the first Get:\n{steps}");
     // The command, as written but in the test's (debug) profile, builds both binaries.
@@ -394,7 +419,7 @@ fn the_quick_start_builds_the_server_and_the_cli_in_one_command() {
     let gitignore = std::fs::read_to_string(root().join(".gitignore")).expect(".gitignore");
     assert!(gitignore.lines().any(|l| l == "/gen/"), "{gitignore}");
     assert!(
-        block(&readme, "python-generate").contains("--python_out=gen"),
+        readme.block("python-generate").contains("--python_out=gen"),
         "the folder .gitignore names"
     );
 }
@@ -402,7 +427,7 @@ fn the_quick_start_builds_the_server_and_the_cli_in_one_command() {
 #[test]
 fn the_local_cluster_ports_are_documented_as_the_script_reads_them() {
     let readme = readme();
-    let example = block(&readme, "local-cluster-ports");
+    let example = readme.block("local-cluster-ports");
     let variables: BTreeSet<&str> = example
         .split_whitespace()
         .filter_map(|w| w.split_once('=').map(|(name, _)| name))
@@ -422,8 +447,7 @@ fn the_local_cluster_ports_are_documented_as_the_script_reads_them() {
             .expect("port")
     };
     let (memcached, mintcache) = (default("MEMCACHED_PORT"), default("MINTCACHE_PORT"));
-    let quick_start = section(
-        &readme,
+    let quick_start = readme.section(
         "**6. Next: a cluster",
         "<!-- readme-test: local-cluster-ports",
     );
@@ -447,12 +471,12 @@ fn the_local_cluster_ports_are_documented_as_the_script_reads_them() {
 }
 
 #[test]
-fn every_helm_install_in_the_readme_uses_an_image_of_ones_own() {
+fn every_helm_install_in_the_docs_uses_an_image_of_ones_own() {
     // No public image is published: the chart's default repository is a placeholder, so an
-    // install as the README writes it must name another one.
+    // install as docs/DEPLOYMENT.md writes it must name another one.
     const PLACEHOLDER: &str = "ghcr.io/mintcache/mintcache";
-    let readme = readme();
-    let block = block(&readme, "helm-install");
+    let deployment = Doc::read("docs/DEPLOYMENT.md");
+    let block = deployment.block("helm-install");
     let commands: Vec<String> = block
         .replace("\\\n", " ")
         .lines()
@@ -464,7 +488,7 @@ fn every_helm_install_in_the_readme_uses_an_image_of_ones_own() {
     let helm = root().join("target/tools/bin/helm");
     for command in commands {
         // The same release rendered: `helm template` takes the same arguments; the copy of
-        // values-production.yaml the README asks for is values-production.yaml itself.
+        // values-production.yaml the docs ask for is values-production.yaml itself.
         let args: Vec<&str> = command
             .split_whitespace()
             .skip(1)
@@ -513,12 +537,9 @@ fn every_helm_install_in_the_readme_uses_an_image_of_ones_own() {
             );
         }
     }
-    // And the README says so.
-    let deployment = section(&readme, "## Deployment", "### Install with Helm");
-    assert!(
-        deployment.contains("No public image is published"),
-        "{deployment}"
-    );
+    // And the docs say so.
+    let image = deployment.section("## Container image", "## Install with Helm");
+    assert!(image.contains("No public image is published"), "{image}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -532,4 +553,76 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), target).expect("copy");
         }
     }
+}
+
+/// GitHub's anchor of a heading: lower case, spaces to hyphens, other punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (code blocks left out).
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut in_code = false;
+    let mut found = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        } else if !in_code && let Some(heading) = line.strip_prefix('#') {
+            found.insert(anchor(heading.trim_start_matches('#')));
+        }
+    }
+    found
+}
+
+#[test]
+fn relative_links_between_the_docs_resolve() {
+    // The Python package's own files are left to its checks.
+    let files = [
+        "README.md",
+        "client/README.md",
+        "client/lib/README.md",
+        "deploy/README.md",
+        "deploy/helm/mintcache/README.md",
+        "docs/BENCHMARKS.md",
+        "docs/CLI.md",
+        "docs/CONFIGURATION.md",
+        "docs/CONTRIBUTING.md",
+        "docs/DEPLOYMENT.md",
+        "docs/OPERATIONS.md",
+    ];
+    let link = Regex::new(r"\]\(([^)\s]+)\)").expect("regex");
+    let mut broken = Vec::new();
+    for file in files {
+        let doc = Doc::read(file);
+        let dir = Path::new(file).parent().expect("dir");
+        for target in link.captures_iter(&doc.text).map(|c| c[1].to_owned()) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (path, fragment) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved = if path.is_empty() {
+                root().join(file)
+            } else {
+                root().join(dir).join(path)
+            };
+            if !resolved.exists() {
+                broken.push(format!("{file}: {target}: no such file"));
+            } else if !fragment.is_empty() && resolved.extension().is_some_and(|e| e == "md") {
+                let text = std::fs::read_to_string(&resolved).expect("read");
+                if !anchors(&text).contains(fragment) {
+                    broken.push(format!("{file}: {target}: no such heading"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }

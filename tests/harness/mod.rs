@@ -162,7 +162,7 @@ impl Memcached {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start memcached ({e}); install it (apt-get install memcached) — see README")
+                panic!("cannot start memcached ({e}); install it (apt-get install memcached) — see docs/CONTRIBUTING.md")
             });
         let mut memcached = Self {
             child: Some(child),

@@ -9,7 +9,7 @@ use clap::builder::FalseyValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mintcache_client::{DebugMode, LeaseToken, SetOptions};
 
-/// The exit statuses, as shown by `--help` (and in the README).
+/// The exit statuses, as shown by `--help` (and in docs/CLI.md).
 pub(crate) const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  found / done: HIT or STALE, stored, deleted, flushed, SERVING, ...
