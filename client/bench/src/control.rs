@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::error::BenchError;
+
 /// When the measurement ends (`--duration` or `--count`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Bound {
@@ -134,6 +136,32 @@ impl Live {
             self.calls.load(Ordering::Relaxed),
             self.errors.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// Waits for every task; on the first error, stops the others (through the limiter) and
+/// returns that error once they have finished.
+pub(crate) async fn join_tasks<T: Send + 'static>(
+    mut tasks: tokio::task::JoinSet<Result<T, BenchError>>,
+    limiter: &Limiter,
+) -> Result<Vec<T>, BenchError> {
+    let mut done = Vec::with_capacity(tasks.len());
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined
+            .map_err(|e| BenchError::Internal(format!("call stream: {e}")))
+            .and_then(|r| r);
+        match result {
+            Ok(value) => done.push(value),
+            Err(e) => {
+                limiter.stop();
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(done),
     }
 }
 

@@ -16,10 +16,10 @@ use mintcache_client::proto::{
 };
 use tonic::Status;
 
-use super::BenchError;
-use super::control::{Limiter, Live, Phase};
+use super::control::{Limiter, Live, Phase, join_tasks};
+use super::error::BenchError;
 use super::options::{GrpcTarget, Mix};
-use super::record::{Op, Outcome, Recorder, Tally};
+use super::record::{Op, Outcome, Recorder, Tally, unwrap_recorders};
 use super::wire::{self, Conn, Driver, Endpoint};
 
 /// Keys per SetMany of the prefill (fewer when values are large, to stay far below the
@@ -187,8 +187,8 @@ pub(crate) async fn run(
             result
         });
     }
-    super::join_tasks(tasks, &limiter).await?;
-    super::unwrap_recorders(recorders)
+    join_tasks(tasks, &limiter).await?;
+    unwrap_recorders(recorders)
 }
 
 /// One call in flight at a time, on a shared connection.

@@ -11,9 +11,13 @@
 //! (phases and bounds), `record` (outcomes, errors, HDR latency histograms), `grpc` (the
 //! workloads over gRPC), `memcached` (the same workloads sent directly to memcached, meta or
 //! text protocol), `stampede` (the stampede scenario), `wire` (the lean gRPC client the
-//! workloads use), `report` (table, JSON, progress).
+//! workloads use), `report` (table, JSON, progress), `error` (why a run could not be done).
+//! Dependencies point one way: `error` and `keys` use nothing, `control` only `error`,
+//! `record` `control`, `options` `control`, `keys` and `record`; the workloads use those; this
+//! file uses the modules, and no module uses this file.
 
 mod control;
+mod error;
 mod grpc;
 mod keys;
 mod memcached;
@@ -26,10 +30,11 @@ mod wire;
 use std::ffi::OsString;
 use std::future::Future;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::control::{Limiter, Live};
+use self::error::BenchError;
 use self::options::{Plan, Target, Workload};
 use self::record::{Recorder, Summary};
 use self::report::{Progress, Report, StampedeReport};
@@ -156,23 +161,6 @@ where
         Ok(options) => execute(options, out, err, std::future::pending()).await,
         Err(exit) => exit,
     }
-}
-
-/// Why a run could not be done.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum BenchError {
-    #[error("cannot connect to {target}: {reason}")]
-    Connect { target: String, reason: String },
-    #[error("storing the keys before the run failed: {0}")]
-    Prefill(String),
-    #[error("memcached {addr}: {reason}")]
-    Memcached { addr: String, reason: String },
-    #[error("stampede setup: {0}")]
-    Setup(String),
-    #[error("interrupted before the load started")]
-    Interrupted,
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 /// What a workload hands back.
@@ -351,43 +339,4 @@ impl Prepared {
             }
         }
     }
-}
-
-/// Waits for every task; on the first error, stops the others (through the limiter) and
-/// returns that error once they have finished.
-async fn join_tasks<T: Send + 'static>(
-    mut tasks: tokio::task::JoinSet<Result<T, BenchError>>,
-    limiter: &Limiter,
-) -> Result<Vec<T>, BenchError> {
-    let mut done = Vec::with_capacity(tasks.len());
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined
-            .map_err(|e| BenchError::Internal(format!("call stream: {e}")))
-            .and_then(|r| r);
-        match result {
-            Ok(value) => done.push(value),
-            Err(e) => {
-                limiter.stop();
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(done),
-    }
-}
-
-/// The recorders shared by the streams of each connection, once every stream has finished.
-fn unwrap_recorders(shared: Vec<Arc<Mutex<Recorder>>>) -> Result<Vec<Recorder>, BenchError> {
-    shared
-        .into_iter()
-        .map(|recorder| {
-            Arc::try_unwrap(recorder)
-                .map_err(|_| BenchError::Internal("a call stream outlived the run".into()))?
-                .into_inner()
-                .map_err(|_| BenchError::Internal("recorder lock poisoned".into()))
-        })
-        .collect()
 }

@@ -9,13 +9,13 @@
 //! - latencies are those of the successful calls.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::BenchError;
 use super::control::Live;
+use super::error::BenchError;
 
 /// Highest latency the histograms hold (longer calls are recorded as this): 10 minutes, in µs.
 const MAX_LATENCY_US: u64 = 600_000_000;
@@ -333,6 +333,21 @@ impl Latency {
             mean: histogram.mean(),
         }
     }
+}
+
+/// The recorders shared by the streams of each connection, once every stream has finished.
+pub(crate) fn unwrap_recorders(
+    shared: Vec<Arc<Mutex<Recorder>>>,
+) -> Result<Vec<Recorder>, BenchError> {
+    shared
+        .into_iter()
+        .map(|recorder| {
+            Arc::try_unwrap(recorder)
+                .map_err(|_| BenchError::Internal("a call stream outlived the run".into()))?
+                .into_inner()
+                .map_err(|_| BenchError::Internal("recorder lock poisoned".into()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

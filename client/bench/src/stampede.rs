@@ -19,11 +19,11 @@ use mintcache_client::code_name;
 use mintcache_client::proto::{GetRequest, GetResponse, SetRequest, SetResponse};
 use serde::Serialize;
 
-use super::BenchError;
-use super::control::{Limiter, Live, Phase};
+use super::control::{Limiter, Live, Phase, join_tasks};
+use super::error::BenchError;
 use super::grpc::{drive, outcome, status_text};
 use super::options::GrpcTarget;
-use super::record::{Op, Outcome, Recorder, Tally};
+use super::record::{Op, Outcome, Recorder, Tally, unwrap_recorders};
 use super::wire::{Conn, Driver};
 
 /// What every reader shares.
@@ -216,9 +216,9 @@ pub(crate) async fn run(
             result
         });
     }
-    super::join_tasks(tasks, &limiter).await?;
+    join_tasks(tasks, &limiter).await?;
     let verdict = Verdict::of(book.periods()?);
-    Ok((super::unwrap_recorders(recorders)?, verdict))
+    Ok((unwrap_recorders(recorders)?, verdict))
 }
 
 struct Reader {

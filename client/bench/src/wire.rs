@@ -29,7 +29,7 @@ use mintcache_client::{AUTHORIZATION_HEADER, NAMESPACE_HEADER, VERSION_HEADER};
 use tokio::net::TcpStream;
 use tonic::{Code, Status};
 
-use super::BenchError;
+use super::error::BenchError;
 use super::options::GrpcTarget;
 use super::record::Op;
 

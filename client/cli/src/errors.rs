@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use mintcache_client::Error;
 use tonic::Code;
 
-use super::Exit;
 use super::args::Connection;
+use super::exit::Exit;
 
 /// The message of the refused `--version` forms.
 pub(crate) const VERSION_FLAG_MISUSED: &str = "`--version` prints this tool's version and \
@@ -390,6 +390,14 @@ fn tls_hint(chain: &str) -> Option<&'static str> {
         );
     }
     None
+}
+
+/// clap's error as one message: its first paragraph, without the `error: ` prefix and the
+/// usage lines meant for a terminal.
+pub(crate) fn usage_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first = text.split("\n\n").next().unwrap_or_default().trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
 #[cfg(test)]

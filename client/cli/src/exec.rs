@@ -16,12 +16,13 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use super::args::{Command, Connection, CounterArgs, OutputArgs, WriteArgs};
 use super::batch;
 use super::errors::{CACHE_SERVICE, CliError, code_exit};
+use super::exit::Exit;
 use super::output::{
     DEGRADED_WARNING, Data, Report, Sink, duration_text, fail, key_text, lookup_feedback,
     lookup_json, readable,
 };
 use super::stats;
-use super::{Exit, Terminal};
+use super::terminal::Terminal;
 
 /// The client and the settings commands run with.
 pub(crate) struct Session {

@@ -8,7 +8,10 @@
 //! - `errors`: what went wrong, in words, and the exit status it gives;
 //! - `batch`: the line formats of `get-many`, `set-many` and `delete-many`;
 //! - `stats`: the server's counters from its admin port;
-//! - `shell`: the interactive shell.
+//! - `shell`: the interactive shell;
+//! - `exit`, `terminal`: [`Exit`] and [`Terminal`], which every other module may use.
+//!
+//! Dependencies point one way: this file uses the modules, and no module uses this file.
 //!
 //! Output is made for both people and pipelines: values go to stdout byte for byte, a
 //! one-line report of what happened (`HIT`, `not stored: lease outdated`, ...) goes to stderr
@@ -23,92 +26,22 @@ mod args;
 mod batch;
 mod errors;
 mod exec;
+mod exit;
 mod output;
 mod shell;
 mod stats;
+mod terminal;
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 
 use clap::Parser;
 
 use self::args::{Cli, Command};
+use self::errors::usage_message;
 use self::exec::Session;
-
-/// The exit status of a command (documented in `mintcache --help`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    /// 0: found or done (a hit, a value stored, a key deleted, `SERVING`, ...).
-    Success,
-    /// 1: not found or not done: `MISS`, `REFRESH`, `PENDING`, a value not stored, a missing
-    /// key or counter, a health status other than `SERVING`; for a batch, at least one key.
-    Miss,
-    /// 2: a usage error: bad arguments or input, an unreadable file. Nothing was sent.
-    Usage,
-    /// 3: no mintcache server could be reached: connection refused, TLS failure, something
-    /// that is not a mintcache gRPC port, no answer.
-    Unreachable,
-    /// 4: the server refused or failed the call (an error status such as
-    /// `INVALID_ARGUMENT`, `UNAUTHENTICATED`, `DEADLINE_EXCEEDED`).
-    Failed,
-    /// 5: the cache backend behind the server (memcached) is unavailable.
-    BackendUnavailable,
-}
-
-impl Exit {
-    /// The process exit code: 0 to 5.
-    pub fn code(self) -> u8 {
-        match self {
-            Self::Success => 0,
-            Self::Miss => 1,
-            Self::Usage => 2,
-            Self::Unreachable => 3,
-            Self::Failed => 4,
-            Self::BackendUnavailable => 5,
-        }
-    }
-
-    fn from_bool(done: bool) -> Self {
-        if done { Self::Success } else { Self::Miss }
-    }
-}
-
-/// Which standard streams are terminals: it decides prompts, confirmations, the one-line
-/// reports on stderr and how values are shown.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Terminal {
-    /// Standard input is a terminal (a person types).
-    pub stdin: bool,
-    /// Standard output is a terminal (values are shown readably, with a final newline).
-    pub stdout: bool,
-    /// Standard error is a terminal (one-line reports are shown there).
-    pub stderr: bool,
-}
-
-impl Terminal {
-    /// No terminal at all: scripts and pipelines.
-    pub const NONE: Self = Self {
-        stdin: false,
-        stdout: false,
-        stderr: false,
-    };
-
-    /// Everything on a terminal: a person at a shell prompt.
-    pub const ALL: Self = Self {
-        stdin: true,
-        stdout: true,
-        stderr: true,
-    };
-
-    /// The process's own streams.
-    pub fn detect() -> Self {
-        Self {
-            stdin: std::io::stdin().is_terminal(),
-            stdout: std::io::stdout().is_terminal(),
-            stderr: std::io::stderr().is_terminal(),
-        }
-    }
-}
+pub use self::exit::Exit;
+pub use self::terminal::Terminal;
 
 /// Runs the `mintcache` command line with these arguments (the first is the program name)
 /// and streams, as in a pipeline (no terminal), and returns the exit status. Never panics on
@@ -223,14 +156,6 @@ pub(crate) fn json_requested(args: &[OsString]) -> bool {
         )
     });
     flag || variable
-}
-
-/// clap's error as one message: its first paragraph, without the `error: ` prefix and the
-/// usage lines meant for a terminal.
-pub(crate) fn usage_message(e: &clap::Error) -> String {
-    let text = e.render().to_string();
-    let first = text.split("\n\n").next().unwrap_or_default().trim();
-    first.strip_prefix("error: ").unwrap_or(first).to_owned()
 }
 
 /// Where `--version` / `-V` appear on the command line.

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use super::args::{Connection, OutputArgs};
 use super::errors::{CliError, explain};
-use super::{Exit, Terminal};
+use super::exit::Exit;
+use super::terminal::Terminal;
 
 /// What a command produced.
 #[derive(Debug)]

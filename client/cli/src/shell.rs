@@ -13,12 +13,13 @@ use clap::{CommandFactory, Parser};
 use rustyline::DefaultEditor;
 use rustyline::error::ReadlineError;
 
-#[cfg(test)]
-use super::Terminal;
 use super::args::{Cli, OutputArgs, ShellCommand, ShellLine};
+use super::errors::usage_message;
 use super::exec::Session;
+use super::exit::Exit;
 use super::output::show_error;
-use super::{Exit, usage_message};
+#[cfg(test)]
+use super::terminal::Terminal;
 
 /// Where lines come from.
 trait Lines {

@@ -15,9 +15,9 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
-use super::Exit;
 use super::args::Connection;
 use super::errors::CliError;
+use super::exit::Exit;
 use super::output::{Data, Report};
 
 /// One sample: metric name, labels, value.

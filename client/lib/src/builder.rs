@@ -6,8 +6,9 @@ use std::time::Duration;
 use tonic::transport::ClientTlsConfig;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::backoff::Backoff;
 use crate::client::{CallDefaults, Client};
-use crate::{Backoff, Error};
+use crate::error::Error;
 
 /// Most endpoints one client balances over (tonic's balancer takes them through a bounded
 /// queue of this size).
@@ -58,6 +59,13 @@ impl Default for ClientBuilder {
             retry: Backoff::UNAVAILABLE_DEFAULT,
             pending: Backoff::PENDING_DEFAULT,
         }
+    }
+}
+
+impl Client {
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
     }
 }
 

@@ -14,13 +14,14 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::backoff::Backoff;
+use crate::error::Error;
+use crate::headers::{
+    AUTHORIZATION_HEADER, DEBUG_HEADER, DEGRADED_HEADER, NAMESPACE_HEADER, VERSION_HEADER,
+};
 use crate::proto::cache_client::CacheClient;
 use crate::proto::{self};
-use crate::types::{Lookup, SetOptions, wire_seconds};
-use crate::{
-    AUTHORIZATION_HEADER, Backoff, ClientBuilder, DEBUG_HEADER, DEGRADED_HEADER, DebugMode, Error,
-    KeyError, NAMESPACE_HEADER, VERSION_HEADER,
-};
+use crate::types::{DebugMode, KeyError, Lookup, SetOptions, wire_seconds};
 
 /// What every call sends unless overridden: version, namespace, token, debug mode, cold-miss
 /// protection.
@@ -168,11 +169,6 @@ fn degraded(metadata: &MetadataMap) -> bool {
 }
 
 impl Client {
-    /// Starts configuring a client.
-    pub fn builder() -> ClientBuilder {
-        ClientBuilder::default()
-    }
-
     pub(crate) fn new(
         channel: Channel,
         defaults: CallDefaults,
@@ -204,8 +200,9 @@ impl Client {
     }
 
     /// A copy of this client whose calls run in a debug mode (`x-cache-debug`). The server
-    /// honours it for admin callers only (see [`ClientBuilder::token`]) and answers
-    /// `PERMISSION_DENIED` to anyone else.
+    /// honours it for admin callers only (see
+    /// [`ClientBuilder::token`](crate::ClientBuilder::token)) and answers `PERMISSION_DENIED`
+    /// to anyone else.
     pub fn with_debug(&self, mode: DebugMode) -> Self {
         let mut c = self.clone();
         c.defaults.debug = Some(mode);

@@ -38,41 +38,34 @@
 //!
 //! Without the TLS dependencies: `mintcache-client = { version = "…", default-features = false }`
 //! (feature `tls`, on by default).
+//!
+//! Inside, dependencies point one way: `types`, `client`, `builder` and `mint` use `error`,
+//! `headers`, `backoff` and `proto`, and each of the four only those before it in this list;
+//! no module uses this file.
 #![forbid(unsafe_code)]
 
 mod backoff;
 mod builder;
 mod client;
 mod error;
+mod headers;
 mod mint;
 mod types;
 
-/// The generated protobuf messages and gRPC client of package `mintcache.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
-pub mod proto {
-    tonic::include_proto!("mintcache.v1");
-}
+pub mod proto;
 
 pub use backoff::Backoff;
 pub use builder::ClientBuilder;
 pub use client::Client;
 pub use error::{BoxError, Error, code_name};
+pub use headers::{
+    AUTHORIZATION_HEADER, DEBUG_APPLIED_HEADER, DEBUG_HEADER, DEGRADED_HEADER, NAMESPACE_HEADER,
+    VERSION_HEADER,
+};
 pub use proto::cache_client::CacheClient;
 pub use tonic_health::pb::health_check_response::ServingStatus;
 pub use types::{
     DebugMode, KeyError, LeaseToken, Lookup, Outcome, ParseDebugModeError, ParseLeaseTokenError,
     SetOptions,
 };
-
-/// Metadata key selecting the application version that namespaces keys.
-pub const VERSION_HEADER: &str = "x-cache-version";
-/// Metadata key selecting the namespace (tenant or application name).
-pub const NAMESPACE_HEADER: &str = "x-cache-namespace";
-/// Metadata key selecting a per-call debug mode (`off` or `write-only`, admin callers only).
-pub const DEBUG_HEADER: &str = "x-cache-debug";
-/// Metadata key carrying the caller's credentials (`Bearer <token>`).
-pub const AUTHORIZATION_HEADER: &str = "authorization";
-/// Response metadata key set to `1` when a read was answered as a miss because the backend failed.
-pub const DEGRADED_HEADER: &str = "x-cache-degraded";
-/// Response metadata key naming the debug mode the server applied to the call.
-pub const DEBUG_APPLIED_HEADER: &str = "x-cache-debug-applied";

@@ -3,8 +3,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::BoxError;
-use crate::{Client, Error, LeaseToken, Outcome, SetOptions};
+use crate::client::Client;
+use crate::error::{BoxError, Error};
+use crate::types::{LeaseToken, Outcome, SetOptions};
 
 impl Client {
     /// Returns the cached value of `key`, computing and caching it when the server says so:

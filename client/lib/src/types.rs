@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use crate::Error;
+use crate::error::Error;
 use crate::proto;
 
 /// What a read found, and what the caller should do about it.

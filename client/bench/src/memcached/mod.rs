@@ -19,8 +19,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 use self::proto::{ProtocolError, Reply};
-use super::BenchError;
-use super::control::{Limiter, Live, Phase};
+use super::control::{Limiter, Live, Phase, join_tasks};
+use super::error::BenchError;
 use super::options::{Mix, Protocol};
 use super::record::{Op, Outcome, Recorder};
 
@@ -138,7 +138,7 @@ pub(crate) async fn run(
             result
         });
     }
-    super::join_tasks(tasks, &limiter).await
+    join_tasks(tasks, &limiter).await
 }
 
 /// A request on the wire whose reply has not been read yet.
