@@ -116,6 +116,7 @@ async fn off_mode_on_every_rpc() {
                     peek: false,
                     key: b"k".to_vec(),
                     lease_on_miss: None,
+                    ..Default::default()
                 }))
                 .await
                 .expect("get");
@@ -135,6 +136,7 @@ async fn off_mode_on_every_rpc() {
                     peek: false,
                     keys: vec![b"k".to_vec(), b"n".to_vec()],
                     lease_on_miss: Some(true),
+                    ..Default::default()
                 }))
                 .await
                 .expect("get_many");
@@ -204,7 +206,10 @@ async fn off_mode_on_every_rpc() {
         .run("Delete", async {
             let mut c = c.clone();
             let r = c
-                .delete(d.r(DeleteRequest { key: b"k".to_vec() }))
+                .delete(d.r(DeleteRequest {
+                    key: b"k".to_vec(),
+                    ..Default::default()
+                }))
                 .await
                 .expect("delete");
             assert!(!r.get_ref().deleted);
@@ -272,6 +277,7 @@ async fn off_mode_on_every_rpc() {
                     peek: false,
                     key: Vec::new(),
                     lease_on_miss: None,
+                    ..Default::default()
                 }))
                 .await
                 .expect_err("empty key");
@@ -326,6 +332,7 @@ async fn write_only_mode_on_every_rpc() {
                     peek: false,
                     key: b"k".to_vec(),
                     lease_on_miss: None,
+                    ..Default::default()
                 }))
                 .await
                 .expect("get");
@@ -341,6 +348,7 @@ async fn write_only_mode_on_every_rpc() {
                     peek: false,
                     keys: vec![b"k".to_vec()],
                     lease_on_miss: None,
+                    ..Default::default()
                 }))
                 .await
                 .expect("get_many");
@@ -421,11 +429,14 @@ async fn write_only_mode_on_every_rpc() {
         .run("Delete", async {
             let mut c = c.clone();
             assert!(
-                c.delete(d.r(DeleteRequest { key: b"a".to_vec() }))
-                    .await
-                    .expect("delete")
-                    .get_ref()
-                    .deleted
+                c.delete(d.r(DeleteRequest {
+                    key: b"a".to_vec(),
+                    ..Default::default()
+                }))
+                .await
+                .expect("delete")
+                .get_ref()
+                .deleted
             );
             assert_miss(&normal.get(b"a").await);
         })
@@ -511,6 +522,7 @@ async fn debug_calls_never_leak_into_concurrent_calls() {
                         peek: false,
                         key: b"hot".to_vec(),
                         lease_on_miss: None,
+                        ..Default::default()
                     },
                     &md,
                 ))
@@ -531,6 +543,7 @@ async fn debug_calls_never_leak_into_concurrent_calls() {
                     peek: false,
                     key: b"hot".to_vec(),
                     lease_on_miss: None,
+                    ..Default::default()
                 }))
                 .await
                 .expect("normal get");
@@ -561,6 +574,7 @@ async fn refused_credentials() {
         peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     let oversize = format!("Bearer {}", "t".repeat(5000));
     let admin_bearer = format!("Bearer {ADMIN}");
@@ -672,6 +686,7 @@ async fn without_an_admin_debug_is_refused_to_everyone() {
         peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     let e = c
         .get(req(get(), &[("x-cache-debug", "off")]))
@@ -700,6 +715,7 @@ async fn required_tokens_leave_health_and_reflection_open() {
         peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     let e = c
         .get(req(get(), &[]))
@@ -802,6 +818,7 @@ async fn tokens_and_values_never_reach_the_logs() {
         peek: false,
         key: b"secret-key".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     assert!(
         c.get(req(

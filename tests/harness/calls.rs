@@ -46,6 +46,7 @@ impl Calls {
             peek: false,
             key: key.to_vec(),
             lease_on_miss: None,
+            ..Default::default()
         });
         let response = self.client.clone().get(r).await?;
         let degraded = response.metadata().get(DEGRADED_HEADER).is_some();
@@ -93,7 +94,10 @@ impl Calls {
     }
 
     pub async fn try_delete(&self, key: &[u8]) -> Result<bool, Status> {
-        let r = self.wrap(DeleteRequest { key: key.to_vec() });
+        let r = self.wrap(DeleteRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        });
         self.client
             .clone()
             .delete(r)
@@ -205,6 +209,7 @@ impl Calls {
             peek: false,
             keys: keys.to_vec(),
             lease_on_miss,
+            ..Default::default()
         });
         let response = self.client.clone().get_many(r).await.expect("get_many");
         let degraded = response.metadata().get(DEGRADED_HEADER).is_some();
