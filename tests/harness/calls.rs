@@ -15,6 +15,8 @@ pub struct Calls {
     pub client: CacheClient<Channel>,
     pub version: Option<String>,
     pub namespace: Option<String>,
+    /// `x-cache-consistency` of every call (`None`: not sent).
+    pub consistency: Option<String>,
 }
 
 impl Calls {
@@ -23,6 +25,7 @@ impl Calls {
             client,
             version: None,
             namespace: None,
+            consistency: None,
         }
     }
 
@@ -36,8 +39,19 @@ impl Calls {
         self
     }
 
+    pub fn consistency(mut self, c: &str) -> Self {
+        self.consistency = Some(c.to_owned());
+        self
+    }
+
     fn wrap<T>(&self, m: T) -> tonic::Request<T> {
-        req(m, self.version.as_deref(), self.namespace.as_deref())
+        let mut request = req(m, self.version.as_deref(), self.namespace.as_deref());
+        if let Some(c) = &self.consistency {
+            request
+                .metadata_mut()
+                .insert("x-cache-consistency", c.parse().expect("ascii metadata"));
+        }
+        request
     }
 
     /// A read, with whether the server flagged it degraded (backend failed, answered as miss).
