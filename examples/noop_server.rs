@@ -66,7 +66,10 @@ impl Cache for Noop {
     }
 
     async fn add(&self, _: Request<AddRequest>) -> Result<Response<AddResponse>, Status> {
-        Ok(Response::new(AddResponse { stored: true }))
+        Ok(Response::new(AddResponse {
+            stored: true,
+            ..Default::default()
+        }))
     }
 
     async fn touch(&self, _: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use tokio::sync::watch;
 
 use crate::config::CacheSettings;
 use crate::metrics::Metrics;
@@ -18,8 +19,9 @@ use crate::core::item::{
 };
 use crate::core::key::{KeySpace, StoreKey};
 use crate::core::lease::{LeaseToken, LeaseTokenError};
-use crate::core::mint::{self, Lookup, MintOutcome, Step};
+use crate::core::mint::{self, Early, Lookup, MintOutcome, Step};
 use crate::core::ttl::{self, Expiry, TtlError};
+use crate::hot::HotCache;
 use crate::store::budget::CallBudget;
 use crate::store::{Refusal, Store, StoreError};
 
@@ -56,6 +58,9 @@ pub(crate) enum CacheError {
     /// A lease token is malformed.
     #[error(transparent)]
     Lease(#[from] LeaseTokenError),
+    /// `early_refresh_beta` is not a number in range.
+    #[error("early_refresh_beta must be a number in 0..={max}", max = crate::config::MAX_BETA)]
+    BadBeta,
     /// A field does not go with the others.
     #[error("`{field}` {reason}")]
     Field {
@@ -109,13 +114,55 @@ impl From<StoreError> for CacheError {
     }
 }
 
-/// The context of one call: its key space and debug mode.
+/// The context of one call: its key space, debug mode and consistency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Call {
     /// Namespace and version.
     pub(crate) space: KeySpace,
     /// The per-call debug mode (admin callers only; checked before).
     pub(crate) debug: Option<DebugMode>,
+    /// `x-cache-consistency: strong`: reads never use the hot-key cache.
+    pub(crate) strong: bool,
+}
+
+/// How a call asks to read, beyond its keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ReadArgs {
+    /// Cold-miss protection (`None`: the server's default).
+    pub(crate) lease_on_miss: Option<bool>,
+    /// Look without taking part in the refresh election.
+    pub(crate) peek: bool,
+    /// β of early refresh for this call (`None`: the key space's).
+    pub(crate) early_refresh_beta: Option<f64>,
+    /// How long a read that would answer `PENDING` waits for the fill (zero: not at all); the
+    /// service already cut it to the call's deadline.
+    pub(crate) wait: Duration,
+}
+
+/// What a read of one key runs with: the options of its first read, whether it asked for
+/// cold-miss protection, early refresh's β, and whether its leases say when they were issued.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    opts: GetOpts,
+    protect: bool,
+    beta: f64,
+    timed: bool,
+}
+
+impl Plan {
+    /// This read's early-refresh draw, if early refresh is on for it.
+    fn early(&self) -> Option<Early> {
+        (self.beta > 0.0).then(|| Early::draw(self.beta, fastrand::f64()))
+    }
+}
+
+/// What a fill brought to readers waiting on this replica.
+#[derive(Debug, Clone)]
+enum FillEvent {
+    /// The value was stored through this replica, as this item.
+    Stored(ItemView),
+    /// The filler gave its lease up: one waiter may fill instead.
+    Released,
 }
 
 impl Call {
@@ -167,6 +214,8 @@ pub(crate) struct SetArgs {
     pub(crate) flags: u32,
     /// Lease token bytes from a `REFRESH` or `MISS` (empty: none).
     pub(crate) lease_token: Bytes,
+    /// Milliseconds the caller says computing the value took (0: not said).
+    pub(crate) recompute_ms: u32,
 }
 
 /// A batched call split in two: the items that passed validation (with their positions), and
@@ -257,7 +306,16 @@ pub(crate) struct MintCache<S> {
     /// When this replica first saw each decided election (stored key, CAS value) still
     /// unanswered: the basis of the refresh timeout.
     elections_seen: moka::sync::Cache<(Bytes, Cas), Instant>,
+    /// Reads waiting for a fill, by stored key: told at once when it lands through here.
+    fills: moka::sync::Cache<Bytes, Arc<watch::Sender<Option<FillEvent>>>>,
+    /// The last look at the store of a key being waited for, shared by its waiters.
+    fill_polls: moka::future::Cache<Bytes, Arc<Result<Option<ItemView>, StoreError>>>,
+    /// The hot-key cache, when on.
+    hot: Option<HotCache>,
 }
+
+/// Most keys with readers waiting for their fill at once.
+const MAX_WAITED_FILLS: u64 = 100_000;
 
 impl<S: Store> MintCache<S> {
     /// A mint cache over `store`, recording read outcomes into `metrics`.
@@ -280,6 +338,18 @@ impl<S: Store> MintCache<S> {
             .max_capacity(MAX_KEY_SPACES)
             .time_to_live(RENEWAL_MARK)
             .build();
+        let fills = moka::sync::Cache::builder()
+            .max_capacity(MAX_WAITED_FILLS)
+            .time_to_idle(settings.max_wait.max(Duration::from_secs(1)) * 2)
+            .build();
+        let fill_polls = moka::future::Cache::builder()
+            .max_capacity(MAX_WAITED_FILLS)
+            .time_to_live(settings.wait_poll)
+            .build();
+        let hot = settings
+            .hot_cache
+            .as_ref()
+            .map(|h| HotCache::new(h.max_staleness, h.max_bytes));
         Self {
             store,
             settings,
@@ -288,7 +358,15 @@ impl<S: Store> MintCache<S> {
             known,
             renewing,
             elections_seen,
+            fills,
+            fill_polls,
+            hot,
         }
+    }
+
+    /// Entries and bytes of the hot-key cache (zeros when it is off).
+    pub(crate) fn hot_usage(&self) -> (u64, u64) {
+        self.hot.as_ref().map_or((0, 0), HotCache::usage)
     }
 
     /// Checks a key against the limits.
@@ -358,14 +436,28 @@ impl<S: Store> MintCache<S> {
         Ok(call.space.store_key_at(generation, key))
     }
 
-    /// The options of a first read, and whether the caller asked for cold-miss protection.
-    fn read_opts(&self, lease_on_miss: Option<bool>) -> (GetOpts, bool) {
-        let protect = lease_on_miss.unwrap_or(self.settings.lease_on_miss);
+    /// The plan of a read in `call` with `args` (refused: a β out of range).
+    fn plan(&self, call: &Call, args: &ReadArgs) -> Result<Plan, CacheError> {
+        let protect = args.lease_on_miss.unwrap_or(self.settings.lease_on_miss);
+        let space_beta = self.settings.beta(&call.space);
+        let beta = match args.early_refresh_beta {
+            None => space_beta,
+            Some(beta) if beta.is_finite() && (0.0..=crate::config::MAX_BETA).contains(&beta) => {
+                beta
+            }
+            Some(_) => return Err(CacheError::BadBeta),
+        };
         let opts = GetOpts {
             vivify_for: protect.then_some(self.settings.fill_timeout_seconds),
+            hot: self.hot.is_some() && !call.strong,
             ..GetOpts::default()
         };
-        (opts, protect)
+        Ok(Plan {
+            opts,
+            protect,
+            beta,
+            timed: space_beta > 0.0,
+        })
     }
 
     /// Reads a key, running the mint protocol; or, with `peek`, only looks at it.
@@ -373,10 +465,10 @@ impl<S: Store> MintCache<S> {
         &self,
         call: &Call,
         key: &[u8],
-        lease_on_miss: Option<bool>,
-        peek: bool,
+        args: ReadArgs,
     ) -> Result<Read, CacheError> {
         let key = self.check_key(key)?;
+        let plan = self.plan(call, &args)?;
         if call.effect(OpKind::Read) == Effect::Miss {
             return Ok(Read::debug_miss());
         }
@@ -384,13 +476,108 @@ impl<S: Store> MintCache<S> {
             Ok(key) => key,
             Err(e) => return self.read_failed(e),
         };
-        if peek {
+        if args.peek {
             let first = self.store.get(&key, GetOpts::default()).await;
             return self.finish_peek(&key, first).await;
         }
-        let (opts, protect) = self.read_opts(lease_on_miss);
-        let first = self.store.get(&key, opts).await;
-        self.finish_read(&key, first, opts, protect).await
+        if plan.opts.hot
+            && let Some(hot) = &self.hot
+            && let Some(lookup) = hot.get(key.stored(), Instant::now())
+        {
+            self.metrics.hot_hit();
+            self.metrics.mint_outcome(lookup.outcome);
+            return Ok(Read {
+                lookup,
+                degraded: false,
+            });
+        }
+        let first = self.store.get(&key, plan.opts).await;
+        let read = self.finish_read(&key, first, plan).await?;
+        if read.lookup.outcome == MintOutcome::Pending && !args.wait.is_zero() {
+            let until = Instant::now() + args.wait.min(self.settings.max_wait);
+            return self.wait_for_fill(&key, plan, until).await;
+        }
+        Ok(read)
+    }
+
+    /// Holds a read that would answer `PENDING` until the fill lands (told at once when it is
+    /// stored through this replica; else seen by a look at the store every
+    /// `cache.wait_poll_ms`, shared by the waiters of the key), or until `until`. If the filler
+    /// gives up, each waiter reads again: the store elects one to fill (`MISS` with a lease),
+    /// the others go on waiting. A failed fill is never a value: only what was stored is.
+    async fn wait_for_fill(
+        &self,
+        key: &StoreKey,
+        plan: Plan,
+        until: Instant,
+    ) -> Result<Read, CacheError> {
+        let watch = self
+            .fills
+            .get_with(key.stored().clone(), || Arc::new(watch::channel(None).0));
+        let mut events = watch.subscribe();
+        let pending = || {
+            self.metrics.mint_outcome(MintOutcome::Pending);
+            Ok(Read {
+                lookup: Lookup::pending(),
+                degraded: false,
+            })
+        };
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return pending();
+            }
+            let look_at = (now + self.settings.wait_poll).min(until);
+            let event = match tokio::time::timeout_at(look_at.into(), events.changed()).await {
+                Ok(Ok(())) => events.borrow_and_update().clone(),
+                _ => None,
+            };
+            let released = matches!(event, Some(FillEvent::Released));
+            if let Some(FillEvent::Stored(view)) = event
+                && let Step::Done(lookup) = mint::decide_with(Some(view), false, plan.protect, None)
+                && lookup.outcome == MintOutcome::Hit
+            {
+                self.metrics.mint_outcome(lookup.outcome);
+                return Ok(Read {
+                    lookup,
+                    degraded: false,
+                });
+            }
+            if Instant::now() >= until {
+                return pending();
+            }
+            // A look at the store (shared with the key's other waiters here): while the fill
+            // is still under way there is nothing to do; else this waiter reads for itself.
+            let seen = self
+                .fill_polls
+                .get_with(key.stored().clone(), async {
+                    Arc::new(self.store.get(key, GetOpts::default()).await)
+                })
+                .await;
+            let filling = matches!(&*seen, Ok(Some(view)) if is_fill_under_way(view));
+            if filling && !released {
+                continue;
+            }
+            let again = self.store.get(key, plan.opts).await;
+            let read = self.finish_read(key, again, plan).await?;
+            if read.lookup.outcome != MintOutcome::Pending || read.degraded {
+                return Ok(read);
+            }
+        }
+    }
+
+    /// Tells readers waiting on this replica for `key`'s fill what happened to it.
+    fn tell_waiters(&self, key: &StoreKey, event: FillEvent) {
+        if let Some(watch) = self.fills.get(key.stored()) {
+            watch.send_replace(Some(event));
+        }
+    }
+
+    /// After a write of `key` through this replica: its hot copy is dropped.
+    fn written(&self, key: &StoreKey) {
+        if let Some(hot) = &self.hot {
+            hot.forget(key.stored());
+        }
     }
 
     /// Turns a plain read into a peek's answer, giving back an election the read took.
@@ -426,39 +613,54 @@ impl<S: Store> MintCache<S> {
         &self,
         key: &StoreKey,
         first: Result<Option<ItemView>, StoreError>,
-        opts: GetOpts,
-        protect: bool,
+        plan: Plan,
     ) -> Result<Read, CacheError> {
         let view = match first {
             Ok(view) => view,
             Err(e) => return self.read_failed(e),
         };
         let mut decided = Decided::of(view.as_ref());
-        let mut lookup = match mint::decide(view, false, protect) {
+        let hot = view.as_ref().is_some_and(|v| v.hot);
+        let mut lookup = match mint::decide_with(view, false, plan.protect, plan.early()) {
             Step::Done(lookup) => lookup,
             Step::Elect { recache_below } => {
                 let elect = GetOpts {
                     recache_below: Some(recache_below),
-                    ..opts
+                    ..plan.opts
                 };
                 let view = match self.store.get(key, elect).await {
                     Ok(view) => view,
                     Err(e) => return self.read_failed(e),
                 };
                 decided = Decided::of(view.as_ref());
-                elected(view, protect)
+                elected(view, plan.protect)
             }
         };
         if lookup.outcome == MintOutcome::Stale
-            && let Some(reopened) = self.reopen_if_abandoned(key, decided, opts, protect).await
+            && let Some(reopened) = self.reopen_if_abandoned(key, decided, plan).await
         {
             lookup = reopened;
         }
+        Ok(self.answer(key, lookup, plan, hot))
+    }
+
+    /// The answer of a read decided from the store: its lease says when it was issued, a
+    /// fresh hit of a hot key is kept in the hot-key cache, and the outcome is counted.
+    fn answer(&self, key: &StoreKey, mut lookup: Lookup, plan: Plan, hot: bool) -> Read {
+        if plan.timed && lookup.lease.is_some() {
+            lookup.issued_at_ms = Some(unix_millis());
+        }
+        if hot
+            && plan.opts.hot
+            && let Some(cache) = &self.hot
+        {
+            cache.keep(key.stored(), &lookup, Instant::now());
+        }
         self.metrics.mint_outcome(lookup.outcome);
-        Ok(Read {
+        Read {
             lookup,
             degraded: false,
-        })
+        }
     }
 
     /// The refresh timeout: a stale value whose election was won by a caller that has not
@@ -471,8 +673,7 @@ impl<S: Store> MintCache<S> {
         &self,
         key: &StoreKey,
         decided: Option<Decided>,
-        opts: GetOpts,
-        protect: bool,
+        plan: Plan,
     ) -> Option<Lookup> {
         let timeout = self.settings.refresh_timeout?;
         let decided = decided.filter(|d| d.won_by_another)?;
@@ -490,8 +691,8 @@ impl<S: Store> MintCache<S> {
         {
             Ok(true) => {
                 tracing::debug!("refresh winner did not store in time: election reopened");
-                let view = self.store.get(key, opts).await.ok()?;
-                Some(elected(view, protect))
+                let view = self.store.get(key, plan.opts).await.ok()?;
+                Some(elected(view, plan.protect))
             }
             // Someone stored, or reopened it first.
             Ok(false) => None,
@@ -510,9 +711,12 @@ impl<S: Store> MintCache<S> {
         &self,
         call: &Call,
         keys: &[Bytes],
-        lease_on_miss: Option<bool>,
-        peek: bool,
+        args: ReadArgs,
     ) -> Vec<Result<Read, CacheError>> {
+        let plan = match self.plan(call, &args) {
+            Ok(plan) => plan,
+            Err(e) => return keys.iter().map(|_| Err(e.clone())).collect(),
+        };
         let batch = Batch::new(keys, |key| self.check_key(key));
         if call.effect(OpKind::Read) == Effect::Miss {
             return batch.answer_all(|| Ok(Read::debug_miss()));
@@ -528,9 +732,7 @@ impl<S: Store> MintCache<S> {
             .collect();
         let room = answer_room(self.settings.max_message_bytes, keys);
         let budget = CallBudget::new(room);
-        let answers = self
-            .read_many(&store_keys, lease_on_miss, peek, budget)
-            .await;
+        let answers = self.read_many(&store_keys, plan, args.peek, budget).await;
         batch.answer(fit_answers(&answers, &of_position, room))
     }
 
@@ -538,11 +740,18 @@ impl<S: Store> MintCache<S> {
     async fn read_many(
         &self,
         store_keys: &[StoreKey],
-        lease_on_miss: Option<bool>,
+        plan: Plan,
         peek: bool,
         budget: Arc<CallBudget>,
     ) -> Vec<Result<Read, CacheError>> {
-        let (opts, protect) = self.read_opts(lease_on_miss);
+        // A batch neither reads nor fills the hot-key cache.
+        let plan = Plan {
+            opts: GetOpts {
+                hot: false,
+                ..plan.opts
+            },
+            ..plan
+        };
         if peek {
             let firsts = self
                 .store
@@ -556,13 +765,16 @@ impl<S: Store> MintCache<S> {
             )
             .await;
         }
-        let firsts = self.store.get_many(store_keys, opts, Some(budget)).await;
+        let firsts = self
+            .store
+            .get_many(store_keys, plan.opts, Some(budget))
+            .await;
         // Most answers need nothing more from the store: decide them here, and hold elections
         // (or check abandoned ones) only for the keys that need them.
         let mut answers = Vec::with_capacity(firsts.len());
         let mut later = Vec::new();
         for (i, first) in firsts.into_iter().enumerate() {
-            match self.decide_at_once(first, protect) {
+            match self.decide_at_once(&store_keys[i], first, plan) {
                 Ok(read) => answers.push(Some(read)),
                 Err(first) => {
                     answers.push(None);
@@ -571,10 +783,7 @@ impl<S: Store> MintCache<S> {
             }
         }
         let finished = join_all(later.into_iter().map(|(i, first)| async move {
-            (
-                i,
-                self.finish_read(&store_keys[i], first, opts, protect).await,
-            )
+            (i, self.finish_read(&store_keys[i], first, plan).await)
         }))
         .await;
         for (i, read) in finished {
@@ -591,25 +800,22 @@ impl<S: Store> MintCache<S> {
     #[allow(clippy::result_large_err)]
     fn decide_at_once(
         &self,
+        key: &StoreKey,
         first: Result<Option<ItemView>, StoreError>,
-        protect: bool,
+        plan: Plan,
     ) -> Result<Result<Read, CacheError>, Result<Option<ItemView>, StoreError>> {
         let view = match first {
             Ok(view) => view,
             Err(e) => return Ok(self.read_failed(e)),
         };
         let lost = view.as_ref().is_some_and(|v| v.win == Some(Win::Lost));
-        match mint::decide(view.clone(), false, protect) {
+        match mint::decide_with(view.clone(), false, plan.protect, plan.early()) {
             Step::Done(lookup)
                 if !(lookup.outcome == MintOutcome::Stale
                     && lost
                     && self.settings.refresh_timeout.is_some()) =>
             {
-                self.metrics.mint_outcome(lookup.outcome);
-                Ok(Ok(Read {
-                    lookup,
-                    degraded: false,
-                }))
+                Ok(Ok(self.answer(key, lookup, plan, false)))
             }
             _ => Err(Ok(view)),
         }
@@ -663,8 +869,9 @@ impl<S: Store> MintCache<S> {
         .map(Expiry::After)
     }
 
-    /// Builds the write for a store request.
-    fn write(&self, args: &SetArgs, mode: WriteMode) -> Result<Write, CacheError> {
+    /// Builds the write for a store request. With `timed`, a value records how long its
+    /// recomputation took (reported by the caller, or measured from its lease).
+    fn write(&self, args: &SetArgs, mode: WriteMode, timed: bool) -> Result<Write, CacheError> {
         if args.value.len() > self.settings.max_value_bytes {
             return Err(CacheError::ValueTooLarge {
                 len: args.value.len(),
@@ -699,12 +906,17 @@ impl<S: Store> MintCache<S> {
                 },
             });
         }
-        let (mode, cas) = match LeaseToken::parse(&args.lease_token)? {
+        let lease = LeaseToken::parse_issued(&args.lease_token)?;
+        let (mode, cas) = match lease.map(|(token, _)| token) {
             None => (mode, None),
             Some(LeaseToken::Cas(cas)) => (mode, Some(cas)),
             Some(LeaseToken::Absent) => (WriteMode::Add, None),
         };
-        let (value, client_flags) = envelope::encode(&args.value, grace, args.flags, None);
+        let issued = lease.and_then(|(_, issued)| issued);
+        let recompute_ms = timed
+            .then(|| recompute_ms(args.recompute_ms, issued, unix_millis()))
+            .flatten();
+        let (value, client_flags) = envelope::encode(&args.value, grace, args.flags, recompute_ms);
         Ok(Write {
             value,
             client_flags,
@@ -716,11 +928,18 @@ impl<S: Store> MintCache<S> {
 
     /// Stores a value; `false` when a lease token was outdated.
     pub(crate) async fn set(&self, call: &Call, args: &SetArgs) -> Result<bool, CacheError> {
-        self.store_with(call, args, WriteMode::Set).await
+        self.store_with(call, args, WriteMode::Set)
+            .await
+            .map(|(stored, _)| stored)
     }
 
-    /// Stores a value only if the key holds none; whether it stored.
-    pub(crate) async fn add(&self, call: &Call, args: &SetArgs) -> Result<bool, CacheError> {
+    /// Stores a value only if the key holds none; whether it stored, and a lease naming the
+    /// item it stored (for a `Delete` of exactly that item: a lock's release).
+    pub(crate) async fn add(
+        &self,
+        call: &Call,
+        args: &SetArgs,
+    ) -> Result<(bool, Option<LeaseToken>), CacheError> {
         self.store_with(call, args, WriteMode::Add).await
     }
 
@@ -729,19 +948,28 @@ impl<S: Store> MintCache<S> {
         call: &Call,
         args: &SetArgs,
         mode: WriteMode,
-    ) -> Result<bool, CacheError> {
+    ) -> Result<(bool, Option<LeaseToken>), CacheError> {
         let key = self.check_key(&args.key)?;
-        let write = self.write(args, mode)?;
+        let write = self.write(args, mode, self.settings.beta(&call.space) > 0.0)?;
         if call.effect(OpKind::Write) == Effect::Skip {
-            return Ok(false);
+            return Ok((false, None));
         }
         let key = self.store_key(call, key).await.map_err(CacheError::from)?;
-        let status = self
-            .store
-            .set(&key, &write)
-            .await
-            .map_err(CacheError::from)?;
-        Ok(status == WriteStatus::Stored)
+        let (status, cas) = if mode == WriteMode::Add {
+            self.store.set_cas(&key, &write).await
+        } else {
+            self.store
+                .set(&key, &write)
+                .await
+                .map(|status| (status, None))
+        }
+        .map_err(CacheError::from)?;
+        self.written(&key);
+        let stored = status == WriteStatus::Stored;
+        if stored {
+            self.tell_waiters(&key, FillEvent::Stored(stored_view(&write)));
+        }
+        Ok((stored, cas.map(LeaseToken::Cas)))
     }
 
     /// Stores many values; one answer per item, in order. A bad item fails only itself.
@@ -750,10 +978,11 @@ impl<S: Store> MintCache<S> {
         call: &Call,
         items: &[SetArgs],
     ) -> Vec<Result<bool, CacheError>> {
+        let timed = self.settings.beta(&call.space) > 0.0;
         let batch = Batch::new(items, |args| {
             Ok((
                 self.check_key(&args.key)?,
-                self.write(args, WriteMode::Set)?,
+                self.write(args, WriteMode::Set, timed)?,
             ))
         });
         if call.effect(OpKind::Write) == Effect::Skip {
@@ -768,6 +997,12 @@ impl<S: Store> MintCache<S> {
             .map(|(key, write)| (call.space.store_key_at(generation, key), write.clone()))
             .collect();
         let results = self.store.set_many(&writes).await;
+        for ((key, write), result) in writes.iter().zip(&results) {
+            self.written(key);
+            if matches!(result, Ok(WriteStatus::Stored)) {
+                self.tell_waiters(key, FillEvent::Stored(stored_view(write)));
+            }
+        }
         batch.answer(results.into_iter().map(|result| {
             result
                 .map(|st| st == WriteStatus::Stored)
@@ -775,13 +1010,32 @@ impl<S: Store> MintCache<S> {
         }))
     }
 
-    /// Removes a key; whether it held a value.
-    pub(crate) async fn delete(&self, call: &Call, key: &[u8]) -> Result<bool, CacheError> {
+    /// Removes a key; whether it held a value. With a lease (from a read's `REFRESH` or
+    /// `MISS`, or an `Add`), only the item the lease names: a lock's holder releases only its
+    /// own lock, and a filler that gives up releases its fill to one waiting reader.
+    pub(crate) async fn delete(
+        &self,
+        call: &Call,
+        key: &[u8],
+        lease_token: &[u8],
+    ) -> Result<bool, CacheError> {
+        let lease = LeaseToken::parse(lease_token)?;
         let key = self.write_key(call, key).await?;
         let Some(key) = key else {
             return Ok(false);
         };
-        self.store.delete(&key).await.map_err(CacheError::from)
+        let deleted = match lease {
+            None => self.store.delete(&key).await,
+            Some(LeaseToken::Cas(cas)) => self.store.delete_if(&key, cas).await,
+            // A lease that found nothing names no item.
+            Some(LeaseToken::Absent) => Ok(false),
+        }
+        .map_err(CacheError::from)?;
+        self.written(&key);
+        if deleted && lease.is_some() {
+            self.tell_waiters(&key, FillEvent::Released);
+        }
+        Ok(deleted)
     }
 
     /// Removes many keys; one answer per key, in order. A bad key fails only itself.
@@ -803,6 +1057,9 @@ impl<S: Store> MintCache<S> {
             .map(|key| call.space.store_key_at(generation, key))
             .collect();
         let results = self.store.delete_many(&store_keys).await;
+        for key in &store_keys {
+            self.written(key);
+        }
         batch.answer(results.into_iter().map(|r| r.map_err(CacheError::from)))
     }
 
@@ -834,6 +1091,13 @@ impl<S: Store> MintCache<S> {
         let Some(key) = self.write_key(call, key).await? else {
             return Ok(false);
         };
+        let result = self.invalidate_key(&key).await;
+        self.written(&key);
+        result
+    }
+
+    async fn invalidate_key(&self, key: &StoreKey) -> Result<bool, CacheError> {
+        let key = key.clone();
         let Some(item) = self.peek(&key).await? else {
             return Ok(false);
         };
@@ -887,6 +1151,7 @@ impl<S: Store> MintCache<S> {
                 .await
                 .map(|found| found.is_some())
         };
+        self.written(&key);
         result.map_err(CacheError::from)
     }
 
@@ -907,12 +1172,9 @@ impl<S: Store> MintCache<S> {
         }
         let key = self.store_key(call, key).await.map_err(CacheError::from)?;
         let create = initial.map(|initial| Create { initial, ttl });
-        match self
-            .store
-            .incr(&key, delta, create)
-            .await
-            .map_err(CacheError::from)?
-        {
+        let counted = self.store.incr(&key, delta, create).await;
+        self.written(&key);
+        match counted.map_err(CacheError::from)? {
             IncrStatus::Value(v) => Ok(v),
             IncrStatus::NotFound => Err(CacheError::NoCounter),
             IncrStatus::NotNumeric => Err(CacheError::NotACounter),
@@ -1142,6 +1404,45 @@ fn counter_write(args: &SetArgs, ttl: Expiry, mode: WriteMode) -> Result<Write, 
     })
 }
 
+/// How long a value took to recompute: what the caller reported (`reported_ms`, 0: nothing),
+/// else the time since its lease was issued (at least 1 ms; a lease from a replica whose clock
+/// is ahead counts as 1 ms); `None` when neither says.
+fn recompute_ms(reported_ms: u32, issued_at_ms: Option<u64>, now_ms: u64) -> Option<u32> {
+    if reported_ms > 0 {
+        return Some(reported_ms);
+    }
+    issued_at_ms.map(|issued| {
+        let took = now_ms.saturating_sub(issued).max(1);
+        u32::try_from(took).unwrap_or(u32::MAX)
+    })
+}
+
+/// The item a write stored, as a read right after it would see it (for readers waiting on
+/// its fill here).
+fn stored_view(write: &Write) -> ItemView {
+    ItemView {
+        value: write.value.clone(),
+        client_flags: write.client_flags,
+        ttl_remaining: match write.ttl {
+            Expiry::After(seconds) => Some(seconds),
+            Expiry::Never => None,
+        },
+        cas: 0,
+        instance: 0,
+        stale: false,
+        win: None,
+        hot: false,
+    }
+}
+
+/// Whether an item is a cold fill's placeholder: someone is computing the value.
+fn is_fill_under_way(view: &ItemView) -> bool {
+    matches!(
+        envelope::decode(view.client_flags, view.value.clone()),
+        envelope::Decoded::Placeholder
+    )
+}
+
 /// The distinct keys of a batch in order of first appearance, and for each position of the
 /// batch the index of its key among them.
 fn distinct_keys<'k>(keys: impl Iterator<Item = &'k [u8]>) -> (Vec<&'k [u8]>, Vec<usize>) {
@@ -1215,6 +1516,7 @@ mod tests {
             instance: 7,
             stale: false,
             win: None,
+            hot: false,
         }))
     }
 

@@ -921,9 +921,7 @@ impl Config {
         }
         let (server, admin_listen, log, auth, tls, telemetry) =
             (server?, admin_listen?, log?, auth?, tls?, telemetry?);
-        let cache = key_space_ok
-            .then(|| CacheSettings::new(self))
-            .flatten()?;
+        let cache = key_space_ok.then(|| CacheSettings::new(self)).flatten()?;
         self.validate_across(&server, admin_listen, &auth, p);
         let backend = if self.memcached.servers.is_empty() {
             Backend::Embedded {
@@ -1377,9 +1375,11 @@ impl CacheConfig {
             "must be in 0..=60000".into()
         });
         let beta_ok = |beta: f64| beta.is_finite() && (0.0..=MAX_BETA).contains(&beta);
-        p.check(beta_ok(self.early_refresh_beta), "cache.early_refresh_beta", || {
-            format!("must be a number in 0..={MAX_BETA} (0: no early refresh)")
-        });
+        p.check(
+            beta_ok(self.early_refresh_beta),
+            "cache.early_refresh_beta",
+            || format!("must be a number in 0..={MAX_BETA} (0: no early refresh)"),
+        );
         for (namespace, beta) in &self.early_refresh_beta_by_namespace {
             let key = format!("cache.early_refresh_beta_by_namespace.{namespace}");
             if let Err(e) = validate_label(namespace.as_bytes(), false) {

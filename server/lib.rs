@@ -33,6 +33,7 @@ pub mod clock;
 pub mod config;
 mod core;
 pub mod grpc;
+mod hot;
 mod layers;
 mod metrics;
 pub mod resolve;

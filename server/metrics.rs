@@ -60,6 +60,12 @@ pub(crate) mod names {
     /// Bytes of values read back from memcached and held until their answers are encoded
     /// (unit `By`; bounded by `server.max_buffered_reply_bytes`).
     pub(crate) const REPLY_BUFFERED: &str = "mintcache.reply.buffered";
+    /// Reads answered from the hot-key cache.
+    pub(crate) const HOT_CACHE_HITS: &str = "mintcache.hot_cache.hits";
+    /// Entries in the hot-key cache.
+    pub(crate) const HOT_CACHE_ENTRIES: &str = "mintcache.hot_cache.entries";
+    /// Bytes the hot-key cache counts its entries at (unit `By`).
+    pub(crate) const HOT_CACHE_SIZE: &str = "mintcache.hot_cache.size";
     /// Entries in the embedded store.
     pub(crate) const EMBEDDED_ENTRIES: &str = "mintcache.embedded.entries";
     /// Bytes the embedded store counts against its budget (unit `By`).
@@ -161,6 +167,7 @@ pub(crate) struct Instruments {
     backend_duration: Histogram<f64>,
     backend_errors: Counter<u64>,
     backend_ejections: Counter<u64>,
+    hot_cache_hits: Counter<u64>,
 }
 
 impl Metrics {
@@ -216,6 +223,10 @@ impl Metrics {
                 .u64_counter(names::BACKEND_EJECTIONS)
                 .with_description("memcached servers ejected after consecutive failures")
                 .build(),
+            hot_cache_hits: meter
+                .u64_counter(names::HOT_CACHE_HITS)
+                .with_description("Reads answered from the hot-key cache, without memcached")
+                .build(),
         }
     }
 
@@ -245,8 +256,14 @@ impl Metrics {
             }
         }
         self.degraded_reads.add(0, &[]);
+        self.hot_cache_hits.add(0, &[]);
         self.rpc_shed.add(0, &[]);
         self.rpc_in_flight.add(0, &[]);
+    }
+
+    /// A read answered from the hot-key cache.
+    pub(crate) fn hot_hit(&self) {
+        self.hot_cache_hits.add(1, &[]);
     }
 
     /// The memcached servers in use: their error and ejection series start at zero.
@@ -381,6 +398,12 @@ pub(crate) struct PoolGauges {
     _connections: ObservableGauge<u64>,
     _waiting: ObservableGauge<u64>,
     _reply_buffered: ObservableGauge<u64>,
+}
+
+/// The hot-key cache's gauges; unregistered when dropped.
+pub(crate) struct HotCacheGauges {
+    _entries: ObservableGauge<u64>,
+    _size: ObservableGauge<u64>,
 }
 
 /// The embedded store's gauges; unregistered when dropped.
@@ -648,6 +671,30 @@ impl MetricsRegistry {
                 .with_unit("By")
                 .with_description("The embedded store's budget (embedded.max_bytes)")
                 .with_callback(move |observer| observer.observe(capacity, &[]))
+                .build(),
+        }
+    }
+
+    /// Registers the hot-key cache's gauges, read from `usage` (entries, bytes) at each
+    /// collection. They live as long as the returned handle.
+    pub(crate) fn hot_cache_gauges(
+        &self,
+        usage: impl Fn() -> (u64, u64) + Send + Sync + 'static,
+    ) -> HotCacheGauges {
+        let usage = std::sync::Arc::new(usage);
+        let meter = self.meter();
+        let for_entries = usage.clone();
+        HotCacheGauges {
+            _entries: meter
+                .u64_observable_gauge(names::HOT_CACHE_ENTRIES)
+                .with_description("Entries in the hot-key cache")
+                .with_callback(move |observer| observer.observe(for_entries().0, &[]))
+                .build(),
+            _size: meter
+                .u64_observable_gauge(names::HOT_CACHE_SIZE)
+                .with_unit("By")
+                .with_description("Bytes the hot-key cache counts its entries at")
+                .with_callback(move |observer| observer.observe(usage().1, &[]))
                 .build(),
         }
     }

@@ -241,12 +241,16 @@ impl Server {
         let serving = first_verdict(&*store).await;
         readiness.set(serving).await;
         let prober = spawn_prober(store.clone(), readiness.clone(), serving, shutdown.clone());
-        let admin = spawn_admin(listeners.admin, registry, readiness.clone());
+        let admin = spawn_admin(listeners.admin, registry.clone(), readiness.clone());
         let cache = Arc::new(MintCache::new(
             store,
             settings.cache.clone(),
             metrics.clone(),
         ));
+        let _hot_cache_gauges = settings.cache.hot_cache.is_some().then(|| {
+            let cache = cache.clone();
+            registry.hot_cache_gauges(move || cache.hot_usage())
+        });
         let cache = layers::cache_service(cache, &settings, metrics);
         // Not serving first, so that load balancers stop sending calls; then stop accepting
         // and let the calls in flight finish.

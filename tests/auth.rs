@@ -270,6 +270,7 @@ async fn call(d: &Debug, rpc: Rpc) -> (Answer, Option<String>) {
         peek: false,
         key: key.to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     let read = |r: &GetResponse| Answer::Read(vec![outcome(r.outcome(), &r.lease_token)]);
     match rpc {
@@ -280,6 +281,7 @@ async fn call(d: &Debug, rpc: Rpc) -> (Answer, Option<String>) {
                 peek: false,
                 keys: vec![b"k".to_vec(), b"n".to_vec()],
                 lease_on_miss: Some(true),
+                ..Default::default()
             };
             answered(c.get_many(d.r(request)).await, |r| {
                 let outcomes = r.results.iter();
@@ -341,7 +343,10 @@ async fn call_write(d: &Debug, rpc: Rpc) -> (Answer, Option<String>) {
             answered(c.invalidate(d.r(request)).await, |r| done(r.invalidated))
         }
         Rpc::Delete => {
-            let request = DeleteRequest { key: b"k".to_vec() };
+            let request = DeleteRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            };
             answered(c.delete(d.r(request)).await, |r| done(r.deleted))
         }
         other => unreachable!("{other:?} is not a single-key write"),
@@ -473,6 +478,7 @@ async fn debug_calls_never_leak_into_concurrent_calls() {
                         peek: false,
                         key: b"hot".to_vec(),
                         lease_on_miss: None,
+                        ..Default::default()
                     },
                     &md,
                 ))
@@ -493,6 +499,7 @@ async fn debug_calls_never_leak_into_concurrent_calls() {
                     peek: false,
                     key: b"hot".to_vec(),
                     lease_on_miss: None,
+                    ..Default::default()
                 }))
                 .await
                 .expect("normal get");
@@ -523,6 +530,7 @@ async fn refused_credentials() {
         peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     let oversize = format!("Bearer {}", "t".repeat(5000));
     let admin_bearer = format!("Bearer {ADMIN}");
@@ -634,6 +642,7 @@ async fn without_an_admin_debug_is_refused_to_everyone() {
         peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     let e = c
         .get(req(get(), &[("x-cache-debug", "off")]))
@@ -662,6 +671,7 @@ async fn required_tokens_leave_health_and_reflection_open() {
         peek: false,
         key: b"k".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     let e = c
         .get(req(get(), &[]))
@@ -764,6 +774,7 @@ async fn tokens_and_values_never_reach_the_logs() {
         peek: false,
         key: b"secret-key".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     };
     assert!(
         c.get(req(

@@ -33,6 +33,7 @@ async fn read(c: &Calls, key: &[u8], peek: bool, lease_on_miss: Option<bool>) ->
             key: key.to_vec(),
             lease_on_miss,
             peek,
+            ..Default::default()
         },
         c.version.as_deref(),
         c.namespace.as_deref(),
@@ -351,6 +352,7 @@ async fn peeks_of_missing_and_pending_keys(c: &Calls) {
             keys: vec![b"nothing".to_vec(), b"inv".to_vec(), b"absent".to_vec()],
             lease_on_miss: None,
             peek: true,
+            ..Default::default()
         },
         None,
         None,

@@ -52,6 +52,7 @@ impl Pair {
                     peek: false,
                     key: key.to_vec(),
                     lease_on_miss: Some(lease_on_miss),
+                    ..Default::default()
                 },
                 c.version.as_deref(),
                 None,
@@ -88,6 +89,7 @@ async fn set_with(
         grace_seconds: grace,
         flags: 0,
         lease_token: lease,
+        ..Default::default()
     })
     .await
     .expect("set")
@@ -226,6 +228,7 @@ async fn stale_sets_are_refused(p: &Pair) {
                 peek: false,
                 key: b"cold-leased".to_vec(),
                 lease_on_miss: Some(true),
+                ..Default::default()
             },
             p.a.version.as_deref(),
             None,

@@ -262,6 +262,7 @@ async fn deadlines_reach_the_memcached_call() {
         peek: false,
         key: key_on(&addrs, 1),
         lease_on_miss: None,
+        ..Default::default()
     });
     request.set_timeout(Duration::from_millis(300));
     let e = client.get(request).await.expect_err("deadline");
@@ -421,6 +422,7 @@ async fn traces_reach_an_otlp_collector_with_the_callers_trace_id() {
         peek: false,
         key: b"traced-key".to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     });
     request.metadata_mut().insert(
         "traceparent",

@@ -35,10 +35,11 @@ fn warnings(logs: &str) -> Vec<&str> {
         .collect()
 }
 
-/// The CAS value a lease token carries (its last 8 bytes, in every token format).
+/// The CAS value a lease token carries: bytes 9 to 17, after its format byte and the store
+/// instance (formats 3 and 4; format 4 then says when it was issued).
 fn lease_cas(token: &[u8]) -> u64 {
-    let tail: [u8; 8] = token[token.len() - 8..].try_into().expect("8 bytes");
-    u64::from_be_bytes(tail)
+    let cas: [u8; 8] = token[9..17].try_into().expect("8 bytes");
+    u64::from_be_bytes(cas)
 }
 
 /// The CAS value memcached holds for an item (`mg <key> c`).

@@ -72,6 +72,7 @@ async fn repeated_metadata_is_invalid_argument(c: &Calls) {
             peek: false,
             key: b"repeated".to_vec(),
             lease_on_miss: None,
+            ..Default::default()
         });
         for v in values {
             request
@@ -300,6 +301,7 @@ async fn flags_and_ttl_round_trip(c: &Calls) {
             grace_seconds: 10,
             flags: 0xdead_beef,
             lease_token: Vec::new(),
+            ..Default::default()
         })
         .await
         .expect("set");

@@ -34,6 +34,7 @@ fn get(key: &[u8]) -> GetRequest {
         peek: false,
         key: key.to_vec(),
         lease_on_miss: None,
+        ..Default::default()
     }
 }
 

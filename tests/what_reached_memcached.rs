@@ -20,6 +20,8 @@ use sha2::{Digest, Sha256};
 /// The top byte of the client flags of a value set through mintcache (format 1, `'m'`); the
 /// low 24 bits hold the grace.
 const FORMAT_1: u32 = 0x6d00_0000;
+/// Format 2: format 1 with the time the value took to recompute (early refresh).
+const FORMAT_2: u32 = 0x6e00_0000;
 /// The item memcached keeps for mintcache in every server (see `tests/harness`).
 const INSTANCE_MARKER: &str = "mintcache@instance";
 
@@ -571,6 +573,7 @@ async fn a_cold_miss_lease_is_an_empty_placeholder_until_the_fill() {
                 key: b"cold".to_vec(),
                 lease_on_miss: Some(true),
                 peek: false,
+                ..Default::default()
             },
             None,
             None,
@@ -598,10 +601,56 @@ async fn a_cold_miss_lease_is_an_empty_placeholder_until_the_fill() {
         },
     )
     .await;
+    // A fill through a lease records how long it took since the lease was handed out, for
+    // early refresh: format 2, the caller's flags, then the milliseconds, then the value.
     let item = meta(&mut m, ":1:cold", &["v", "f", "t"]).await;
+    assert_eq!(item.flags, Some(FORMAT_2 | 10));
+    let data = item.data.clone().expect("a value");
+    assert_eq!(&data[..4], &0u32.to_be_bytes());
+    let took = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
+    assert!((1..60_000).contains(&took), "{took} ms");
+    assert_eq!(&data[8..], b"filled");
+    assert_remaining(&item, 70, "filled: ttl 60 + grace 10");
+    // With early refresh off, the same fill is stored in format 1, as before it existed.
+    let mut cfg = config(&[&mc]);
+    cfg.cache.early_refresh_beta = 0.0;
+    let old = TestServer::start(cfg).await;
+    let c = Calls::new(old.client().await).namespace("old");
+    let miss = c
+        .client
+        .clone()
+        .get(harness::req(
+            GetRequest {
+                key: b"cold".to_vec(),
+                lease_on_miss: Some(true),
+                ..Default::default()
+            },
+            None,
+            Some("old"),
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        miss.lease_token.len(),
+        17,
+        "a lease token of the earlier format"
+    );
+    set(
+        &c,
+        SetRequest {
+            key: b"cold".to_vec(),
+            value: b"filled".to_vec(),
+            ttl_seconds: 60,
+            grace_seconds: 10,
+            lease_token: miss.lease_token,
+            ..Default::default()
+        },
+    )
+    .await;
+    let item = meta(&mut m, "old:1:cold", &["v", "f", "t"]).await;
     assert_eq!(item.data.as_deref(), Some(&envelope(0, b"filled")[..]));
     assert_eq!(item.flags, Some(FORMAT_1 | 10));
-    assert_remaining(&item, 70, "filled: ttl 60 + grace 10");
 }
 
 #[tokio::test]

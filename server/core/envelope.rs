@@ -62,6 +62,7 @@ pub(crate) enum Decoded {
 
 /// The client flags of a format-1 item with this grace (clamped to [`MAX_GRACE_SECONDS`];
 /// callers validate before).
+#[cfg(test)]
 pub(crate) fn client_flags(grace: u64) -> u32 {
     FORMAT_1 | u32::try_from(grace.min(MAX_GRACE_SECONDS)).unwrap_or(0)
 }
@@ -131,7 +132,9 @@ pub(crate) fn decode(client_flags: u32, mut data: Bytes) -> Decoded {
         return Decoded::Unknown;
     }
     let header = data.split_to(header);
-    let word = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let word = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
     Decoded::Value {
         grace,
         flags: word(0),

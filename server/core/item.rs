@@ -47,6 +47,9 @@ pub(crate) struct ItemView {
     pub(crate) stale: bool,
     /// The recache election, if this read took part in one.
     pub(crate) win: Option<Win>,
+    /// memcached reports the item hot: read before, and last read less than a second ago
+    /// (`h1 l0`, asked with [`GetOpts::hot`]; never for the embedded store).
+    pub(crate) hot: bool,
 }
 
 /// Options of a meta get.
@@ -60,6 +63,8 @@ pub(crate) struct GetOpts {
     pub touch: Option<Expiry>,
     /// Leave out the value (no `v` flag): a peek at flags, ttl and election state.
     pub(crate) no_value: bool,
+    /// Ask whether the item is hot (`h`, `l`: read before, seconds since the last read).
+    pub(crate) hot: bool,
 }
 
 /// How a write treats an existing item.
@@ -150,6 +155,7 @@ impl Item {
             instance: 0,
             stale: self.stale,
             win,
+            hot: false,
         }
     }
 }
@@ -342,6 +348,14 @@ pub(crate) fn set(
         token_sent: false,
     };
     (WriteStatus::Stored, Change::Put(stored))
+}
+
+/// `md … C<cas>`: removes the item only if it has this CAS value; reports whether it did.
+pub(crate) fn delete_if(item: Option<&Item>, cas: u64, now: u64) -> (bool, Change) {
+    match live(item, now) {
+        Some(it) if it.cas == cas => (true, Change::Remove),
+        _ => (false, Change::Keep),
+    }
 }
 
 /// `md`: removes an item; reports whether one was there.
@@ -634,6 +648,18 @@ mod tests {
             incr(Some(&text), 1, None, T0, 6),
             (IncrStatus::NotNumeric, Change::Keep)
         );
+    }
+
+    #[test]
+    fn a_conditional_delete_removes_only_the_item_it_names() {
+        let mut slot = None;
+        apply(&mut slot, set(None, &write(b"v", 60), 0, 7).1);
+        assert_eq!(delete_if(slot.as_ref(), 6, 1), (false, Change::Keep));
+        let (deleted, change) = delete_if(slot.as_ref(), 7, 1);
+        assert!(deleted);
+        apply(&mut slot, change);
+        assert!(slot.is_none());
+        assert_eq!(delete_if(None, 7, 1), (false, Change::Keep));
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl LeaseToken {
     }
 
     /// Reads a token and when it was issued (Unix ms), if it says.
-    pub(crate) fn parse_issued(bytes: &[u8]) -> Result<Option<(Self, Option<u64>)>, LeaseTokenError> {
+    pub(crate) fn parse_issued(
+        bytes: &[u8],
+    ) -> Result<Option<(Self, Option<u64>)>, LeaseTokenError> {
         let cas = |rest: &[u8]| Cas {
             instance: be_u64(&rest[..8]),
             value: be_u64(&rest[8..16]),
@@ -93,7 +95,9 @@ impl LeaseToken {
             [TIMED_ABSENT_FORMAT, rest @ ..] if bytes.len() == TIMED_ABSENT_LEN => {
                 Ok(Some((Self::Absent, Some(be_u64(rest)))))
             }
-            [CAS_FORMAT, rest @ ..] if bytes.len() == CAS_LEN => Ok(Some((Self::Cas(cas(rest)), None))),
+            [CAS_FORMAT, rest @ ..] if bytes.len() == CAS_LEN => {
+                Ok(Some((Self::Cas(cas(rest)), None)))
+            }
             [TIMED_CAS_FORMAT, rest @ ..] if bytes.len() == TIMED_CAS_LEN => {
                 Ok(Some((Self::Cas(cas(rest)), Some(be_u64(&rest[16..])))))
             }

@@ -13,6 +13,30 @@ pub(crate) const VERSION_HEADER: &str = "x-cache-version";
 pub(crate) const NAMESPACE_HEADER: &str = "x-cache-namespace";
 /// Response metadata key set when a read failed open.
 pub(crate) const DEGRADED_HEADER: &str = "x-cache-degraded";
+/// Metadata key asking reads to skip the hot-key cache (`strong`).
+pub(crate) const CONSISTENCY_HEADER: &str = "x-cache-consistency";
+
+/// How fresh a call's reads must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Consistency {
+    /// Reads may be answered from the hot-key cache, within its staleness bound.
+    #[default]
+    Default,
+    /// Reads always ask memcached.
+    Strong,
+}
+
+/// The consistency a call asks for (`default` or `strong`; absent: default).
+pub(crate) fn consistency(values: &[&[u8]]) -> Result<Consistency, MetaError> {
+    match single(CONSISTENCY_HEADER, values)? {
+        None | Some(b"default") => Ok(Consistency::Default),
+        Some(b"strong") => Ok(Consistency::Strong),
+        Some(_) => Err(MetaError::Unknown {
+            header: CONSISTENCY_HEADER,
+            expected: "`strong` or `default`",
+        }),
+    }
+}
 
 /// Why the call metadata is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +54,14 @@ pub(crate) enum MetaError {
     Repeated {
         /// The header name.
         header: &'static str,
+    },
+    /// A header has a value it does not take.
+    #[error("metadata `{header}` must be {expected}")]
+    Unknown {
+        /// The header name.
+        header: &'static str,
+        /// The values it takes.
+        expected: &'static str,
     },
 }
 
@@ -167,7 +199,7 @@ mod tests {
                     prop_assert_eq!(space.version().as_bytes(), v.as_deref().unwrap_or(b"7"));
                     prop_assert_eq!(space.namespace().as_bytes(), ns.as_deref().unwrap_or(b"shop"));
                 }
-                Err(MetaError::Repeated { .. }) => prop_assert!(false, "one value each"),
+                Err(MetaError::Repeated { .. } | MetaError::Unknown { .. }) => prop_assert!(false, "one value each"),
                 Err(MetaError::Invalid { header, .. }) => {
                     let bad_v = v.as_deref().is_some_and(|v| validate_label(v, false).is_err());
                     let bad_ns = ns.as_deref().is_some_and(|n| validate_label(n, true).is_err());
@@ -176,5 +208,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn consistency_is_default_unless_strong_is_asked_for() {
+        assert_eq!(consistency(&[]), Ok(Consistency::Default));
+        assert_eq!(consistency(&[b"default"]), Ok(Consistency::Default));
+        assert_eq!(consistency(&[b"strong"]), Ok(Consistency::Strong));
+        assert!(matches!(
+            consistency(&[b"STRONG"]),
+            Err(MetaError::Unknown { .. })
+        ));
+        assert!(matches!(
+            consistency(&[b"strong", b"strong"]),
+            Err(MetaError::Repeated { .. })
+        ));
     }
 }

@@ -93,6 +93,11 @@ impl Lookup {
         }
     }
 
+    /// Nothing cached yet, someone else is filling it.
+    pub(crate) fn pending() -> Self {
+        Self::outcome_only(MintOutcome::Pending, None)
+    }
+
     fn outcome_only(outcome: MintOutcome, lease: Option<LeaseToken>) -> Self {
         Self {
             outcome,
@@ -372,6 +377,7 @@ mod tests {
             instance: 5,
             stale,
             win,
+            hot: false,
         }
     }
 
@@ -393,6 +399,7 @@ mod tests {
             instance: 5,
             stale: false,
             win,
+            hot: false,
         };
         let cases: Vec<(&str, Option<ItemView>, bool, Option<MintOutcome>)> = vec![
             ("absent", None, false, Some(Miss)),
@@ -550,6 +557,7 @@ mod tests {
                     instance: 5,
                     stale: false,
                     win: Some(Win::Lost),
+                    hot: false,
                 }),
                 Pending,
                 false,
@@ -607,6 +615,7 @@ mod tests {
             instance: 5,
             stale: false,
             win: None,
+            hot: false,
         };
         let Step::Done(c) = decide(Some(counter), false, false) else {
             panic!("counter expected")
@@ -629,6 +638,7 @@ mod tests {
             instance: 5,
             stale: false,
             win,
+            hot: false,
         }
     }
 
@@ -647,16 +657,31 @@ mod tests {
         );
         // Far from expiry, no draw is that high in practice.
         assert_eq!(
-            outcome(decide_with(Some(timed(3630, 30, 200, None)), false, true, early(0.999))),
+            outcome(decide_with(
+                Some(timed(3630, 30, 200, None)),
+                false,
+                true,
+                early(0.999)
+            )),
             Some(MintOutcome::Hit)
         );
         // No recomputation time known, or β = 0: never early.
         assert_eq!(
-            outcome(decide_with(Some(view(31, 30, None, false)), false, true, early(0.999_999))),
+            outcome(decide_with(
+                Some(view(31, 30, None, false)),
+                false,
+                true,
+                early(0.999_999)
+            )),
             Some(MintOutcome::Hit)
         );
         assert_eq!(
-            outcome(decide_with(last_second(), false, true, Some(Early::draw(0.0, 0.999_999)))),
+            outcome(decide_with(
+                last_second(),
+                false,
+                true,
+                Some(Early::draw(0.0, 0.999_999))
+            )),
             Some(MintOutcome::Hit)
         );
         // The probability at one second left, 200 ms, β = 1: e^-5.
@@ -668,14 +693,20 @@ mod tests {
 
     #[test]
     fn an_early_election_answers_refresh_to_its_winner_and_hit_to_everyone_else() {
-        let Step::Done(won) = decide_with(Some(timed(40, 30, 200, Some(Win::Won))), true, true, None)
+        let Step::Done(won) =
+            decide_with(Some(timed(40, 30, 200, Some(Win::Won))), true, true, None)
         else {
             panic!("final")
         };
         assert_eq!(won.outcome, MintOutcome::Refresh);
-        assert_eq!((won.ttl_seconds, won.grace_seconds), (10, 30), "still fresh");
+        assert_eq!(
+            (won.ttl_seconds, won.grace_seconds),
+            (10, 30),
+            "still fresh"
+        );
         assert!(won.lease.is_some());
-        let Step::Done(lost) = decide_with(Some(timed(40, 30, 200, Some(Win::Lost))), false, true, None)
+        let Step::Done(lost) =
+            decide_with(Some(timed(40, 30, 200, Some(Win::Lost))), false, true, None)
         else {
             panic!("final")
         };
@@ -683,7 +714,9 @@ mod tests {
         assert!(lost.lease.is_none());
         // A peek of an item being refreshed early is a hit too.
         assert_eq!(
-            peek(Some(timed(40, 30, 200, Some(Win::Lost)))).lookup.outcome,
+            peek(Some(timed(40, 30, 200, Some(Win::Lost))))
+                .lookup
+                .outcome,
             MintOutcome::Hit
         );
     }

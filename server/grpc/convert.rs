@@ -40,38 +40,6 @@ impl From<Lookup> for proto::GetResponse {
     }
 }
 
-impl From<proto::SetRequest> for SetArgs {
-    fn from(r: proto::SetRequest) -> Self {
-        Self {
-            key: r.key,
-            value: r.value,
-            ttl_seconds: r.ttl_seconds,
-            grace_seconds: r.grace_seconds,
-            flags: r.flags,
-            lease_token: r.lease_token,
-            no_expiry: r.no_expiry,
-            no_grace: r.no_grace,
-            counter: r.counter,
-        }
-    }
-}
-
-impl From<proto::SetManyItem> for SetArgs {
-    fn from(r: proto::SetManyItem) -> Self {
-        Self {
-            key: r.key,
-            value: r.value,
-            ttl_seconds: r.ttl_seconds,
-            grace_seconds: r.grace_seconds,
-            flags: r.flags,
-            lease_token: r.lease_token,
-            no_expiry: r.no_expiry,
-            no_grace: r.no_grace,
-            counter: r.counter,
-        }
-    }
-}
-
 /// One result of a batched read.
 pub(crate) fn get_many_result(
     key: bytes::Bytes,
@@ -131,18 +99,39 @@ pub(crate) fn delete_many_result(
     }
 }
 
+/// The fields every store request shares (`SetRequest`, `SetManyItem`, `AddRequest` name
+/// them alike), with its lease token.
+macro_rules! set_args {
+    ($r:expr, $lease_token:expr) => {
+        SetArgs {
+            key: $r.key,
+            value: $r.value,
+            ttl_seconds: $r.ttl_seconds,
+            grace_seconds: $r.grace_seconds,
+            flags: $r.flags,
+            lease_token: $lease_token,
+            no_expiry: $r.no_expiry,
+            no_grace: $r.no_grace,
+            counter: $r.counter,
+            recompute_ms: $r.recompute_ms,
+        }
+    };
+}
+
+impl From<proto::SetRequest> for SetArgs {
+    fn from(r: proto::SetRequest) -> Self {
+        set_args!(r, r.lease_token)
+    }
+}
+
+impl From<proto::SetManyItem> for SetArgs {
+    fn from(r: proto::SetManyItem) -> Self {
+        set_args!(r, r.lease_token)
+    }
+}
+
 impl From<proto::AddRequest> for SetArgs {
     fn from(r: proto::AddRequest) -> Self {
-        Self {
-            key: r.key,
-            value: r.value,
-            ttl_seconds: r.ttl_seconds,
-            grace_seconds: r.grace_seconds,
-            flags: r.flags,
-            lease_token: bytes::Bytes::new(),
-            no_expiry: r.no_expiry,
-            no_grace: r.no_grace,
-            counter: r.counter,
-        }
+        set_args!(r, bytes::Bytes::new())
     }
 }

@@ -2,6 +2,7 @@
 //! answers. The call context (key space, debug mode) was set by [`crate::layers`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
@@ -9,10 +10,11 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::proto::{self, cache_server};
 use super::status::missing_call_meta;
-use crate::cache::{Call, MintCache, SetArgs};
+use crate::cache::{Call, MintCache, ReadArgs, SetArgs};
 use crate::core::auth::Grant;
+use crate::core::deadline;
 use crate::core::key::KeySpace;
-use crate::core::meta::DEGRADED_HEADER;
+use crate::core::meta::{Consistency, DEGRADED_HEADER};
 use crate::store::Store;
 
 /// The gRPC service.
@@ -43,11 +45,29 @@ fn call_of<T>(request: &Request<T>) -> Result<Call, Status> {
     let span = tracing::Span::current();
     span.record("mintcache.namespace", space.namespace());
     span.record("mintcache.version", space.version());
+    let strong = request.extensions().get::<Consistency>() == Some(&Consistency::Strong);
     Ok(Call {
         space,
         debug: grant.debug,
+        strong,
     })
 }
+
+/// How long a read may wait for a fill: what it asked for, within the call's deadline (less a
+/// margin to answer `PENDING` before the deadline runs out). The server's own bound is the
+/// cache's.
+fn wait_of<T>(request: &Request<T>, wait_ms: u32) -> Duration {
+    let asked = Duration::from_millis(u64::from(wait_ms));
+    let deadline = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| deadline::parse_grpc_timeout(v.as_bytes()))
+        .map(|timeout| deadline::budget(timeout).saturating_sub(WAIT_MARGIN));
+    deadline.map_or(asked, |d| asked.min(d))
+}
+
+/// What a waiting read keeps of its deadline to answer.
+const WAIT_MARGIN: Duration = Duration::from_millis(5);
 
 #[tonic::async_trait]
 impl<S: Store> cache_server::Cache for CacheService<S> {
@@ -56,11 +76,15 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         request: Request<proto::GetRequest>,
     ) -> Result<Response<proto::GetResponse>, Status> {
         let call = call_of(&request)?;
+        let wait = wait_of(&request, request.get_ref().wait_ms);
         let req = request.into_inner();
-        let read = self
-            .cache
-            .get(&call, &req.key, req.lease_on_miss, req.peek)
-            .await?;
+        let args = ReadArgs {
+            lease_on_miss: req.lease_on_miss,
+            peek: req.peek,
+            early_refresh_beta: req.early_refresh_beta,
+            wait,
+        };
+        let read = self.cache.get(&call, &req.key, args).await?;
         let outcome = read.lookup.outcome;
         let mut response = Response::new(proto::GetResponse::from(read.lookup));
         // For the telemetry layer's metrics and span.
@@ -88,7 +112,8 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         request: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
         let call = call_of(&request)?;
-        let deleted = self.cache.delete(&call, &request.into_inner().key).await?;
+        let req = request.into_inner();
+        let deleted = self.cache.delete(&call, &req.key, &req.lease_token).await?;
         Ok(Response::new(proto::DeleteResponse { deleted }))
     }
 
@@ -98,8 +123,11 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
     ) -> Result<Response<proto::AddResponse>, Status> {
         let call = call_of(&request)?;
         let req = request.into_inner();
-        let stored = self.cache.add(&call, &SetArgs::from(req)).await?;
-        Ok(Response::new(proto::AddResponse { stored }))
+        let (stored, lease) = self.cache.add(&call, &SetArgs::from(req)).await?;
+        Ok(Response::new(proto::AddResponse {
+            stored,
+            lease_token: lease.map(|l| l.to_bytes().into()).unwrap_or_default(),
+        }))
     }
 
     async fn touch(
@@ -155,7 +183,16 @@ impl<S: Store> cache_server::Cache for CacheService<S> {
         let req = request.into_inner();
         let reads = self
             .cache
-            .get_many(&call, &req.keys, req.lease_on_miss, req.peek)
+            .get_many(
+                &call,
+                &req.keys,
+                ReadArgs {
+                    lease_on_miss: req.lease_on_miss,
+                    peek: req.peek,
+                    early_refresh_beta: req.early_refresh_beta,
+                    wait: Duration::ZERO,
+                },
+            )
             .await;
         let degraded = reads.iter().any(|r| r.as_ref().is_ok_and(|r| r.degraded));
         let results = req

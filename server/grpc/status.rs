@@ -24,6 +24,7 @@ impl From<CacheError> for Status {
             | CacheError::ValueTooLarge { .. }
             | CacheError::Ttl { .. }
             | CacheError::Lease(_)
+            | CacheError::BadBeta
             | CacheError::Field { .. } => Status::invalid_argument(e.to_string()),
             CacheError::NoCounter => Status::not_found(e.to_string()),
             CacheError::NotACounter | CacheError::CacheOff => {

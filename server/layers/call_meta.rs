@@ -12,7 +12,7 @@ use tower::{Layer, Service};
 
 use super::{BoxFuture, answer_now};
 use crate::core::key::KeySpace;
-use crate::core::meta::{self, NAMESPACE_HEADER, VERSION_HEADER};
+use crate::core::meta::{self, CONSISTENCY_HEADER, NAMESPACE_HEADER, VERSION_HEADER};
 
 /// Adds [`CallMetaService`] around a service.
 #[derive(Clone, Debug)]
@@ -74,9 +74,11 @@ where
                 .collect()
         };
         let space = meta::key_space(&all(VERSION_HEADER), &all(NAMESPACE_HEADER), &self.defaults);
-        match space {
-            Ok(space) => {
+        let consistency = meta::consistency(&all(CONSISTENCY_HEADER));
+        match space.and_then(|space| Ok((space, consistency?))) {
+            Ok((space, consistency)) => {
                 request.extensions_mut().insert(space);
+                request.extensions_mut().insert(consistency);
                 Box::pin(inner.call(request))
             }
             Err(e) => answer_now(e.into()),

@@ -245,6 +245,39 @@ impl Store for EmbeddedStore {
         Ok(self.apply(key, |it, now, _| item::delete(it, now)).await)
     }
 
+    async fn set_cas(
+        &self,
+        key: &StoreKey,
+        write: &Write,
+    ) -> Result<(WriteStatus, Option<Cas>), StoreError> {
+        if write
+            .cas
+            .is_some_and(|cas| cas.instance != self.inner.instance)
+        {
+            return Ok((WriteStatus::Exists, None));
+        }
+        let instance = self.inner.instance;
+        Ok(self
+            .apply(key, |it, now, cas| {
+                let (status, change) = item::set(it, write, now, cas);
+                let stored = (status == WriteStatus::Stored).then_some(Cas {
+                    instance,
+                    value: cas,
+                });
+                ((status, stored), change)
+            })
+            .await)
+    }
+
+    async fn delete_if(&self, key: &StoreKey, cas: Cas) -> Result<bool, StoreError> {
+        if cas.instance != self.inner.instance {
+            return Ok(false);
+        }
+        Ok(self
+            .apply(key, |it, now, _| item::delete_if(it, cas.value, now))
+            .await)
+    }
+
     async fn invalidate(
         &self,
         key: &StoreKey,

@@ -188,6 +188,22 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Meta delete (`md <key>`); whether the key held an item.
     fn delete(&self, key: &StoreKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Meta set that also reports the CAS value the stored item got (`ms … c`), with the
+    /// store instance holding it.
+    fn set_cas(
+        &self,
+        key: &StoreKey,
+        write: &Write,
+    ) -> impl Future<Output = Result<(WriteStatus, Option<Cas>), StoreError>> + Send;
+
+    /// Meta delete of the item with this CAS value only (`md <key> C<cas>`), in the store
+    /// instance that handed it out; whether it deleted.
+    fn delete_if(
+        &self,
+        key: &StoreKey,
+        cas: Cas,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Invalidation (`md <key> I T<stale_ttl> [C<cas>]`): marks the item stale, re-opens the
     /// refresh election, bumps its CAS value; whether it did (the key held an item, with the
     /// CAS value `cas` when one is given).

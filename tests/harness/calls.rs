@@ -15,6 +15,8 @@ pub struct Calls {
     pub client: CacheClient<Channel>,
     pub version: Option<String>,
     pub namespace: Option<String>,
+    /// `x-cache-consistency` of every call (`None`: not sent).
+    pub consistency: Option<String>,
 }
 
 impl Calls {
@@ -23,6 +25,7 @@ impl Calls {
             client,
             version: None,
             namespace: None,
+            consistency: None,
         }
     }
 
@@ -36,8 +39,19 @@ impl Calls {
         self
     }
 
+    pub fn consistency(mut self, c: &str) -> Self {
+        self.consistency = Some(c.to_owned());
+        self
+    }
+
     fn wrap<T>(&self, m: T) -> tonic::Request<T> {
-        req(m, self.version.as_deref(), self.namespace.as_deref())
+        let mut request = req(m, self.version.as_deref(), self.namespace.as_deref());
+        if let Some(c) = &self.consistency {
+            request
+                .metadata_mut()
+                .insert("x-cache-consistency", c.parse().expect("ascii metadata"));
+        }
+        request
     }
 
     /// A read, with whether the server flagged it degraded (backend failed, answered as miss).
@@ -46,6 +60,7 @@ impl Calls {
             peek: false,
             key: key.to_vec(),
             lease_on_miss: None,
+            ..Default::default()
         });
         let response = self.client.clone().get(r).await?;
         let degraded = response.metadata().get(DEGRADED_HEADER).is_some();
@@ -93,7 +108,10 @@ impl Calls {
     }
 
     pub async fn try_delete(&self, key: &[u8]) -> Result<bool, Status> {
-        let r = self.wrap(DeleteRequest { key: key.to_vec() });
+        let r = self.wrap(DeleteRequest {
+            key: key.to_vec(),
+            ..Default::default()
+        });
         self.client
             .clone()
             .delete(r)
@@ -205,6 +223,7 @@ impl Calls {
             peek: false,
             keys: keys.to_vec(),
             lease_on_miss,
+            ..Default::default()
         });
         let response = self.client.clone().get_many(r).await.expect("get_many");
         let degraded = response.metadata().get(DEGRADED_HEADER).is_some();

@@ -322,6 +322,8 @@ impl Client {
                 self.defaults.lease_on_miss
             },
             peek,
+            early_refresh_beta: None,
+            wait_ms: 0,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -364,6 +366,7 @@ impl Client {
             lease_token: lease_bytes(options),
             no_expiry: options.no_expiry,
             no_grace: options.no_grace,
+            recompute_ms: 0,
         };
         let retry = if options.lease.is_some() {
             Retry::UnlessSent
@@ -400,6 +403,7 @@ impl Client {
             flags: options.flags,
             no_expiry: options.no_expiry,
             no_grace: options.no_grace,
+            recompute_ms: 0,
         };
         let response = self
             .unary(Retry::UnlessSent, message, |ch, r| async move {
@@ -411,7 +415,10 @@ impl Client {
 
     /// Removes a key. Returns whether it held a value.
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
-        let message = proto::DeleteRequest { key: key.into() };
+        let message = proto::DeleteRequest {
+            key: key.into(),
+            lease_token: Vec::new(),
+        };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
                 CacheClient::new(ch).delete(r).await
@@ -566,6 +573,7 @@ impl Client {
                 self.defaults.lease_on_miss
             },
             peek,
+            early_refresh_beta: None,
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -606,6 +614,7 @@ impl Client {
                     lease_token: lease_bytes(&options),
                     no_expiry: options.no_expiry,
                     no_grace: options.no_grace,
+                    recompute_ms: 0,
                 })
                 .collect(),
         };

@@ -352,7 +352,7 @@ fn give_back(opts: GetOpts, keys: Vec<StoreKey>) -> Option<Abandon> {
         }
         let grace = meta.client_flags.and_then(envelope::grace_of).unwrap_or(0);
         let left = meta.ttl.and_then(|t| u64::try_from(t).ok());
-        if !meta.stale && !left.is_some_and(|t| t <= grace) {
+        if !meta.stale && left.is_none_or(|t| t > grace) {
             // An early refresh of a value still fresh: invalidating it would serve it as
             // stale. Its election reopens after the refresh timeout, once it is stale.
             return false;
@@ -397,6 +397,7 @@ fn view(meta: Meta, value: Bytes, instance: u64) -> ItemView {
         } else {
             None
         },
+        hot: meta.hit_before == Some(true) && meta.last_access == Some(0),
     }
 }
 
@@ -442,7 +443,28 @@ fn encode_set(
     now: u64,
     opaque: u32,
 ) {
-    wire::set(head, key, write, write.cas.map(|c| c.value), now, opaque);
+    encode_set_with(head, bytes, key, write, false, now, opaque);
+}
+
+/// [`encode_set`], asking for the stored item's CAS value with `return_cas`.
+fn encode_set_with(
+    head: &mut BytesMut,
+    bytes: &mut Vec<Bytes>,
+    key: &StoreKey,
+    write: &Write,
+    return_cas: bool,
+    now: u64,
+    opaque: u32,
+) {
+    wire::set(
+        head,
+        key,
+        write,
+        write.cas.map(|c| c.value),
+        return_cas,
+        now,
+        opaque,
+    );
     bytes.push(head.split().freeze());
     bytes.push(write.value.clone());
     bytes.push(CRLF);
@@ -495,6 +517,39 @@ impl Store for MemcachedStore {
             key,
             None,
             |head, _, opaque| wire::delete(head, key, opaque),
+            read_removal,
+        )
+        .await
+    }
+
+    async fn set_cas(
+        &self,
+        key: &StoreKey,
+        write: &Write,
+    ) -> Result<(WriteStatus, Option<Cas>), StoreError> {
+        let now = now_unix();
+        // A lease from another memcached instance (before a restart) matches nothing.
+        let instance = write.cas.map(|c| (c.instance, (WriteStatus::Exists, None)));
+        self.one(
+            key,
+            instance,
+            |head, bytes, opaque| encode_set_with(head, bytes, key, write, true, now, opaque),
+            |node, reply, instance| {
+                let cas = match &reply {
+                    Reply::Done(meta) => meta.cas.map(|value| Cas { instance, value }),
+                    _ => None,
+                };
+                read_write_status(node, reply, instance).map(|status| (status, cas))
+            },
+        )
+        .await
+    }
+
+    async fn delete_if(&self, key: &StoreKey, cas: Cas) -> Result<bool, StoreError> {
+        self.one(
+            key,
+            Some((cas.instance, false)),
+            |head, _, opaque| wire::delete_if(head, key, cas.value, opaque),
             read_removal,
         )
         .await

@@ -41,6 +41,10 @@ pub(crate) struct Meta {
     pub(crate) lost: bool,
     /// `X`: the item is stale (invalidated).
     pub(crate) stale: bool,
+    /// `h`: the item was read before this read.
+    pub(crate) hit_before: Option<bool>,
+    /// `l`: seconds since the item was last read.
+    pub(crate) last_access: Option<u64>,
 }
 
 /// One reply.
@@ -156,7 +160,9 @@ fn parse_meta(tokens: &[u8]) -> Result<Meta, ()> {
             b'W' => meta.won = true,
             b'Z' => meta.lost = true,
             b'X' => meta.stale = true,
-            // Flags mintcache does not ask for (k, b, s, h, l, …) are ignored.
+            b'h' => meta.hit_before = Some(rest == b"1"),
+            b'l' => meta.last_access = Some(unsigned(rest).ok_or(())?),
+            // Flags mintcache does not ask for (k, b, s, …) are ignored.
             _ => {}
         }
     }
@@ -429,13 +435,16 @@ fn put_end(buf: &mut BytesMut, b64: bool, opaque: u32) {
     buf.put_slice(b"\r\n");
 }
 
-/// `mg <key> f t c [v] [R<n>] [N<exp>] [T<exp>] [b] O<opaque>`
+/// `mg <key> f t c [v] [h l] [R<n>] [N<exp>] [T<exp>] [b] O<opaque>`
 pub(crate) fn get(buf: &mut BytesMut, key: &StoreKey, opts: GetOpts, now: u64, opaque: u32) {
     buf.put_slice(b"mg ");
     let b64 = put_key(buf, key);
     buf.put_slice(b" f t c");
     if !opts.no_value {
         buf.put_slice(b" v");
+    }
+    if opts.hot {
+        buf.put_slice(b" h l");
     }
     if let Some(n) = opts.recache_below {
         put_flag(buf, b'R', n);
@@ -449,13 +458,15 @@ pub(crate) fn get(buf: &mut BytesMut, key: &StoreKey, opts: GetOpts, now: u64, o
     put_end(buf, b64, opaque);
 }
 
-/// `ms <key> <len> T<exp> F<flags> [ME] [C<cas>] [b] O<opaque>` + data. The data is returned
-/// separately, so that a large value is not copied.
+/// `ms <key> <len> T<exp> F<flags> [ME] [C<cas>] [c] [b] O<opaque>` + data. The data is
+/// returned separately, so that a large value is not copied. With `return_cas`, the reply
+/// carries the CAS value the item got.
 pub(crate) fn set(
     buf: &mut BytesMut,
     key: &StoreKey,
     write: &Write,
     cas: Option<u64>,
+    return_cas: bool,
     now: u64,
     opaque: u32,
 ) {
@@ -465,6 +476,9 @@ pub(crate) fn set(
     put_u64(buf, write.value.len() as u64);
     put_flag(buf, b'T', write.ttl.memcached(now));
     put_flag(buf, b'F', u64::from(write.client_flags));
+    if return_cas {
+        buf.put_slice(b" c");
+    }
     if write.mode == WriteMode::Add {
         buf.put_slice(b" ME");
     }
@@ -774,6 +788,7 @@ mod tests {
                 vivify_for: Some(5),
                 touch: Some(Expiry::Never),
                 no_value: false,
+                hot: false,
             },
             1_800_000_000,
             7,
@@ -790,7 +805,7 @@ mod tests {
             mode: WriteMode::Add,
             cas: None,
         };
-        set(&mut buf, &text, &write, Some(99), 0, 9);
+        set(&mut buf, &text, &write, Some(99), false, 0, 9);
         assert_eq!(
             &buf[..],
             b"ms ns:v1:user:42 3 T60 F1828716574 ME C99 O9\r\n"
