@@ -190,8 +190,11 @@ fn masked(line: &str) -> (String, Vec<String>) {
     let seconds = Regex::new(r#"(?i)(seconds"?\s*:\s*"?)\d+"#).expect("regex");
     let duration = Regex::new(r"\b(?:\d+[dhms])+\b").expect("regex");
     let hex = Regex::new(r"\b[0-9a-f]{16,}\b").expect("regex");
+    // grpcurl shows `bytes` in base64: a lease token there is the field's whole value.
+    let json_lease = Regex::new(r#""leaseToken": "[A-Za-z0-9+/=]+""#).expect("regex");
     let tokens = hex.find_iter(line).map(|m| m.as_str().to_owned()).collect();
     let line = hex.replace_all(line, "<token>");
+    let line = json_lease.replace_all(&line, r#""leaseToken": "<token>""#);
     let line = seconds.replace_all(&line, "${1}<n>");
     let line = duration.replace_all(&line, "<duration>");
     (line.into_owned(), tokens)
