@@ -7,15 +7,17 @@
 //! (`control` decides warm-up, measurement and the end) and merge what each connection
 //! recorded (`record`) into one report (`report`).
 //!
-//! Modules: `options` (command line), `keys` (key names and distribution), `control`
-//! (phases and bounds), `record` (outcomes, errors, HDR latency histograms), `grpc` (the
-//! workloads over gRPC), `memcached` (the same workloads sent directly to memcached, meta or
-//! text protocol), `stampede` (the stampede scenario), `wire` (the lean gRPC client the
-//! workloads use), `report` (table, JSON, progress), `error` (why a run could not be done).
-//! Dependencies point one way: `error` and `keys` use nothing, `control` only `error`,
-//! `record` `control`, `options` `control`, `keys` and `record`; the workloads use those; this
-//! file uses the modules, and no module uses this file.
+//! Modules: `args` (the command line's grammar), `options` (its validation into a plan),
+//! `keys` (key names and distribution), `control` (phases and bounds), `record` (outcomes,
+//! errors, HDR latency histograms), `grpc` (the workloads over gRPC), `memcached` (the same
+//! workloads sent directly to memcached, meta or text protocol), `stampede` (the stampede
+//! scenario), `wire` (the lean gRPC client the workloads use), `report` (table, JSON,
+//! progress), `error` (why a run could not be done). Dependencies point one way: `args`,
+//! `error` and `keys` use nothing, `control` only `error`, `record` `control` and `error`,
+//! `options` `args`, `control`, `keys` and `record`; the workloads and `report` use those;
+//! this file uses the modules, and no module uses this file.
 
+mod args;
 mod control;
 mod error;
 mod grpc;

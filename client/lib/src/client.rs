@@ -21,7 +21,7 @@ use crate::headers::{
 };
 use crate::proto::cache_client::CacheClient;
 use crate::proto::{self};
-use crate::types::{DebugMode, KeyError, Lookup, SetOptions, wire_seconds};
+use crate::types::{DebugMode, Lookup, SetOptions, wire_seconds};
 
 /// What every call sends unless overridden: version, namespace, token, debug mode, cold-miss
 /// protection.
@@ -78,7 +78,7 @@ impl fmt::Debug for CallDefaults {
 
 /// Whether a failed call may be sent again.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+pub(crate) enum Retry {
     /// Retried on `UNAVAILABLE`: repeating it leaves the cache as one call would (a repeated
     /// `Delete` may say `deleted = false`, but the key is gone either way).
     OnUnavailable,
@@ -144,7 +144,7 @@ fn never_sent(status: &Status) -> bool {
 #[derive(Clone)]
 pub struct Client {
     channel: Channel,
-    defaults: CallDefaults,
+    pub(crate) defaults: CallDefaults,
     timeout: Option<Duration>,
     retry: Backoff,
     pub(crate) pending: Backoff,
@@ -162,7 +162,7 @@ impl fmt::Debug for Client {
 }
 
 /// Takes the response metadata's degraded flag.
-fn degraded(metadata: &MetadataMap) -> bool {
+pub(crate) fn degraded(metadata: &MetadataMap) -> bool {
     metadata
         .get(DEGRADED_HEADER)
         .is_some_and(|v| v.as_bytes() == b"1")
@@ -245,7 +245,7 @@ impl Client {
     }
 
     /// Runs one unary call with the deadline and, when allowed, the `UNAVAILABLE` retries.
-    async fn unary<M, R, F, Fut>(
+    pub(crate) async fn unary<M, R, F, Fut>(
         &self,
         retry: Retry,
         message: M,
@@ -539,129 +539,6 @@ impl Client {
         Ok(response.into_inner().value)
     }
 
-    /// Reads many keys in one call; one result per key, in order. A bad key fails only itself.
-    pub async fn get_many<I, K>(&self, keys: I) -> Result<Vec<Result<Lookup, KeyError>>, Error>
-    where
-        I: IntoIterator<Item = K>,
-        K: Into<Vec<u8>>,
-    {
-        self.read_many(keys.into_iter().map(Into::into).collect(), false)
-            .await
-    }
-
-    /// Looks at many keys without taking part in any refresh election (see
-    /// [`peek`](Self::peek)); one result per key, in order.
-    pub async fn peek_many<I, K>(&self, keys: I) -> Result<Vec<Result<Lookup, KeyError>>, Error>
-    where
-        I: IntoIterator<Item = K>,
-        K: Into<Vec<u8>>,
-    {
-        self.read_many(keys.into_iter().map(Into::into).collect(), true)
-            .await
-    }
-
-    async fn read_many(
-        &self,
-        keys: Vec<Vec<u8>>,
-        peek: bool,
-    ) -> Result<Vec<Result<Lookup, KeyError>>, Error> {
-        let message = proto::GetManyRequest {
-            keys,
-            lease_on_miss: if peek {
-                None
-            } else {
-                self.defaults.lease_on_miss
-            },
-            peek,
-            early_refresh_beta: None,
-        };
-        let response = self
-            .unary(Retry::OnUnavailable, message, |ch, r| async move {
-                CacheClient::new(ch).get_many(r).await
-            })
-            .await?;
-        let degraded = degraded(response.metadata());
-        response
-            .into_inner()
-            .results
-            .into_iter()
-            .map(|mut r| match r.error.take() {
-                Some(e) => Ok(Err(KeyError::from(e))),
-                None => Lookup::from_wire(r.into(), degraded).map(Ok),
-            })
-            .collect()
-    }
-
-    /// Stores many values in one call; one result (stored or not) per item, in order. When an
-    /// item carries a lease token, the call is retried only when it cannot have reached the
-    /// server (see [`set_with`](Self::set_with)).
-    pub async fn set_many<I, K, V>(&self, items: I) -> Result<Vec<Result<bool, KeyError>>, Error>
-    where
-        I: IntoIterator<Item = (K, V, SetOptions)>,
-        K: Into<Vec<u8>>,
-        V: Into<Vec<u8>>,
-    {
-        let message = proto::SetManyRequest {
-            items: items
-                .into_iter()
-                .map(|(key, value, options)| proto::SetManyItem {
-                    counter: options.counter,
-                    key: key.into(),
-                    value: value.into(),
-                    ttl_seconds: wire_seconds(options.ttl),
-                    grace_seconds: wire_seconds(options.grace),
-                    flags: options.flags,
-                    lease_token: lease_bytes(&options),
-                    no_expiry: options.no_expiry,
-                    no_grace: options.no_grace,
-                    recompute_ms: 0,
-                })
-                .collect(),
-        };
-        let retry = if message
-            .items
-            .iter()
-            .any(|item| !item.lease_token.is_empty())
-        {
-            Retry::UnlessSent
-        } else {
-            Retry::OnUnavailable
-        };
-        let response = self
-            .unary(retry, message, |ch, r| async move {
-                CacheClient::new(ch).set_many(r).await
-            })
-            .await?;
-        Ok(response
-            .into_inner()
-            .results
-            .into_iter()
-            .map(|r| r.error.map_or(Ok(r.stored), |e| Err(e.into())))
-            .collect())
-    }
-
-    /// Removes many keys in one call; one result (held a value or not) per key, in order.
-    pub async fn delete_many<I, K>(&self, keys: I) -> Result<Vec<Result<bool, KeyError>>, Error>
-    where
-        I: IntoIterator<Item = K>,
-        K: Into<Vec<u8>>,
-    {
-        let message = proto::DeleteManyRequest {
-            keys: keys.into_iter().map(Into::into).collect(),
-        };
-        let response = self
-            .unary(Retry::OnUnavailable, message, |ch, r| async move {
-                CacheClient::new(ch).delete_many(r).await
-            })
-            .await?;
-        Ok(response
-            .into_inner()
-            .results
-            .into_iter()
-            .map(|r| r.error.map_or(Ok(r.deleted), |e| Err(e.into())))
-            .collect())
-    }
-
     /// Drops every key of this client's key space (its namespace and version), and nothing
     /// else: other versions and namespaces on the same memcached are untouched. Needs the same
     /// rights as a write. Returns `false` only under the debug mode `off`.
@@ -697,7 +574,7 @@ impl Client {
     }
 }
 
-fn lease_bytes(options: &SetOptions) -> Vec<u8> {
+pub(crate) fn lease_bytes(options: &SetOptions) -> Vec<u8> {
     options
         .lease
         .as_ref()

@@ -39,9 +39,9 @@
 //! Without the TLS dependencies: `mintcache-client = { version = "…", default-features = false }`
 //! (feature `tls`, on by default).
 //!
-//! Inside, dependencies point one way: `types`, `client`, `builder` and `mint` use `error`,
-//! `headers`, `backoff` and `proto`, and each of the four only those before it in this list;
-//! no module uses this file.
+//! Inside, dependencies point one way: `types`, `client`, `builder`, `many` and `mint` use
+//! `error`, `headers`, `backoff` and `proto`, and each of the five only those before it in
+//! this list; no module uses this file.
 #![forbid(unsafe_code)]
 
 mod backoff;
@@ -49,6 +49,7 @@ mod builder;
 mod client;
 mod error;
 mod headers;
+mod many;
 mod mint;
 mod types;
 

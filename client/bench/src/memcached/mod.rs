@@ -19,9 +19,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 use self::proto::{ProtocolError, Reply};
+use super::args::Protocol;
 use super::control::{Limiter, Live, Phase, join_tasks};
 use super::error::BenchError;
-use super::options::{Mix, Protocol};
+use super::options::Mix;
 use super::record::{Op, Outcome, Recorder};
 
 /// Keys per pipelined write of the prefill.

@@ -11,8 +11,8 @@
 
 use std::io::Write as _;
 
+use super::super::args::Protocol;
 use super::super::keys::KeySpace;
-use super::super::options::Protocol;
 use super::super::record::{Op, Outcome, Tally};
 
 /// What one reply came to.
