@@ -331,6 +331,10 @@ expect_failure "an unknown apiVersion for a built-in kind" \
 sed 's#^COPY client/ client/$#COPY clients/ client/#' deploy/Dockerfile >"$OUT/Dockerfile.missing"
 expect_failure "a Dockerfile copying a missing path" "COPY clients/: no such path" \
     "$PY" deploy/check_dockerfile.py --dockerfile "$OUT/Dockerfile.missing"
+sed 's#-p mintcache-cli #-p mintcache-client #' deploy/Dockerfile >"$OUT/Dockerfile.wrong-package"
+expect_failure "a Dockerfile building a binary outside the packages it selects" \
+    "cargo build --bin mintcache: not in the packages it selects" \
+    "$PY" deploy/check_dockerfile.py --dockerfile "$OUT/Dockerfile.wrong-package"
 sed 's#^COPY Cargo.toml Cargo.lock build.rs ./#COPY Cargo.toml Cargo.lock ./#' deploy/Dockerfile \
     >"$OUT/Dockerfile.nobuild"
 expect_failure "a Dockerfile leaving out build.rs" "build.rs is not copied" \

@@ -6,7 +6,8 @@ hadolint judges the Dockerfile as a Dockerfile; this checks that it builds this 
     copies is copied into a scratch directory as the stage would see it, and there
     `cargo metadata --locked` must load the workspace (every member manifest copied,
     Cargo.lock up to date) with every library, binary and build script of the real one;
-  - `cargo build` is --release --locked, and its -p packages and --bin binaries exist there;
+  - `cargo build` is --release --locked, and its -p packages and --bin binaries exist there
+    (each --bin in one of the packages selected with -p);
   - the runtime stage copies binaries that the build stage installs into /out from what it
     built, its ENTRYPOINT is one of them, its USER is a numeric non-root uid (Kubernetes'
     runAsNonRoot can only verify numeric users), and it EXPOSEs exactly the ports the baked-in
@@ -162,6 +163,14 @@ def check_cargo_build(parsed, problems):
         bins = {name for _, kind, name in staged if kind == "bin"}
         for name in sorted(built - bins):
             problems.append(f"cargo build --bin {name}: no such binary in the workspace")
+        # With -p, cargo looks for each --bin in the selected packages only.
+        for build in builds:
+            chosen = set(re.findall(r"(?:-p|--package)\s+(\S+)", build))
+            owned = {name for package, kind, name in staged if kind == "bin" and package in chosen}
+            for name in sorted(set(re.findall(r"--bin\s+(\S+)", build)) & bins - owned):
+                if chosen:
+                    problems.append(f"cargo build --bin {name}: not in the packages it selects "
+                                    f"({', '.join(sorted(chosen))})")
     installed = {dst: src for src, dst in re.findall(r"target/release/(\S+)\s+/out/(\S+)", runs)}
     for dst, src in installed.items():
         if src not in built:
