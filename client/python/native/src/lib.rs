@@ -416,7 +416,11 @@ fn answer(py: Python<'_>, result: Result<(Bytes, bool), Status>) -> PyResult<Bou
 
 fn rpc_error(status: Status) -> PyErr {
     let never_sent = never_sent(&status);
-    RpcError::new_err((status.code() as i32, status.message().to_owned(), never_sent))
+    RpcError::new_err((
+        status.code() as i32,
+        status.message().to_owned(),
+        never_sent,
+    ))
 }
 
 /// Whether a failed call's request cannot have left this process: tonic reports a connection
@@ -433,14 +437,19 @@ fn never_sent(status: &Status) -> bool {
     false
 }
 
-/// A call that died with its connection comes back from tonic as CANCELLED or UNKNOWN with the
-/// transport error as its source (statuses sent by a server have none): it is a transport
-/// failure like a refused connection, reported as UNAVAILABLE.
+/// A call that died with its connection, or on a connection that never became HTTP/2 (a
+/// plain-text client at a TLS port), comes back from tonic as CANCELLED, UNKNOWN or INTERNAL
+/// with the transport's error as its source (statuses sent by a server have none): it is a
+/// transport failure like a refused connection, reported as UNAVAILABLE (as grpcio does).
 fn transport_failure_as_unavailable(status: Status) -> Status {
-    let from_transport = std::error::Error::source(&status)
-        .is_some_and(|source| source.is::<tonic::transport::Error>());
-    if from_transport && matches!(status.code(), Code::Cancelled | Code::Unknown) {
-        Status::unavailable(format!("connection lost: {}", status.message()))
+    let from_transport = std::error::Error::source(&status).is_some();
+    if from_transport
+        && matches!(
+            status.code(),
+            Code::Cancelled | Code::Unknown | Code::Internal
+        )
+    {
+        Status::unavailable(format!("connection failed: {}", status.message()))
     } else {
         status
     }
@@ -471,15 +480,20 @@ fn method_path(path: &str) -> PyResult<PathAndQuery> {
         .map_err(|_| PyValueError::new_err(format!("invalid method path {path:?}")))
 }
 
-/// `host:port`, `[v6]:port` or `dns:///host:port` as the authority of an `http(s)://` URI.
+/// `host:port`, `[v6]:port` or `dns:///host:port` as the authority of an `http(s)://` URI (the
+/// Python side checks the same before it picks this transport).
 fn authority(target: &str) -> PyResult<&str> {
     let authority = target.strip_prefix("dns:///").unwrap_or(target);
-    let bare = !authority.is_empty()
-        && !authority.contains(['/', '?', '#', '@'])
-        && !authority.starts_with("unix:")
-        && authority.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
-        });
+    let digits = |port: &str| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    let bare = !authority.contains(['/', '?', '#', '@', ',', ' '])
+        && match authority.strip_prefix('[') {
+            Some(v6) => v6
+                .split_once("]:")
+                .is_some_and(|(host, port)| !host.is_empty() && digits(port)),
+            None => authority.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && !host.contains(':') && digits(port)
+            }),
+        };
     if bare {
         Ok(authority)
     } else {
@@ -491,7 +505,9 @@ fn authority(target: &str) -> PyResult<&str> {
 
 fn seconds(value: f64, what: &str) -> PyResult<Option<Duration>> {
     if !value.is_finite() || value < 0.0 {
-        return Err(PyValueError::new_err(format!("{what} must be seconds >= 0")));
+        return Err(PyValueError::new_err(format!(
+            "{what} must be seconds >= 0"
+        )));
     }
     Ok((value > 0.0).then(|| Duration::from_secs_f64(value)))
 }

@@ -19,7 +19,6 @@ takes every endpoint (``host:port``, ``dns:///host:port``), grpcio otherwise.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any, Sequence
 
@@ -106,11 +105,15 @@ def choose(requested: str | None, targets: Sequence[str]) -> str:
 
 
 def _native_target(target: str) -> bool:
+    """``host:port``, ``[v6]:port`` or ``dns:///`` one of them (what the Rust side takes)."""
     authority = target[len("dns:///") :] if target.startswith("dns:///") else target
+    if any(c in authority for c in "/?#@, "):
+        return False
+    if authority.startswith("["):
+        host, sep, port = authority[1:].partition("]:")
+        return bool(sep and host and port.isdigit())
     host, sep, port = authority.rpartition(":")
-    return bool(
-        sep and host and port.isdigit() and not any(c in authority for c in "/?#@")
-    ) and not authority.startswith("unix:")
+    return bool(sep and host and ":" not in host and port.isdigit())
 
 
 def _tls_settings(tls: TLS) -> tuple[Any, ...]:
@@ -357,7 +360,6 @@ class AioNativeTransport:
     async def close(self) -> None:
         for channel in self.channels:
             channel.close()
-        await asyncio.sleep(0)
 
 
 def aio_transport(

@@ -318,7 +318,8 @@ class MintCache(BaseCache):
     ``SERIALIZER`` (``pickle``, ``json``, ``msgpack``), ``PICKLE_PROTOCOL``, ``COMPRESSOR``
     (``zlib``, ``zstd``, ``lz4``), ``COMPRESS_MIN_BYTES`` (default 1024), ``COMPRESS_LEVEL``,
     ``IGNORE_EXCEPTIONS`` (default False), ``BREAKER_FAILURES`` (3), ``BREAKER_COOL_OFF``
-    (1 s), ``BREAKER_MAX_COOL_OFF`` (30 s). See the README's Django section.
+    (1 s), ``BREAKER_MAX_COOL_OFF`` (30 s), ``TRANSPORT`` (``auto``, ``native``, ``grpcio``;
+    see :mod:`mintcache._transport`). See the README's Django section.
 
     Beyond Django's API (as django-redis offers them): :meth:`ttl`, :meth:`expire`,
     :meth:`persist`, :meth:`lock`, and their async forms.
