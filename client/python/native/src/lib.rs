@@ -105,10 +105,10 @@ fn caller_runtime() -> PyResult<Arc<Runtime>> {
     let mut slot = CALLER_RUNTIME
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if let Some((owner, runtime)) = slot.as_ref() {
-        if *owner == pid {
-            return Ok(Arc::clone(runtime));
-        }
+    if let Some((owner, runtime)) = slot.as_ref()
+        && *owner == pid
+    {
+        return Ok(Arc::clone(runtime));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -366,6 +366,8 @@ impl Call {
                 .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
             grpc.unary(request, self.path, RawCodec).await
         };
+        // tonic enforces the `grpc-timeout` it sends until the answer's headers; this bounds the
+        // whole call, the answer's body included.
         let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, call)
                 .await
