@@ -25,27 +25,60 @@ VALUE = {"id": 42, "name": "Ada Lovelace", "roles": ["admin", "author"], "score"
 
 
 def percentile(sorted_ns: list[int], p: float) -> float:
-    index = min(len(sorted_ns) - 1, int(round(p / 100.0 * (len(sorted_ns) - 1))))
+    index = min(len(sorted_ns) - 1, round(p / 100.0 * (len(sorted_ns) - 1)))
     return sorted_ns[index] / 1000.0
 
 
-def measure(calls: dict[str, object], warmup: int, count: int, rounds: int) -> dict[str, list[int]]:
+#: Process CPU time (every thread of this process) per row, in ns, by the last measure().
+CPU: dict[object, int] = {}
+
+
+def measure(calls: dict[object, object], warmup: int, count: int, rounds: int) -> dict:
     """Times each callable ``count`` times after ``warmup`` calls, in ``rounds`` alternating
-    rounds; returns the durations (ns) of each."""
+    rounds; returns the durations (ns) of each, and leaves each one's process CPU in CPU."""
     clock = time.perf_counter_ns
+    cpu = time.process_time_ns
     for fn in calls.values():
         for _ in range(warmup):
             fn()
-    took: dict[str, list[int]] = {name: [] for name in calls}
+    took: dict = {name: [] for name in calls}
+    CPU.clear()
+    CPU.update({name: 0 for name in calls})
     per_round = max(1, count // rounds)
     for r in range(rounds):
         n = per_round if r < rounds - 1 else count - per_round * (rounds - 1)
         for name, fn in calls.items():
             out = took[name]
+            cpu_started = cpu()
             for _ in range(n):
                 started = clock()
                 fn()
                 out.append(clock() - started)
+            CPU[name] += cpu() - cpu_started
+    return took
+
+
+async def measure_async(calls: dict, warmup: int, count: int, rounds: int) -> dict:
+    """measure() for coroutine functions, awaited one at a time in the running event loop."""
+    clock = time.perf_counter_ns
+    cpu = time.process_time_ns
+    for fn in calls.values():
+        for _ in range(warmup):
+            await fn()
+    took: dict = {name: [] for name in calls}
+    CPU.clear()
+    CPU.update({name: 0 for name in calls})
+    per_round = max(1, count // rounds)
+    for r in range(rounds):
+        n = per_round if r < rounds - 1 else count - per_round * (rounds - 1)
+        for name, fn in calls.items():
+            out = took[name]
+            cpu_started = cpu()
+            for _ in range(n):
+                started = clock()
+                await fn()
+                out.append(clock() - started)
+            CPU[name] += cpu() - cpu_started
     return took
 
 
@@ -90,7 +123,10 @@ def setup_django(memcached: str, mintcache: str, transport: str | None) -> None:
 def django_rows(label: str, args: argparse.Namespace) -> list[dict]:
     from django.core.cache import caches
 
-    backends = {"PyMemcacheCache": caches["pymemcache"], "MintCache": caches["mintcache"]}
+    backends = {
+        "PyMemcacheCache": caches["pymemcache"],
+        "MintCache": caches["mintcache"],
+    }
     keys10 = [f"many:{i}" for i in range(10)]
     for cache in backends.values():
         cache.set("hit", VALUE, 3600)
@@ -120,7 +156,9 @@ def django_rows(label: str, args: argparse.Namespace) -> list[dict]:
             args.rounds,
         )
         for name, durations in took.items():
-            rows.append(row(label, f"Django {operation}", name, durations, op=operation))
+            rows.append(
+                row(label, f"Django {operation}", name, durations, op=operation)
+            )
     return rows
 
 
@@ -202,53 +240,116 @@ def own_rows(label: str, args: argparse.Namespace) -> list[dict]:
     if cache.get("hit") != VALUE:
         raise SystemExit("the instant transport did not answer with the value")
     return [
-        row(label, f"Django {op}, instant transport: CPU µs per call", "MintCache", t, own=op)
+        row(
+            label,
+            f"Django {op}, instant transport: CPU µs per call",
+            "MintCache",
+            t,
+            own=op,
+        )
         for op, t in took.items()
     ]
 
 
 def bare_rows(label: str, args: argparse.Namespace) -> list[dict]:
-    """One bare Get call per transport, to mintcache and to the no-op server."""
-    import grpc
+    """Bare Get calls, one at a time, to mintcache and to the no-op server: over grpcio (the
+    generated stub as the package used it, and its leanest form: bytes in and out, no
+    metadata, no deadline), over the native transport, and the asyncio forms of both."""
+    import asyncio
 
+    import grpc
+    import grpc.aio
     from mintcache.v1 import cache_pb2 as pb
     from mintcache.v1 import cache_pb2_grpc
 
+    try:
+        from mintcache import _native
+    except ImportError:
+        _native = None
     version = "bench-bare-" + uuid.uuid4().hex[:8]
     metadata = (("x-cache-version", version),)
     request = pb.GetRequest(key=b"hit")
+    body = request.SerializeToString()
+    path = "/mintcache.v1.Cache/Get"
     targets = {"mintcache": args.mintcache}
     if args.noop:
         targets["no-op server"] = args.noop
-    calls = {}
+    calls: dict = {}
     keep = []
     for target, address in targets.items():
         channel = grpc.insecure_channel(address)
         keep.append(channel)
         stub = cache_pb2_grpc.CacheStub(channel)
-        stub.Set(pb.SetRequest(key=b"hit", value=b"x" * 64, ttl_seconds=3600), metadata=metadata)
-
-        def grpcio_call(stub=stub) -> None:
-            stub.Get(request, metadata=metadata, timeout=5.0)
-
-        calls[("grpcio stub Get", target)] = grpcio_call
-        try:
-            from mintcache import _native
-        except ImportError:
-            continue
-        native = _native.Channel(address)
-        keep.append(native)
-        native_md = _native.Metadata(list(metadata))
-        body = request.SerializeToString()
-
-        def native_call(native=native, native_md=native_md, body=body) -> None:
-            pb.GetResponse.FromString(
-                native.call("/mintcache.v1.Cache/Get", body, native_md, 5.0)[0]
+        stub.Set(
+            pb.SetRequest(key=b"hit", value=b"x" * 64, ttl_seconds=3600),
+            metadata=metadata,
+        )
+        lean = channel.unary_unary(
+            path, request_serializer=None, response_deserializer=None
+        )
+        calls[("grpcio: generated stub, metadata, deadline", target)] = (
+            lambda stub=stub: stub.Get(request, metadata=metadata, timeout=5.0)
+        )
+        calls[("grpcio: bytes, no metadata, no deadline", target)] = lambda lean=lean: (
+            lean(body)
+        )
+        if _native is not None:
+            native = _native.Channel(address)
+            keep.append(native)
+            native_md = _native.Metadata(list(metadata))
+            calls[("native: Channel.call, metadata, deadline", target)] = (
+                lambda native=native, md=native_md: pb.GetResponse.FromString(
+                    native.call(path, body, md, 5.0)[0]
+                )
             )
-
-        calls[("native Channel.call Get", target)] = native_call
     took = measure(calls, args.warmup, args.calls, args.rounds)
-    return [row(label, what, target, durations) for (what, target), durations in took.items()]
+    rows = [
+        row(
+            label,
+            what,
+            target,
+            durations,
+            cpu_us=round(CPU[(what, target)] / len(durations) / 1000, 1),
+        )
+        for (what, target), durations in took.items()
+    ]
+
+    # asyncio: channels belong to the loop that uses them, so they are made inside it.
+    def make_async() -> dict:
+        async_calls: dict = {}
+        for target, address in targets.items():
+            stub = cache_pb2_grpc.CacheStub(grpc.aio.insecure_channel(address))
+            async_calls[("grpc.aio: generated stub, metadata, deadline", target)] = (
+                lambda stub=stub: stub.Get(request, metadata=metadata, timeout=5.0)
+            )
+            if _native is not None:
+                native = _native.Channel(address, asyncio=True)
+                native_md = _native.Metadata(list(metadata))
+
+                async def native_call(native=native, md=native_md):
+                    answer = await native.call_async(path, body, md, 5.0)
+                    return pb.GetResponse.FromString(answer[0])
+
+                async_calls[("native asyncio: Channel.call_async", target)] = (
+                    native_call
+                )
+        return async_calls
+
+    async def run_async() -> dict:
+        return await measure_async(make_async(), args.warmup, args.calls, args.rounds)
+
+    took = asyncio.run(run_async())
+    rows += [
+        row(
+            label,
+            what,
+            target,
+            durations,
+            cpu_us=round(CPU[(what, target)] / len(durations) / 1000, 1),
+        )
+        for (what, target), durations in took.items()
+    ]
+    return rows
 
 
 def main() -> None:
@@ -257,11 +358,15 @@ def main() -> None:
     parser.add_argument("--mintcache", required=True)
     parser.add_argument("--noop")
     parser.add_argument("--label", default="after")
-    parser.add_argument("--transport", help="MintCache OPTIONS['TRANSPORT'] (new package only)")
+    parser.add_argument(
+        "--transport", help="MintCache OPTIONS['TRANSPORT'] (new package only)"
+    )
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--bare", action="store_true", help="also time the bare Get calls")
+    parser.add_argument(
+        "--bare", action="store_true", help="also time the bare Get calls"
+    )
     args = parser.parse_args()
 
     import mintcache

@@ -213,14 +213,15 @@ out.append("PyMemcacheCache next to each MintCache run (p50 / p99 µs): " + "; "
         for r in rows if r.get("op") and r["label"] == label and r["target"] == "PyMemcacheCache"
     ) for label in labels))
 out.append("")
-out.append("| package | call, one in flight | target | p50 µs | p99 µs |")
-out.append("|---|---|---|---:|---:|")
+out.append("| package | call, one in flight | target | p50 µs | p99 µs | process CPU µs per call |")
+out.append("|---|---|---|---:|---:|---:|")
 for r in rows:
     if "op" not in r:
         digits = 1 if "own" in r else 0
+        cpu = f"{r['cpu_us']:,.0f}" if "cpu_us" in r else ""
         out.append(
             f"| {r['label']} | {r['what']} | {r['target']} | {r['p50_us']:,.{digits}f} "
-            f"| {r['p99_us']:,.{digits}f} |"
+            f"| {r['p99_us']:,.{digits}f} | {cpu} |"
         )
 print("\n".join(out))
 EOF

@@ -9,10 +9,21 @@ setuptools-rust when a Rust toolchain is there.
   ``off``             do not build it.
 """
 
+import glob
 import os
 
 from setuptools import setup
 from setuptools_rust import Binding, RustExtension
+
+# An in-tree build keeps build/lib*/ between installs, and the wheel takes whatever is there:
+# a native transport left from an earlier build must not ride along when this one is not built
+# (no Rust now, or it failed to build). It is made again when it builds.
+for stale in glob.glob(
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "build", "lib*", "mintcache", "_native*"
+    )
+):
+    os.remove(stale)
 
 mode = os.environ.get("MINTCACHE_NATIVE", "auto").strip().lower()
 if mode not in ("auto", "require", "off"):
