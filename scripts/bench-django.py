@@ -323,16 +323,14 @@ def bare_rows(label: str, args: argparse.Namespace) -> list[dict]:
                 lambda stub=stub: stub.Get(request, metadata=metadata, timeout=5.0)
             )
             if _native is not None:
-                native = _native.Channel(address, asyncio=True)
-                native_md = _native.Metadata(list(metadata))
+                from mintcache._transport import AioNativeTransport
 
-                async def native_call(native=native, md=native_md):
-                    answer = await native.call_async(path, body, md, 5.0)
-                    return pb.GetResponse.FromString(answer[0])
+                native = AioNativeTransport([address], None)
 
-                async_calls[("native asyncio: Channel.call_async", target)] = (
-                    native_call
-                )
+                async def native_call(native=native):
+                    return await native.call(0, "Get", request, 5.0, metadata)
+
+                async_calls[("native asyncio: the transport's call", target)] = native_call
         return async_calls
 
     async def run_async() -> dict:

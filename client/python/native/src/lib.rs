@@ -8,8 +8,9 @@
 //! pure-Python transport, so that both transports run the same Python code above them.
 //!
 //! - [`Channel`]: the connections to one endpoint. `call` (sync: the GIL is released while the
-//!   call runs, and the calling thread drives the I/O itself, see [`Driver`]) and `call_async`
-//!   (asyncio: an awaitable completed from the I/O thread, through pyo3-async-runtimes).
+//!   call runs, and the calling thread drives the I/O itself, see [`Driver`]) and `start`
+//!   (asyncio: the call runs on one I/O thread and its answer is queued in a [`Completions`],
+//!   which wakes the event loop through a pipe; the I/O thread never takes the GIL).
 //! - [`Metadata`]: request metadata made once per set of call options (the token is marked
 //!   sensitive and never shown), attached to each call by reference.
 //! - `RpcError(code, details, never_sent)`: a failed call, with its gRPC status code number and
@@ -92,46 +93,52 @@ enum Driver {
     /// answer read on the caller's thread, with no hand-off to another thread and back. Several
     /// Python threads may call at once; one drives, the others are woken with their answers.
     Caller(Arc<Runtime>),
-    /// The I/O thread of pyo3-async-runtimes' runtime (asyncio channels).
-    Io,
+    /// The I/O thread of this process (asyncio channels): calls run there, and their answers
+    /// reach the event loop through [`Completions`].
+    Io(Arc<Runtime>),
 }
 
-/// The callers' runtime of this process (made again in a forked child, whose copy of the
-/// parent's would share its epoll instance).
+/// The callers' runtime and the I/O runtime of this process (made again in a forked child:
+/// a copy of the parent's would share its epoll instance, and has no threads).
 static CALLER_RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+static IO_RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
 
-fn caller_runtime() -> PyResult<Arc<Runtime>> {
+fn process_runtime(
+    slot: &Mutex<Option<(u32, Arc<Runtime>)>>,
+    build: fn() -> std::io::Result<Runtime>,
+) -> PyResult<Arc<Runtime>> {
     let pid = std::process::id();
-    let mut slot = CALLER_RUNTIME
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((owner, runtime)) = slot.as_ref()
         && *owner == pid
     {
         return Ok(Arc::clone(runtime));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let runtime = build()
         .map(Arc::new)
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the I/O runtime: {e}")))?;
     *slot = Some((pid, Arc::clone(&runtime)));
     Ok(runtime)
 }
 
-/// The runtime of asyncio channels: pyo3-async-runtimes', with one worker thread (the calls'
-/// work is small; a second thread would mostly add wake-ups on a small machine).
-fn io_runtime() -> &'static Runtime {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder
+fn caller_runtime() -> PyResult<Arc<Runtime>> {
+    process_runtime(&CALLER_RUNTIME, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    })
+}
+
+/// One worker thread: a call's work is small, and a second thread would mostly add wake-ups
+/// on a small machine.
+fn io_runtime() -> PyResult<Arc<Runtime>> {
+    process_runtime(&IO_RUNTIME, || {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("mintcache-io")
-            .enable_all();
-        pyo3_async_runtimes::tokio::init(builder);
-    });
-    pyo3_async_runtimes::tokio::get_runtime()
+            .enable_all()
+            .build()
+    })
 }
 
 /// Request metadata, made once per set of call options.
@@ -193,7 +200,7 @@ type TlsSettings = (
 #[pymethods]
 impl Channel {
     /// `target`: `host:port` (`[v6]:port`) or `dns:///host:port`. `tls`: see [`TlsSettings`]
-    /// (`None`: plain text). `asyncio`: calls are awaited with `call_async` rather than made
+    /// (`None`: plain text). `asyncio`: calls are started with `start` rather than made
     /// with `call`. `connect_timeout`: seconds a connection may take to set up.
     #[new]
     #[pyo3(signature = (target, tls=None, asyncio=false, connect_timeout=5.0))]
@@ -231,14 +238,13 @@ impl Channel {
             builder = builder.tls(config);
         }
         let driver = if asyncio {
-            Driver::Io
+            Driver::Io(io_runtime()?)
         } else {
             Driver::Caller(caller_runtime()?)
         };
         // The channel's background task starts on the runtime that will drive it.
         let _entered = match &driver {
-            Driver::Caller(runtime) => runtime.enter(),
-            Driver::Io => io_runtime().enter(),
+            Driver::Caller(runtime) | Driver::Io(runtime) => runtime.enter(),
         };
         let client = builder
             .build()
@@ -265,7 +271,7 @@ impl Channel {
     ) -> PyResult<Bound<'py, PyTuple>> {
         let Driver::Caller(runtime) = &self.driver else {
             return Err(PyRuntimeError::new_err(
-                "this channel is for asyncio: use call_async",
+                "this channel is for asyncio: use start",
             ));
         };
         let call = self.prepare(path, request, metadata, timeout)?;
@@ -273,24 +279,31 @@ impl Channel {
         answer(py, result)
     }
 
-    /// The asyncio form of [`call`](Self::call): returns an awaitable of the same answer.
-    #[pyo3(signature = (path, request, metadata, timeout=None))]
-    fn call_async<'py>(
+    /// Starts an asyncio call on the I/O thread: its answer is queued in `completions` under
+    /// `token` (see [`Completions`]). Returns what stops it.
+    #[pyo3(signature = (path, request, metadata, timeout, completions, token))]
+    fn start(
         &self,
-        py: Python<'py>,
         path: &str,
         request: &[u8],
         metadata: &Metadata,
         timeout: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if !matches!(self.driver, Driver::Io) {
+        completions: &Completions,
+        token: u64,
+    ) -> PyResult<Aborter> {
+        let Driver::Io(runtime) = &self.driver else {
             return Err(PyRuntimeError::new_err(
                 "this channel is not for asyncio: use call",
             ));
-        }
+        };
         let call = self.prepare(path, request, metadata, timeout)?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            call.run().await.map(Answer).map_err(rpc_error)
+        let queue = Arc::clone(&completions.shared);
+        let handle = runtime.spawn(async move {
+            let result = call.run().await;
+            queue.push(token, result);
+        });
+        Ok(Aborter {
+            handle: handle.abort_handle(),
         })
     }
 
@@ -305,7 +318,7 @@ impl Channel {
     fn __repr__(&self) -> String {
         let kind = match self.driver {
             Driver::Caller(_) => "sync",
-            Driver::Io => "asyncio",
+            Driver::Io(_) => "asyncio",
         };
         format!("Channel({:?}, {kind})", self.target)
     }
@@ -335,6 +348,101 @@ impl Channel {
                 Some(t) => Some(seconds(t, "timeout")?.unwrap_or(Duration::ZERO)),
             },
         })
+    }
+}
+
+/// The answers of one event loop's calls (`Channel.start`), handed over without the GIL: the
+/// I/O thread queues each answer and, when the queue was empty, writes a byte to a pipe that the
+/// loop watches (`loop.add_reader(completions.fileno(), ...)`); the loop then `take`s every
+/// answer queued. One wake-up of the loop per batch of answers, and the I/O thread never waits
+/// for the GIL.
+#[pyclass(frozen, module = "mintcache._native")]
+struct Completions {
+    shared: Arc<CompletionQueue>,
+    reader: std::io::PipeReader,
+}
+
+struct CompletionQueue {
+    done: Mutex<Vec<(u64, Result<(Bytes, bool), Status>)>>,
+    writer: std::io::PipeWriter,
+}
+
+impl CompletionQueue {
+    fn push(&self, token: u64, result: Result<(Bytes, bool), Status>) {
+        let was_empty = {
+            let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+            done.push((token, result));
+            done.len() == 1
+        };
+        if was_empty {
+            // The pipe holds 64 KiB and a byte is written only when the loop has taken every
+            // answer: it cannot fill. An error means the loop's side is gone: nobody waits.
+            let _ = std::io::Write::write(&mut &self.writer, &[1]);
+        }
+    }
+}
+
+#[pymethods]
+impl Completions {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let (reader, writer) = std::io::pipe()
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot make a pipe: {e}")))?;
+        Ok(Self {
+            shared: Arc::new(CompletionQueue {
+                done: Mutex::new(Vec::new()),
+                writer,
+            }),
+            reader,
+        })
+    }
+
+    /// The pipe's reading end, for `loop.add_reader` (set it non-blocking).
+    fn fileno(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(&self.reader)
+    }
+
+    /// Every answer queued since the last call: `(token, True, answer: bytes, degraded)` or
+    /// `(token, False, code, details, never_sent)`.
+    fn take<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        let done = std::mem::take(
+            &mut *self
+                .shared
+                .done
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        done.into_iter()
+            .map(|(token, result)| match result {
+                Ok((body, degraded)) => {
+                    (token, true, PyBytes::new(py, &body), degraded).into_pyobject(py)
+                }
+                Err(status) => {
+                    let never_sent = never_sent(&status);
+                    (
+                        token,
+                        false,
+                        status.code() as i32,
+                        status.message().to_owned(),
+                        never_sent,
+                    )
+                        .into_pyobject(py)
+                }
+            })
+            .collect()
+    }
+}
+
+/// Stops a call started with `Channel.start` (its answer is then never queued).
+#[pyclass(frozen, module = "mintcache._native")]
+struct Aborter {
+    handle: tokio::task::AbortHandle,
+}
+
+#[pymethods]
+impl Aborter {
+    fn abort(&self) {
+        self.handle.abort();
     }
 }
 
@@ -395,23 +503,9 @@ impl Call {
     }
 }
 
-/// The answer of `call_async`, turned into `(bytes, bool)` when the awaitable completes.
-struct Answer((Bytes, bool));
-
-impl<'py> IntoPyObject<'py> for Answer {
-    type Target = PyTuple;
-    type Output = Bound<'py, PyTuple>;
-    type Error = PyErr;
-
-    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
-        let (body, degraded) = self.0;
-        (PyBytes::new(py, &body), degraded).into_pyobject(py)
-    }
-}
-
 fn answer(py: Python<'_>, result: Result<(Bytes, bool), Status>) -> PyResult<Bound<'_, PyTuple>> {
     match result {
-        Ok(answer) => Answer(answer).into_pyobject(py),
+        Ok((body, degraded)) => (PyBytes::new(py, &body), degraded).into_pyobject(py),
         Err(status) => Err(rpc_error(status)),
     }
 }
@@ -518,6 +612,8 @@ fn seconds(value: f64, what: &str) -> PyResult<Option<Duration>> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Channel>()?;
     m.add_class::<Metadata>()?;
+    m.add_class::<Completions>()?;
+    m.add_class::<Aborter>()?;
     m.add("RpcError", m.py().get_type::<RpcError>())?;
     Ok(())
 }

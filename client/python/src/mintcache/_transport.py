@@ -5,7 +5,7 @@ more (retries, deadlines across attempts and the circuit breaker are the clients
 - ``native`` (the default when the package was built with its Rust extension,
   ``mintcache._native``): the ``mintcache-client`` crate's connections (tonic, HTTP/2), the GIL
   released during the call; the sync client's calls run on the calling thread, the asyncio
-  client's on one I/O thread.
+  client's on one I/O thread, whose answers wake the event loop through a pipe.
 - ``grpcio``: grpcio's channels (``grpc`` and ``grpc.aio``), always available.
 
 Both send the messages this package serializes and hand back the answer and whether the
@@ -19,6 +19,8 @@ takes every endpoint (``host:port``, ``dns:///host:port``), grpcio otherwise.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 from typing import Any, Sequence
 
@@ -327,7 +329,10 @@ class AioGrpcioTransport:
 
 
 class AioNativeTransport:
-    """``mintcache._native`` channels for asyncio, one per endpoint."""
+    """``mintcache._native`` channels for asyncio, one per endpoint, and the event loop's side
+    of their answers: calls run on the extension's I/O thread, which queues each answer and
+    wakes the loop through a pipe (``loop.add_reader``); the loop then hands every queued answer
+    to its waiting future. Made in the event loop it serves."""
 
     name = "native"
 
@@ -335,31 +340,67 @@ class AioNativeTransport:
         settings = None if tls is None else _tls_settings(tls)
         self.channels = [_native.Channel(t, settings, asyncio=True) for t in targets]
         self._metadata = _NativeMetadata()
+        self._loop = asyncio.get_running_loop()
+        self._completions = _native.Completions()
+        self._fd = self._completions.fileno()
+        os.set_blocking(self._fd, False)
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._tokens = itertools.count()
+        self._loop.add_reader(self._fd, self._answered)
+
+    def _answered(self) -> None:
+        try:
+            while len(os.read(self._fd, 4096)) == 4096:
+                pass
+        except BlockingIOError:
+            pass
+        for answer in self._completions.take():
+            waiting = self._waiting.pop(answer[0], None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(answer)
+
+    async def _call(
+        self, index: int, path: str, body: bytes, timeout: float | None, headers: Any
+    ) -> tuple[Any, ...]:
+        token = next(self._tokens)
+        answer = self._waiting[token] = self._loop.create_future()
+        try:
+            call = self.channels[index].start(
+                path, body, self._metadata(headers), timeout, self._completions, token
+            )
+        except BaseException:
+            del self._waiting[token]
+            raise
+        try:
+            return await answer
+        except BaseException:  # cancelled: the call stops, its answer is never queued
+            self._waiting.pop(token, None)
+            call.abort()
+            raise
 
     async def call(
         self, index: int, method: str, request: Any, timeout: float | None, headers: Any
     ) -> tuple[Any, bool]:
         path, answer = METHODS[method]
-        try:
-            body, degraded = await self.channels[index].call_async(
-                path, request.SerializeToString(), self._metadata(headers), timeout
-            )
-        except _native.RpcError as error:
-            raise _native_failed(error) from None
-        return answer.FromString(body), degraded
+        done = await self._call(index, path, request.SerializeToString(), timeout, headers)
+        if not done[1]:
+            raise Failed(_code(done[2]), done[3], done[4])
+        return answer.FromString(done[2]), done[3]
 
     async def health(self, index: int, body: bytes, timeout: float | None, headers: Any) -> bytes:
-        try:
-            answer = await self.channels[index].call_async(
-                HEALTH_CHECK, body, self._metadata(headers), timeout
-            )
-        except _native.RpcError as error:
-            raise _native_failed(error) from None
-        return answer[0]
+        done = await self._call(index, HEALTH_CHECK, body, timeout, headers)
+        if not done[1]:
+            raise Failed(_code(done[2]), done[3], done[4])
+        return done[2]
 
     async def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.remove_reader(self._fd)
         for channel in self.channels:
             channel.close()
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            future.cancel()
 
 
 def aio_transport(
