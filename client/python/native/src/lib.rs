@@ -362,13 +362,16 @@ struct Completions {
     reader: std::io::PipeReader,
 }
 
+/// What a call ended with: the answer and its degraded flag, or the failure.
+type Outcome = Result<(Bytes, bool), Status>;
+
 struct CompletionQueue {
-    done: Mutex<Vec<(u64, Result<(Bytes, bool), Status>)>>,
+    done: Mutex<Vec<(u64, Outcome)>>,
     writer: std::io::PipeWriter,
 }
 
 impl CompletionQueue {
-    fn push(&self, token: u64, result: Result<(Bytes, bool), Status>) {
+    fn push(&self, token: u64, result: Outcome) {
         let was_empty = {
             let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
             done.push((token, result));
@@ -456,7 +459,7 @@ struct Call {
 }
 
 impl Call {
-    async fn run(self) -> Result<(Bytes, bool), Status> {
+    async fn run(self) -> Outcome {
         let deadline = self.timeout.map(|t| Instant::now() + t);
         if self.timeout == Some(Duration::ZERO) {
             return Err(Status::deadline_exceeded("Deadline Exceeded"));
@@ -503,7 +506,7 @@ impl Call {
     }
 }
 
-fn answer(py: Python<'_>, result: Result<(Bytes, bool), Status>) -> PyResult<Bound<'_, PyTuple>> {
+fn answer(py: Python<'_>, result: Outcome) -> PyResult<Bound<'_, PyTuple>> {
     match result {
         Ok((body, degraded)) => (PyBytes::new(py, &body), degraded).into_pyobject(py),
         Err(status) => Err(rpc_error(status)),
