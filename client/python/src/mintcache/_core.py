@@ -3,7 +3,8 @@ endpoint parsing, request building, answer parsing, the attempts of a call (dead
 monotonic clock, which endpoint, circuit breaker, which failures may be retried), and the mint
 protocol's decisions for ``get_or_compute``.
 
-Nothing here holds a grpcio object: the clients own the channels and hand over status codes.
+Nothing here holds a connection: the transports (:mod:`mintcache._transport`) own the channels
+and hand over status codes.
 """
 
 from __future__ import annotations
@@ -548,7 +549,7 @@ class Endpoints:
 class Attempts:
     """The attempts of one call: its deadline (monotonic), the endpoint and timeout of each
     attempt, the circuit breaker's bookkeeping, and what follows a failure (a retry after a
-    jittered wait, or the error). The clients' call loops are this, around one grpcio call::
+    jittered wait, or the error). The clients' call loops are this, around one transport call::
 
         attempts = Attempts(endpoints, timeout, retry, read)
         while True:
@@ -557,7 +558,7 @@ class Attempts:
                 ok, timeout = attempts.probed(code of health(index, timeout) or None)
                 if not ok: continue
             try: answer = call(index, timeout)
-            except RpcError as e: sleep(attempts.failed(e.code(), e.details(), e))
+            except Failed as e: sleep(attempts.failed(e.code, e.details, e, e.never_sent))
             except BaseException: attempts.abandoned(); raise
             else: attempts.succeeded(); return answer
     """

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import grpc
 import grpc.aio
 
+from ._core import failed_before_server, grpc_timeout
 from .types import TLS
 from .v1 import cache_pb2 as pb
 
@@ -61,13 +62,6 @@ HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _DEGRADED = "x-cache-degraded"
-
-#: grpcio's texts for a call that failed before any connection was made.
-_CONNECT_FAILURES = (
-    "failed to connect to all addresses",
-    "errors resolving",
-    "dns resolution failed",
-)
 
 
 class Failed(Exception):
@@ -133,9 +127,7 @@ def _code(number: int) -> grpc.StatusCode:
 def _grpcio_failed(error: grpc.RpcError) -> Failed:
     code = error.code() or grpc.StatusCode.UNKNOWN
     details = error.details() or ""
-    text = details.lower()
-    never_sent = code == grpc.StatusCode.UNAVAILABLE and any(m in text for m in _CONNECT_FAILURES)
-    return Failed(code, details, never_sent)
+    return Failed(code, details, failed_before_server(code, details))
 
 
 def _native_failed(error: Exception) -> Failed:
@@ -198,8 +190,6 @@ class GrpcioTransport:
     def call(
         self, index: int, method: str, request: Any, timeout: float | None, headers: Any
     ) -> tuple[Any, bool]:
-        from ._core import grpc_timeout
-
         try:
             answer, call = self._calls[index][method].with_call(
                 request, timeout=grpc_timeout(timeout), metadata=headers
@@ -209,8 +199,6 @@ class GrpcioTransport:
         return answer, _is_degraded(call.initial_metadata())
 
     def health(self, index: int, body: bytes, timeout: float | None, headers: Any) -> bytes:
-        from ._core import grpc_timeout
-
         try:
             return self._health[index](body, timeout=grpc_timeout(timeout), metadata=headers)
         except grpc.RpcError as error:
@@ -303,8 +291,6 @@ class AioGrpcioTransport:
     async def call(
         self, index: int, method: str, request: Any, timeout: float | None, headers: Any
     ) -> tuple[Any, bool]:
-        from ._core import grpc_timeout
-
         try:
             call = self._calls[index][method](
                 request, timeout=grpc_timeout(timeout), metadata=headers
@@ -316,8 +302,6 @@ class AioGrpcioTransport:
         return answer, _is_degraded(metadata)
 
     async def health(self, index: int, body: bytes, timeout: float | None, headers: Any) -> bytes:
-        from ._core import grpc_timeout
-
         try:
             return await self._health[index](body, timeout=grpc_timeout(timeout), metadata=headers)
         except grpc.RpcError as error:
