@@ -594,17 +594,17 @@ async fn push(mut call: RawCall, mut payload: Bytes) -> Pushed {
 
 /// HTTP/2 frame types and flags the hand-written connection below uses (RFC 9113 §6).
 mod frame {
-    pub const DATA: u8 = 0x0;
-    pub const HEADERS: u8 = 0x1;
-    pub const RST_STREAM: u8 = 0x3;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PING: u8 = 0x6;
-    pub const GOAWAY: u8 = 0x7;
-    pub const CONTINUATION: u8 = 0x9;
-    pub const END_STREAM: u8 = 0x1;
-    pub const ACK: u8 = 0x1;
-    pub const END_HEADERS: u8 = 0x4;
-    pub const PROTOCOL_ERROR: u32 = 0x1;
+    pub(crate) const DATA: u8 = 0x0;
+    pub(crate) const HEADERS: u8 = 0x1;
+    pub(crate) const RST_STREAM: u8 = 0x3;
+    pub(crate) const SETTINGS: u8 = 0x4;
+    pub(crate) const PING: u8 = 0x6;
+    pub(crate) const GOAWAY: u8 = 0x7;
+    pub(crate) const CONTINUATION: u8 = 0x9;
+    pub(crate) const END_STREAM: u8 = 0x1;
+    pub(crate) const ACK: u8 = 0x1;
+    pub(crate) const END_HEADERS: u8 = 0x4;
+    pub(crate) const PROTOCOL_ERROR: u32 = 0x1;
 }
 
 /// A header block written by hand (HPACK, RFC 7541), strings as they are (never Huffman):
@@ -647,6 +647,17 @@ impl HeaderBlock {
     fn kept(mut self, name: &[u8], value: &[u8]) -> Self {
         self.0.push(0x40);
         self.string(name);
+        self.string(value);
+        self
+    }
+
+    /// A literal value under the name of the table's entry `index` (§6.2.1, §6.2.2).
+    fn named(mut self, index: usize, value: &[u8], kept: bool) -> Self {
+        if kept {
+            self.int(0x40, 6, index);
+        } else {
+            self.int(0x00, 4, index);
+        }
         self.string(value);
         self
     }
@@ -702,11 +713,15 @@ impl StreamSeen {
 /// refuses to (malformed header fields), and reads the server's frames without decoding their
 /// headers (DATA is enough to tell a reply, and RST_STREAM and GOAWAY are plain).
 struct FrameConn {
-    tcp: tokio::net::TcpStream,
+    io: Box<dyn FrameIo>,
     input: Vec<u8>,
     streams: std::collections::HashMap<u32, StreamSeen>,
     next_stream: u32,
 }
+
+/// A byte stream to a server: TCP, or TLS over TCP.
+trait FrameIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> FrameIo for T {}
 
 /// How long a frame may take to come: a bound on a broken server, not a measure.
 const FRAME_PATIENCE: Duration = Duration::from_secs(30);
@@ -714,14 +729,41 @@ const FRAME_PATIENCE: Duration = Duration::from_secs(30);
 impl FrameConn {
     /// Connects, sends the preface and empty settings, and acknowledges the server's.
     async fn open(addr: SocketAddr) -> Self {
-        use tokio::io::AsyncWriteExt as _;
-        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
-        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        Self::over(Box::new(tcp)).await
+    }
+
+    /// As [`FrameConn::open`], over TLS (ALPN `h2`), trusting `ca_pem`.
+    async fn open_tls(addr: SocketAddr, ca_pem: &str) -> Self {
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.expect("CA certificate")).expect("trusted");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        Self::over(Box::new(tls)).await
+    }
+
+    async fn over(mut io: Box<dyn FrameIo>) -> Self {
+        use tokio::io::AsyncWriteExt as _;
+        io.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
             .expect("preface");
         let mut conn = Self {
-            tcp,
+            io,
             input: Vec::new(),
             streams: std::collections::HashMap::new(),
             next_stream: 1,
@@ -739,7 +781,8 @@ impl FrameConn {
         out.push(flags);
         out.extend_from_slice(&stream.to_be_bytes());
         out.extend_from_slice(payload);
-        self.tcp.write_all(&out).await.expect("write a frame");
+        self.io.write_all(&out).await.expect("write a frame");
+        self.io.flush().await.expect("flush");
     }
 
     /// Opens the next stream with `block` as its headers; returns its id.
@@ -762,20 +805,20 @@ impl FrameConn {
         use tokio::io::AsyncReadExt as _;
         loop {
             if self.input.len() >= 9 {
-                let len = u32::from_be_bytes([0, self.input[0], self.input[1], self.input[2]])
-                    as usize;
+                let len =
+                    u32::from_be_bytes([0, self.input[0], self.input[1], self.input[2]]) as usize;
                 if self.input.len() >= 9 + len {
                     let head: Vec<u8> = self.input.drain(..9).collect();
                     let payload: Vec<u8> = self.input.drain(..len).collect();
                     let (kind, flags) = (head[3], head[4]);
-                    let stream = u32::from_be_bytes(head[5..9].try_into().expect("4 bytes"))
-                        & 0x7fff_ffff;
+                    let stream =
+                        u32::from_be_bytes(head[5..9].try_into().expect("4 bytes")) & 0x7fff_ffff;
                     self.note(kind, flags, stream, &payload).await;
                     return (kind, flags);
                 }
             }
             let mut buf = [0u8; 16 * 1024];
-            let n = tokio::time::timeout(FRAME_PATIENCE, self.tcp.read(&mut buf))
+            let n = tokio::time::timeout(FRAME_PATIENCE, self.io.read(&mut buf))
                 .await
                 .expect("the server sends something")
                 .expect("read");
@@ -868,11 +911,46 @@ const MALFORMED_FIELDS: &[(&str, &[u8], &[u8])] = &[
 async fn a_malformed_header_fails_its_call_alone() {
     let server = TestServer::start(config(&[])).await;
     Calls::new(server.client().await).set(b"k", b"v").await;
+    malformed_calls_fail_alone(server.addr, None).await;
+}
+
+/// The same over TLS: what the client sends is judged after decryption.
+#[tokio::test]
+async fn a_malformed_header_fails_its_call_alone_over_tls() {
+    let pki = harness::pki::Pki::new();
+    let cert = pki.issue(&["localhost", "127.0.0.1"], "mintcache server");
+    let mut cfg = config(&[]);
+    cfg.tls.cert = Some(pki.write("server.pem", &cert.cert));
+    cfg.tls.key = Some(pki.write("server.key", &cert.key));
+    let server = TestServer::start(cfg).await;
+    let ca = pki.ca_pem();
+    let mut conn = FrameConn::open_tls(server.addr, &ca).await;
+    let id = conn.start(&HeaderBlock::call("Set"), false).await;
+    let set = mintcache_client::proto::SetRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
+    conn.data(id, &framed(&set), true).await;
+    let seen = conn.until_closed(id).await;
+    assert!(seen.ended && seen.reset.is_none(), "{seen:?}");
+    malformed_calls_fail_alone(server.addr, Some(ca)).await;
+}
+
+/// Each of [`MALFORMED_FIELDS`], as a literal kept in the table and one that is not, on its own
+/// connection (over TLS trusting the given CA), beside a call in flight; `k` holds `v`.
+async fn malformed_calls_fail_alone(addr: SocketAddr, tls_ca: Option<String>) {
     let mut failures = Vec::new();
     for (case, name, value) in MALFORMED_FIELDS {
         for kept in [false, true] {
             let case = format!("{case} ({})", if kept { "kept" } else { "not kept" });
-            let run = tokio::spawn(malformed_call_beside_another(server.addr, name, value, kept));
+            let run = tokio::spawn(malformed_call_beside_another(
+                addr,
+                tls_ca.clone(),
+                name,
+                value,
+                kept,
+            ));
             match run.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => failures.push(format!("{case}: {e}")),
@@ -888,12 +966,16 @@ async fn a_malformed_header_fails_its_call_alone() {
 /// completes, and a new call on the same connection is served.
 async fn malformed_call_beside_another(
     addr: SocketAddr,
+    tls_ca: Option<String>,
     name: &'static [u8],
     value: &'static [u8],
     kept: bool,
 ) -> Result<(), String> {
     let message = framed(&get_request(b"k"));
-    let mut conn = FrameConn::open(addr).await;
+    let mut conn = match tls_ca {
+        Some(ca) => FrameConn::open_tls(addr, &ca).await,
+        None => FrameConn::open(addr).await,
+    };
     let innocent = conn.start(&HeaderBlock::call("Get"), false).await;
     conn.data(innocent, &message[..3], false).await;
     let block = HeaderBlock::call("Get");
@@ -924,4 +1006,76 @@ fn panic_message(e: tokio::task::JoinError) -> String {
             .unwrap_or_default(),
         Err(e) => e.to_string(),
     }
+}
+
+/// A malformed field kept in the client's header table stays in step with the server's table:
+/// later calls that refer to entries by index mean what the client means. The client's
+/// table after each call is in the comments (62 is the newest entry).
+#[tokio::test]
+async fn header_table_references_after_a_malformed_field() {
+    let server = TestServer::start(config(&[])).await;
+    let calls = Calls::new(server.client().await);
+    calls.set(b"k", b"v").await;
+    calls.clone().version("v2").set(b"k", b"v2").await;
+    let mut conn = FrameConn::open(server.addr).await;
+    let message = framed(&get_request(b"k"));
+    let call = async |conn: &mut FrameConn, block: HeaderBlock| {
+        let id = conn.start(&block, false).await;
+        conn.data(id, &message, true).await;
+        let seen = conn.until_closed(id).await;
+        if seen.reset.is_some() {
+            None
+        } else {
+            Some(seen.get_response())
+        }
+    };
+    // 62: x-cache-version: "v2\0" (M, malformed: the call is reset); 63: x-mintcache-test: 0.
+    let block = HeaderBlock::call("Get")
+        .kept(b"x-mintcache-test", b"0")
+        .kept(b"x-cache-version", b"v2\0");
+    assert!(call(&mut conn, block).await.is_none());
+    // 62: x-mintcache-test: 1; 63: M; 64: x-mintcache-test: 0.
+    let block = HeaderBlock::call("Get").kept(b"x-mintcache-test", b"1");
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    let block = HeaderBlock::call("Get").indexed(62);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    // M itself: reset.
+    let block = HeaderBlock::call("Get").indexed(63);
+    assert!(call(&mut conn, block).await.is_none());
+    // M's name with a valid value: `x-cache-version: v2`, so the value stored in v2.
+    let block = HeaderBlock::call("Get").named(63, b"v2", false);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    // 62: x-cache-version: v2; 63: x-mintcache-test: 1; 64: M; 65: x-mintcache-test: 0.
+    let block = HeaderBlock::call("Get").named(63, b"v2", true);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    let block = HeaderBlock::call("Get").indexed(62);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    let block = HeaderBlock::call("Get").indexed(63);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    // Entries that fill the table to exactly 4096 bytes (the four above take 197): had the
+    // server counted M even a byte larger, it would have evicted x-mintcache-test: 0, and
+    // naming it would be a connection error.
+    for pad in [1000, 1000, 1000, 899] {
+        let value = vec![b'p'; pad - 32 - b"x-mintcache-pad".len()];
+        let block = HeaderBlock::call("Get").kept(b"x-mintcache-pad", &value);
+        assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    }
+    // 62..65: the pads; 66: x-cache-version: v2; 67: x-mintcache-test: 1; 68: M;
+    // 69: x-mintcache-test: 0.
+    let block = HeaderBlock::call("Get").indexed(69);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    let block = HeaderBlock::call("Get").indexed(66);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    let block = HeaderBlock::call("Get").indexed(68);
+    assert!(call(&mut conn, block).await.is_none());
+    // One more entry evicts the oldest, and only it: 67: v2; 68: x-mintcache-test: 1; 69: M.
+    let block = HeaderBlock::call("Get").kept(b"x-mintcache-test", b"2");
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    let block = HeaderBlock::call("Get").indexed(67);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    let block = HeaderBlock::call("Get").indexed(68);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    let block = HeaderBlock::call("Get").indexed(69);
+    assert!(call(&mut conn, block).await.is_none());
+    conn.ping().await;
 }
