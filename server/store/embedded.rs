@@ -40,11 +40,8 @@ use crate::metrics::EmbeddedUsage;
 /// "Embedded store memory").
 const ENTRY_OVERHEAD: usize = 600;
 
-/// Largest allocation jemalloc serves from a slab of equal regions (its small size classes):
-/// a region is resident whole. Larger allocations are runs of pages, of which only the pages
-/// written to are resident.
-const SLAB_MAX: usize = 16 * 1024;
-const PAGE: usize = 4096;
+/// Up to this size, jemalloc's size classes are multiples of 16 bytes (its quantum).
+const QUANTUM_MAX: usize = 128;
 
 /// How often an idle store catches up with its pending work (see
 /// [`EmbeddedStore::spawn_housekeeping`]).
@@ -57,19 +54,20 @@ fn weight(key: &bytes::Bytes, item: &Item) -> u32 {
     u32::try_from(bytes).unwrap_or(u32::MAX)
 }
 
-/// The resident memory of an allocation of `len` bytes with jemalloc: its size class for small
-/// ones (8, 16, then multiples of 16 up to 128, then four classes per doubling: a 1,028-byte
-/// value, 1 KiB and its envelope's header, takes 1,280 bytes), whole pages for larger ones.
+/// The memory an allocation of `len` bytes takes with jemalloc: its size class (8, 16, then
+/// multiples of 16 up to 128, then four classes per doubling: a 1,028-byte value, 1 KiB and
+/// its envelope's header, takes 1,280 bytes; 65,540 bytes take 80 KiB). All of it is resident
+/// when the allocation reuses memory freed by another (pages the allocator kept), as it does
+/// under a steady stream of writes into a full store.
 fn resident(len: usize) -> usize {
     match len {
         0 => 0,
         1..=8 => 8,
-        9..=128 => len.next_multiple_of(16),
-        129..=SLAB_MAX => {
+        9..=QUANTUM_MAX => len.next_multiple_of(16),
+        _ => {
             let log2 = usize::BITS - 1 - (len - 1).leading_zeros();
             len.next_multiple_of(1 << (log2 - 2))
         }
-        _ => len.next_multiple_of(PAGE),
     }
 }
 
@@ -346,7 +344,7 @@ mod tests {
             (14337, 16384),
             (16384, 16384),
             (16385, 20480),
-            (65540, 69632),
+            (65540, 81920),
             (1 << 20, 1 << 20),
         ];
         for (len, resident_len) in classes {
