@@ -217,7 +217,7 @@ impl Frames {
                 break;
             }
         }
-        let Some(priority) = self.join_fragments(&input[..end], first) else {
+        let Some(priority) = self.join_fragments(&input[..end]) else {
             return self.off(input);
         };
         self.at = Position::FrameStart;
@@ -233,7 +233,7 @@ impl Frames {
 
     /// Joins the block fragments of `frames` into `self.block`; the HEADERS frame's priority
     /// fields, if any. `None` if the padding does not fit.
-    fn join_fragments(&mut self, mut frames: &[u8], first: Head) -> Option<Option<[u8; 5]>> {
+    fn join_fragments(&mut self, mut frames: &[u8]) -> Option<Option<[u8; 5]>> {
         self.block.clear();
         let mut priority = None;
         while let Some(head) = Head::read(frames) {
@@ -254,7 +254,6 @@ impl Frames {
             }
             self.block.extend_from_slice(payload);
         }
-        debug_assert_eq!(first.kind, HEADERS);
         Some(priority)
     }
 }
