@@ -62,6 +62,9 @@ pub enum RunError {
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS settings could not be used.
+    #[error("{0}")]
+    Tls(String),
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),

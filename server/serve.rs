@@ -2,7 +2,9 @@
 //! mini-redis's `server.rs` (listeners, a handler per service, a drain):
 //!
 //! - [`Server::serve`]: the gRPC port (the Cache service behind its request path, health,
-//!   reflection, HTTP/2 limits per connection), until the drain is over;
+//!   reflection, HTTP/2 limits per connection), until the drain is over; its connections come
+//!   through [`incoming`] (TLS, and [`guard`]: a call with a header field HTTP/2 forbids fails
+//!   alone, without closing its connection; [`hpack`] judges the header blocks);
 //! - [`Readiness`]: one readiness verdict, reported to gRPC health and `/readyz` alike;
 //! - [`spawn_prober`]: probes the backend and updates readiness;
 //! - [`spawn_admin`]: the admin HTTP port, which outlives the drain so that orchestrators see
@@ -17,20 +19,25 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::admin::{self, AdminState};
 use crate::cache::MintCache;
-use crate::config::{ServerSettings, Settings, TlsSettings};
+use crate::config::{ServerSettings, Settings};
 use crate::grpc::proto::{self, cache_server::SERVICE_NAME};
 use crate::layers::{self, CacheStack};
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::store::Store;
 use crate::{Listeners, RunError};
+
+mod guard;
+mod hpack;
+mod incoming;
+
+use incoming::Incoming;
+pub(crate) use incoming::PeerCertificates;
 
 /// How often the backend is probed for health.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -285,10 +292,11 @@ fn serve_grpc<S: Store>(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let mut builder = http2_limits(tonic::transport::Server::builder(), &settings.server);
-    if let Some(tls) = &settings.tls {
-        builder = builder.tls_config(tls_config(tls))?;
-    }
+    let builder = http2_limits(tonic::transport::Server::builder(), &settings.server);
+    let tls = match &settings.tls {
+        Some(tls) => Some(incoming::tls_acceptor(tls).map_err(|e| RunError::Tls(e.to_string()))?),
+        None => None,
+    };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = settings.tls.is_some(), "serving {SERVICE_NAME}");
     }
@@ -307,7 +315,7 @@ fn serve_grpc<S: Store>(
                 .build_v1alpha()?
                 .max_decoding_message_size(PROBE_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming(listener), drained))
+        .serve_with_incoming_shutdown(Incoming::new(listener, tls), drained))
 }
 
 /// Largest request message of health and reflection calls. Theirs are a service or file name;
@@ -358,46 +366,4 @@ fn http2_limits(
         )))
         .http2_max_local_error_reset_streams(Some(LOCAL_ERROR_RESETS))
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-}
-
-/// The connections of the gRPC port, with Nagle's algorithm off: answers are small and
-/// latency-bound, and with Nagle on, an answer written while an earlier one is still
-/// unacknowledged waits for the client's delayed ACK (about 40 ms) — the stall of calls sharing
-/// a connection.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-/// The TLS settings of the gRPC port, from the PEM files read at startup.
-fn tls_config(tls: &TlsSettings) -> ServerTlsConfig {
-    let server = ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
-    match &tls.client_ca {
-        Some((ca, optional)) => server
-            .client_ca_root(Certificate::from_pem(ca))
-            .client_auth_optional(*optional),
-        None => server,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio_stream::StreamExt as _;
-
-    #[tokio::test]
-    async fn accepted_connections_do_not_wait_for_acks() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let mut incoming = incoming(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let accepted = incoming
-            .next()
-            .await
-            .expect("a connection")
-            .expect("accepted");
-        assert!(
-            accepted.nodelay().expect("socket option"),
-            "TCP_NODELAY is off"
-        );
-    }
 }

@@ -1,85 +1,127 @@
 //! The embedded store's memory end to end, on the real server binary over gRPC: filled far past
-//! `embedded.max_bytes` with small values, the process's resident memory stays near the budget
-//! (a bound on memory, read from `/proc/PID/status`), and a value just stored is readable however
-//! full the store is (LRU eviction, as memcached: nothing just admitted is turned away).
+//! `embedded.max_bytes`, the process's resident memory stays near the budget (a bound on memory,
+//! read from `/proc/PID/status`), and a value just stored is readable however full the store is
+//! (LRU eviction, as memcached: nothing just admitted is turned away).
 
 mod harness;
+
+use std::time::{Duration, Instant};
 
 use harness::calls::{Calls, assert_hit, item};
 use harness::{ServerProcess, sample, wait_for_or};
 use mintcache_client::proto::Outcome;
 
-/// Items per `SetMany` call when filling.
-const BATCH: usize = 1000;
+/// How far the server's resident memory may grow over its idle size, filled, as a multiple of
+/// the budget, at most [`SETTLE`] after the last write. Measured: 0.87 to 1.09 times (before
+/// the allocator handed freed pages back and values were weighed as allocated: up to 1.9
+/// times, and it stayed there; docs/OPERATIONS.md, "Embedded store memory"); the rest is
+/// margin for a busy machine.
+const FACTOR: f64 = 1.15;
 
-/// Stores `count` values of `value_len` bytes under `<prefix>:<n>`, `BATCH` per call; each
-/// must be stored.
-async fn fill(c: &Calls, prefix: &str, count: usize, value_len: usize) {
-    let value = vec![b'v'; value_len];
-    for start in (0..count).step_by(BATCH) {
-        let items = (start..count.min(start + BATCH))
-            .map(|n| item(format!("{prefix}:{n}").as_bytes(), &value))
-            .collect();
-        let results = c.set_many(items).await;
-        assert!(
-            results.iter().all(|r| r.stored && r.error.is_none()),
-            "every value is stored: {:?}",
-            results.iter().find(|r| !r.stored)
-        );
-    }
-}
+/// How long the allocator may take to hand back what was freed by the last writes: ten times
+/// its decay time (100 ms, `.cargo/config.toml`). While writes stream in, pages freed in the
+/// last moments are still resident (up to 1.4 times the budget with 64 KiB values, measured).
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// Bytes of values per `SetMany` call when filling (at most 1,000 values).
+const BATCH_BYTES: usize = 1 << 20;
 
 /// The server's metrics.
 async fn metrics(server: &ServerProcess) -> String {
     server.admin_get("/metrics").await.1
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resident_memory_stays_near_the_budget_when_filled_far_past_it() {
-    const BUDGET: u64 = 16 << 20;
-    /// How far the server's resident memory may grow over its idle size, filled, as a multiple
-    /// of the budget: the entries themselves are weighed at their real cost (measured: 0.9 to
-    /// 1.0 times the budget), and the rest is the allocator's and the calls' own.
-    const FACTOR: f64 = 1.5;
-    /// Entries written: about 7 times as many as the budget holds (each costs ~600 bytes).
-    const ENTRIES: usize = 200_000;
-    let server = ServerProcess::start(&[("MINTCACHE_EMBEDDED__MAX_BYTES", BUDGET.to_string())]);
+/// Fills a store of `budget` bytes with `written` times its budget of `value_len`-byte values,
+/// `SetMany` after `SetMany` as fast as the server takes them, and checks the growth of the
+/// server's resident memory against [`FACTOR`].
+async fn fill_and_measure(budget: u64, value_len: usize, written: f64) {
+    let server = ServerProcess::start(&[("MINTCACHE_EMBEDDED__MAX_BYTES", budget.to_string())]);
     let c = Calls::new(server.client().await);
+    let per_call = (BATCH_BYTES / value_len).clamp(1, 1000);
+    let value = vec![b'v'; value_len];
+    let batch = |prefix: &str, start: usize, end: usize| {
+        (start..end)
+            .map(|n| item(format!("{prefix}:{n}").as_bytes(), &value))
+            .collect::<Vec<_>>()
+    };
     // The server's idle size, once the call path has run.
-    fill(&c, "warm-up", 2 * BATCH, 16).await;
+    for start in [0, per_call] {
+        let results = c.set_many(batch("warm-up", start, start + per_call)).await;
+        assert!(results.iter().all(|r| r.stored));
+    }
     let idle = server.rss_bytes();
 
-    fill(&c, "key", ENTRIES, 16).await;
+    let count = (written * budget as f64 / value_len as f64) as usize;
+    for start in (0..count).step_by(per_call) {
+        let results = c
+            .set_many(batch("key", start, count.min(start + per_call)))
+            .await;
+        assert!(
+            results.iter().all(|r| r.stored && r.error.is_none()),
+            "every value is stored: {:?}",
+            results.iter().find(|r| !r.stored)
+        );
+    }
     let filled = server.rss_bytes();
+    let written_at = Instant::now();
+    let growth = |rss: u64| rss.saturating_sub(idle) as f64 / budget as f64;
+    // Resident memory once the allocator has handed back what the last writes freed: the
+    // first reading within the bound, or the last one after SETTLE.
+    let settled = loop {
+        let rss = server.rss_bytes();
+        if growth(rss) <= FACTOR || written_at.elapsed() >= SETTLE {
+            break rss;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let m = metrics(&server).await;
     let held = sample(&m, "mintcache_embedded_entries");
     let size = sample(&m, "mintcache_embedded_size_bytes");
     eprintln!(
-        "budget {} MiB: resident {} MiB idle, {} MiB after {ENTRIES} entries; {held} held, \
-         weighing {size} bytes",
-        BUDGET >> 20,
-        idle >> 20,
-        filled >> 20
-    );
-    let grown = filled.saturating_sub(idle);
-    assert!(
-        (grown as f64) <= FACTOR * BUDGET as f64,
-        "resident memory grew by {} MiB for a {} MiB budget (allowed: {FACTOR}x)",
-        grown >> 20,
-        BUDGET >> 20
+        "budget {} MiB, {value_len}-byte values, {count} written: resident {:.1} MiB idle; \
+         grown {:.2}x the budget at the last write, {:.2}x {:?} later; {held} held, weighing \
+         {size} bytes",
+        budget >> 20,
+        idle as f64 / 1048576.0,
+        growth(filled),
+        growth(settled),
+        written_at.elapsed(),
     );
     assert!(
-        held > 0.0 && held * 5.0 < ENTRIES as f64,
-        "the store was filled far past its budget: {held} of {ENTRIES} entries held"
+        growth(settled) <= FACTOR,
+        "resident memory grew by {} MiB for a {} MiB budget, {SETTLE:?} after the last write \
+         (allowed: {FACTOR}x)",
+        settled.saturating_sub(idle) >> 20,
+        budget >> 20
     );
     assert!(
-        size <= BUDGET as f64,
+        held > 0.0 && held < 0.9 * count as f64,
+        "the store was filled past its budget: {held} of {count} entries held"
+    );
+    assert!(
+        size <= budget as f64,
         "{size} bytes weighed, over the budget"
     );
     // The oldest entries made room; the newest are there.
     assert_eq!(c.get(b"key:0").await.outcome(), Outcome::Miss);
-    let last = format!("key:{}", ENTRIES - 1);
-    assert_hit(&c.get(last.as_bytes()).await, &[b'v'; 16]);
+    let last = format!("key:{}", count - 1);
+    assert_hit(&c.get(last.as_bytes()).await, &value);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_near_the_budget_with_small_values() {
+    // About 7 times what the budget holds (each entry costs ~650 bytes).
+    fill_and_measure(16 << 20, 16, 7.0 * 16.0 / 650.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_near_the_budget_with_1_kib_values() {
+    fill_and_measure(64 << 20, 1024, 2.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_near_the_budget_with_64_kib_values() {
+    fill_and_measure(64 << 20, 64 * 1024, 2.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +130,16 @@ async fn a_value_just_stored_is_readable_when_the_store_is_full() {
     const BUDGET: u64 = 1 << 20;
     let server = ServerProcess::start(&[("MINTCACHE_EMBEDDED__MAX_BYTES", BUDGET.to_string())]);
     let c = Calls::new(server.client().await);
-    fill(&c, "filler", 20_000, 16).await;
+    let fill = async |prefix: &str, count: usize| {
+        for start in (0..count).step_by(1000) {
+            let items = (start..count.min(start + 1000))
+                .map(|n| item(format!("{prefix}:{n}").as_bytes(), &[b'v'; 16]))
+                .collect();
+            let results = c.set_many(items).await;
+            assert!(results.iter().all(|r| r.stored), "every value is stored");
+        }
+    };
+    fill("filler", 20_000).await;
     wait_for_or(
         "the store to be full",
         || async {
@@ -114,7 +165,7 @@ async fn a_value_just_stored_is_readable_when_the_store_is_full() {
         )
         .await;
     }
-    fill(&c, "more-filler", 500, 16).await;
+    fill("more-filler", 500).await;
     for n in 0..200 {
         assert_hit(
             &c.get(format!("batch:{n}").as_bytes()).await,

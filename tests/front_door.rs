@@ -591,3 +591,491 @@ async fn push(mut call: RawCall, mut payload: Bytes) -> Pushed {
         Err(e) => Pushed::Refused(Code::Unknown, format!("stream ended without a status: {e}")),
     }
 }
+
+/// HTTP/2 frame types and flags the hand-written connection below uses (RFC 9113 §6).
+mod frame {
+    pub(crate) const DATA: u8 = 0x0;
+    pub(crate) const HEADERS: u8 = 0x1;
+    pub(crate) const RST_STREAM: u8 = 0x3;
+    pub(crate) const SETTINGS: u8 = 0x4;
+    pub(crate) const PING: u8 = 0x6;
+    pub(crate) const GOAWAY: u8 = 0x7;
+    pub(crate) const CONTINUATION: u8 = 0x9;
+    pub(crate) const END_STREAM: u8 = 0x1;
+    pub(crate) const ACK: u8 = 0x1;
+    pub(crate) const END_HEADERS: u8 = 0x4;
+    pub(crate) const PROTOCOL_ERROR: u32 = 0x1;
+}
+
+/// A header block written by hand (HPACK, RFC 7541), strings as they are (never Huffman):
+/// it can carry what no client library sends, such as an uppercase name or a NUL in a value.
+#[derive(Clone, Default)]
+struct HeaderBlock(Vec<u8>);
+
+impl HeaderBlock {
+    /// An integer with an `n`-bit prefix, the prefix's byte starting with `flags` (§5.1).
+    fn int(&mut self, flags: u8, n: u32, mut value: usize) {
+        let max = (1usize << n) - 1;
+        if value < max {
+            self.0.push(flags | value as u8);
+            return;
+        }
+        self.0.push(flags | max as u8);
+        value -= max;
+        while value >= 128 {
+            self.0.push((value % 128) as u8 | 0x80);
+            value /= 128;
+        }
+        self.0.push(value as u8);
+    }
+
+    fn string(&mut self, s: &[u8]) {
+        self.int(0, 7, s.len());
+        self.0.extend_from_slice(s);
+    }
+
+    /// A literal field that the server's table does not keep (§6.2.2).
+    fn literal(mut self, name: &[u8], value: &[u8]) -> Self {
+        self.0.push(0x00);
+        self.string(name);
+        self.string(value);
+        self
+    }
+
+    /// A literal field that the server's table keeps, as entry 62 (§6.2.1): the entries
+    /// before it move up by one.
+    fn kept(mut self, name: &[u8], value: &[u8]) -> Self {
+        self.0.push(0x40);
+        self.string(name);
+        self.string(value);
+        self
+    }
+
+    /// A literal value under the name of the table's entry `index` (§6.2.1, §6.2.2).
+    fn named(mut self, index: usize, value: &[u8], kept: bool) -> Self {
+        if kept {
+            self.int(0x40, 6, index);
+        } else {
+            self.int(0x00, 4, index);
+        }
+        self.string(value);
+        self
+    }
+
+    /// A field of the server's table, by index (§6.1): 62 is the latest kept.
+    fn indexed(mut self, index: usize) -> Self {
+        self.int(0x80, 7, index);
+        self
+    }
+
+    /// The fields of a gRPC call of `rpc` on the Cache service.
+    fn call(rpc: &str) -> Self {
+        Self::default()
+            .literal(b":method", b"POST")
+            .literal(b":scheme", b"http")
+            .literal(b":path", format!("/mintcache.v1.Cache/{rpc}").as_bytes())
+            .literal(b":authority", b"mintcache")
+            .literal(b"content-type", b"application/grpc")
+            .literal(b"te", b"trailers")
+    }
+}
+
+/// What the server sent on one stream of a [`FrameConn`].
+#[derive(Debug, Default)]
+struct StreamSeen {
+    /// HEADERS frames (response headers, trailers).
+    headers: usize,
+    data: Vec<u8>,
+    /// The stream ended with END_STREAM.
+    ended: bool,
+    /// The stream was reset by the server, with this error code.
+    reset: Option<u32>,
+}
+
+impl StreamSeen {
+    fn closed(&self) -> bool {
+        self.ended || self.reset.is_some()
+    }
+
+    /// The one GetResponse the stream carried, and that it ended normally (a reply, then
+    /// trailers).
+    fn get_response(&self) -> mintcache_client::proto::GetResponse {
+        assert!(self.ended && self.reset.is_none(), "{self:?}");
+        assert_eq!(self.headers, 2, "headers and trailers: {self:?}");
+        assert!(self.data.len() >= 5, "{self:?}");
+        let len = u32::from_be_bytes(self.data[1..5].try_into().expect("4 bytes")) as usize;
+        assert_eq!(self.data.len(), 5 + len, "one message: {self:?}");
+        prost::Message::decode(&self.data[5..]).expect("a GetResponse")
+    }
+}
+
+/// An HTTP/2 connection written frame by frame over TCP: it sends what a client library
+/// refuses to (malformed header fields), and reads the server's frames without decoding their
+/// headers (DATA is enough to tell a reply, and RST_STREAM and GOAWAY are plain).
+struct FrameConn {
+    io: Box<dyn FrameIo>,
+    input: Vec<u8>,
+    streams: std::collections::HashMap<u32, StreamSeen>,
+    next_stream: u32,
+}
+
+/// A byte stream to a server: TCP, or TLS over TCP.
+trait FrameIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> FrameIo for T {}
+
+/// How long a frame may take to come: a bound on a broken server, not a measure.
+const FRAME_PATIENCE: Duration = Duration::from_secs(30);
+
+impl FrameConn {
+    /// Connects, sends the preface and empty settings, and acknowledges the server's.
+    async fn open(addr: SocketAddr) -> Self {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        Self::over(Box::new(tcp)).await
+    }
+
+    /// As [`FrameConn::open`], over TLS (ALPN `h2`), trusting `ca_pem`.
+    async fn open_tls(addr: SocketAddr, ca_pem: &str) -> Self {
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.expect("CA certificate")).expect("trusted");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake");
+        Self::over(Box::new(tls)).await
+    }
+
+    async fn over(mut io: Box<dyn FrameIo>) -> Self {
+        use tokio::io::AsyncWriteExt as _;
+        io.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .expect("preface");
+        let mut conn = Self {
+            io,
+            input: Vec::new(),
+            streams: std::collections::HashMap::new(),
+            next_stream: 1,
+        };
+        conn.send(frame::SETTINGS, 0, 0, &[]).await;
+        conn.ping().await;
+        conn
+    }
+
+    async fn send(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt as _;
+        let mut out = Vec::with_capacity(9 + payload.len());
+        out.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes()[1..]);
+        out.push(kind);
+        out.push(flags);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        self.io.write_all(&out).await.expect("write a frame");
+        self.io.flush().await.expect("flush");
+    }
+
+    /// Opens the next stream with `block` as its headers; returns its id.
+    async fn start(&mut self, block: &HeaderBlock, end_stream: bool) -> u32 {
+        let id = self.next_stream;
+        self.next_stream += 2;
+        let flags = frame::END_HEADERS | if end_stream { frame::END_STREAM } else { 0 };
+        self.send(frame::HEADERS, flags, id, &block.0).await;
+        id
+    }
+
+    async fn data(&mut self, stream: u32, bytes: &[u8], end_stream: bool) {
+        let flags = if end_stream { frame::END_STREAM } else { 0 };
+        self.send(frame::DATA, flags, stream, bytes).await;
+    }
+
+    /// Reads one frame from the server, answers its SETTINGS and PINGs, and notes what it
+    /// says about streams. Returns the frame's type and flags; fails on GOAWAY.
+    async fn read_frame(&mut self) -> (u8, u8) {
+        use tokio::io::AsyncReadExt as _;
+        loop {
+            if self.input.len() >= 9 {
+                let len =
+                    u32::from_be_bytes([0, self.input[0], self.input[1], self.input[2]]) as usize;
+                if self.input.len() >= 9 + len {
+                    let head: Vec<u8> = self.input.drain(..9).collect();
+                    let payload: Vec<u8> = self.input.drain(..len).collect();
+                    let (kind, flags) = (head[3], head[4]);
+                    let stream =
+                        u32::from_be_bytes(head[5..9].try_into().expect("4 bytes")) & 0x7fff_ffff;
+                    self.note(kind, flags, stream, &payload).await;
+                    return (kind, flags);
+                }
+            }
+            let mut buf = [0u8; 16 * 1024];
+            let n = tokio::time::timeout(FRAME_PATIENCE, self.io.read(&mut buf))
+                .await
+                .expect("the server sends something")
+                .expect("read");
+            assert!(n > 0, "the server closed the connection");
+            self.input.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    async fn note(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        match kind {
+            frame::GOAWAY => {
+                let code = u32::from_be_bytes(payload[4..8].try_into().expect("4 bytes"));
+                panic!(
+                    "the server closed the connection: GOAWAY error code {code} ({:?})",
+                    String::from_utf8_lossy(&payload[8..])
+                );
+            }
+            frame::SETTINGS if flags & frame::ACK == 0 => {
+                self.send(frame::SETTINGS, frame::ACK, 0, &[]).await;
+            }
+            frame::PING if flags & frame::ACK == 0 => {
+                let payload = payload.to_vec();
+                self.send(frame::PING, frame::ACK, 0, &payload).await;
+            }
+            frame::HEADERS | frame::CONTINUATION | frame::DATA | frame::RST_STREAM => {
+                let seen = self.streams.entry(stream).or_default();
+                match kind {
+                    frame::HEADERS => seen.headers += 1,
+                    frame::DATA => seen.data.extend_from_slice(payload),
+                    frame::RST_STREAM => {
+                        seen.reset = Some(u32::from_be_bytes(
+                            payload[..4].try_into().expect("4 bytes"),
+                        ));
+                    }
+                    _ => {}
+                }
+                if kind != frame::RST_STREAM && flags & frame::END_STREAM != 0 {
+                    seen.ended = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads until `stream` is closed by the server (ended or reset).
+    async fn until_closed(&mut self, stream: u32) -> &StreamSeen {
+        while !self.streams.get(&stream).is_some_and(StreamSeen::closed) {
+            self.read_frame().await;
+        }
+        &self.streams[&stream]
+    }
+
+    /// A PING round trip: the connection is open and the server reads it.
+    async fn ping(&mut self) {
+        self.send(frame::PING, 0, 0, b"mintcach").await;
+        loop {
+            let (kind, flags) = self.read_frame().await;
+            if kind == frame::PING && flags & frame::ACK != 0 {
+                return;
+            }
+        }
+    }
+
+    /// A whole Get of `key`: the reply.
+    async fn get(&mut self, key: &[u8]) -> mintcache_client::proto::GetResponse {
+        let id = self.start(&HeaderBlock::call("Get"), false).await;
+        self.data(id, &framed(&get_request(key)), true).await;
+        self.until_closed(id).await.get_response()
+    }
+}
+
+/// Header fields HTTP/2 forbids (RFC 9113 §8.2.1), each of which makes a request malformed:
+/// the call that sends one fails, and nothing else.
+const MALFORMED_FIELDS: &[(&str, &[u8], &[u8])] = &[
+    ("an uppercase name", b"X-Mintcache-Test", b"v"),
+    ("NUL in a value", b"x-mintcache-test", b"a\0b"),
+    ("CRLF in a value", b"x-mintcache-test", b"a\r\nb"),
+    ("a lone LF in a value", b"x-mintcache-test", b"a\nb"),
+    ("a space in a name", b"x mintcache", b"v"),
+    ("an empty name", b"", b"v"),
+    ("an unknown pseudo-header", b":mintcache", b"v"),
+    ("a connection-specific field", b"connection", b"close"),
+];
+
+/// A call with a malformed header field on a connection it shares with other calls fails
+/// alone (RST_STREAM PROTOCOL_ERROR for its stream): a call in flight on the same connection
+/// (its request still arriving) completes, and the connection keeps serving new calls — with
+/// the field sent both as a literal the server's header table keeps and one it does not.
+#[tokio::test]
+async fn a_malformed_header_fails_its_call_alone() {
+    let server = TestServer::start(config(&[])).await;
+    Calls::new(server.client().await).set(b"k", b"v").await;
+    malformed_calls_fail_alone(server.addr, None).await;
+}
+
+/// The same over TLS: what the client sends is judged after decryption.
+#[tokio::test]
+async fn a_malformed_header_fails_its_call_alone_over_tls() {
+    let pki = harness::pki::Pki::new();
+    let cert = pki.issue(&["localhost", "127.0.0.1"], "mintcache server");
+    let mut cfg = config(&[]);
+    cfg.tls.cert = Some(pki.write("server.pem", &cert.cert));
+    cfg.tls.key = Some(pki.write("server.key", &cert.key));
+    let server = TestServer::start(cfg).await;
+    let ca = pki.ca_pem();
+    let mut conn = FrameConn::open_tls(server.addr, &ca).await;
+    let id = conn.start(&HeaderBlock::call("Set"), false).await;
+    let set = mintcache_client::proto::SetRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    };
+    conn.data(id, &framed(&set), true).await;
+    let seen = conn.until_closed(id).await;
+    assert!(seen.ended && seen.reset.is_none(), "{seen:?}");
+    malformed_calls_fail_alone(server.addr, Some(ca)).await;
+}
+
+/// Each of [`MALFORMED_FIELDS`], as a literal kept in the table and one that is not, on its own
+/// connection (over TLS trusting the given CA), beside a call in flight; `k` holds `v`.
+async fn malformed_calls_fail_alone(addr: SocketAddr, tls_ca: Option<String>) {
+    let mut failures = Vec::new();
+    for (case, name, value) in MALFORMED_FIELDS {
+        for kept in [false, true] {
+            let case = format!("{case} ({})", if kept { "kept" } else { "not kept" });
+            let run = tokio::spawn(malformed_call_beside_another(
+                addr,
+                tls_ca.clone(),
+                name,
+                value,
+                kept,
+            ));
+            match run.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push(format!("{case}: {e}")),
+                Err(e) => failures.push(format!("{case}: {}", panic_message(e))),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// One connection: a call in flight (its headers and the first 3 bytes of its request), then a
+/// call with the field `name: value`, which must be reset alone; then the call in flight
+/// completes, and a new call on the same connection is served.
+async fn malformed_call_beside_another(
+    addr: SocketAddr,
+    tls_ca: Option<String>,
+    name: &'static [u8],
+    value: &'static [u8],
+    kept: bool,
+) -> Result<(), String> {
+    let message = framed(&get_request(b"k"));
+    let mut conn = match tls_ca {
+        Some(ca) => FrameConn::open_tls(addr, &ca).await,
+        None => FrameConn::open(addr).await,
+    };
+    let innocent = conn.start(&HeaderBlock::call("Get"), false).await;
+    conn.data(innocent, &message[..3], false).await;
+    let block = HeaderBlock::call("Get");
+    let block = if kept {
+        block.kept(name, value)
+    } else {
+        block.literal(name, value)
+    };
+    let offender = conn.start(&block, true).await;
+    let seen = conn.until_closed(offender).await;
+    if seen.reset != Some(frame::PROTOCOL_ERROR) {
+        return Err(format!("the offending call saw {seen:?}"));
+    }
+    conn.data(innocent, &message[3..], true).await;
+    let reply = conn.until_closed(innocent).await.get_response();
+    assert_hit(&reply, b"v");
+    assert_hit(&conn.get(b"k").await, b"v");
+    conn.ping().await;
+    Ok(())
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A malformed field kept in the client's header table stays in step with the server's table:
+/// later calls that refer to entries by index mean what the client means. The client's
+/// table after each call is in the comments (62 is the newest entry).
+#[tokio::test]
+async fn header_table_references_after_a_malformed_field() {
+    let server = TestServer::start(config(&[])).await;
+    let calls = Calls::new(server.client().await);
+    calls.set(b"k", b"v").await;
+    calls.clone().version("v2").set(b"k", b"v2").await;
+    let mut conn = FrameConn::open(server.addr).await;
+    let message = framed(&get_request(b"k"));
+    let call = async |conn: &mut FrameConn, block: HeaderBlock| {
+        let id = conn.start(&block, false).await;
+        conn.data(id, &message, true).await;
+        let seen = conn.until_closed(id).await;
+        if seen.reset.is_some() {
+            None
+        } else {
+            Some(seen.get_response())
+        }
+    };
+    // 62: x-cache-version: "v2\0" (M, malformed: the call is reset); 63: x-mintcache-test: 0.
+    let block = HeaderBlock::call("Get")
+        .kept(b"x-mintcache-test", b"0")
+        .kept(b"x-cache-version", b"v2\0");
+    assert!(call(&mut conn, block).await.is_none());
+    // 62: x-mintcache-test: 1; 63: M; 64: x-mintcache-test: 0.
+    let block = HeaderBlock::call("Get").kept(b"x-mintcache-test", b"1");
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    let block = HeaderBlock::call("Get").indexed(62);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    // M itself: reset.
+    let block = HeaderBlock::call("Get").indexed(63);
+    assert!(call(&mut conn, block).await.is_none());
+    // M's name with a valid value: `x-cache-version: v2`, so the value stored in v2.
+    let block = HeaderBlock::call("Get").named(63, b"v2", false);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    // 62: x-cache-version: v2; 63: x-mintcache-test: 1; 64: M; 65: x-mintcache-test: 0.
+    let block = HeaderBlock::call("Get").named(63, b"v2", true);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    let block = HeaderBlock::call("Get").indexed(62);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    let block = HeaderBlock::call("Get").indexed(63);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    // Entries that fill the table to exactly 4096 bytes (the four above take 197): had the
+    // server counted M even a byte larger, it would have evicted x-mintcache-test: 0, and
+    // naming it would be a connection error.
+    for pad in [1000, 1000, 1000, 899] {
+        let value = vec![b'p'; pad - 32 - b"x-mintcache-pad".len()];
+        let block = HeaderBlock::call("Get").kept(b"x-mintcache-pad", &value);
+        assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    }
+    // 62..65: the pads; 66: x-cache-version: v2; 67: x-mintcache-test: 1; 68: M;
+    // 69: x-mintcache-test: 0.
+    let block = HeaderBlock::call("Get").indexed(69);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    let block = HeaderBlock::call("Get").indexed(66);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    let block = HeaderBlock::call("Get").indexed(68);
+    assert!(call(&mut conn, block).await.is_none());
+    // One more entry evicts the oldest, and only it: 67: v2; 68: x-mintcache-test: 1; 69: M.
+    let block = HeaderBlock::call("Get").kept(b"x-mintcache-test", b"2");
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    let block = HeaderBlock::call("Get").indexed(67);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v2");
+    let block = HeaderBlock::call("Get").indexed(68);
+    assert_hit(&call(&mut conn, block).await.expect("served"), b"v");
+    let block = HeaderBlock::call("Get").indexed(69);
+    assert!(call(&mut conn, block).await.is_none());
+    conn.ping().await;
+}

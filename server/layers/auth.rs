@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::HeaderValue;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use super::{BoxFuture, answer_now};
 use crate::core::auth::{
     AUTHORIZATION_HEADER, AuthPolicy, DEBUG_APPLIED_HEADER, DEBUG_HEADER, Grant, Presented,
 };
+use crate::serve::PeerCertificates;
 
 /// Adds [`AuthService`] around a service.
 #[derive(Clone, Debug)]
@@ -53,11 +53,8 @@ pub(crate) struct AuthService<S> {
 
 /// The subject of the verified TLS client certificate of the connection, if any.
 fn peer_subject<B>(request: &http::Request<B>) -> Option<String> {
-    let info = request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    let certs = info.peer_certs()?;
-    let leaf = certs.first()?;
+    let PeerCertificates(certs) = request.extensions().get::<PeerCertificates>()?;
+    let leaf = certs.as_ref()?.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     Some(cert.subject().to_string())
 }

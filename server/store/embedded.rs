@@ -8,9 +8,11 @@
 //! Time comes from a [`Clock`]: the item rules decide what has expired at the clock's `now`,
 //! and moka only reclaims the memory of expired items.
 //!
-//! Memory: each entry weighs what it really costs ([`weight`]: its key and value plus a
-//! measured constant for the item and moka's own bookkeeping), so that `embedded.max_bytes`
-//! bounds the process's memory and not just the payload. Eviction is plain LRU, as in
+//! Memory: each entry weighs what it really costs ([`weight`]: its key and value as the
+//! allocator lays them out, plus a measured constant for the item and moka's own bookkeeping),
+//! so that `embedded.max_bytes` bounds the process's memory and not just the payload. (That the
+//! memory of evicted entries goes back to the system at once is the allocator's part: see the
+//! jemalloc settings in `.cargo/config.toml`.) Eviction is plain LRU, as in
 //! memcached: moka's default admission policy (TinyLFU) would turn away new keys when the
 //! store is full, and a value just stored (`stored = true`) would then read as a miss.
 
@@ -31,12 +33,15 @@ use crate::core::item::{
 use crate::core::key::StoreKey;
 use crate::metrics::EmbeddedUsage;
 
-/// Bytes an entry costs beyond its key and value bytes: the `Item` behind its `Arc`, the
-/// allocations of the key and value (`Bytes` handles, shared headers, the allocator's
-/// rounding), and moka's per-entry bookkeeping (hash table bucket, entry info, LRU and timer
-/// wheel nodes). Measured as the growth of the server's resident memory per entry stored, with
-/// small keys and values (see docs/OPERATIONS.md, "Embedded store memory").
-const ENTRY_OVERHEAD: u32 = 600;
+/// Bytes an entry costs beyond the allocations of its key and value: the `Item` behind its
+/// `Arc`, the `Bytes` handles and shared headers, and moka's per-entry bookkeeping (hash table
+/// bucket, entry info, LRU and timer wheel nodes). Measured as the growth of the server's
+/// resident memory per entry stored, with small keys and values (see docs/OPERATIONS.md,
+/// "Embedded store memory").
+const ENTRY_OVERHEAD: usize = 600;
+
+/// Up to this size, jemalloc's size classes are multiples of 16 bytes (its quantum).
+const QUANTUM_MAX: usize = 128;
 
 /// How often an idle store catches up with its pending work (see
 /// [`EmbeddedStore::spawn_housekeeping`]).
@@ -45,9 +50,25 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// What an entry counts against the budget: its real cost in memory, as closely as it can be
 /// known without asking the allocator.
 fn weight(key: &bytes::Bytes, item: &Item) -> u32 {
-    u32::try_from(key.len() + item.value.len())
-        .unwrap_or(u32::MAX)
-        .saturating_add(ENTRY_OVERHEAD)
+    let bytes = resident(key.len()) + resident(item.value.len()) + ENTRY_OVERHEAD;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+/// The memory an allocation of `len` bytes takes with jemalloc: its size class (8, 16, then
+/// multiples of 16 up to 128, then four classes per doubling: a 1,028-byte value, 1 KiB and
+/// its envelope's header, takes 1,280 bytes; 65,540 bytes take 80 KiB). All of it is resident
+/// when the allocation reuses memory freed by another (pages the allocator kept), as it does
+/// under a steady stream of writes into a full store.
+fn resident(len: usize) -> usize {
+    match len {
+        0 => 0,
+        1..=8 => 8,
+        9..=QUANTUM_MAX => len.next_multiple_of(16),
+        _ => {
+            let log2 = usize::BITS - 1 - (len - 1).leading_zeros();
+            len.next_multiple_of(1 << (log2 - 2))
+        }
+    }
 }
 
 /// The in-process store.
@@ -335,7 +356,33 @@ mod tests {
             stale: false,
             token_sent: false,
         };
-        assert_eq!(weight(&key, &item), 6 + 12 + ENTRY_OVERHEAD);
+        assert_eq!(weight(&key, &item) as usize, 8 + 16 + ENTRY_OVERHEAD);
+    }
+
+    #[test]
+    fn allocations_are_weighed_at_jemallocs_size_classes() {
+        let classes = [
+            (0, 0),
+            (1, 8),
+            (9, 16),
+            (17, 32),
+            (20, 32),
+            (100, 112),
+            (128, 128),
+            (129, 160),
+            (1024, 1024),
+            (1028, 1280),
+            (1281, 1536),
+            (4097, 5120),
+            (14337, 16384),
+            (16384, 16384),
+            (16385, 20480),
+            (65540, 81920),
+            (1 << 20, 1 << 20),
+        ];
+        for (len, resident_len) in classes {
+            assert_eq!(resident(len), resident_len, "{len} bytes");
+        }
     }
 
     #[tokio::test]
@@ -345,7 +392,7 @@ mod tests {
         let space = KeySpace::new("", "1").expect("key space");
         let key = |n: usize| space.store_key(format!("key-{n}").as_bytes());
         // Ten times what the budget holds.
-        let written = 10 * budget as usize / ENTRY_OVERHEAD as usize;
+        let written = 10 * budget as usize / ENTRY_OVERHEAD;
         for n in 0..written {
             let status = store.set(&key(n), &write(b"value")).await.expect("set");
             assert_eq!(status, WriteStatus::Stored);

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -181,6 +182,25 @@ def wait_until(condition, what: str, limit: float = 15.0, step: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not reached within {limit} s")
         time.sleep(step)
+
+
+def stop_process(pid: int) -> None:
+    """SIGSTOP, then wait until every thread of the process is stopped (state ``T``): the
+    signal takes effect as each thread next enters the kernel, which on a busy machine can be
+    after the process answered a call or two."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:  # a thread that ended meanwhile
+                continue
+        return bool(states) and all(state == "T" for state in states)
+
+    wait_until(stopped, f"process {pid} stopped", step=0.001)
 
 
 def raw_client(cache):

@@ -17,7 +17,15 @@ import pytest
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 
 import mintcache
-from harness import CLIENT_TOKEN, Memcached, Server, free_port, raw_client, server_env
+from harness import (
+    CLIENT_TOKEN,
+    Memcached,
+    Server,
+    free_port,
+    raw_client,
+    server_env,
+    stop_process,
+)
 from mintcache import CircuitOpen, LockError, LockNotOwnedError, Outcome
 from mintcache.codecs import CodecError
 from mintcache.django import MintCache, cache_debug
@@ -140,7 +148,7 @@ def test_hung_service_page_renders_at_database_speed(hung_server, space, caplog)
     caplog.set_level(logging.WARNING)
     cache = make(hung_server.addr, space, IGNORE_EXCEPTIONS=True, CALL_TIMEOUT=0.3)
     cache.set("k", "v")
-    os.kill(hung_server.process.pid, signal.SIGSTOP)
+    stop_process(hung_server.process.pid)
     try:
         started = time.monotonic()
         answers = [cache.get_or_set(f"k{i}", lambda: "from the database") for i in range(30)]

@@ -19,7 +19,7 @@ from unittest import mock
 import pytest
 
 import mintcache
-from harness import Memcached, Server, free_port, server_env, wait_until
+from harness import Memcached, Server, free_port, server_env, stop_process, wait_until
 from mintcache import AsyncClient, Backoff, Breaker, CircuitOpen, Client, DeadlineExceeded
 from mintcache._breaker import Circuit
 
@@ -43,7 +43,7 @@ def own_server():
 @contextmanager
 def hung(server):
     """The server stops answering (its socket still accepts) for the block."""
-    os.kill(server.process.pid, signal.SIGSTOP)
+    stop_process(server.process.pid)
     try:
         yield
     finally:

@@ -228,6 +228,12 @@ impl Client {
         CacheClient::new(self.channel.clone())
     }
 
+    /// This client's connections, for callers that frame gRPC calls themselves (the Python
+    /// package's transport sends the messages Python serialized). Clones share connections.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     /// Wraps a message with this client's metadata and the time left until `deadline`.
     pub(crate) fn request<M>(
         &self,

@@ -337,10 +337,11 @@ impl MemcachedStore {
 /// caller that left, or whose value could not be kept: the election is given back, so that
 /// another reader wins it at once rather than after the refresh timeout. Only reads that can
 /// win (`N`, `R`) have one.
-fn give_back(opts: GetOpts, keys: Vec<StoreKey>) -> Option<Abandon> {
+fn give_back(opts: GetOpts, keys: impl FnOnce() -> Vec<StoreKey>) -> Option<Abandon> {
     if opts.vivify_for.is_none() && opts.recache_below.is_none() {
         return None;
     }
+    let keys = keys();
     Some(Arc::new(move |index, meta, size, buf, opaque| {
         let (Some(key), true, Some(cas)) = (keys.get(index), meta.won, meta.cas) else {
             return false;
@@ -491,7 +492,7 @@ impl Store for MemcachedStore {
     async fn get(&self, key: &StoreKey, opts: GetOpts) -> Result<Option<ItemView>, StoreError> {
         let now = now_unix();
         let node = &self.nodes[self.node_index(key)];
-        let abandon = give_back(opts, vec![key.clone()]);
+        let abandon = give_back(opts, || vec![key.clone()]);
         let mut out = self
             .pipeline_with(
                 node,
@@ -698,7 +699,9 @@ impl Store for MemcachedStore {
         let now = now_unix();
         let groups = self.by_node(keys.iter());
         let batches = groups.iter().map(|(node, positions)| {
-            let abandon = give_back(opts, positions.iter().map(|&p| keys[p].clone()).collect());
+            let abandon = give_back(opts, || {
+                positions.iter().map(|&p| keys[p].clone()).collect()
+            });
             let budget = budget.clone();
             async move {
                 let answers = self

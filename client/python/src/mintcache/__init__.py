@@ -17,6 +17,9 @@
   (and :class:`CircuitOpen`, an :class:`Unavailable` raised without a call).
 - :mod:`mintcache.django`: the Django cache backend ``MintCache`` and ``CacheDebugMiddleware``.
 - :mod:`mintcache.v1`: the generated protobuf messages and gRPC stubs.
+- ``TRANSPORT``: how calls reach the server by default here: ``"native"`` (the Rust
+  extension ``mintcache._native``, on the ``mintcache-client`` crate) or ``"grpcio"``; any
+  client takes ``transport="grpcio"`` (or the environment ``MINTCACHE_TRANSPORT``).
 
 >>> from mintcache import Client
 >>> cache = Client("127.0.0.1:50051", version="r42")        # doctest: +SKIP
@@ -26,6 +29,7 @@ True
 b'Ada'
 """
 
+from . import _transport
 from ._breaker import Breaker
 from ._core import (
     AUTHORIZATION_HEADER,
@@ -54,6 +58,10 @@ from .lock import Lock, LockError, LockNotOwnedError
 from .types import TLS, Backoff, DebugMode, ItemError, Lookup, Outcome, SetItem, WriteResult
 
 __version__ = "0.1.0"
+
+#: The transport clients use by default in this installation: ``"native"`` (the package was
+#: built with its Rust extension) or ``"grpcio"``. See :mod:`mintcache._transport`.
+TRANSPORT = _transport.DEFAULT
 
 __all__ = [
     "AUTHORIZATION_HEADER",
@@ -84,6 +92,7 @@ __all__ = [
     "SetItem",
     "TLS",
     "Unauthenticated",
+    "TRANSPORT",
     "Unavailable",
     "Unimplemented",
     "WriteResult",

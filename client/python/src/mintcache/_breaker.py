@@ -117,6 +117,8 @@ class Circuit:
         self._opened_at = 0.0
         self._probe_since: float | None = None
         self._last_error = ""
+        # The permit of every attempt while the circuit is closed (permits are immutable).
+        self._closed_permit = Permit(self, probe=False)
 
     def __repr__(self) -> str:
         return f"Circuit({self.endpoint!r}, {self._state})"
@@ -146,9 +148,11 @@ class Circuit:
     def allow(self, now: float) -> Permit | None:
         """A permit for one attempt, or ``None``: the circuit is open (or half-open with its
         probe in flight) and the call must fail without being sent."""
+        if self._state == _CLOSED:  # the common case, read without the lock
+            return self._closed_permit
         with self._lock:
             if self._state == _CLOSED:
-                return Permit(self, probe=False)
+                return self._closed_permit
             if self._state == _OPEN:
                 if now < self._open_until:
                     return None
@@ -167,6 +171,8 @@ class Circuit:
     def record(self, permit: Permit, failed: bool, now: float, error: str = "") -> None:
         """The attempt made under ``permit`` ended: ``failed`` when it was a counted failure
         (``error`` says which, for the log; never a value or a token)."""
+        if not failed and self._state == _CLOSED and not self._failures:
+            return  # a success on a healthy circuit changes nothing
         opened_for = None
         closed_after = None
         reopened = False

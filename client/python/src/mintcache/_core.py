@@ -3,7 +3,8 @@ endpoint parsing, request building, answer parsing, the attempts of a call (dead
 monotonic clock, which endpoint, circuit breaker, which failures may be retried), and the mint
 protocol's decisions for ``get_or_compute``.
 
-Nothing here holds a grpcio object: the clients own the channels and hand over status codes.
+Nothing here holds a connection: the transports (:mod:`mintcache._transport`) own the channels
+and hand over status codes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import itertools
 import math
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 import grpc
@@ -47,6 +48,11 @@ class CallDefaults:
     debug: DebugMode | None = None
     timeout: float | None = 5.0
     lease_on_miss: bool | None = None
+    #: The request metadata, made (and checked) once: see :meth:`metadata`.
+    headers: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", self._headers())
 
     def __repr__(self) -> str:
         # The token never shows, not even in a traceback's locals.
@@ -78,12 +84,14 @@ class CallDefaults:
                 changes[name] = value
         if debug is not UNSET:
             changes["debug"] = None if debug is None else DebugMode.parse(debug)
-        merged = replace(self, **changes)
-        merged.metadata()  # refuse bad values now rather than at the first call
-        return merged
+        # Bad values are refused now (making the headers) rather than at the first call.
+        return replace(self, **changes)
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         """The request metadata, in a fixed order."""
+        return self.headers
+
+    def _headers(self) -> tuple[tuple[str, str], ...]:
         headers: list[tuple[str, str]] = []
         if self.version is not None:
             headers.append((VERSION_HEADER, label(VERSION_HEADER, self.version, empty=False)))
@@ -311,11 +319,11 @@ def health_status(answer: bytes) -> str:
     raise ProtocolError("unexpected health answer")
 
 
+_OUTCOMES = {int(o): o for o in Outcome}
+
+
 def _outcome(wire: int) -> Outcome | None:
-    try:
-        return Outcome(wire)
-    except ValueError:
-        return None
+    return _OUTCOMES.get(wire)
 
 
 def _item_error(result: Any) -> ItemError | None:
@@ -324,11 +332,11 @@ def _item_error(result: Any) -> ItemError | None:
     return ItemError(code=_status_code(result.error.code), message=result.error.message)
 
 
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def _status_code(number: int) -> grpc.StatusCode:
-    for code in grpc.StatusCode:
-        if code.value[0] == number:
-            return code
-    return grpc.StatusCode.UNKNOWN
+    return _STATUS_CODES.get(number, grpc.StatusCode.UNKNOWN)
 
 
 def lookup_from(key: bytes, answer: Any, degraded: bool) -> Lookup:
@@ -541,7 +549,7 @@ class Endpoints:
 class Attempts:
     """The attempts of one call: its deadline (monotonic), the endpoint and timeout of each
     attempt, the circuit breaker's bookkeeping, and what follows a failure (a retry after a
-    jittered wait, or the error). The clients' call loops are this, around one grpcio call::
+    jittered wait, or the error). The clients' call loops are this, around one transport call::
 
         attempts = Attempts(endpoints, timeout, retry, read)
         while True:
@@ -550,7 +558,7 @@ class Attempts:
                 ok, timeout = attempts.probed(code of health(index, timeout) or None)
                 if not ok: continue
             try: answer = call(index, timeout)
-            except RpcError as e: sleep(attempts.failed(e.code(), e.details(), e))
+            except Failed as e: sleep(attempts.failed(e.code, e.details, e, e.never_sent))
             except BaseException: attempts.abandoned(); raise
             else: attempts.succeeded(); return answer
     """
@@ -577,8 +585,8 @@ class Attempts:
         index, self._permit = self._endpoints.pick(monotonic())
         if self._permit is not None and self._permit.probe:
             probe = self._permit.circuit.probe_timeout
-            return index, grpc_timeout(probe if left is None else min(left, probe)), True
-        return index, grpc_timeout(left), False
+            return index, probe if left is None else min(left, probe), True
+        return index, left, False
 
     def probed(self, code: grpc.StatusCode | None, details: str = "") -> tuple[bool, float | None]:
         """The probe ended: ``code`` ``None`` when it was answered (or any code but an endpoint
@@ -587,7 +595,7 @@ class Attempts:
         again, call :meth:`start` for another endpoint (or :class:`~mintcache.CircuitOpen`)."""
         permit, self._permit = self._permit, None
         if permit is None:
-            return True, grpc_timeout(time_left(self._deadline))
+            return True, time_left(self._deadline)
         failed = code is not None and code in ENDPOINT_FAILURES
         error = "" if code is None else f"{code.name}: {details} (health probe)"
         permit.circuit.record(permit, failed, monotonic(), error)
@@ -595,7 +603,7 @@ class Attempts:
             return False, None
         left = time_left(self._deadline)
         self._permit = permit.circuit.allow(monotonic())
-        return True, grpc_timeout(left)
+        return True, left
 
     def succeeded(self) -> None:
         """The attempt got an answer."""
@@ -608,16 +616,25 @@ class Attempts:
             permit.circuit.abandon(permit)
 
     def failed(
-        self, code: grpc.StatusCode | None, details: str | None, cause: BaseException | None = None
+        self,
+        code: grpc.StatusCode | None,
+        details: str | None,
+        cause: BaseException | None = None,
+        never_sent: bool | None = None,
     ) -> float:
         """The attempt failed with ``code``: returns the seconds to wait before the next
-        attempt, or raises the error the caller gets."""
+        attempt, or raises the error the caller gets. ``never_sent``: the transport knows
+        that no connection could be made (``None``: judge by grpcio's ``details``)."""
         code = code or grpc.StatusCode.UNKNOWN
         details = details or ""
         counted = code in ENDPOINT_FAILURES
         self._end(failed=counted, error=f"{code.name}: {details}")
         self._failed += 1
-        if self._failed >= self._retry.attempts or not may_retry(self._read, code, details):
+        if never_sent is None:
+            retry = may_retry(self._read, code, details)
+        else:
+            retry = code == grpc.StatusCode.UNAVAILABLE and (self._read or never_sent)
+        if self._failed >= self._retry.attempts or not retry:
             raise error_from_code(code, details) from cause
         if not self._endpoints.any_callable(monotonic()):
             # Every circuit is open: a retry could only fail without being sent.

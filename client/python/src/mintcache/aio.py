@@ -13,17 +13,13 @@ import inspect
 import logging
 from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
 
-import grpc
-import grpc.aio
-
-from . import _core
+from . import _core, _transport
 from ._breaker import Breaker
 from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
 from .errors import CacheError, NotFound
 from .lock import Lock
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
-from .v1 import cache_pb2_grpc
 
 __all__ = ["AsyncClient"]
 
@@ -31,51 +27,41 @@ log = logging.getLogger("mintcache")
 
 
 class _AioChannels:
-    """The channels of one client and its copies, opened in the loop of the first call."""
+    """The channels of one client and its copies (on the client's transport, see
+    :mod:`mintcache._transport`), opened in the loop of the first call."""
 
-    def __init__(self, targets: list[str], tls: TLS | None, breaker: Breaker | None) -> None:
+    def __init__(
+        self, targets: list[str], tls: TLS | None, breaker: Breaker | None, transport: str
+    ) -> None:
         self._targets = targets
         self._tls = tls
+        self.name = transport
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._channels: list[grpc.aio.Channel] = []
-        self._stubs: list[cache_pb2_grpc.CacheStub] = []
+        self._transport: Any = None
         self.endpoints = _core.Endpoints(targets, breaker)
         self._closed = False
 
-    def channel(self, index: int) -> grpc.aio.Channel:
-        self.stubs()
-        return self._channels[index]
-
-    def stubs(self) -> list[cache_pb2_grpc.CacheStub]:
-        """The stubs of this loop's channels (opened on the first call)."""
+    def transport(self) -> Any:
+        """This loop's transport (opened on the first call)."""
         loop = asyncio.get_running_loop()
         if self._closed:
             raise RuntimeError("this AsyncClient is closed")
         if self._loop is None:
             options = _core.channel_options(self._tls.server_name if self._tls else None)
-            if self._tls is not None:
-                credentials = self._tls.credentials()
-                self._channels = [
-                    grpc.aio.secure_channel(t, credentials, options=options) for t in self._targets
-                ]
-            else:
-                self._channels = [
-                    grpc.aio.insecure_channel(t, options=options) for t in self._targets
-                ]
-            self._stubs = [cache_pb2_grpc.CacheStub(c) for c in self._channels]
+            self._transport = _transport.aio_transport(self.name, self._targets, self._tls, options)
             self._loop = loop
         elif loop is not self._loop:
             raise RuntimeError(
                 "an AsyncClient belongs to the event loop of its first call; "
                 "create one client per event loop"
             )
-        return self._stubs
+        return self._transport
 
     async def close(self) -> None:
         self._closed = True
-        channels, self._channels, self._stubs = self._channels, [], []
-        for channel in channels:
-            await channel.close()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.close()
 
 
 ComputeResult = Union[Value, Awaitable[Value]]
@@ -99,11 +85,13 @@ class AsyncClient:
         pending: Backoff = Backoff.PENDING,
         lease_on_miss: bool | None = None,
         breaker: Breaker | None = UNSET,
+        transport: str | None = None,
     ) -> None:
         targets, use_tls = _core.channel_targets(endpoints, bool(tls))
         tls_config = tls if isinstance(tls, TLS) else (TLS() if use_tls else None)
         if tls_config is not None:
             tls_config.credentials()  # read the files now: a wrong path fails here, not later
+        chosen = _transport.choose(transport, targets)
         self._defaults = CallDefaults().merged(
             version=version,
             namespace=namespace,
@@ -112,13 +100,18 @@ class AsyncClient:
             lease_on_miss=lease_on_miss,
         )
         self._channels = _AioChannels(
-            targets, tls_config, Breaker() if breaker is UNSET else breaker
+            targets, tls_config, Breaker() if breaker is UNSET else breaker, chosen
         )
         self._retry = retry
         self._pending = pending
 
     def __repr__(self) -> str:
-        return f"AsyncClient({self._defaults!r})"
+        return f"AsyncClient({self._channels.name}, {self._defaults!r})"
+
+    @property
+    def transport(self) -> str:
+        """How calls reach the server: ``"native"`` (the Rust extension) or ``"grpcio"``."""
+        return self._channels.name
 
     @property
     def timeout(self) -> float | None:
@@ -172,44 +165,46 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, Any]:
-        metadata = self._defaults.metadata()
+    async def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, bool]:
+        headers = self._defaults.headers
         attempts = _core.Attempts(
             self._channels.endpoints, self._defaults.timeout, self._retry, read
         )
         while True:
-            stubs = self._channels.stubs()
+            transport = self._channels.transport()
             index, timeout, probe = attempts.start()
             if probe:
-                ok, timeout = await self._probe(attempts, index, timeout, metadata)
+                ok, timeout = await self._probe(transport, attempts, index, timeout, headers)
                 if not ok:
                     continue
             try:
-                call = getattr(stubs[index], method)(request, timeout=timeout, metadata=metadata)
-                response = await call
-                initial_metadata = await call.initial_metadata()
-            except grpc.RpcError as rpc_error:
+                answer = await transport.call(index, method, request, timeout, headers)
+            except _transport.Failed as failed:
                 await asyncio.sleep(
-                    attempts.failed(rpc_error.code(), rpc_error.details(), rpc_error)
+                    attempts.failed(
+                        failed.code, failed.details, failed.__cause__ or failed, failed.never_sent
+                    )
                 )
             except BaseException:
                 attempts.abandoned()
                 raise
             else:
                 attempts.succeeded()
-                return response, initial_metadata
+                return answer
 
     async def _probe(
-        self, attempts: _core.Attempts, index: int, timeout: float | None, metadata: Any
+        self,
+        transport: Any,
+        attempts: _core.Attempts,
+        index: int,
+        timeout: float | None,
+        headers: Any,
     ) -> tuple[bool, float | None]:
         """See :meth:`mintcache.Client._probe`."""
-        check = self._channels.channel(index).unary_unary(
-            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
-        )
         try:
-            await check(b"", timeout=timeout, metadata=metadata)
-        except grpc.RpcError as rpc_error:
-            return attempts.probed(rpc_error.code(), rpc_error.details() or "")
+            await transport.health(index, b"", timeout, headers)
+        except _transport.Failed as failed:
+            return attempts.probed(failed.code, failed.details)
         except BaseException:
             attempts.abandoned()
             raise
@@ -222,8 +217,8 @@ class AsyncClient:
         if lease_on_miss is None:
             lease_on_miss = self._defaults.lease_on_miss
         request = _core.get_request(key, peek, lease_on_miss)
-        response, metadata = await self._invoke("Get", request, read=True)
-        return _core.lookup_from(request.key, response, _core.is_degraded(metadata))
+        response, degraded = await self._invoke("Get", request, read=True)
+        return _core.lookup_from(request.key, response, degraded)
 
     async def get_many(
         self, keys: Iterable[Key], *, peek: bool = False, lease_on_miss: bool | None = None
@@ -234,8 +229,8 @@ class AsyncClient:
         request = _core.get_many_request(keys, peek, lease_on_miss)
         if not request.keys:
             return []
-        response, metadata = await self._invoke("GetMany", request, read=True)
-        return _core.lookups_from(response, _core.is_degraded(metadata))
+        response, degraded = await self._invoke("GetMany", request, read=True)
+        return _core.lookups_from(response, degraded)
 
     async def set(
         self,
@@ -323,15 +318,13 @@ class AsyncClient:
         attempts = _core.Attempts(
             self._channels.endpoints, self._defaults.timeout, Backoff.NONE, read=True
         )
-        self._channels.stubs()
+        transport = self._channels.transport()
         index, timeout, _ = attempts.start()  # a health check is its own probe
-        check = self._channels.channel(index).unary_unary(
-            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
-        )
         try:
-            answer = await check(request, timeout=timeout, metadata=self._defaults.metadata())
-        except grpc.RpcError as rpc_error:
-            attempts.failed(rpc_error.code(), rpc_error.details(), rpc_error)  # raises: 1 attempt
+            answer = await transport.health(index, request, timeout, self._defaults.headers)
+        except _transport.Failed as failed:
+            # Raises: one attempt.
+            attempts.failed(failed.code, failed.details, failed.__cause__ or failed, False)
             raise
         except BaseException:
             attempts.abandoned()

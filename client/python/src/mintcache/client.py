@@ -13,16 +13,13 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-import grpc
-
-from . import _core
+from . import _core, _transport
 from ._breaker import Breaker
 from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
 from .errors import CacheError, NotFound
 from .lock import Lock
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
 from .v1 import cache_pb2 as pb
-from .v1 import cache_pb2_grpc
 
 __all__ = ["Client"]
 
@@ -30,23 +27,20 @@ log = logging.getLogger("mintcache")
 
 
 class _Channels:
-    """One grpcio channel per endpoint; calls go round robin over them (skipping endpoints
-    whose circuit is open), and a retry goes to the next one (so a refused connection moves on
-    to another replica)."""
+    """The connections of one client and its copies: one channel per endpoint (on the
+    client's transport, see :mod:`mintcache._transport`); calls go round robin over them
+    (skipping endpoints whose circuit is open), and a retry goes to the next one (so a refused
+    connection moves on to another replica)."""
 
-    def __init__(self, targets: list[str], tls: TLS | None, breaker: Breaker | None) -> None:
+    def __init__(
+        self, targets: list[str], tls: TLS | None, breaker: Breaker | None, transport: str
+    ) -> None:
         options = _core.channel_options(tls.server_name if tls else None)
-        if tls is not None:
-            credentials = tls.credentials()
-            self.channels = [grpc.secure_channel(t, credentials, options=options) for t in targets]
-        else:
-            self.channels = [grpc.insecure_channel(t, options=options) for t in targets]
-        self.stubs = [cache_pb2_grpc.CacheStub(c) for c in self.channels]
+        self.transport = _transport.sync_transport(transport, targets, tls, options)
         self.endpoints = _core.Endpoints(targets, breaker)
 
     def close(self) -> None:
-        for channel in self.channels:
-            channel.close()
+        self.transport.close()
 
 
 class Client:
@@ -83,6 +77,7 @@ class Client:
         pending: Backoff = Backoff.PENDING,
         lease_on_miss: bool | None = None,
         breaker: Breaker | None = UNSET,
+        transport: str | None = None,
     ) -> None:
         targets, use_tls = _core.channel_targets(endpoints, bool(tls))
         tls_config = tls if isinstance(tls, TLS) else (TLS() if use_tls else None)
@@ -93,12 +88,25 @@ class Client:
             timeout=timeout,
             lease_on_miss=lease_on_miss,
         )
-        self._channels = _Channels(targets, tls_config, Breaker() if breaker is UNSET else breaker)
+        self._channels = _Channels(
+            targets,
+            tls_config,
+            Breaker() if breaker is UNSET else breaker,
+            _transport.choose(transport, targets),
+        )
         self._retry = retry
         self._pending = pending
 
     def __repr__(self) -> str:
-        return f"Client({len(self._channels.stubs)} endpoint(s), {self._defaults!r})"
+        return (
+            f"Client({len(self._channels.endpoints.targets)} endpoint(s), "
+            f"{self._channels.transport.name}, {self._defaults!r})"
+        )
+
+    @property
+    def transport(self) -> str:
+        """How calls reach the server: ``"native"`` (the Rust extension) or ``"grpcio"``."""
+        return self._channels.transport.name
 
     @property
     def timeout(self) -> float | None:
@@ -157,45 +165,44 @@ class Client:
 
     # --- the calls -----------------------------------------------------------------------------
 
-    def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, Any]:
+    def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, bool]:
         """Sends one call with the defaults' metadata and deadline, retrying as
-        :class:`mintcache._core.Attempts` decides; returns the answer and its initial
-        metadata."""
-        metadata = self._defaults.metadata()
+        :class:`mintcache._core.Attempts` decides; returns the answer and whether the server
+        flagged it degraded."""
+        headers = self._defaults.headers
         attempts = _core.Attempts(
             self._channels.endpoints, self._defaults.timeout, self._retry, read
         )
-        stubs = self._channels.stubs
+        transport = self._channels.transport
         while True:
             index, timeout, probe = attempts.start()
             if probe:
-                ok, timeout = self._probe(attempts, index, timeout, metadata)
+                ok, timeout = self._probe(attempts, index, timeout, headers)
                 if not ok:
                     continue
             try:
-                response, call = getattr(stubs[index], method).with_call(
-                    request, timeout=timeout, metadata=metadata
+                answer = transport.call(index, method, request, timeout, headers)
+            except _transport.Failed as failed:
+                time.sleep(
+                    attempts.failed(
+                        failed.code, failed.details, failed.__cause__ or failed, failed.never_sent
+                    )
                 )
-            except grpc.RpcError as rpc_error:
-                time.sleep(attempts.failed(rpc_error.code(), rpc_error.details(), rpc_error))
             except BaseException:
                 attempts.abandoned()
                 raise
             else:
                 attempts.succeeded()
-                return response, call.initial_metadata()
+                return answer
 
     def _probe(
-        self, attempts: _core.Attempts, index: int, timeout: float | None, metadata: Any
+        self, attempts: _core.Attempts, index: int, timeout: float | None, headers: Any
     ) -> tuple[bool, float | None]:
         """The probe of a half-open circuit: the endpoint's health, within ``timeout``."""
-        check = self._channels.channels[index].unary_unary(
-            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
-        )
         try:
-            check(b"", timeout=timeout, metadata=metadata)
-        except grpc.RpcError as rpc_error:
-            return attempts.probed(rpc_error.code(), rpc_error.details() or "")
+            self._channels.transport.health(index, b"", timeout, headers)
+        except _transport.Failed as failed:
+            return attempts.probed(failed.code, failed.details)
         except BaseException:
             attempts.abandoned()
             raise
@@ -208,8 +215,8 @@ class Client:
         if lease_on_miss is None:
             lease_on_miss = self._defaults.lease_on_miss
         request = _core.get_request(key, peek, lease_on_miss)
-        response, metadata = self._invoke("Get", request, read=True)
-        return _core.lookup_from(request.key, response, _core.is_degraded(metadata))
+        response, degraded = self._invoke("Get", request, read=True)
+        return _core.lookup_from(request.key, response, degraded)
 
     def get_many(
         self, keys: Iterable[Key], *, peek: bool = False, lease_on_miss: bool | None = None
@@ -221,8 +228,8 @@ class Client:
         request = _core.get_many_request(keys, peek, lease_on_miss)
         if not request.keys:
             return []
-        response, metadata = self._invoke("GetMany", request, read=True)
-        return _core.lookups_from(response, _core.is_degraded(metadata))
+        response, degraded = self._invoke("GetMany", request, read=True)
+        return _core.lookups_from(response, degraded)
 
     def set(
         self,
@@ -326,13 +333,13 @@ class Client:
             self._channels.endpoints, self._defaults.timeout, Backoff.NONE, read=True
         )
         index, timeout, _ = attempts.start()  # a health check is its own probe
-        check = self._channels.channels[index].unary_unary(
-            _core.HEALTH_CHECK, request_serializer=None, response_deserializer=None
-        )
         try:
-            answer = check(request, timeout=timeout, metadata=self._defaults.metadata())
-        except grpc.RpcError as rpc_error:
-            attempts.failed(rpc_error.code(), rpc_error.details(), rpc_error)  # raises: 1 attempt
+            answer = self._channels.transport.health(
+                index, request, timeout, self._defaults.headers
+            )
+        except _transport.Failed as failed:
+            # Raises: one attempt.
+            attempts.failed(failed.code, failed.details, failed.__cause__ or failed, False)
             raise
         except BaseException:
             attempts.abandoned()

@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import threading
 import time
 import weakref
@@ -45,10 +46,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable
 
 import grpc
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    MEMCACHE_MAX_KEY_LENGTH,
+    BaseCache,
+)
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 
+from .. import _transport
 from .._breaker import Breaker
 from .._core import Cached, CallDefaults, Compute, MintReads, Wait, label, monotonic
 from ..aio import AsyncClient
@@ -69,6 +75,9 @@ PICKLE_FLAG = 1
 MAX_TIMEOUT = 10 * 365 * 24 * 60 * 60
 #: Counters are unsigned 64-bit numbers on the server.
 _COUNTER_LIMIT = 2**64
+# What Django's memcache_key_warnings looks for (django.core.cache.backends.base).
+_MEMCACHED_MAX_KEY = MEMCACHE_MAX_KEY_LENGTH
+_MEMCACHED_BAD = re.compile(r"[\x00-\x20\x7f]")
 
 # A REFRESH lease is kept until the next write of its key, for at most this long and for at
 # most this many keys per backend instance (a caller that never sets must not grow memory).
@@ -114,6 +123,7 @@ _OPTIONS = {
     "BREAKER_FAILURES",
     "BREAKER_COOL_OFF",
     "BREAKER_MAX_COOL_OFF",
+    "TRANSPORT",
 }
 # The original package's names, with what they are here.
 _RENAMED = {
@@ -132,6 +142,17 @@ _aio_clients: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[Any, ...], AsyncClient]
 ]
 _aio_clients = weakref.WeakKeyDictionary()
+
+# Bumped in a forked child: backend instances drop the clients they kept (the parent's).
+_generation = 0
+
+
+def _forked() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _shared_breaker(settings: tuple[Any, ...], make: Callable[[], Breaker]) -> Breaker:
@@ -169,6 +190,15 @@ def _shared_aio_client(
         if client is None:
             client = per_loop[settings] = make(_shared_breaker(settings, make_breaker))
         return client
+
+
+def _core_targets(endpoints: tuple[str, ...], tls: bool) -> list[str]:
+    from .._core import channel_targets
+
+    try:
+        return channel_targets(list(endpoints), tls)[0]
+    except ValueError:
+        return list(endpoints)  # refused with its own message when the client is made
 
 
 def _too_large(error: Exception) -> bool:
@@ -288,7 +318,8 @@ class MintCache(BaseCache):
     ``SERIALIZER`` (``pickle``, ``json``, ``msgpack``), ``PICKLE_PROTOCOL``, ``COMPRESSOR``
     (``zlib``, ``zstd``, ``lz4``), ``COMPRESS_MIN_BYTES`` (default 1024), ``COMPRESS_LEVEL``,
     ``IGNORE_EXCEPTIONS`` (default False), ``BREAKER_FAILURES`` (3), ``BREAKER_COOL_OFF``
-    (1 s), ``BREAKER_MAX_COOL_OFF`` (30 s). See the README's Django section.
+    (1 s), ``BREAKER_MAX_COOL_OFF`` (30 s), ``TRANSPORT`` (``auto``, ``native``, ``grpcio``;
+    see :mod:`mintcache._transport`). See the README's Django section.
 
     Beyond Django's API (as django-redis offers them): :meth:`ttl`, :meth:`expire`,
     :meth:`persist`, :meth:`lock`, and their async forms.
@@ -358,9 +389,20 @@ class MintCache(BaseCache):
         use_tls = bool(options.get("TLS")) or any(f is not None for f in tls_files)
         self._tls = TLS(*tls_files) if use_tls else None
         self._endpoints = tuple(endpoints)
+        try:
+            self._transport = _transport.choose(
+                options.get("TRANSPORT"), _core_targets(self._endpoints, use_tls)
+            )
+        except ValueError as error:
+            raise ImproperlyConfigured(f"MintCache: OPTIONS['TRANSPORT']: {error}") from None
         # What identifies the shared connections and their circuits (tokens are call metadata,
         # not connection settings, so they are not part of it).
-        self._connection = (self._endpoints, tls_files if use_tls else None, self._breaker_settings)
+        self._connection = (
+            self._endpoints,
+            tls_files if use_tls else None,
+            self._breaker_settings,
+            self._transport,
+        )
 
         app_version = options.get("APP_VERSION")
         namespace = options.get("NAMESPACE")
@@ -386,6 +428,9 @@ class MintCache(BaseCache):
         self._pending = Backoff.PENDING
         self._leases: dict[bytes, tuple[bytes, float]] = {}
         self._leases_lock = threading.Lock()
+        # The clients this instance calls through, per debug mode (None: normal), made once:
+        # (fork generation, {mode: client}). Django makes one instance per thread.
+        self._made: tuple[int, dict[Any, Client]] = (-1, {})
 
     # --- connections -----------------------------------------------------------------------------
 
@@ -397,22 +442,25 @@ class MintCache(BaseCache):
             "timeout": self._defaults.timeout,
         }
 
-    def _options_now(self) -> dict[str, Any]:
-        """The call options for this moment: the defaults, or the debug mode of the current
-        request with the admin token (and the request's debug report is told which)."""
-        options = self._plain_options()
+    def _mode_now(self) -> Any:
+        """The debug mode to send now: the current request's, when this cache has an admin
+        token to send it with (the request's debug report is told which), else ``None``."""
         mode = current_debug_mode()
+        if mode is None:
+            return None
+        if self._admin_token is None:
+            note_debug(applied=False)
+            if not self._warned_no_admin:
+                self._warned_no_admin = True
+                log.warning("cache debug mode %s ignored: MintCache has no ADMIN_TOKEN", mode.value)
+            return None
+        note_debug(applied=True)
+        return mode
+
+    def _options_for(self, mode: Any) -> dict[str, Any]:
+        options = self._plain_options()
         if mode is not None:
-            if self._admin_token is None:
-                note_debug(applied=False)
-                if not self._warned_no_admin:
-                    self._warned_no_admin = True
-                    log.warning(
-                        "cache debug mode %s ignored: MintCache has no ADMIN_TOKEN", mode.value
-                    )
-            else:
-                note_debug(applied=True)
-                options.update(debug=mode, token=self._admin_token)
+            options.update(debug=mode, token=self._admin_token)
         return options
 
     def _new_breaker(self) -> Breaker:
@@ -422,7 +470,11 @@ class MintCache(BaseCache):
         return _shared_client(
             self._connection,
             lambda breaker: Client(
-                list(self._endpoints), tls=self._tls or None, timeout=None, breaker=breaker
+                list(self._endpoints),
+                tls=self._tls or None,
+                timeout=None,
+                breaker=breaker,
+                transport=self._transport,
             ),
             self._new_breaker,
         )
@@ -431,16 +483,28 @@ class MintCache(BaseCache):
         return _shared_aio_client(
             self._connection,
             lambda breaker: AsyncClient(
-                list(self._endpoints), tls=self._tls or None, timeout=None, breaker=breaker
+                list(self._endpoints),
+                tls=self._tls or None,
+                timeout=None,
+                breaker=breaker,
+                transport=self._transport,
             ),
             self._new_breaker,
         )
 
     def _client(self) -> Client:
-        return self._base().with_options(**self._options_now())
+        mode = self._mode_now()
+        generation, made = self._made
+        if generation != _generation:
+            made = {}
+            self._made = (_generation, made)
+        client = made.get(mode)
+        if client is None:
+            client = made[mode] = self._base().with_options(**self._options_for(mode))
+        return client
 
     def _aclient(self) -> AsyncClient:
-        return self._abase().with_options(**self._options_now())
+        return self._abase().with_options(**self._options_for(self._mode_now()))
 
     def _plain_client(self) -> Client:
         """The client without debug mode (locks, management commands)."""
@@ -522,6 +586,12 @@ class MintCache(BaseCache):
     def _key(self, key: Any, version: int | None) -> bytes:
         made = self.make_and_validate_key(key, version=version)
         return made if isinstance(made, bytes) else str(made).encode("utf-8")
+
+    def validate_key(self, key: Any) -> None:
+        """Django's key warnings (``CacheKeyWarning``), checked first with one compiled
+        expression: Django's own check runs only for a key it would warn about."""
+        if type(key) is not str or len(key) > _MEMCACHED_MAX_KEY or _MEMCACHED_BAD.search(key):
+            super().validate_key(key)
 
     def _encode(self, value: Any) -> tuple[bytes, int, bool]:
         """(data, flags, counter). ``type(...) is int``: bools and int subclasses are encoded
