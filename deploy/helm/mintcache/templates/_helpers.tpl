@@ -205,6 +205,11 @@ integers (Helm reads every YAML number as a float), booleans, and flat lists of 
 {{- $items := list }}
 {{- range $v }}{{ $items = append $items (include "mintcache.tomlValue" .) }}{{ end }}
 {{- printf "[%s]" (join ", " $items) }}
+{{- else if kindIs "map" $v }}
+{{- /* An inline table, keys quoted and in sorted order (early_refresh_beta_by_namespace). */}}
+{{- $items := list }}
+{{- range $key, $item := $v }}{{ $items = append $items (printf "%s = %s" (toJson $key) (include "mintcache.tomlValue" $item)) }}{{ end }}
+{{- printf "{%s}" (join ", " $items) }}
 {{- else }}
 {{- fail (printf "config: cannot render %v (%s) as a TOML value" $v (kindOf $v)) }}
 {{- end }}

@@ -22,14 +22,18 @@ OUTCOME_MISS: Outcome
 OUTCOME_PENDING: Outcome
 
 class GetRequest(_message.Message):
-    __slots__ = ("key", "lease_on_miss", "peek")
+    __slots__ = ("key", "lease_on_miss", "peek", "early_refresh_beta", "wait_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     LEASE_ON_MISS_FIELD_NUMBER: _ClassVar[int]
     PEEK_FIELD_NUMBER: _ClassVar[int]
+    EARLY_REFRESH_BETA_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     lease_on_miss: bool
     peek: bool
-    def __init__(self, key: _Optional[bytes] = ..., lease_on_miss: bool = ..., peek: bool = ...) -> None: ...
+    early_refresh_beta: float
+    wait_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., lease_on_miss: bool = ..., peek: bool = ..., early_refresh_beta: _Optional[float] = ..., wait_ms: _Optional[int] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("outcome", "value", "flags", "ttl_seconds", "lease_token", "no_expiry", "grace_seconds", "counter")
@@ -52,7 +56,7 @@ class GetResponse(_message.Message):
     def __init__(self, outcome: _Optional[_Union[Outcome, str]] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., lease_token: _Optional[bytes] = ..., no_expiry: bool = ..., grace_seconds: _Optional[int] = ..., counter: bool = ...) -> None: ...
 
 class SetRequest(_message.Message):
-    __slots__ = ("key", "value", "ttl_seconds", "grace_seconds", "flags", "lease_token", "no_expiry", "no_grace", "counter")
+    __slots__ = ("key", "value", "ttl_seconds", "grace_seconds", "flags", "lease_token", "no_expiry", "no_grace", "counter", "recompute_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +66,7 @@ class SetRequest(_message.Message):
     NO_EXPIRY_FIELD_NUMBER: _ClassVar[int]
     NO_GRACE_FIELD_NUMBER: _ClassVar[int]
     COUNTER_FIELD_NUMBER: _ClassVar[int]
+    RECOMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     ttl_seconds: int
@@ -71,7 +76,8 @@ class SetRequest(_message.Message):
     no_expiry: bool
     no_grace: bool
     counter: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ..., grace_seconds: _Optional[int] = ..., flags: _Optional[int] = ..., lease_token: _Optional[bytes] = ..., no_expiry: bool = ..., no_grace: bool = ..., counter: bool = ...) -> None: ...
+    recompute_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ..., grace_seconds: _Optional[int] = ..., flags: _Optional[int] = ..., lease_token: _Optional[bytes] = ..., no_expiry: bool = ..., no_grace: bool = ..., counter: bool = ..., recompute_ms: _Optional[int] = ...) -> None: ...
 
 class SetResponse(_message.Message):
     __slots__ = ("stored",)
@@ -80,10 +86,12 @@ class SetResponse(_message.Message):
     def __init__(self, stored: bool = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("key",)
+    __slots__ = ("key", "lease_token")
     KEY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     key: bytes
-    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+    lease_token: bytes
+    def __init__(self, key: _Optional[bytes] = ..., lease_token: _Optional[bytes] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted",)
@@ -92,7 +100,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: bool = ...) -> None: ...
 
 class AddRequest(_message.Message):
-    __slots__ = ("key", "value", "ttl_seconds", "grace_seconds", "flags", "no_expiry", "no_grace", "counter")
+    __slots__ = ("key", "value", "ttl_seconds", "grace_seconds", "flags", "no_expiry", "no_grace", "counter", "recompute_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +109,7 @@ class AddRequest(_message.Message):
     NO_EXPIRY_FIELD_NUMBER: _ClassVar[int]
     NO_GRACE_FIELD_NUMBER: _ClassVar[int]
     COUNTER_FIELD_NUMBER: _ClassVar[int]
+    RECOMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     ttl_seconds: int
@@ -109,13 +118,16 @@ class AddRequest(_message.Message):
     no_expiry: bool
     no_grace: bool
     counter: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ..., grace_seconds: _Optional[int] = ..., flags: _Optional[int] = ..., no_expiry: bool = ..., no_grace: bool = ..., counter: bool = ...) -> None: ...
+    recompute_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ..., grace_seconds: _Optional[int] = ..., flags: _Optional[int] = ..., no_expiry: bool = ..., no_grace: bool = ..., counter: bool = ..., recompute_ms: _Optional[int] = ...) -> None: ...
 
 class AddResponse(_message.Message):
-    __slots__ = ("stored",)
+    __slots__ = ("stored", "lease_token")
     STORED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     stored: bool
-    def __init__(self, stored: bool = ...) -> None: ...
+    lease_token: bytes
+    def __init__(self, stored: bool = ..., lease_token: _Optional[bytes] = ...) -> None: ...
 
 class TouchRequest(_message.Message):
     __slots__ = ("key", "ttl_seconds", "no_expiry")
@@ -184,14 +196,16 @@ class KeyError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class GetManyRequest(_message.Message):
-    __slots__ = ("keys", "lease_on_miss", "peek")
+    __slots__ = ("keys", "lease_on_miss", "peek", "early_refresh_beta")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     LEASE_ON_MISS_FIELD_NUMBER: _ClassVar[int]
     PEEK_FIELD_NUMBER: _ClassVar[int]
+    EARLY_REFRESH_BETA_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     lease_on_miss: bool
     peek: bool
-    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., lease_on_miss: bool = ..., peek: bool = ...) -> None: ...
+    early_refresh_beta: float
+    def __init__(self, keys: _Optional[_Iterable[bytes]] = ..., lease_on_miss: bool = ..., peek: bool = ..., early_refresh_beta: _Optional[float] = ...) -> None: ...
 
 class GetManyResult(_message.Message):
     __slots__ = ("key", "error", "outcome", "value", "flags", "ttl_seconds", "lease_token", "no_expiry", "grace_seconds", "counter")
@@ -224,7 +238,7 @@ class GetManyResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[GetManyResult, _Mapping]]] = ...) -> None: ...
 
 class SetManyItem(_message.Message):
-    __slots__ = ("key", "value", "ttl_seconds", "grace_seconds", "flags", "lease_token", "no_expiry", "no_grace", "counter")
+    __slots__ = ("key", "value", "ttl_seconds", "grace_seconds", "flags", "lease_token", "no_expiry", "no_grace", "counter", "recompute_ms")
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +248,7 @@ class SetManyItem(_message.Message):
     NO_EXPIRY_FIELD_NUMBER: _ClassVar[int]
     NO_GRACE_FIELD_NUMBER: _ClassVar[int]
     COUNTER_FIELD_NUMBER: _ClassVar[int]
+    RECOMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
     key: bytes
     value: bytes
     ttl_seconds: int
@@ -243,7 +258,8 @@ class SetManyItem(_message.Message):
     no_expiry: bool
     no_grace: bool
     counter: bool
-    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ..., grace_seconds: _Optional[int] = ..., flags: _Optional[int] = ..., lease_token: _Optional[bytes] = ..., no_expiry: bool = ..., no_grace: bool = ..., counter: bool = ...) -> None: ...
+    recompute_ms: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., ttl_seconds: _Optional[int] = ..., grace_seconds: _Optional[int] = ..., flags: _Optional[int] = ..., lease_token: _Optional[bytes] = ..., no_expiry: bool = ..., no_grace: bool = ..., counter: bool = ..., recompute_ms: _Optional[int] = ...) -> None: ...
 
 class SetManyRequest(_message.Message):
     __slots__ = ("items",)
