@@ -245,3 +245,74 @@ async fn compute_errors_are_returned_and_nothing_is_stored() {
         .expect("hit");
     assert_eq!(value, b"cached");
 }
+
+/// Callers of a cold key through two servers wait for the fill in the server: one computes,
+/// every other caller gets its value from the one read the server held for it (no polling:
+/// at most two reads per caller, the first and the waiting one).
+#[tokio::test]
+async fn waiting_callers_get_the_fill_without_polling() {
+    let mc = Memcached::start();
+    let mut cfg = config(&[&mc]);
+    cfg.cache.lease_on_miss = true;
+    let (s1, s2) = (
+        TestServer::start(cfg.clone()).await,
+        TestServer::start(cfg).await,
+    );
+    // No polling at all: a server that answered PENDING at once would make callers compute.
+    let waiting = |addr| {
+        Client::builder()
+            .endpoint(format!("http://{addr}"))
+            .version("client-mint")
+            .pending(Backoff::NONE)
+            .build()
+            .expect("build")
+    };
+    let (a, b) = (waiting(s1.addr), waiting(s2.addr));
+    let gets = |metrics: &str| harness::sample_sum(metrics, "mintcache_rpc_requests_total{", "rpc=\"Get\"");
+    let before = gets(&s1.admin_get("/metrics").await.1) + gets(&s2.admin_get("/metrics").await.1);
+    let computed = Arc::new(AtomicUsize::new(0));
+    let values = stampede([&a, &b], "cold-wait", "filled", &computed).await;
+    assert_eq!(computed.load(Ordering::SeqCst), 1);
+    assert!(values.iter().all(|v| v == b"filled"), "{values:?}");
+    let after = gets(&s1.admin_get("/metrics").await.1) + gets(&s2.admin_get("/metrics").await.1);
+    let reads = after - before;
+    assert!(
+        reads <= (2 * CALLERS) as f64,
+        "{reads} reads for {CALLERS} callers: someone polled"
+    );
+}
+
+/// A computation that fails after a cold `MISS` gives the fill up at once: one of the callers
+/// waiting for it computes instead, the failure is returned to its own caller only, and no
+/// failed value is ever stored.
+#[tokio::test]
+async fn a_failed_fill_is_handed_to_one_waiter() {
+    let mc = Memcached::start();
+    let mut cfg = config(&[&mc]);
+    cfg.cache.lease_on_miss = true;
+    cfg.cache.fill_timeout_seconds = 60;
+    let server = TestServer::start(cfg).await;
+    let c = client(server.addr);
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let calls = (0..10).map(|_| {
+        let attempts = Arc::clone(&attempts);
+        c.get_or_compute("flaky", Duration::from_secs(300), move || async move {
+            let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(COMPUTE_TIME).await;
+            if attempt == 0 {
+                Err(std::io::Error::other("the database is down"))
+            } else {
+                Ok(b"recovered".to_vec())
+            }
+        })
+    });
+    let results = join_all(calls).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "the failed fill and one more");
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(failed, 1);
+    for r in results.iter().filter_map(|r| r.as_ref().ok()) {
+        assert_eq!(r, b"recovered");
+    }
+    let stored = c.get("flaky").await.expect("get");
+    assert_eq!((stored.outcome, stored.value), (Outcome::Hit, b"recovered".to_vec()));
+}

@@ -881,3 +881,14 @@ pub fn sample(metrics: &str, prefix: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The sum of every sample whose line starts with `prefix` and contains `containing` (a metric
+/// over all its label sets).
+pub fn sample_sum(metrics: &str, prefix: &str, containing: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix) && l.contains(containing))
+        .filter_map(|l| l.rsplit(' ').next())
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum()
+}

@@ -238,6 +238,7 @@ impl WriteArgs {
             no_expiry: self.no_expiry,
             no_grace: self.no_grace,
             counter: self.counter,
+            recompute: None,
         }
     }
 }

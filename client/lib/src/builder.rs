@@ -45,7 +45,11 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     retry: Backoff,
     pending: Backoff,
+    fill_wait: Duration,
 }
+
+/// How long `get_or_compute` waits for another caller's fill by default.
+const FILL_WAIT_DEFAULT: Duration = Duration::from_secs(10);
 
 impl Default for ClientBuilder {
     fn default() -> Self {
@@ -58,6 +62,7 @@ impl Default for ClientBuilder {
             connect_timeout: Duration::from_secs(2),
             retry: Backoff::UNAVAILABLE_DEFAULT,
             pending: Backoff::PENDING_DEFAULT,
+            fill_wait: FILL_WAIT_DEFAULT,
         }
     }
 }
@@ -164,10 +169,19 @@ impl ClientBuilder {
         self
     }
 
-    /// How [`get_or_compute`](Client::get_or_compute) waits out `PENDING` before computing the
-    /// value itself. Default: [`Backoff::PENDING_DEFAULT`].
+    /// How [`get_or_compute`](Client::get_or_compute) polls a server that answers `PENDING`
+    /// at once (one that does not hold waiting reads) before computing the value itself.
+    /// Default: [`Backoff::PENDING_DEFAULT`].
     pub fn pending(mut self, pending: Backoff) -> Self {
         self.pending = pending;
+        self
+    }
+
+    /// How long [`get_or_compute`](Client::get_or_compute) waits in the server for another
+    /// caller's fill (`PENDING`) before computing the value itself; each waiting read is also
+    /// bounded by the call timeout. Default: 10 s.
+    pub fn fill_wait(mut self, wait: Duration) -> Self {
+        self.fill_wait = wait;
         self
     }
 
@@ -224,6 +238,7 @@ impl ClientBuilder {
             self.timeout,
             self.retry,
             self.pending,
+            self.fill_wait,
         )
     }
 

@@ -17,11 +17,12 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::headers::{
-    AUTHORIZATION_HEADER, DEBUG_HEADER, DEGRADED_HEADER, NAMESPACE_HEADER, VERSION_HEADER,
+    AUTHORIZATION_HEADER, CONSISTENCY_HEADER, DEBUG_HEADER, DEGRADED_HEADER, NAMESPACE_HEADER,
+    VERSION_HEADER,
 };
 use crate::proto::cache_client::CacheClient;
 use crate::proto::{self};
-use crate::types::{DebugMode, Lookup, SetOptions, wire_seconds};
+use crate::types::{DebugMode, LeaseToken, Lookup, SetOptions, wire_seconds};
 
 /// What every call sends unless overridden: version, namespace, token, debug mode, cold-miss
 /// protection.
@@ -32,6 +33,10 @@ pub(crate) struct CallDefaults {
     pub(crate) token: Option<String>,
     pub(crate) debug: Option<DebugMode>,
     pub(crate) lease_on_miss: Option<bool>,
+    /// β of early refresh for reads (`None`: the server's).
+    pub(crate) early_refresh_beta: Option<f64>,
+    /// Reads skip the server's hot-key cache (`x-cache-consistency: strong`).
+    pub(crate) strong: bool,
 }
 
 impl CallDefaults {
@@ -55,6 +60,9 @@ impl CallDefaults {
         if let Some(mode) = self.debug {
             headers.push((DEBUG_HEADER, AsciiMetadataValue::from_static(mode.as_str())));
         }
+        if self.strong {
+            headers.push((CONSISTENCY_HEADER, AsciiMetadataValue::from_static("strong")));
+        }
         if let Some(token) = &self.token {
             let mut bearer = value(AUTHORIZATION_HEADER, &format!("Bearer {token}"))?;
             bearer.set_sensitive(true);
@@ -72,6 +80,8 @@ impl fmt::Debug for CallDefaults {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("debug", &self.debug)
             .field("lease_on_miss", &self.lease_on_miss)
+            .field("early_refresh_beta", &self.early_refresh_beta)
+            .field("strong", &self.strong)
             .finish()
     }
 }
@@ -148,6 +158,7 @@ pub struct Client {
     timeout: Option<Duration>,
     retry: Backoff,
     pub(crate) pending: Backoff,
+    pub(crate) fill_wait: Duration,
 }
 
 impl fmt::Debug for Client {
@@ -157,8 +168,16 @@ impl fmt::Debug for Client {
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
             .field("pending", &self.pending)
+            .field("fill_wait", &self.fill_wait)
             .finish_non_exhaustive()
     }
+}
+
+/// The recomputation time a store reports, in milliseconds (0: not said).
+fn recompute_ms(options: &SetOptions) -> u32 {
+    options
+        .recompute
+        .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1))
 }
 
 /// Takes the response metadata's degraded flag.
@@ -175,6 +194,7 @@ impl Client {
         timeout: Option<Duration>,
         retry: Backoff,
         pending: Backoff,
+        fill_wait: Duration,
     ) -> Self {
         Self {
             channel,
@@ -182,6 +202,7 @@ impl Client {
             timeout,
             retry,
             pending,
+            fill_wait,
         }
     }
 
@@ -220,6 +241,23 @@ impl Client {
     pub fn with_lease_on_miss(&self, on: bool) -> Self {
         let mut c = self.clone();
         c.defaults.lease_on_miss = Some(on);
+        c
+    }
+
+    /// A copy of this client whose reads draw early refresh with this β (`0` turns it off for
+    /// them; the server's `cache.early_refresh_beta` applies otherwise). See the README,
+    /// "Early refresh".
+    pub fn with_early_refresh_beta(&self, beta: f64) -> Self {
+        let mut c = self.clone();
+        c.defaults.early_refresh_beta = Some(beta);
+        c
+    }
+
+    /// A copy of this client whose reads always ask memcached, never the server's hot-key
+    /// cache (`x-cache-consistency: strong`).
+    pub fn with_strong_consistency(&self) -> Self {
+        let mut c = self.clone();
+        c.defaults.strong = true;
         c
     }
 
@@ -304,7 +342,7 @@ impl Client {
     /// Reads a key. See [`Outcome`](crate::Outcome) for what to do with the answer, or use
     /// [`get_or_compute`](Self::get_or_compute), which does it.
     pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Lookup, Error> {
-        self.read(key.into(), false).await
+        self.read(key.into(), false, Duration::ZERO).await
     }
 
     /// Looks at a key without taking part in the refresh election: a stale value comes back
@@ -315,10 +353,24 @@ impl Client {
     /// For inspection tools: a caller that recomputes values must use [`get`](Self::get) (or
     /// [`get_or_compute`](Self::get_or_compute)), or a stale key is never refreshed.
     pub async fn peek(&self, key: impl Into<Vec<u8>>) -> Result<Lookup, Error> {
-        self.read(key.into(), true).await
+        self.read(key.into(), true, Duration::ZERO).await
     }
 
-    async fn read(&self, key: Vec<u8>, peek: bool) -> Result<Lookup, Error> {
+    /// Reads a key, and if another caller is filling it (`PENDING`), waits up to `wait` for
+    /// the fill in the server instead of polling: the answer comes as soon as the value is
+    /// stored (`HIT`), or `MISS` with a lease if the filler gave up and this caller was elected
+    /// to fill instead, or `PENDING` when the wait (or the call's deadline) ran out first.
+    /// Needs cold-miss protection ([`with_lease_on_miss`](Self::with_lease_on_miss), or the
+    /// server's `cache.lease_on_miss`).
+    pub async fn get_waiting(
+        &self,
+        key: impl Into<Vec<u8>>,
+        wait: Duration,
+    ) -> Result<Lookup, Error> {
+        self.read(key.into(), false, wait).await
+    }
+
+    async fn read(&self, key: Vec<u8>, peek: bool, wait: Duration) -> Result<Lookup, Error> {
         let message = proto::GetRequest {
             key,
             // A peek never joins an election, cold-miss ones included.
@@ -328,8 +380,12 @@ impl Client {
                 self.defaults.lease_on_miss
             },
             peek,
-            early_refresh_beta: None,
-            wait_ms: 0,
+            early_refresh_beta: if peek {
+                None
+            } else {
+                self.defaults.early_refresh_beta
+            },
+            wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
         };
         let response = self
             .unary(Retry::OnUnavailable, message, |ch, r| async move {
@@ -372,7 +428,7 @@ impl Client {
             lease_token: lease_bytes(options),
             no_expiry: options.no_expiry,
             no_grace: options.no_grace,
-            recompute_ms: 0,
+            recompute_ms: recompute_ms(options),
         };
         let retry = if options.lease.is_some() {
             Retry::UnlessSent
@@ -400,6 +456,21 @@ impl Client {
         value: impl Into<Vec<u8>>,
         options: &SetOptions,
     ) -> Result<bool, Error> {
+        self.add_leased(key, value, options)
+            .await
+            .map(|lease| lease.is_some())
+    }
+
+    /// [`add`](Self::add), returning a lease naming the item it stored (`None`: not stored).
+    /// Pass it to [`delete_leased`](Self::delete_leased) to remove exactly that item: a lock
+    /// taken with `add_leased` is released only by its holder, even after it expired and
+    /// someone else took it.
+    pub async fn add_leased(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        options: &SetOptions,
+    ) -> Result<Option<LeaseToken>, Error> {
         let message = proto::AddRequest {
             counter: options.counter,
             key: key.into(),
@@ -409,14 +480,37 @@ impl Client {
             flags: options.flags,
             no_expiry: options.no_expiry,
             no_grace: options.no_grace,
-            recompute_ms: 0,
+            recompute_ms: recompute_ms(options),
         };
         let response = self
             .unary(Retry::UnlessSent, message, |ch, r| async move {
                 CacheClient::new(ch).add(r).await
             })
+            .await?
+            .into_inner();
+        Ok((response.stored && !response.lease_token.is_empty())
+            .then(|| LeaseToken::from(response.lease_token)))
+    }
+
+    /// Removes the item a lease names: the item an [`add_leased`](Self::add_leased) stored,
+    /// or the placeholder of a cold fill this caller won (`MISS` with a lease) — giving the
+    /// fill up hands it to one waiting reader at once. Returns whether it removed it (`false`:
+    /// the key holds something else now).
+    pub async fn delete_leased(
+        &self,
+        key: impl Into<Vec<u8>>,
+        lease: &LeaseToken,
+    ) -> Result<bool, Error> {
+        let message = proto::DeleteRequest {
+            key: key.into(),
+            lease_token: lease.as_bytes().to_vec(),
+        };
+        let response = self
+            .unary(Retry::OnUnavailable, message, |ch, r| async move {
+                CacheClient::new(ch).delete(r).await
+            })
             .await?;
-        Ok(response.into_inner().stored)
+        Ok(response.into_inner().deleted)
     }
 
     /// Removes a key. Returns whether it held a value.
@@ -614,7 +708,14 @@ mod tests {
 
     fn client(defaults: CallDefaults) -> Client {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        Client::new(channel, defaults, None, Backoff::NONE, Backoff::NONE)
+        Client::new(
+            channel,
+            defaults,
+            None,
+            Backoff::NONE,
+            Backoff::NONE,
+            Duration::ZERO,
+        )
     }
 
     fn header(r: &Request<()>, key: &str) -> Option<String> {

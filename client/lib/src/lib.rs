@@ -61,7 +61,7 @@ pub use builder::ClientBuilder;
 pub use client::Client;
 pub use error::{BoxError, Error, code_name};
 pub use headers::{
-    AUTHORIZATION_HEADER, DEBUG_APPLIED_HEADER, DEBUG_HEADER, DEGRADED_HEADER, NAMESPACE_HEADER,
+    AUTHORIZATION_HEADER, CONSISTENCY_HEADER, DEBUG_APPLIED_HEADER, DEBUG_HEADER, DEGRADED_HEADER, NAMESPACE_HEADER,
     VERSION_HEADER,
 };
 pub use proto::cache_client::CacheClient;

@@ -310,6 +310,9 @@ pub struct SetOptions {
     /// Store the value as a counter that `increment` can change: the value must be the
     /// decimal digits of a `u64`, with no flags and no lease. Counters are not minted.
     pub counter: bool,
+    /// How long computing the value took, if the caller measured it (the server uses it for
+    /// early refresh; without it, it measures the time since the lease was handed out).
+    pub recompute: Option<Duration>,
 }
 
 impl SetOptions {
