@@ -163,6 +163,7 @@ pub async fn run_with(
         listeners,
         registry: registry.clone(),
         metrics: metrics.clone(),
+        clock: clock.clone(),
     };
     let result = match backend {
         Backend::Embedded { max_bytes } => {

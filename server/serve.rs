@@ -25,6 +25,7 @@ use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::admin::{self, AdminState};
 use crate::cache::MintCache;
+use crate::clock::Clock;
 use crate::config::{ServerSettings, Settings};
 use crate::grpc::proto::{self, cache_server::SERVICE_NAME};
 use crate::layers::{self, CacheStack};
@@ -218,6 +219,8 @@ pub(crate) struct Server {
     pub(crate) listeners: Listeners,
     pub(crate) registry: Arc<MetricsRegistry>,
     pub(crate) metrics: Metrics,
+    /// Where the mint cache reads the time.
+    pub(crate) clock: Clock,
 }
 
 impl Server {
@@ -232,6 +235,7 @@ impl Server {
             listeners,
             registry,
             metrics,
+            clock,
         } = self;
         let store = Arc::new(store);
         // Each memcached server's error and ejection series exist from the start, at zero.
@@ -253,6 +257,7 @@ impl Server {
             store,
             settings.cache.clone(),
             metrics.clone(),
+            clock,
         ));
         let _hot_cache_gauges = settings.cache.hot_cache.is_some().then(|| {
             let cache = cache.clone();
