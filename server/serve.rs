@@ -30,7 +30,7 @@ use crate::config::{ServerSettings, Settings};
 use crate::grpc::proto::{self, cache_server::SERVICE_NAME};
 use crate::layers::{self, CacheStack};
 use crate::metrics::{Metrics, MetricsRegistry};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::{Listeners, RunError};
 
 mod guard;
@@ -239,7 +239,10 @@ impl Server {
         } = self;
         let store = Arc::new(store);
         // Each memcached server's error and ejection series exist from the start, at zero.
-        metrics.nodes_known(store.pool_stats().into_iter().map(|stats| stats.node));
+        metrics.nodes_known(
+            store.pool_stats().into_iter().map(|stats| stats.node),
+            &StoreError::KINDS,
+        );
         let _pool_gauges = {
             let store = store.clone();
             let buffered = store.clone();
