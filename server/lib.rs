@@ -35,16 +35,14 @@ pub mod grpc;
 mod hot;
 mod layers;
 mod metrics;
+mod readiness;
 pub mod resolve;
 mod serve;
 mod store;
 pub mod telemetry;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::{Backend, ServerSpec, Settings};
@@ -52,61 +50,10 @@ use crate::core::key::KeySpace;
 pub use crate::metrics::MetricsError;
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::resolve::Resolver;
+pub use crate::serve::{BindError, Listeners, RunError};
 use crate::serve::{Server, Shutdown};
 use crate::store::memcached::KetamaRing;
 use crate::store::{EmbeddedStore, MemcachedStore};
-
-/// Why the server stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The gRPC transport failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The TLS settings could not be used.
-    #[error("{0}")]
-    Tls(String),
-    /// The reflection service could not be built.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// Metrics could not be set up.
-    #[error(transparent)]
-    Metrics(#[from] metrics::MetricsError),
-}
-
-/// A listen address could not be bound.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({key}): {source}")]
-pub struct BindError {
-    /// The configuration key of the address: `server.listen` or `admin.listen`.
-    pub key: &'static str,
-    /// The address.
-    pub addr: SocketAddr,
-    /// Why.
-    pub source: std::io::Error,
-}
-
-/// The sockets a server listens on.
-pub struct Listeners {
-    /// The gRPC port (`server.listen`).
-    pub grpc: TcpListener,
-    /// The admin HTTP port (`admin.listen`).
-    pub admin: TcpListener,
-}
-
-impl Listeners {
-    /// Binds both addresses of the settings; an error names the one that failed.
-    pub async fn bind(settings: &Settings) -> Result<Self, BindError> {
-        let bind = |key, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError { key, addr, source })
-        };
-        Ok(Self {
-            grpc: bind("server.listen", settings.grpc_listen()).await?,
-            admin: bind("admin.listen", settings.admin_listen()).await?,
-        })
-    }
-}
 
 /// Serves `settings` on `listeners` until `shutdown` resolves, then drains: health goes
 /// NOT_SERVING, no new connection is accepted, and in-flight calls get
