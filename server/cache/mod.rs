@@ -29,18 +29,19 @@ use bytes::Bytes;
 
 pub(crate) use self::error::CacheError;
 use self::generations::Generations;
-#[cfg(test)]
-pub(crate) use self::read::fit_reads;
 use self::wait::Fills;
 use crate::clock::Clock;
 use crate::config::CacheSettings;
 use crate::core::auth::{self, DebugMode, Effect, OpKind};
-use crate::core::item::Cas;
+use crate::core::item::{Cas, GetOpts};
 use crate::core::key::{KeySpace, StoreKey};
-use crate::core::mint::Lookup;
+use crate::core::mint::{Early, Lookup};
 use crate::hot::HotCache;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+
+#[cfg(test)]
+pub(crate) use self::read::fit_reads;
 
 /// The context of one call: its key space, debug mode and consistency.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,23 @@ pub(crate) struct ReadArgs {
 impl Call {
     fn effect(&self, op: OpKind) -> Effect {
         auth::effect(self.debug, op)
+    }
+}
+
+/// What a read of one key runs with: the options of its first read, whether it asked for
+/// cold-miss protection, early refresh's β, and whether its leases say when they were issued.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    opts: GetOpts,
+    protect: bool,
+    beta: f64,
+    timed: bool,
+}
+
+impl Plan {
+    /// This read's early-refresh draw, if early refresh is on for it.
+    fn early(&self) -> Option<Early> {
+        (self.beta > 0.0).then(|| Early::draw(self.beta, fastrand::f64()))
     }
 }
 

@@ -10,32 +10,15 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 
 use super::batch::Batch;
-use super::{CacheError, Call, MintCache, Read, ReadArgs};
+use super::{CacheError, Call, MintCache, Plan, Read, ReadArgs};
 use crate::config::MAX_BETA;
 use crate::core::auth::{Effect, OpKind};
 use crate::core::batch::{self as batched, answer_room, distinct_keys};
 use crate::core::item::{Cas, GetOpts, ItemView, Win};
 use crate::core::key::StoreKey;
-use crate::core::mint::{self, Early, Lookup, MintOutcome, Step};
+use crate::core::mint::{self, Lookup, MintOutcome, Step};
 use crate::store::budget::CallBudget;
 use crate::store::{Store, StoreError};
-
-/// What a read of one key runs with: the options of its first read, whether it asked for
-/// cold-miss protection, early refresh's β, and whether its leases say when they were issued.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Plan {
-    pub(super) opts: GetOpts,
-    pub(super) protect: bool,
-    beta: f64,
-    timed: bool,
-}
-
-impl Plan {
-    /// This read's early-refresh draw, if early refresh is on for it.
-    fn early(&self) -> Option<Early> {
-        (self.beta > 0.0).then(|| Early::draw(self.beta, fastrand::f64()))
-    }
-}
 
 impl<S: Store> MintCache<S> {
     /// The plan of a read in `call` with `args` (refused: a β out of range).

@@ -14,8 +14,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::read::Plan;
-use super::{CacheError, MintCache, Read};
+use super::{CacheError, MintCache, Plan, Read};
 use crate::config::CacheSettings;
 use crate::core::item::{GetOpts, ItemView};
 use crate::core::key::StoreKey;
