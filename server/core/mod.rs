@@ -11,7 +11,7 @@
 //! - [`deadline`]: the `grpc-timeout` header;
 //! - [`framing`]: gRPC's message framing, followed as a request body arrives;
 //! - [`generation`]: key-space generations as items (what `Flush` moves on), and their repair;
-//! - [`write`]: a counter's write, a value's recomputation time, what a write leaves for
+//! - [`write`](mod@write): a counter's write, a value's recomputation time, what a write leaves for
 //!   readers waiting on its fill;
 //! - [`batch`]: batched reads: each distinct key once, the answer within one message.
 
