@@ -14,7 +14,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::metrics::MetricsRegistry;
-use crate::serve::Readiness;
+use crate::readiness::Readiness;
 
 /// What the admin endpoints report.
 #[derive(Clone)]

@@ -1,27 +1,39 @@
 //! mintcache: a versioned mint cache over memcached, served over gRPC.
 //!
-//! Module map (a Get travels down it: `grpc::service` → `cache` → `core::mint` → `store` →
-//! `store::memcached`):
-//! - [`config`]: the configuration as written ([`config::Config`]) and as the server runs
-//!   with it ([`config::Settings`]), validated before anything starts;
-//! - `serve`: the parts of a running server: the gRPC port, readiness (gRPC health and
-//!   `/readyz`), the backend prober, the admin port, the drain;
-//! - `layers`: the Cache service's request path (telemetry, load shedding, deadlines, auth,
-//!   call metadata), built in one place;
+//! Module map, from the top down; each module uses only modules below it:
+//! - `serve`: the parts of a running server: the listeners ([`Listeners`]), the gRPC port and
+//!   its connections (TLS, the header guard), the backend prober, the drain; `admin`: the
+//!   admin HTTP port (`/metrics`, `/healthz`, `/readyz`); `readiness`: the one readiness
+//!   verdict that gRPC health and `/readyz` report;
+//! - `layers`: the Cache service's request path (telemetry, deadlines, auth, the request read
+//!   whole, load shedding, call metadata), built in one place;
 //! - [`grpc`]: the generated `mintcache.v1` code ([`grpc::proto`]), the tonic service,
 //!   proto <-> domain conversion, and the one mapping of errors to statuses;
 //! - `cache`: the mint cache, which validates requests and runs the mint protocol over a
-//!   store;
-//! - `core`: pure logic (key encoding, ttl arithmetic, value envelope, memcached item rules,
-//!   mint decisions, lease tokens, metadata and auth parsing). No I/O, no clock reads;
+//!   store, a file per part (the read path, the write path, key-space generations, waits for
+//!   a fill); `hot`: the hot-key cache it reads first;
 //! - `store`: the `Store` trait and its backends, the memcached pool (ketama ring,
 //!   per-node connection pools, health) and the embedded in-process store;
 //! - `metrics`, [`telemetry`]: metrics (the service's, the build's and the process's; as
-//!   Prometheus text and over OTLP), logs, trace propagation and span export; `admin`: the
-//!   admin HTTP port (`/metrics`, `/healthz`, `/readyz`);
-//! - [`clock`]: where the embedded store reads the time; [`resolve`]: how memcached server
-//!   names become addresses; [`testing`]: what the end-to-end tests need to know of the
-//!   server's decisions (which memcached server holds a key).
+//!   Prometheus text and over OTLP), logs, trace propagation and span export;
+//! - [`config`]: the configuration as written ([`config::Config`], a file per section) and as
+//!   the server runs with it ([`config::Settings`]), validated before anything starts;
+//! - `core`: pure logic (key encoding, ttl arithmetic, value envelope, memcached item rules,
+//!   mint decisions, lease tokens, key-space generations, batched answers, metadata and auth
+//!   parsing). No I/O, no clock reads;
+//! - [`clock`]: where the server reads the time (the mint cache and the embedded store), so
+//!   that tests move it; [`resolve`]: how memcached server names become addresses;
+//!   [`testing`]: what the end-to-end tests need to know of the server's decisions (which
+//!   memcached server holds a key).
+//!
+//! A Get travels: `serve::incoming` (the connection) → `layers` (`cache_service`'s stack,
+//! outermost first) → `grpc::service` (`CacheService::get`: the call's key space, its wait) →
+//! `cache::read` (`MintCache::get`: the key checked, its store key at the key space's
+//! generation from `cache::generations`, the hot-key cache, the first look at the store) →
+//! `store` (`Store::get`: `store::memcached` or `store::embedded`) → `cache::read`
+//! (`finish_read`: `core::mint::decide_with`, the refresh election and its timeout when
+//! needed; `cache::wait` for a read that waits for a fill) → `grpc::convert` (the answer) or
+//! `grpc::status` (an error).
 //!
 //! [`run`] serves validated settings on their listeners until a shutdown future resolves; the
 //! `mintcache-server` binary is a thin wrapper around it.
@@ -36,6 +48,7 @@ pub mod grpc;
 mod hot;
 mod layers;
 mod metrics;
+mod readiness;
 pub mod resolve;
 mod serve;
 mod store;
@@ -43,70 +56,16 @@ pub mod telemetry;
 pub mod testing;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::{Backend, Settings};
 pub use crate::metrics::MetricsError;
 use crate::metrics::{Metrics, MetricsRegistry};
 use crate::resolve::Resolver;
+pub use crate::serve::{BindError, Listeners, RunError};
 use crate::serve::{Server, Shutdown};
 use crate::store::{EmbeddedStore, MemcachedStore};
-
-/// Why the server stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The gRPC transport failed.
-    #[error("gRPC server: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The TLS settings could not be used.
-    #[error("{0}")]
-    Tls(String),
-    /// The reflection service could not be built.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// Metrics could not be set up.
-    #[error(transparent)]
-    Metrics(#[from] metrics::MetricsError),
-}
-
-/// A listen address could not be bound.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({key}): {source}")]
-pub struct BindError {
-    /// The configuration key of the address: `server.listen` or `admin.listen`.
-    pub key: &'static str,
-    /// The address.
-    pub addr: SocketAddr,
-    /// The operating system's refusal (address in use, not an address of this host, ...).
-    pub source: std::io::Error,
-}
-
-/// The sockets a server listens on.
-pub struct Listeners {
-    /// The gRPC port (`server.listen`).
-    pub grpc: TcpListener,
-    /// The admin HTTP port (`admin.listen`).
-    pub admin: TcpListener,
-}
-
-impl Listeners {
-    /// Binds both addresses of the settings; an error names the one that failed.
-    pub async fn bind(settings: &Settings) -> Result<Self, BindError> {
-        let bind = |key, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError { key, addr, source })
-        };
-        Ok(Self {
-            grpc: bind("server.listen", settings.grpc_listen()).await?,
-            admin: bind("admin.listen", settings.admin_listen()).await?,
-        })
-    }
-}
 
 /// Serves `settings` on `listeners` until `shutdown` resolves, then drains: health goes
 /// NOT_SERVING, no new connection is accepted, and in-flight calls get
@@ -119,8 +78,8 @@ pub async fn run(
     run_with_clock(settings, listeners, shutdown, Clock::System).await
 }
 
-/// As [`run`], with the embedded store reading the time from `clock` (tests move a
-/// [`clock::ManualClock`] instead of sleeping through ttls).
+/// As [`run`], with the server reading the time from `clock` (tests move a
+/// [`clock::ManualClock`] instead of sleeping through ttls and refresh timeouts).
 pub async fn run_with_clock(
     settings: Settings,
     listeners: Listeners,
@@ -138,7 +97,7 @@ pub async fn run_with_clock(
 /// own in (a [`clock::ManualClock`], a [`Resolver::table`] that moves a name).
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
-    /// The embedded store's clock.
+    /// Where the mint cache and the embedded store read the time (memcached keeps its own).
     pub clock: Clock,
     /// How memcached server names are resolved, at every connection.
     pub resolver: Resolver,
@@ -163,6 +122,7 @@ pub async fn run_with(
         listeners,
         registry: registry.clone(),
         metrics: metrics.clone(),
+        clock: clock.clone(),
     };
     let result = match backend {
         Backend::Embedded { max_bytes } => {

@@ -5,111 +5,62 @@
 //!   reflection, HTTP/2 limits per connection), until the drain is over; its connections come
 //!   through [`incoming`] (TLS, and [`guard`]: a call with a header field HTTP/2 forbids fails
 //!   alone, without closing its connection; [`hpack`] judges the header blocks);
-//! - [`Readiness`]: one readiness verdict, reported to gRPC health and `/readyz` alike;
-//! - [`spawn_prober`]: probes the backend and updates readiness;
+//! - [`Listeners`]: the sockets, bound before serving; [`RunError`]: why serving stopped;
+//! - [`spawn_prober`]: probes the backend and updates the [`Readiness`] that gRPC health and
+//!   `/readyz` report;
 //! - [`spawn_admin`]: the admin HTTP port, which outlives the drain so that orchestrators see
 //!   `/readyz` fail meanwhile;
 //! - [`Shutdown`] and [`shutdown_after`]: when the drain starts, and when it gives up.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
-use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::server::HealthService;
 
 use crate::admin::{self, AdminState};
 use crate::cache::MintCache;
+use crate::clock::Clock;
 use crate::config::{ServerSettings, Settings};
 use crate::grpc::proto::{self, cache_server::SERVICE_NAME};
 use crate::layers::{self, CacheStack};
-use crate::metrics::{Metrics, MetricsRegistry};
-use crate::store::Store;
-use crate::{Listeners, RunError};
+use crate::metrics::{Metrics, MetricsError, MetricsRegistry};
+use crate::readiness::Readiness;
+use crate::store::{Store, StoreError};
 
 mod guard;
 mod hpack;
 mod incoming;
+mod listeners;
 
 use incoming::Incoming;
-pub(crate) use incoming::PeerCertificates;
+pub use listeners::{BindError, Listeners};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The gRPC transport failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The TLS settings could not be used.
+    #[error("{0}")]
+    Tls(String),
+    /// The reflection service could not be built.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// Metrics could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
 
 /// How often the backend is probed for health.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long startup waits for the first health verdict.
 const FIRST_PROBE_LIMIT: Duration = Duration::from_secs(1);
-
-/// Whether the server can serve: the backend answers and no drain has started. gRPC health
-/// (for `""` and the Cache service) and `/readyz` report this one verdict.
-#[derive(Clone)]
-pub(crate) struct Readiness {
-    inner: Arc<ReadinessInner>,
-}
-
-struct ReadinessInner {
-    health: HealthReporter,
-    ready: AtomicBool,
-    /// Whether the drain has started. Held across each health update, so that a verdict of the
-    /// prober can never land after the drain's NOT_SERVING.
-    draining: Mutex<bool>,
-}
-
-impl Readiness {
-    /// Not ready yet, and the health service that reports it.
-    pub(crate) fn new() -> (Self, HealthServer<HealthService>) {
-        let health = HealthReporter::new();
-        let service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
-        let readiness = Self {
-            inner: Arc::new(ReadinessInner {
-                health,
-                ready: AtomicBool::new(false),
-                draining: Mutex::new(false),
-            }),
-        };
-        (readiness, service)
-    }
-
-    /// Whether the server is ready now.
-    pub(crate) fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Relaxed)
-    }
-
-    /// The backend's verdict; ignored once the drain has started.
-    async fn set(&self, serving: bool) {
-        let draining = self.inner.draining.lock().await;
-        if !*draining {
-            self.publish(serving).await;
-        }
-    }
-
-    /// Once shutdown is asked for: not ready from then on. Resolves when NOT_SERVING has been
-    /// reported, the moment to stop accepting calls: load balancers are told first.
-    async fn drain_on(self, shutdown: Shutdown) {
-        shutdown.requested().await;
-        let mut draining = self.inner.draining.lock().await;
-        *draining = true;
-        self.publish(false).await;
-    }
-
-    async fn publish(&self, serving: bool) {
-        let status = if serving {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        self.inner.ready.store(serving, Ordering::Relaxed);
-        self.inner.health.set_service_status("", status).await;
-        self.inner
-            .health
-            .set_service_status(SERVICE_NAME, status)
-            .await;
-    }
-}
 
 /// Whether shutdown has been asked for. Every part of the server follows one.
 #[derive(Clone)]
@@ -218,6 +169,8 @@ pub(crate) struct Server {
     pub(crate) listeners: Listeners,
     pub(crate) registry: Arc<MetricsRegistry>,
     pub(crate) metrics: Metrics,
+    /// Where the mint cache reads the time.
+    pub(crate) clock: Clock,
 }
 
 impl Server {
@@ -232,10 +185,14 @@ impl Server {
             listeners,
             registry,
             metrics,
+            clock,
         } = self;
         let store = Arc::new(store);
         // Each memcached server's error and ejection series exist from the start, at zero.
-        metrics.nodes_known(store.pool_stats().into_iter().map(|stats| stats.node));
+        metrics.nodes_known(
+            store.pool_stats().into_iter().map(|stats| stats.node),
+            &StoreError::KINDS,
+        );
         let _pool_gauges = {
             let store = store.clone();
             let buffered = store.clone();
@@ -253,6 +210,7 @@ impl Server {
             store,
             settings.cache.clone(),
             metrics.clone(),
+            clock,
         ));
         let _hot_cache_gauges = settings.cache.hot_cache.is_some().then(|| {
             let cache = cache.clone();
@@ -261,7 +219,7 @@ impl Server {
         let cache = layers::cache_service(cache, &settings, metrics);
         // Not serving first, so that load balancers stop sending calls; then stop accepting
         // and let the calls in flight finish.
-        let drained = readiness.drain_on(shutdown.clone());
+        let drained = readiness.drain_on(shutdown.clone().requested());
         let grpc = serve_grpc(&settings, listeners.grpc, cache, health, drained)?;
         let grace = settings.server.shutdown_grace;
         let result = tokio::select! {

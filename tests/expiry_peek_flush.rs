@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use harness::calls::{Calls, assert_hit, assert_miss, assert_status};
 use harness::{Memcached, ServerProcess, TestServer, config};
+use mintcache::clock::ManualClock;
 use mintcache::config::Config;
 use mintcache_client::proto::{
     FlushRequest, GetManyRequest, GetRequest, GetResponse, Outcome, SetManyItem, SetManyRequest,
@@ -438,35 +439,50 @@ async fn embedded_store() {
 }
 
 fn quick_refresh_timeout(mut cfg: Config) -> Config {
-    cfg.cache.refresh_timeout_seconds = 1;
+    cfg.cache.refresh_timeout_seconds = REFRESH_TIMEOUT.as_secs();
     cfg
 }
 
-/// A refresh winner that never stores: once the refresh timeout has passed, exactly one of
-/// many concurrent readers is elected again, and only the new winner's lease stores.
-async fn abandoned_refresh_is_reopened(c: &Calls) {
-    stale_value(c, b"abandoned").await;
+/// `cache.refresh_timeout_seconds` of [`quick_refresh_timeout`].
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A refresh winner that never stores: once the refresh timeout has passed on the server's
+/// clock (which the test moves), exactly one of many concurrent readers is elected again, and
+/// only the new winner's lease stores. `clock` is the server's; with `memcached`, the value
+/// goes stale on memcached's own clock, which the test waits for (it counts whole seconds).
+async fn abandoned_refresh_is_reopened(c: &Calls, clock: &ManualClock, memcached: bool) {
+    if memcached {
+        stale_value(c, b"abandoned").await;
+    } else {
+        assert!(
+            c.try_set_with(SetRequest {
+                ttl_seconds: 1,
+                grace_seconds: 60,
+                ..set(b"abandoned", b"old")
+            })
+            .await
+            .expect("set")
+        );
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(peek(c, b"abandoned").await.outcome(), Outcome::Stale);
+    }
     let first = c.get(b"abandoned").await;
     assert_eq!(first.outcome(), Outcome::Refresh);
+    // The server sees the election decided here: its refresh timeout counts from this read.
     assert_eq!(c.get(b"abandoned").await.outcome(), Outcome::Stale);
-    let deadline = Instant::now() + PATIENCE;
-    let second = loop {
-        let answers = join_all((0..50).map(|_| c.get(b"abandoned"))).await;
-        let refreshes: Vec<&GetResponse> = answers
+    clock.advance(REFRESH_TIMEOUT);
+    let answers = join_all((0..50).map(|_| c.get(b"abandoned"))).await;
+    assert!(
+        answers
             .iter()
-            .filter(|r| r.outcome() == Outcome::Refresh)
-            .collect();
-        assert!(refreshes.len() <= 1, "two winners at once: {refreshes:?}");
-        assert!(
-            answers
-                .iter()
-                .all(|r| matches!(r.outcome(), Outcome::Refresh | Outcome::Stale))
-        );
-        if let Some(winner) = refreshes.first() {
-            break (*winner).clone();
-        }
-        assert!(Instant::now() < deadline, "the election never reopened");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+            .all(|r| matches!(r.outcome(), Outcome::Refresh | Outcome::Stale))
+    );
+    let refreshes: Vec<&GetResponse> = answers
+        .iter()
+        .filter(|r| r.outcome() == Outcome::Refresh)
+        .collect();
+    let [second] = refreshes[..] else {
+        panic!("one new winner once the refresh timeout passed: {refreshes:?}");
     };
     assert_eq!(second.value, b"old");
     // The abandoned lease is outdated; the new one stores.
@@ -475,21 +491,25 @@ async fn abandoned_refresh_is_reopened(c: &Calls) {
         ..set(b"abandoned", value)
     };
     assert!(!c.try_set_with(store(&first, b"late")).await.expect("set"));
-    assert!(c.try_set_with(store(&second, b"new")).await.expect("set"));
+    assert!(c.try_set_with(store(second, b"new")).await.expect("set"));
     assert_hit(&c.get(b"abandoned").await, b"new");
 }
 
 #[tokio::test]
 async fn refresh_timeout_reopens_the_election_on_memcached() {
     let mc = Memcached::start();
-    let server = TestServer::start(quick_refresh_timeout(config(&[&mc]))).await;
-    abandoned_refresh_is_reopened(&Calls::new(server.client().await)).await;
+    let clock = ManualClock::new();
+    let cfg = quick_refresh_timeout(config(&[&mc]));
+    let server = TestServer::start_with_clock(cfg, clock.clone().into()).await;
+    abandoned_refresh_is_reopened(&Calls::new(server.client().await), &clock, true).await;
 }
 
 #[tokio::test]
 async fn refresh_timeout_reopens_the_election_on_the_embedded_store() {
-    let server = TestServer::start(quick_refresh_timeout(config(&[]))).await;
-    abandoned_refresh_is_reopened(&Calls::new(server.client().await)).await;
+    let clock = ManualClock::new();
+    let cfg = quick_refresh_timeout(config(&[]));
+    let server = TestServer::start_with_clock(cfg, clock.clone().into()).await;
+    abandoned_refresh_is_reopened(&Calls::new(server.client().await), &clock, false).await;
 }
 
 #[tokio::test]

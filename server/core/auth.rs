@@ -376,9 +376,8 @@ mod tests {
     }
 
     #[test]
-    fn authorization_table() {
+    fn bearer_tokens_name_the_caller() {
         let open = policy(false);
-        let closed = policy(true);
         let admin = Ok(Grant {
             role: Role::Admin,
             debug: None,
@@ -431,7 +430,11 @@ mod tests {
             authorize(&open, Some(&long), None, None),
             Err(AuthError::AuthorizationTooLong)
         );
-        // Debug needs an admin.
+    }
+
+    #[test]
+    fn debug_modes_need_an_admin() {
+        let open = policy(false);
         assert_eq!(
             authorize(&open, Some("Bearer admin-secret"), Some("write_only"), None),
             Ok(Grant {
@@ -455,7 +458,12 @@ mod tests {
             authorize(&open, Some("Bearer admin-secret"), Some("bogus"), None),
             Err(AuthError::BadDebugValue)
         );
-        // Certificates.
+    }
+
+    #[test]
+    fn client_certificates_name_the_caller() {
+        let open = policy(false);
+        let closed = policy(true);
         assert_eq!(
             authorize(&open, None, Some("off"), Some("CN=ops-admin")),
             Ok(Grant {
@@ -471,7 +479,11 @@ mod tests {
             authorize(&closed, None, None, Some("CN=someone")).map(|g| g.role),
             Ok(Role::Client)
         );
-        // Required tokens.
+    }
+
+    #[test]
+    fn a_required_token_refuses_anonymous_callers() {
+        let closed = policy(true);
         assert_eq!(
             authorize(&closed, None, None, None),
             Err(AuthError::MissingToken)
@@ -480,7 +492,10 @@ mod tests {
             authorize(&closed, Some("Bearer client-secret"), None, None).map(|g| g.role),
             Ok(Role::Client)
         );
-        // No admin configured: debug is refused to everyone.
+    }
+
+    #[test]
+    fn without_admins_debug_is_refused_to_everyone() {
         let no_admins = AuthPolicy {
             admins: TokenDigests::default(),
             ..policy(false)
@@ -493,7 +508,11 @@ mod tests {
             authorize(&no_admins, None, Some("off"), None),
             Err(AuthError::DebugNotAllowed)
         );
-        // Repeated headers are refused.
+    }
+
+    #[test]
+    fn repeated_headers_are_refused() {
+        let open = policy(false);
         let twice: [&[u8]; 2] = [b"Bearer admin-secret", b"Bearer admin-secret"];
         assert_eq!(
             open.authorize(&Presented {

@@ -7,8 +7,8 @@
 //! generation of a key space never flushed, is written as nothing, so keys stored before
 //! flushing existed keep their names. Namespaces and versions only contain `[A-Za-z0-9._-]`, so
 //! the first `:` ends the namespace and the next `:`, `#` or `~` ends the version: the stored key
-//! can be parsed back ([`parse_stored_key`]), which makes the encoding injective (up to SHA-256
-//! collisions for hashed keys).
+//! can be parsed back (`parse_stored_key`, in the tests), which makes the encoding injective (up
+//! to SHA-256 collisions for hashed keys).
 //!
 //! The generation itself is stored under `<namespace>:<version>@generation`, a name no user key
 //! can take (`@` never follows a version in a user key's name).

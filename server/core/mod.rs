@@ -9,15 +9,22 @@
 //! - [`meta`]: per-call gRPC metadata parsing;
 //! - [`auth`]: bearer tokens, admin rights and per-call debug modes;
 //! - [`deadline`]: the `grpc-timeout` header;
-//! - [`framing`]: gRPC's message framing, followed as a request body arrives.
+//! - [`framing`]: gRPC's message framing, followed as a request body arrives;
+//! - [`generation`]: key-space generations as items (what `Flush` moves on), and their repair;
+//! - [`write`](mod@write): a counter's write, a value's recomputation time, what a write leaves for
+//!   readers waiting on its fill;
+//! - [`batch`]: batched reads: each distinct key once, the answer within one message.
 
 pub(crate) mod auth;
+pub(crate) mod batch;
 pub(crate) mod deadline;
 pub(crate) mod envelope;
 pub(crate) mod framing;
+pub(crate) mod generation;
 pub(crate) mod item;
 pub(crate) mod key;
 pub(crate) mod lease;
 pub(crate) mod meta;
 pub(crate) mod mint;
 pub(crate) mod ttl;
+pub(crate) mod write;

@@ -135,3 +135,82 @@ impl From<proto::AddRequest> for SetArgs {
         set_args!(r, bytes::Bytes::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::cache::fit_reads;
+    use crate::core::batch::{MESSAGE_OVERHEAD, RESULT_OVERHEAD, answer_room};
+    use crate::core::item::Cas;
+    use crate::core::lease::LeaseToken;
+    use crate::store::StoreError;
+
+    /// A batched answer built by [`fit_reads`] within [`answer_room`] always fits in one
+    /// message, whatever its keys (duplicates too), values, leases and errors: what
+    /// `core::batch` counts per result covers what a result encodes to.
+    #[test]
+    fn batched_answers_fit_in_one_message() {
+        use proptest::prelude::*;
+        use prost::Message as _;
+        let key = proptest::collection::vec(any::<u8>(), 1..300);
+        let answer = prop_oneof![
+            (0usize..200_000, any::<u64>(), any::<u64>()).prop_map(|(len, ttl, cas)| {
+                let mut lookup = Lookup::miss();
+                lookup.outcome = MintOutcome::Refresh;
+                lookup.value = Bytes::from(vec![7u8; len]);
+                lookup.flags = u32::MAX;
+                lookup.ttl_seconds = ttl;
+                lookup.grace_seconds = ttl;
+                lookup.lease = Some(LeaseToken::Cas(Cas {
+                    instance: cas,
+                    value: cas,
+                }));
+                Ok(Read {
+                    lookup,
+                    degraded: false,
+                })
+            }),
+            Just(Ok(Read {
+                lookup: Lookup::miss(),
+                degraded: true
+            })),
+            any::<usize>().prop_map(|size| Err(CacheError::NoRoom { size })),
+            Just(Err(CacheError::Unavailable(StoreError::Timeout {
+                node: "10.0.0.1:11211".to_owned(),
+                stalled: true
+            }))),
+            (any::<usize>(), any::<usize>())
+                .prop_map(|(len, max)| Err(CacheError::KeyTooLong { len, max })),
+        ];
+        let cases = (
+            proptest::collection::vec((key, answer), 1..60),
+            proptest::collection::vec(any::<prop::sample::Index>(), 0..200),
+            10_000usize..2_000_000,
+        );
+        proptest!(|((distinct, repeats, max_message) in cases)| {
+            let mut keys: Vec<Bytes> = distinct.iter().map(|(k, _)| Bytes::from(k.clone())).collect();
+            let mut of_position: Vec<usize> = (0..keys.len()).collect();
+            for r in repeats {
+                let i = r.index(distinct.len());
+                keys.push(keys[i].clone());
+                of_position.push(i);
+            }
+            let answers: Vec<Result<Read, CacheError>> =
+                distinct.into_iter().map(|(_, a)| a).collect();
+            let fixed: usize = keys.iter().map(|k| k.len() + RESULT_OVERHEAD).sum();
+            prop_assume!(fixed + MESSAGE_OVERHEAD <= max_message);
+            let room = answer_room(max_message, &keys);
+            let fitted = fit_reads(&answers, &of_position, room);
+            let results = keys
+                .into_iter()
+                .zip(fitted)
+                .map(|(key, read)| get_many_result(key, read))
+                .collect();
+            let response = proto::GetManyResponse { results };
+            // gRPC frames a message with 5 bytes.
+            prop_assert!(response.encoded_len() + 5 <= max_message);
+        });
+    }
+}

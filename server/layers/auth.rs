@@ -10,13 +10,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::HeaderValue;
+use tokio_rustls::rustls::pki_types::CertificateDer;
 use tower::{Layer, Service};
 
 use super::{BoxFuture, answer_now};
 use crate::core::auth::{
     AUTHORIZATION_HEADER, AuthPolicy, DEBUG_APPLIED_HEADER, DEBUG_HEADER, Grant, Presented,
 };
-use crate::serve::PeerCertificates;
+
+/// The TLS client certificates a connection was verified with (none without mutual TLS), in
+/// each request's extensions: the gRPC port's connections put them there.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PeerCertificates(pub(crate) Option<Arc<[CertificateDer<'static>]>>);
 
 /// Adds [`AuthService`] around a service.
 #[derive(Clone, Debug)]

@@ -20,23 +20,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use super::BoxFuture;
 use crate::core::mint::MintOutcome;
 use crate::grpc::proto::cache_server::SERVICE_NAME;
-use crate::metrics::Metrics;
-
-/// The RPCs of `mintcache.v1.Cache`, as metric and span labels (a closed set, so label
-/// cardinality stays bounded whatever path a client sends; a test keeps it equal to the API's).
-pub(crate) const RPCS: &[&str] = &[
-    "Get",
-    "Set",
-    "Delete",
-    "Add",
-    "Touch",
-    "Invalidate",
-    "Increment",
-    "GetMany",
-    "SetMany",
-    "DeleteMany",
-    "Flush",
-];
+use crate::metrics::{Metrics, RPCS, code_name};
 
 /// The RPC of a Cache call's path (`/mintcache.v1.Cache/Get`), or `unknown`.
 fn rpc_name(path: &str) -> &'static str {
@@ -49,30 +33,6 @@ fn rpc_name(path: &str) -> &'static str {
         .find(|r| **r == method)
         .copied()
         .unwrap_or("unknown")
-}
-
-/// The name of a gRPC status code, as in the gRPC specification.
-pub(crate) fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// Reads trace context from HTTP/2 headers.
@@ -248,18 +208,5 @@ mod tests {
         assert_eq!(rpc_name("/mintcache.v1.Cache/DeleteMany"), "DeleteMany");
         assert_eq!(rpc_name("/mintcache.v1.Cache/../../etc"), "unknown");
         assert_eq!(rpc_name("/grpc.health.v1.Health/Check"), "unknown");
-    }
-
-    #[test]
-    fn every_code_has_its_specification_name() {
-        for n in 0..=16 {
-            let code = tonic::Code::from_i32(n);
-            let name = code_name(code);
-            assert_eq!(name, name.to_ascii_uppercase());
-        }
-        assert_eq!(
-            code_name(tonic::Code::ResourceExhausted),
-            "RESOURCE_EXHAUSTED"
-        );
     }
 }

@@ -3,10 +3,99 @@
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, …), so that the usual
 //! dashboards and alerts work unchanged.
 //!
-//! The parsing is pure (tested on sample text); [`read`] and [`start_time`] do the reading.
+//! The parsing is pure (tested on sample text); [`read`] and [`start_time`] do the reading, and
+//! [`ProcessGauges`] shows what they read at each collection.
 //! Elsewhere than on Linux there is no `/proc`, and the metrics are simply absent.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::metrics::{Meter, ObservableCounter, ObservableGauge};
+
+use super::names;
+
+/// The process's resource use: CPU time, memory, threads, file descriptors and start time,
+/// observed at each collection for as long as they live.
+pub(super) struct ProcessGauges {
+    _cpu: ObservableCounter<f64>,
+    _gauges: [ObservableGauge<u64>; 5],
+    _start_time: ObservableGauge<f64>,
+}
+
+impl ProcessGauges {
+    /// Registers them on `meter`.
+    pub(super) fn new(meter: &Meter) -> Self {
+        let started = start_time();
+        Self {
+            _cpu: meter
+                .f64_observable_counter(names::PROCESS_CPU)
+                .with_unit("s")
+                .with_description("User and system CPU time spent")
+                .with_callback(|observer| {
+                    if let Some(stat) = read() {
+                        observer.observe(stat.cpu_seconds, &[]);
+                    }
+                })
+                .build(),
+            _gauges: [
+                gauge(
+                    meter,
+                    (names::PROCESS_RESIDENT_MEMORY, Some("By")),
+                    "Resident memory size",
+                    || read().map(|stat| stat.resident_bytes),
+                ),
+                gauge(
+                    meter,
+                    (names::PROCESS_VIRTUAL_MEMORY, Some("By")),
+                    "Virtual memory size",
+                    || read().map(|stat| stat.virtual_bytes),
+                ),
+                gauge(meter, (names::PROCESS_THREADS, None), "OS threads", || {
+                    read().map(|stat| stat.threads)
+                }),
+                gauge(
+                    meter,
+                    (names::PROCESS_OPEN_FDS, None),
+                    "Open file descriptors",
+                    open_fds,
+                ),
+                gauge(
+                    meter,
+                    (names::PROCESS_MAX_FDS, None),
+                    "Limit on open file descriptors",
+                    max_fds,
+                ),
+            ],
+            _start_time: meter
+                .f64_observable_gauge(names::PROCESS_START_TIME)
+                .with_unit("s")
+                .with_description("Start time of the process since the Unix epoch")
+                .with_callback(move |observer| observer.observe(started, &[]))
+                .build(),
+        }
+    }
+}
+
+/// A gauge named `name` (with its unit, if any) showing what `observe` reads at each
+/// collection; nothing when it reads nothing.
+fn gauge(
+    meter: &Meter,
+    (name, unit): (&'static str, Option<&'static str>),
+    description: &'static str,
+    observe: fn() -> Option<u64>,
+) -> ObservableGauge<u64> {
+    let builder = meter
+        .u64_observable_gauge(name)
+        .with_description(description)
+        .with_callback(move |observer| {
+            if let Some(value) = observe() {
+                observer.observe(value, &[]);
+            }
+        });
+    match unit {
+        Some(unit) => builder.with_unit(unit).build(),
+        None => builder.build(),
+    }
+}
 
 /// What `/proc/self/stat` says about the process.
 #[derive(Debug, Clone, Copy, PartialEq)]

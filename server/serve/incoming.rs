@@ -28,15 +28,11 @@ use tonic::transport::server::{Connected, TcpIncoming};
 
 use super::guard::HeaderGuard;
 use crate::config::TlsSettings;
+use crate::layers::auth::PeerCertificates;
 
 /// How long a client has to complete its TLS handshake: a connection that never does holds a
 /// socket and a task until then.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The TLS client certificates a connection was verified with (none without mutual TLS), in
-/// each request's extensions.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct PeerCertificates(pub(crate) Option<Arc<[CertificateDer<'static>]>>);
 
 /// A TLS setting that rustls refuses.
 #[derive(Debug, thiserror::Error)]

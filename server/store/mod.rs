@@ -18,6 +18,8 @@ pub(crate) mod budget;
 pub(crate) mod embedded;
 pub(crate) mod memcached;
 
+/// What [`Store::pool_stats`] reports: the pool gauges' figures.
+pub(crate) use crate::metrics::PoolStats;
 pub(crate) use embedded::EmbeddedStore;
 pub(crate) use memcached::MemcachedStore;
 
@@ -140,19 +142,6 @@ impl StoreError {
             Self::Connect { .. } | Self::Timeout { stalled: true, .. } | Self::Protocol { .. }
         )
     }
-}
-
-/// Connection pool usage of one memcached server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PoolStats {
-    /// The server.
-    pub(crate) node: String,
-    /// Connections lent out.
-    pub(crate) in_use: usize,
-    /// Connections in the pool.
-    pub(crate) idle: usize,
-    /// Callers waiting for a connection.
-    pub(crate) waiting: usize,
 }
 
 /// What the mint logic needs from a backend.
