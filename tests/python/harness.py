@@ -134,12 +134,24 @@ class Server:
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def metrics(self) -> str:
+        """The server's ``/metrics`` (Prometheus text)."""
+        url = f"http://127.0.0.1:{self.admin_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    def metric(self, name: str) -> float:
+        """The sum of the samples of ``name`` (every label set), 0 when it has none."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def rpc_count(self, rpc: str, code: str | None = None, outcome: str | None = None) -> int:
         """Finished calls of ``rpc`` (optionally with status ``code`` and read ``outcome``),
         from the server's ``/metrics``."""
-        url = f"http://127.0.0.1:{self.admin_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
+        text = self.metrics()
         total = 0
         for line in text.splitlines():
             if not line.startswith("mintcache_rpc_requests_total{"):

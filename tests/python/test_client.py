@@ -375,29 +375,28 @@ def test_get_or_compute_refresh_and_stale(client):
 
 
 def test_get_or_compute_waits_for_the_filler(cluster, space):
-    """PENDING: a second caller waits for the first one's value instead of computing."""
-    with Client(cluster.addr, version=space, pending=Backoff(200, 0.01, 0.05)) as c:
+    """PENDING: a second caller waits for the first one's value instead of computing, in one
+    read that the server holds until the value lands."""
+    with Client(cluster.addr, version=space) as c:
         filler = c.get("k", lease_on_miss=True)
         assert filler.outcome == Outcome.MISS and filler.lease
         assert c.get("k", lease_on_miss=True).outcome == Outcome.PENDING
-        pending_before = cluster.rpc_count("Get", outcome="pending")
+        reads_before = cluster.rpc_count("Get")
         result = {}
 
         def waiter():
-            result["value"] = c.get_or_compute(
-                "k", lambda: b"computed by the waiter", 60, lease_on_miss=True
-            )
+            result["value"] = c.get_or_compute("k", lambda: b"computed by the waiter", 60)
 
         thread = threading.Thread(target=waiter)
         thread.start()
-        # Fill only once the waiter has been told PENDING at least once.
+        # Fill only once the server holds the waiter's read.
         wait_until(
-            lambda: cluster.rpc_count("Get", outcome="pending") > pending_before,
-            "waiter pending",
+            lambda: cluster.metric("mintcache_rpc_in_flight") >= 1, "waiter held", step=0.01
         )
         assert c.set("k", "filled", 60, lease=filler.lease) is True
         thread.join(timeout=60)
         assert result["value"] == b"filled"
+        assert cluster.rpc_count("Get") == reads_before + 1
 
 
 def test_get_or_compute_computes_once_under_concurrency(endpoint, space):

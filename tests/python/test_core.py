@@ -1,5 +1,6 @@
 """The package's pure parts, without a server: endpoint parsing, metadata, retry rules, the
-mint decisions of get_or_compute, debug-mode spellings, backoff bounds, ttl conversion."""
+mint decisions of get_or_compute (and its waits), debug-mode spellings, backoff bounds, ttl
+conversion, the read hints (wait, early refresh, consistency)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ from mintcache._core import (
     MintReads,
     Wait,
     channel_targets,
+    checked_beta,
+    checked_consistency,
     failed_before_server,
+    get_request,
+    held_wait,
     may_retry,
+    milliseconds,
+    recompute_ms,
     set_request,
     touch_request,
 )
@@ -90,6 +97,68 @@ def test_mint_decisions():
     assert isinstance(pending.decide(lookup(Outcome.PENDING)), Wait)
     assert isinstance(pending.decide(lookup(Outcome.PENDING)), Wait)
     assert pending.decide(lookup(Outcome.PENDING)) == Compute(lease=None, write_back=True)
+    # A MISS lease is a fill's (released if computing fails); a REFRESH lease is not.
+    fill = MintReads(Backoff.PENDING).decide(lookup(Outcome.MISS, lease=b"F"))
+    assert fill == Compute(lease=b"F", write_back=True, fill=True)
+    assert not refresh.fill
+
+
+def test_mint_waits(monkeypatch):
+    from mintcache import _core
+
+    now = [100.0]
+    monkeypatch.setattr(_core, "monotonic", lambda: now[0])
+    reads = MintReads(Backoff(20, 0.1, 0.1), wait=10.0)
+    assert reads.next_wait() == 10.0  # the whole budget for the first read
+    now[0] += 4.9  # held until its deadline, then PENDING
+    assert reads.decide(lookup(Outcome.PENDING)) == Wait(0.0)  # no pause after a held read
+    assert reads.next_wait() == pytest.approx(5.1)
+    now[0] += 0.01  # answered at once (a server that does not hold)
+    wait = reads.decide(lookup(Outcome.PENDING))
+    assert isinstance(wait, Wait) and 0.04 <= wait.seconds <= 0.09  # paced by the schedule
+    now[0] += 5.1
+    reads.next_wait()
+    assert reads.decide(lookup(Outcome.PENDING)) == Compute(lease=None, write_back=True)
+    # wait 0: never held, the schedule alone (its attempts) bounds the reads.
+    polling = MintReads(Backoff(2, 0.1, 0.1))
+    assert polling.next_wait() == 0.0
+    assert isinstance(polling.decide(lookup(Outcome.PENDING)), Wait)
+    assert polling.decide(lookup(Outcome.PENDING)) == Compute(lease=None, write_back=True)
+
+
+def test_read_hints():
+    assert held_wait(None, 5.0) is None
+    assert held_wait(10.0, None) == 10.0
+    assert held_wait(10.0, 5.0) == pytest.approx(4.9)  # within the deadline, 100 ms kept
+    assert held_wait(10.0, 0.5) == pytest.approx(0.45)
+    assert held_wait(0.2, 5.0) == 0.2
+    with pytest.raises(ValueError):
+        held_wait(-1, 5.0)
+    assert milliseconds(None, "wait") == 0
+    assert milliseconds(0.0001, "wait") == 1  # a short wait is not turned into none
+    assert milliseconds(1e12, "wait") == 2**32 - 1
+    request = get_request("k", False, True, 2.5, 1.5)
+    assert (request.wait_ms, request.early_refresh_beta, request.lease_on_miss) == (2500, 1.5, True)
+    assert not get_request("k", False, None).HasField("early_refresh_beta")
+    assert checked_beta(0) == 0.0 and checked_beta(1000) == 1000.0 and checked_beta(None) is None
+    for bad in (-1, 1000.1, float("nan"), "2", True):
+        with pytest.raises(ValueError):
+            checked_beta(bad)
+    assert checked_consistency(" Strong ") == "strong" and checked_consistency(None) is None
+    with pytest.raises(ValueError):
+        checked_consistency("linearizable")
+    assert recompute_ms(0.0) == 1 and recompute_ms(0.2504) == 251
+    assert set_request("k", "v", 1, 0, 0, None, False, 42).recompute_ms == 42
+
+
+def test_consistency_metadata():
+    plain = CallDefaults(version="v1")
+    assert ("x-cache-consistency", "strong") in plain.headers_for("strong")
+    assert plain.headers_for(None) == plain.headers == (("x-cache-version", "v1"),)
+    strong = plain.merged(consistency="strong")
+    assert strong.headers[-1] == ("x-cache-consistency", "strong")
+    assert strong.headers_for("default")[-1] == ("x-cache-consistency", "default")
+    assert strong.headers_for("strong") is strong.headers
 
 
 def test_debug_mode_spellings():

@@ -29,6 +29,7 @@ DEBUG_HEADER = "x-cache-debug"
 AUTHORIZATION_HEADER = "authorization"
 DEGRADED_HEADER = "x-cache-degraded"
 DEBUG_APPLIED_HEADER = "x-cache-debug-applied"
+CONSISTENCY_HEADER = "x-cache-consistency"
 
 #: grpcio's default is 4 MiB; the server's largest message is configurable, and a batched
 #: read of large values can exceed the default.
@@ -48,11 +49,24 @@ class CallDefaults:
     debug: DebugMode | None = None
     timeout: float | None = 5.0
     lease_on_miss: bool | None = None
+    #: β of early refresh for reads that do not say (``None``: the server's).
+    early_refresh_beta: float | None = None
+    #: ``"strong"``: reads never use a replica's hot-key cache; ``"default"``; ``None``: not sent.
+    consistency: str | None = None
     #: The request metadata, made (and checked) once: see :meth:`metadata`.
     headers: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
+    #: The metadata of a call that asks for another consistency than :attr:`consistency`.
+    _by_consistency: dict[str, tuple[tuple[str, str], ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "headers", self._headers())
+        object.__setattr__(self, "headers", self._headers(self.consistency))
+        object.__setattr__(
+            self,
+            "_by_consistency",
+            {c: self._headers(c) for c in CONSISTENCIES if c != self.consistency},
+        )
 
     def __repr__(self) -> str:
         # The token never shows, not even in a traceback's locals.
@@ -60,7 +74,8 @@ class CallDefaults:
         return (
             f"CallDefaults(version={self.version!r}, namespace={self.namespace!r}, "
             f"token={token}, debug={self.debug!r}, timeout={self.timeout!r}, "
-            f"lease_on_miss={self.lease_on_miss!r})"
+            f"lease_on_miss={self.lease_on_miss!r}, "
+            f"early_refresh_beta={self.early_refresh_beta!r}, consistency={self.consistency!r})"
         )
 
     def merged(
@@ -71,6 +86,8 @@ class CallDefaults:
         debug: Any = UNSET,
         timeout: Any = UNSET,
         lease_on_miss: Any = UNSET,
+        early_refresh_beta: Any = UNSET,
+        consistency: Any = UNSET,
     ) -> CallDefaults:
         changes: dict[str, Any] = {}
         for name, value in (
@@ -84,6 +101,10 @@ class CallDefaults:
                 changes[name] = value
         if debug is not UNSET:
             changes["debug"] = None if debug is None else DebugMode.parse(debug)
+        if early_refresh_beta is not UNSET:
+            changes["early_refresh_beta"] = checked_beta(early_refresh_beta)
+        if consistency is not UNSET:
+            changes["consistency"] = checked_consistency(consistency)
         # Bad values are refused now (making the headers) rather than at the first call.
         return replace(self, **changes)
 
@@ -91,7 +112,13 @@ class CallDefaults:
         """The request metadata, in a fixed order."""
         return self.headers
 
-    def _headers(self) -> tuple[tuple[str, str], ...]:
+    def headers_for(self, consistency: str | None) -> tuple[tuple[str, str], ...]:
+        """The metadata of a call that asks for ``consistency`` (``None``: the defaults')."""
+        if consistency is None or consistency == self.consistency:
+            return self.headers
+        return self._by_consistency[checked_consistency(consistency)]
+
+    def _headers(self, consistency: str | None) -> tuple[tuple[str, str], ...]:
         headers: list[tuple[str, str]] = []
         if self.version is not None:
             headers.append((VERSION_HEADER, label(VERSION_HEADER, self.version, empty=False)))
@@ -103,7 +130,68 @@ class CallDefaults:
             headers.append(
                 (AUTHORIZATION_HEADER, "Bearer " + _ascii(AUTHORIZATION_HEADER, self.token))
             )
+        if consistency is not None:
+            headers.append((CONSISTENCY_HEADER, consistency))
         return tuple(headers)
+
+
+#: What ``x-cache-consistency`` takes.
+CONSISTENCIES = ("default", "strong")
+#: The largest β of early refresh the server takes.
+MAX_EARLY_REFRESH_BETA = 1000.0
+
+
+def checked_consistency(value: Any) -> str | None:
+    """``"strong"`` or ``"default"`` (any case), or ``None``; anything else is refused here
+    rather than answered ``INVALID_ARGUMENT`` by the server on every call."""
+    if value is None:
+        return None
+    normal = value.strip().lower() if isinstance(value, str) else None
+    if normal not in CONSISTENCIES:
+        raise ValueError(f"consistency: must be 'strong' or 'default' (or None), not {value!r}")
+    return normal
+
+
+def checked_beta(value: Any) -> float | None:
+    """β of early refresh as the server takes it: a number in 0..=1000, or ``None`` (the
+    server's)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= MAX_EARLY_REFRESH_BETA
+    ):
+        raise ValueError(
+            "early_refresh_beta: must be a number in 0..=1000 (0: no early refresh) or None"
+        )
+    return float(value)
+
+
+#: The largest ``uint32`` of the wire (``wait_ms``, ``recompute_ms``).
+_MAX_U32 = 2**32 - 1
+
+
+def milliseconds(value: Any, what: str) -> int:
+    """Seconds (``None`` or 0: none) as whole milliseconds for a ``uint32`` field, rounded up
+    so that a short wait is not turned into none, and capped at the field's largest."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{what}: must be seconds >= 0")
+    if math.isinf(value):
+        return _MAX_U32
+    return min(math.ceil(value * 1000), _MAX_U32)
+
+
+def checked_recompute_ms(value: Any) -> int:
+    """``recompute_ms``: milliseconds >= 0 (0: the server measures), capped at ``uint32``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError("recompute_ms: must be milliseconds >= 0")
+    if math.isinf(value):
+        return _MAX_U32
+    return min(math.ceil(value), _MAX_U32)
 
 
 #: The longest version or namespace the server takes.
@@ -207,6 +295,7 @@ def set_fields(
     grace: float | None,
     flags: int,
     counter: bool,
+    recompute_ms: int = 0,
 ) -> dict[str, Any]:
     ttl_seconds, no_expiry = _seconds(ttl, "ttl")
     grace_seconds, no_grace = _seconds(grace, "grace")
@@ -219,22 +308,36 @@ def set_fields(
         "no_grace": no_grace,
         "flags": flags,
         "counter": counter,
+        "recompute_ms": checked_recompute_ms(recompute_ms),
     }
 
 
-def get_request(key: Key, peek: bool, lease_on_miss: bool | None) -> pb.GetRequest:
-    request = pb.GetRequest(key=as_bytes(key, "key"), peek=peek)
+def get_request(
+    key: Key,
+    peek: bool,
+    lease_on_miss: bool | None,
+    wait: float | None = None,
+    early_refresh_beta: float | None = None,
+) -> pb.GetRequest:
+    request = pb.GetRequest(key=as_bytes(key, "key"), peek=peek, wait_ms=milliseconds(wait, "wait"))
     if lease_on_miss is not None:
         request.lease_on_miss = lease_on_miss
+    if early_refresh_beta is not None:
+        request.early_refresh_beta = checked_beta(early_refresh_beta)
     return request
 
 
 def get_many_request(
-    keys: Iterable[Key], peek: bool, lease_on_miss: bool | None
+    keys: Iterable[Key],
+    peek: bool,
+    lease_on_miss: bool | None,
+    early_refresh_beta: float | None = None,
 ) -> pb.GetManyRequest:
     request = pb.GetManyRequest(keys=[as_bytes(k, "key") for k in keys], peek=peek)
     if lease_on_miss is not None:
         request.lease_on_miss = lease_on_miss
+    if early_refresh_beta is not None:
+        request.early_refresh_beta = checked_beta(early_refresh_beta)
     return request
 
 
@@ -246,16 +349,28 @@ def set_request(
     flags: int,
     lease: bytes | None,
     counter: bool,
+    recompute_ms: int = 0,
 ) -> pb.SetRequest:
     return pb.SetRequest(
-        lease_token=lease or b"", **set_fields(key, value, ttl, grace, flags, counter)
+        lease_token=lease or b"",
+        **set_fields(key, value, ttl, grace, flags, counter, recompute_ms),
     )
 
 
 def add_request(
-    key: Key, value: Value, ttl: float | None, grace: float | None, flags: int, counter: bool
+    key: Key,
+    value: Value,
+    ttl: float | None,
+    grace: float | None,
+    flags: int,
+    counter: bool,
+    recompute_ms: int = 0,
 ) -> pb.AddRequest:
-    return pb.AddRequest(**set_fields(key, value, ttl, grace, flags, counter))
+    return pb.AddRequest(**set_fields(key, value, ttl, grace, flags, counter, recompute_ms))
+
+
+def delete_request(key: Key, lease: bytes | None) -> pb.DeleteRequest:
+    return pb.DeleteRequest(key=as_bytes(key, "key"), lease_token=lease or b"")
 
 
 def set_many_request(items: Iterable[SetItem]) -> pb.SetManyRequest:
@@ -263,7 +378,15 @@ def set_many_request(items: Iterable[SetItem]) -> pb.SetManyRequest:
         items=[
             pb.SetManyItem(
                 lease_token=item.lease or b"",
-                **set_fields(item.key, item.value, item.ttl, item.grace, item.flags, item.counter),
+                **set_fields(
+                    item.key,
+                    item.value,
+                    item.ttl,
+                    item.grace,
+                    item.flags,
+                    item.counter,
+                    item.recompute_ms,
+                ),
             )
             for item in items
         ]
@@ -427,10 +550,13 @@ class Cached:
 
 @dataclass(frozen=True, slots=True)
 class Compute:
-    """Compute the value; store it with ``lease`` unless ``write_back`` is false."""
+    """Compute the value; store it with ``lease`` unless ``write_back`` is false. ``fill``: the
+    lease is a cold-miss fill's (``MISS``): if computing fails, release it (``Delete`` with the
+    lease) so that one waiting reader takes the fill over at once."""
 
     lease: bytes | None
     write_back: bool
+    fill: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,29 +566,92 @@ class Wait:
     seconds: float
 
 
+#: How long ``get_or_compute`` waits, in all, for another caller's fill (seconds): longer than
+#: the server's default fill timeout (5 s), after which the server hands the fill to one waiter.
+DEFAULT_WAIT = 10.0
+
+
+def checked_wait(value: Any) -> float:
+    """``get_or_compute``'s wait budget: seconds >= 0 (0: never ask the server to hold a read)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError("wait: must be seconds >= 0")
+    return float(value)
+
+
+def held_wait(wait: float | None, timeout: float | None) -> float | None:
+    """The wait a read asks for (``wait_ms``), within a call of ``timeout`` seconds: the server
+    cuts a wait to the call's deadline less a few milliseconds of its own; this keeps a tenth of
+    the deadline, at most 100 ms, so that the ``PENDING`` answer reaches a busy client in time
+    rather than ``DEADLINE_EXCEEDED``."""
+    if wait is None:
+        return None
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+        raise ValueError("wait: must be seconds >= 0")
+    if timeout is None:
+        return wait
+    return max(min(wait, timeout - min(timeout / 10, 0.1)), 0.0)
+
+
 class MintReads:
     """Decides, read after read, what ``get_or_compute`` does:
 
     - ``HIT``, ``STALE`` → the cached (possibly stale) value;
-    - ``REFRESH`` (this caller won the refresh) and ``MISS`` → compute, store with the lease;
-    - ``PENDING`` → wait (jittered backoff) and read again; after the last read, compute and
-      store without a lease (the filler's lease is not ours);
+    - ``REFRESH`` (this caller won the refresh) and ``MISS`` → compute, store with the lease
+      (a ``MISS`` lease is a fill's: released if computing fails);
+    - ``PENDING`` → read again. Each read asks the server to hold it until the fill lands
+      (:meth:`next_wait`: what is left of ``wait`` seconds; the read cuts it to its deadline),
+      so a waiter usually makes one read; a read that still answers ``PENDING`` (its hold ended,
+      or a server that does not hold) is followed by another no sooner than the ``pending``
+      schedule says after it was sent. After ``wait`` seconds, or ``pending.attempts`` reads,
+      compute and store without a lease (the filler's lease is not ours);
     - a degraded read (the server's memcached failed) → compute, and do not write back.
+
+    ``wait`` 0: reads are never held, and ``pending`` alone paces them (polling).
     """
 
-    def __init__(self, pending: Backoff) -> None:
+    __slots__ = ("_pending", "_wait", "_reads", "_until", "_sent_at")
+
+    def __init__(self, pending: Backoff, wait: float = 0.0) -> None:
         self._pending = pending
+        self._wait = wait
         self._reads = 0
+        now = monotonic()
+        self._until = now + wait
+        self._sent_at = now
+
+    def next_wait(self) -> float:
+        """Seconds the next read may be held for the fill (``GetRequest.wait_ms``); call it
+        just before sending that read."""
+        now = self._sent_at = monotonic()
+        if self._wait <= 0:
+            return 0.0
+        return max(self._until - now, 0.0)
 
     def decide(self, lookup: Lookup) -> Cached | Compute | Wait:
         self._reads += 1
         if lookup.usable:
             return Cached(lookup)
         if lookup.outcome == Outcome.PENDING:
-            if self._reads >= max(self._pending.attempts, 1):
+            now = monotonic()
+            spent = self._wait > 0 and now >= self._until
+            if spent or self._reads >= max(self._pending.attempts, 1):
                 return Compute(lease=None, write_back=True)
-            return Wait(self._pending.delay(self._reads))
-        return Compute(lease=lookup.lease, write_back=not lookup.degraded)
+            return Wait(max(self._sent_at + self._pending.delay(self._reads) - now, 0.0))
+        fill = lookup.outcome == Outcome.MISS and lookup.lease is not None
+        return Compute(lease=lookup.lease, write_back=not lookup.degraded, fill=fill)
+
+
+def fill_protection(per_call: bool | None, default: bool | None) -> bool:
+    """Cold-miss protection of ``get_or_compute``'s reads: on unless the call (or, failing
+    that, the client) says ``False``: the waiting it enables is what makes one caller compute."""
+    if per_call is not None:
+        return per_call
+    return default is not False
+
+
+def recompute_ms(seconds: float) -> int:
+    """A measured computation as ``recompute_ms``: at least 1 (0 would mean "not measured")."""
+    return max(1, checked_recompute_ms(seconds * 1000))
 
 
 # --- the attempts of a call ---------------------------------------------------------------------

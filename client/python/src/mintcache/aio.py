@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Iterable, Sequence, Union
 
 from . import _core, _transport
 from ._breaker import Breaker
-from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
+from ._core import DEFAULT_WAIT, UNSET, Cached, CallDefaults, Compute, MintReads, Wait
 from .errors import CacheError, NotFound
 from .lock import Lock
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
@@ -83,7 +83,10 @@ class AsyncClient:
         timeout: float | None = 5.0,
         retry: Backoff = Backoff.UNAVAILABLE,
         pending: Backoff = Backoff.PENDING,
+        wait: float = DEFAULT_WAIT,
         lease_on_miss: bool | None = None,
+        early_refresh_beta: float | None = None,
+        consistency: str | None = None,
         breaker: Breaker | None = UNSET,
         transport: str | None = None,
     ) -> None:
@@ -98,7 +101,10 @@ class AsyncClient:
             token=token,
             timeout=timeout,
             lease_on_miss=lease_on_miss,
+            early_refresh_beta=early_refresh_beta,
+            consistency=consistency,
         )
+        self._wait = _core.checked_wait(wait)
         self._channels = _AioChannels(
             targets, tls_config, Breaker() if breaker is UNSET else breaker, chosen
         )
@@ -139,6 +145,8 @@ class AsyncClient:
         debug: DebugMode | str | None = UNSET,
         timeout: float | None = UNSET,
         lease_on_miss: bool | None = UNSET,
+        early_refresh_beta: float | None = UNSET,
+        consistency: str | None = UNSET,
     ) -> AsyncClient:
         """A copy sharing this client's connections, with other call options."""
         copy = object.__new__(AsyncClient)
@@ -149,10 +157,13 @@ class AsyncClient:
             debug=debug,
             timeout=timeout,
             lease_on_miss=lease_on_miss,
+            early_refresh_beta=early_refresh_beta,
+            consistency=consistency,
         )
         copy._channels = self._channels
         copy._retry = self._retry
         copy._pending = self._pending
+        copy._wait = self._wait
         return copy
 
     async def close(self) -> None:
@@ -165,8 +176,10 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, bool]:
-        headers = self._defaults.headers
+    async def _invoke(
+        self, method: str, request: Any, *, read: bool, consistency: str | None = None
+    ) -> tuple[Any, bool]:
+        headers = self._defaults.headers_for(consistency)
         attempts = _core.Attempts(
             self._channels.endpoints, self._defaults.timeout, self._retry, read
         )
@@ -211,25 +224,45 @@ class AsyncClient:
         return attempts.probed(None)
 
     async def get(
-        self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None
+        self,
+        key: Key,
+        *,
+        peek: bool = False,
+        lease_on_miss: bool | None = None,
+        wait: float | None = None,
+        early_refresh_beta: float | None = None,
+        consistency: str | None = None,
     ) -> Lookup:
         """See :meth:`mintcache.Client.get`."""
         if lease_on_miss is None:
             lease_on_miss = self._defaults.lease_on_miss
-        request = _core.get_request(key, peek, lease_on_miss)
-        response, degraded = await self._invoke("Get", request, read=True)
+        if early_refresh_beta is None:
+            early_refresh_beta = self._defaults.early_refresh_beta
+        wait = _core.held_wait(wait, self._defaults.timeout)
+        request = _core.get_request(key, peek, lease_on_miss, wait, early_refresh_beta)
+        response, degraded = await self._invoke("Get", request, read=True, consistency=consistency)
         return _core.lookup_from(request.key, response, degraded)
 
     async def get_many(
-        self, keys: Iterable[Key], *, peek: bool = False, lease_on_miss: bool | None = None
+        self,
+        keys: Iterable[Key],
+        *,
+        peek: bool = False,
+        lease_on_miss: bool | None = None,
+        early_refresh_beta: float | None = None,
+        consistency: str | None = None,
     ) -> list[Lookup]:
         """See :meth:`mintcache.Client.get_many`."""
         if lease_on_miss is None:
             lease_on_miss = self._defaults.lease_on_miss
-        request = _core.get_many_request(keys, peek, lease_on_miss)
+        if early_refresh_beta is None:
+            early_refresh_beta = self._defaults.early_refresh_beta
+        request = _core.get_many_request(keys, peek, lease_on_miss, early_refresh_beta)
         if not request.keys:
             return []
-        response, degraded = await self._invoke("GetMany", request, read=True)
+        response, degraded = await self._invoke(
+            "GetMany", request, read=True, consistency=consistency
+        )
         return _core.lookups_from(response, degraded)
 
     async def set(
@@ -242,9 +275,10 @@ class AsyncClient:
         flags: int = 0,
         lease: bytes | None = None,
         counter: bool = False,
+        recompute_ms: int = 0,
     ) -> bool:
         """See :meth:`mintcache.Client.set`."""
-        request = _core.set_request(key, value, ttl, grace, flags, lease, counter)
+        request = _core.set_request(key, value, ttl, grace, flags, lease, counter, recompute_ms)
         response, _ = await self._invoke("Set", request, read=False)
         return response.stored
 
@@ -257,11 +291,25 @@ class AsyncClient:
         grace: float | None = 0,
         flags: int = 0,
         counter: bool = False,
+        recompute_ms: int = 0,
     ) -> bool:
         """See :meth:`mintcache.Client.add`."""
-        request = _core.add_request(key, value, ttl, grace, flags, counter)
+        return (await self._add(key, value, ttl, grace, flags, counter, recompute_ms)).stored
+
+    async def _add(
+        self,
+        key: Key,
+        value: Value,
+        ttl: float | None,
+        grace: float | None,
+        flags: int = 0,
+        counter: bool = False,
+        recompute_ms: int = 0,
+    ) -> pb.AddResponse:
+        """See :meth:`mintcache.Client._add`."""
+        request = _core.add_request(key, value, ttl, grace, flags, counter, recompute_ms)
         response, _ = await self._invoke("Add", request, read=False)
-        return response.stored
+        return response
 
     async def set_many(self, items: Iterable[SetItem]) -> list[WriteResult]:
         """See :meth:`mintcache.Client.set_many`."""
@@ -271,10 +319,9 @@ class AsyncClient:
         response, _ = await self._invoke("SetMany", request, read=False)
         return _core.write_results(response, "stored")
 
-    async def delete(self, key: Key) -> bool:
+    async def delete(self, key: Key, *, lease: bytes | None = None) -> bool:
         """See :meth:`mintcache.Client.delete`."""
-        request = pb.DeleteRequest(key=_core.as_bytes(key, "key"))
-        response, _ = await self._invoke("Delete", request, read=False)
+        response, _ = await self._invoke("Delete", _core.delete_request(key, lease), read=False)
         return response.deleted
 
     async def delete_many(self, keys: Iterable[Key]) -> list[WriteResult]:
@@ -360,13 +407,25 @@ class AsyncClient:
         grace: float | None = 0,
         flags: int = 0,
         lease_on_miss: bool | None = None,
+        wait: float | None = None,
+        early_refresh_beta: float | None = None,
+        consistency: str | None = None,
     ) -> bytes:
         """See :meth:`mintcache.Client.get_or_compute`. ``compute`` may be a plain function or
-        return an awaitable (e.g. an ``async def`` function)."""
+        return an awaitable (e.g. an ``async def`` function). A computation that is cancelled
+        releases a ``MISS`` lease as one that raises does."""
         key_bytes = _core.as_bytes(key, "key")
-        reads = MintReads(self._pending)
+        protect = _core.fill_protection(lease_on_miss, self._defaults.lease_on_miss)
+        reads = MintReads(self._pending, self._wait if wait is None else _core.checked_wait(wait))
         while True:
-            decision = reads.decide(await self.get(key_bytes, lease_on_miss=lease_on_miss))
+            lookup = await self.get(
+                key_bytes,
+                lease_on_miss=protect,
+                wait=reads.next_wait(),
+                early_refresh_beta=early_refresh_beta,
+                consistency=consistency,
+            )
+            decision = reads.decide(lookup)
             if isinstance(decision, Cached):
                 return decision.lookup.value
             if isinstance(decision, Wait):
@@ -374,16 +433,36 @@ class AsyncClient:
                 continue
             break
         assert isinstance(decision, Compute)
-        result = compute()
-        if inspect.isawaitable(result):
-            result = await result
-        value = _core.as_bytes(result, "computed value")
+        started = _core.monotonic()
+        try:
+            result = compute()
+            if inspect.isawaitable(result):
+                result = await result
+            value = _core.as_bytes(result, "computed value")
+        except BaseException:
+            if decision.fill:
+                await self._release_fill(key_bytes, decision.lease)
+            raise
+        took = _core.recompute_ms(_core.monotonic() - started)
         if decision.write_back:
             try:
                 await self.set(
-                    key_bytes, value, ttl, grace=grace, flags=flags, lease=decision.lease
+                    key_bytes,
+                    value,
+                    ttl,
+                    grace=grace,
+                    flags=flags,
+                    lease=decision.lease,
+                    recompute_ms=took,
                 )
             except CacheError as error:
                 # The computed value is still the answer; the cache is best-effort here.
                 log.warning("mintcache: storing a computed value failed: %s", error)
         return value
+
+    async def _release_fill(self, key: bytes, lease: bytes | None) -> None:
+        """See :meth:`mintcache.Client._release_fill`."""
+        try:
+            await self.delete(key, lease=lease)
+        except CacheError as error:
+            log.warning("mintcache: releasing the lease of a failed fill failed: %s", error)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from . import _core, _transport
 from ._breaker import Breaker
-from ._core import UNSET, Cached, CallDefaults, Compute, MintReads, Wait
+from ._core import DEFAULT_WAIT, UNSET, Cached, CallDefaults, Compute, MintReads, Wait
 from .errors import CacheError, NotFound
 from .lock import Lock
 from .types import TLS, Backoff, DebugMode, Key, Lookup, SetItem, Value, WriteResult
@@ -53,8 +53,13 @@ class Client:
     :class:`~mintcache.TLS` (or ``True`` for the system roots). ``timeout``: the deadline of
     each call in seconds, retries included (``None``: no deadline). ``retry``: the schedule for
     failed calls that may be repeated (reads on ``UNAVAILABLE``; writes only when no connection
-    could be made). ``pending``: how ``get_or_compute`` waits for another caller's fill.
-    ``lease_on_miss``: cold-miss protection for reads that do not say (default: the server's).
+    could be made). ``wait``: how long, in all, ``get_or_compute`` waits for another caller's
+    fill (seconds; its reads are held by the server until the fill lands), and ``pending``:
+    the fewest seconds between its reads, and the most reads. ``lease_on_miss``: cold-miss
+    protection for reads that do not say (default: the server's; ``get_or_compute``'s: on).
+    ``early_refresh_beta``: β of early refresh for reads that do not say (default: the
+    server's; 0: off). ``consistency``: ``"strong"`` makes reads skip the replicas' hot-key
+    cache (``x-cache-consistency``; default: not sent, the server's ``default``).
     ``breaker``: the circuit breaker (:class:`~mintcache.Breaker`; default: 3 consecutive
     ``UNAVAILABLE`` / ``DEADLINE_EXCEEDED`` attempts open an endpoint's circuit for about a
     second, doubling up to 30 s; ``None``: no breaker). While every endpoint's circuit is
@@ -75,7 +80,10 @@ class Client:
         timeout: float | None = 5.0,
         retry: Backoff = Backoff.UNAVAILABLE,
         pending: Backoff = Backoff.PENDING,
+        wait: float = DEFAULT_WAIT,
         lease_on_miss: bool | None = None,
+        early_refresh_beta: float | None = None,
+        consistency: str | None = None,
         breaker: Breaker | None = UNSET,
         transport: str | None = None,
     ) -> None:
@@ -87,7 +95,10 @@ class Client:
             token=token,
             timeout=timeout,
             lease_on_miss=lease_on_miss,
+            early_refresh_beta=early_refresh_beta,
+            consistency=consistency,
         )
+        self._wait = _core.checked_wait(wait)
         self._channels = _Channels(
             targets,
             tls_config,
@@ -135,6 +146,8 @@ class Client:
         debug: DebugMode | str | None = UNSET,
         timeout: float | None = UNSET,
         lease_on_miss: bool | None = UNSET,
+        early_refresh_beta: float | None = UNSET,
+        consistency: str | None = UNSET,
     ) -> Client:
         """A copy sharing this client's connections, with other call options. ``debug``
         (``"off"``, ``"write-only"``) is honoured by the server for admin callers only, and
@@ -147,10 +160,13 @@ class Client:
             debug=debug,
             timeout=timeout,
             lease_on_miss=lease_on_miss,
+            early_refresh_beta=early_refresh_beta,
+            consistency=consistency,
         )
         copy._channels = self._channels
         copy._retry = self._retry
         copy._pending = self._pending
+        copy._wait = self._wait
         return copy
 
     def close(self) -> None:
@@ -165,11 +181,13 @@ class Client:
 
     # --- the calls -----------------------------------------------------------------------------
 
-    def _invoke(self, method: str, request: Any, *, read: bool) -> tuple[Any, bool]:
-        """Sends one call with the defaults' metadata and deadline, retrying as
-        :class:`mintcache._core.Attempts` decides; returns the answer and whether the server
-        flagged it degraded."""
-        headers = self._defaults.headers
+    def _invoke(
+        self, method: str, request: Any, *, read: bool, consistency: str | None = None
+    ) -> tuple[Any, bool]:
+        """Sends one call with the defaults' metadata (asking for ``consistency`` when given)
+        and deadline, retrying as :class:`mintcache._core.Attempts` decides; returns the answer
+        and whether the server flagged it degraded."""
+        headers = self._defaults.headers_for(consistency)
         attempts = _core.Attempts(
             self._channels.endpoints, self._defaults.timeout, self._retry, read
         )
@@ -208,27 +226,52 @@ class Client:
             raise
         return attempts.probed(None)
 
-    def get(self, key: Key, *, peek: bool = False, lease_on_miss: bool | None = None) -> Lookup:
+    def get(
+        self,
+        key: Key,
+        *,
+        peek: bool = False,
+        lease_on_miss: bool | None = None,
+        wait: float | None = None,
+        early_refresh_beta: float | None = None,
+        consistency: str | None = None,
+    ) -> Lookup:
         """Reads a key. ``peek``: look without joining the refresh election (never ``REFRESH``,
         no lease, no cold-miss placeholder; for inspection, not for callers that recompute).
-        ``lease_on_miss``: cold-miss protection for this read."""
+        ``lease_on_miss``: cold-miss protection for this read. ``wait``: seconds the server may
+        hold a read that would answer ``PENDING`` until the fill lands (then ``HIT``; ``MISS``
+        with a lease if the filler gave up and this caller is elected to fill instead; still
+        ``PENDING`` when the wait, cut to the call's deadline, runs out). ``early_refresh_beta``:
+        β of early refresh for this read (0: off). ``consistency``: ``"strong"`` skips the
+        replica's hot-key cache for this read."""
         if lease_on_miss is None:
             lease_on_miss = self._defaults.lease_on_miss
-        request = _core.get_request(key, peek, lease_on_miss)
-        response, degraded = self._invoke("Get", request, read=True)
+        if early_refresh_beta is None:
+            early_refresh_beta = self._defaults.early_refresh_beta
+        wait = _core.held_wait(wait, self._defaults.timeout)
+        request = _core.get_request(key, peek, lease_on_miss, wait, early_refresh_beta)
+        response, degraded = self._invoke("Get", request, read=True, consistency=consistency)
         return _core.lookup_from(request.key, response, degraded)
 
     def get_many(
-        self, keys: Iterable[Key], *, peek: bool = False, lease_on_miss: bool | None = None
+        self,
+        keys: Iterable[Key],
+        *,
+        peek: bool = False,
+        lease_on_miss: bool | None = None,
+        early_refresh_beta: float | None = None,
+        consistency: str | None = None,
     ) -> list[Lookup]:
         """Reads many keys in one call; one :class:`~mintcache.Lookup` per key, in order (a
-        key that failed has ``error`` set)."""
+        key that failed has ``error`` set). Options as in :meth:`get`."""
         if lease_on_miss is None:
             lease_on_miss = self._defaults.lease_on_miss
-        request = _core.get_many_request(keys, peek, lease_on_miss)
+        if early_refresh_beta is None:
+            early_refresh_beta = self._defaults.early_refresh_beta
+        request = _core.get_many_request(keys, peek, lease_on_miss, early_refresh_beta)
         if not request.keys:
             return []
-        response, degraded = self._invoke("GetMany", request, read=True)
+        response, degraded = self._invoke("GetMany", request, read=True, consistency=consistency)
         return _core.lookups_from(response, degraded)
 
     def set(
@@ -241,14 +284,17 @@ class Client:
         flags: int = 0,
         lease: bytes | None = None,
         counter: bool = False,
+        recompute_ms: int = 0,
     ) -> bool:
         """Stores a value: fresh for ``ttl`` seconds (``0``: the server's default; ``None``:
         never expires), then servable as ``STALE`` for ``grace`` seconds (``0``: the server's
         default; ``None``: no grace period, gone at the end of ``ttl``). ``lease``: from the
         ``REFRESH`` / ``MISS`` this value answers; the value is then not stored (``False``) if
         the key changed since. ``counter``: ``value`` is the decimal digits of an unsigned
-        64-bit number that :meth:`increment` can change atomically."""
-        request = _core.set_request(key, value, ttl, grace, flags, lease, counter)
+        64-bit number that :meth:`increment` can change atomically. ``recompute_ms``: how long
+        computing the value took, when the caller measured it (early refresh uses it; 0: the
+        server measures it from the lease)."""
+        request = _core.set_request(key, value, ttl, grace, flags, lease, counter, recompute_ms)
         response, _ = self._invoke("Set", request, read=False)
         return response.stored
 
@@ -261,11 +307,26 @@ class Client:
         grace: float | None = 0,
         flags: int = 0,
         counter: bool = False,
+        recompute_ms: int = 0,
     ) -> bool:
         """Stores a value only if the key holds none; says whether it stored."""
-        request = _core.add_request(key, value, ttl, grace, flags, counter)
+        return self._add(key, value, ttl, grace, flags, counter, recompute_ms).stored
+
+    def _add(
+        self,
+        key: Key,
+        value: Value,
+        ttl: float | None,
+        grace: float | None,
+        flags: int = 0,
+        counter: bool = False,
+        recompute_ms: int = 0,
+    ) -> pb.AddResponse:
+        """``Add``'s answer: ``stored``, and the ``lease_token`` naming what it stored (the
+        lock releases with it)."""
+        request = _core.add_request(key, value, ttl, grace, flags, counter, recompute_ms)
         response, _ = self._invoke("Add", request, read=False)
-        return response.stored
+        return response
 
     def set_many(self, items: Iterable[SetItem]) -> list[WriteResult]:
         """Stores many values in one call; one :class:`~mintcache.WriteResult` per item."""
@@ -275,10 +336,12 @@ class Client:
         response, _ = self._invoke("SetMany", request, read=False)
         return _core.write_results(response, "stored")
 
-    def delete(self, key: Key) -> bool:
-        """Removes a key; says whether it held a value."""
-        request = pb.DeleteRequest(key=_core.as_bytes(key, "key"))
-        response, _ = self._invoke("Delete", request, read=False)
+    def delete(self, key: Key, *, lease: bytes | None = None) -> bool:
+        """Removes a key; says whether it held a value. ``lease``: remove only the item this
+        lease names (from a ``MISS`` or ``REFRESH`` read): ``False`` when the key holds
+        something else now. A caller that got ``MISS`` and gives up filling releases the fill
+        this way, and one waiting reader is elected to fill instead."""
+        response, _ = self._invoke("Delete", _core.delete_request(key, lease), read=False)
         return response.deleted
 
     def delete_many(self, keys: Iterable[Key]) -> list[WriteResult]:
@@ -379,27 +442,45 @@ class Client:
         grace: float | None = 0,
         flags: int = 0,
         lease_on_miss: bool | None = None,
+        wait: float | None = None,
+        early_refresh_beta: float | None = None,
+        consistency: str | None = None,
     ) -> bytes:
         """Returns the cached value of ``key``, computing and caching it when the server says so:
 
         - ``HIT``, ``STALE`` → the cached (possibly stale) value; ``compute`` is not called;
-        - ``REFRESH`` (this caller won the refresh of a stale value) and ``MISS`` → calls
-          ``compute()``, stores the result for ``ttl`` / ``grace`` with the read's lease, and
-          returns it;
-        - ``PENDING`` (another caller is filling the key; ask for it with ``lease_on_miss``) →
-          reads again after a short jittered wait; if the key is still pending after the last
-          read (``pending`` schedule), computes and stores the value itself;
+        - ``REFRESH`` (this caller won the refresh of a stale value, or of a fresh one close to
+          its expiry: early refresh) and ``MISS`` → calls ``compute()``, stores the result for
+          ``ttl`` / ``grace`` with the read's lease and the time computing took
+          (``recompute_ms``), and returns it;
+        - ``PENDING`` (another caller is filling the key) → the read is held by the server
+          until the fill lands, and answered with the value: one read per waiting caller.
+          If the filler gives up, the server elects one waiter (``MISS`` with a lease), which
+          computes instead. A read still ``PENDING`` when its hold ends is followed by another,
+          within ``wait`` seconds in all (default: the client's, 10 s) and the ``pending``
+          schedule; after that the caller computes and stores the value itself;
         - a degraded read (the server's memcached failed) → computes and returns the value
           without writing it back.
 
-        However many callers (and server replicas) ask for an expiring key at once, ``compute``
-        runs once per stale period. Storing is best-effort: a failed or refused store is logged
-        and the computed value is still returned. Exceptions from ``compute`` propagate.
+        Cold-miss protection is on for these reads unless ``lease_on_miss`` (or the client's)
+        says ``False``. However many callers (and server replicas) ask for a key at once,
+        ``compute`` runs once per stale period. If ``compute`` raises, a ``MISS`` lease is
+        released (``Delete`` with it), so that one waiting caller takes the fill over at once,
+        and the exception propagates: a failed fill is never a value. Storing is best-effort:
+        a failed or refused store is logged and the computed value is still returned.
         """
         key_bytes = _core.as_bytes(key, "key")
-        reads = MintReads(self._pending)
+        protect = _core.fill_protection(lease_on_miss, self._defaults.lease_on_miss)
+        reads = MintReads(self._pending, self._wait if wait is None else _core.checked_wait(wait))
         while True:
-            decision = reads.decide(self.get(key_bytes, lease_on_miss=lease_on_miss))
+            lookup = self.get(
+                key_bytes,
+                lease_on_miss=protect,
+                wait=reads.next_wait(),
+                early_refresh_beta=early_refresh_beta,
+                consistency=consistency,
+            )
+            decision = reads.decide(lookup)
             if isinstance(decision, Cached):
                 return decision.lookup.value
             if isinstance(decision, Wait):
@@ -407,11 +488,34 @@ class Client:
                 continue
             break
         assert isinstance(decision, Compute)
-        value = _core.as_bytes(compute(), "computed value")
+        started = _core.monotonic()
+        try:
+            value = _core.as_bytes(compute(), "computed value")
+        except BaseException:
+            if decision.fill:
+                self._release_fill(key_bytes, decision.lease)
+            raise
+        took = _core.recompute_ms(_core.monotonic() - started)
         if decision.write_back:
             try:
-                self.set(key_bytes, value, ttl, grace=grace, flags=flags, lease=decision.lease)
+                self.set(
+                    key_bytes,
+                    value,
+                    ttl,
+                    grace=grace,
+                    flags=flags,
+                    lease=decision.lease,
+                    recompute_ms=took,
+                )
             except CacheError as error:
                 # The computed value is still the answer; the cache is best-effort here.
                 log.warning("mintcache: storing a computed value failed: %s", error)
         return value
+
+    def _release_fill(self, key: bytes, lease: bytes | None) -> None:
+        """Gives a fill's lease back after its computation failed (best-effort: if this fails
+        too, the server's fill timeout hands the fill to a waiter)."""
+        try:
+            self.delete(key, lease=lease)
+        except CacheError as error:
+            log.warning("mintcache: releasing the lease of a failed fill failed: %s", error)

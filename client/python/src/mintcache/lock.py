@@ -3,21 +3,24 @@
 A lock is a key added with ``Add`` (stored only if the key holds nothing) whose value is a
 random token of its holder, with no grace period and an expiry (``timeout``), so that a
 holder that dies frees it. Acquiring retries the ``Add`` every ``sleep`` seconds until it
-stores, or until ``blocking_timeout``. Releasing reads the key (a ``peek``) and deletes it
-only if it still holds this holder's token, so a lock that expired and was taken by someone
-else is never released by its former holder (:class:`LockNotOwnedError`).
+stores, or until ``blocking_timeout``. The ``Add`` that stores answers with a lease naming the
+item it stored; releasing is one ``Delete`` with that lease, which the server carries out
+only if the key still holds that very item (a compare-and-delete in memcached): a lock that
+expired and was taken by someone else is never released by its former holder
+(:class:`LockNotOwnedError`), with no race between a look and a delete.
 
-The service has no atomic compare-and-delete, so the read and the delete are two calls; the
-release closes the one race that matters, expiry between them, by deleting only while the
-lock has time left (memcached's clock counts whole seconds, so an expiry may come up to one
-second early) and with a deadline that ends before it could expire. Nearer its expiry than
-that, the lock is left to expire. What is left is a third party deleting the key (a
-``delete`` or ``clear`` by other code) and a new holder taking it within one round trip.
+Against a server whose ``Add`` hands out no lease (older than leases on ``Add``), releasing
+falls back to a read (a ``peek``) and a delete only if the key still holds this holder's
+token; that closes the race of expiry between the two calls by deleting only while the lock
+has time left (memcached's clock counts whole seconds, so an expiry may come up to one second
+early) and with a deadline that ends before it could expire, but not a new holder taking the
+lock within the one round trip of the release.
 
 Locks ignore debug modes (they coordinate work; they do not cache it).
 
-Pure decisions are :class:`LockAttempts` and :func:`release_deadline`; :class:`Lock` runs them
-over a sync client, an asyncio client, or both (``with`` / ``async with``).
+Pure decisions are :class:`LockAttempts` and :func:`release_deadline` (the fallback);
+:class:`Lock` runs them over a sync client, an asyncio client, or both (``with`` /
+``async with``).
 """
 
 from __future__ import annotations
@@ -89,10 +92,11 @@ class LockAttempts:
 def release_deadline(
     lookup: Lookup, token: bytes, sent_at: float, timeout: float | None, now: float
 ) -> float | None:
-    """Whether and how a holder deletes its lock, from a ``peek`` of it: the deadline (seconds)
-    of the delete, ``0.0`` for no deadline, or ``None``: too close to its expiry, let it
-    expire. ``sent_at``: when the ``Add`` that took the lock was sent. Raises
-    :class:`LockNotOwnedError` when the key no longer holds ``token``."""
+    """Whether and how a holder deletes its lock without a lease (a server whose ``Add`` gives
+    none), from a ``peek`` of it: the deadline (seconds) of the delete, ``0.0`` for no deadline,
+    or ``None``: too close to its expiry, let it expire. ``sent_at``: when the ``Add`` that
+    took the lock was sent. Raises :class:`LockNotOwnedError` when the key no longer holds
+    ``token``."""
     if not lookup.usable or lookup.value != token:
         raise LockNotOwnedError("the lock is no longer held by this holder (it expired)")
     if timeout is None:
@@ -144,6 +148,7 @@ class Lock:
         self._client = client
         self._aclient = aclient
         self._token: bytes | None = None
+        self._lease: bytes | None = None
         self._sent_at = 0.0
 
     def __repr__(self) -> str:
@@ -164,9 +169,21 @@ class Lock:
             self.sleep,
         )
 
-    def _add_args(self, token: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def _add_args(self, token: bytes) -> tuple[Any, ...]:
+        """The arguments of the ``Add`` that takes the lock: no grace period, so that it is
+        gone at its expiry."""
         self._sent_at = monotonic()
-        return (self.key, token, self.timeout), {"grace": None}
+        return (self.key, token, self.timeout, None)
+
+    def _took(self, token: bytes, lease: bytes) -> None:
+        self._token = token
+        self._lease = lease or None
+
+    def _released(self, deleted: bool) -> None:
+        """After the ``Delete`` with the lease: the lock is no longer held either way."""
+        self._token = self._lease = None
+        if not deleted:
+            raise LockNotOwnedError("the lock is no longer held by this holder (it expired)")
 
     def _held(self) -> bytes:
         if self._token is None:
@@ -179,7 +196,7 @@ class Lock:
         try:
             deadline = release_deadline(lookup, token, self._sent_at, self.timeout, monotonic())
         except LockNotOwnedError:
-            self._token = None
+            self._token = self._lease = None
             raise
         return deadline
 
@@ -208,9 +225,9 @@ class Lock:
         client = self._sync()
         token = new_token()
         while True:
-            args, kwargs = self._add_args(token)
-            if client.add(*args, **kwargs):
-                self._token = token
+            added = client._add(*self._add_args(token))
+            if added.stored:
+                self._took(token, added.lease_token)
                 return True
             wait = attempts.wait()
             if wait is None:
@@ -221,6 +238,9 @@ class Lock:
         """Frees the lock; :class:`LockNotOwnedError` if it is no longer this holder's."""
         token = self._held()
         client = self._sync()
+        if self._lease is not None:
+            self._released(client.delete(self.key, lease=self._lease))
+            return
         lookup = client.get(self.key, peek=True)
         deadline = self._release_deadline(lookup, token)
         if deadline is not None:
@@ -258,9 +278,9 @@ class Lock:
         client = self._async()
         token = new_token()
         while True:
-            args, kwargs = self._add_args(token)
-            if await client.add(*args, **kwargs):
-                self._token = token
+            added = await client._add(*self._add_args(token))
+            if added.stored:
+                self._took(token, added.lease_token)
                 return True
             wait = attempts.wait()
             if wait is None:
@@ -271,6 +291,9 @@ class Lock:
         """See :meth:`release`."""
         token = self._held()
         client = self._async()
+        if self._lease is not None:
+            self._released(await client.delete(self.key, lease=self._lease))
+            return
         lookup = await client.get(self.key, peek=True)
         deadline = self._release_deadline(lookup, token)
         if deadline is not None:

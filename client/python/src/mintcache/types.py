@@ -45,7 +45,8 @@ class Outcome(enum.IntEnum):
     REFRESH = 3
     #: Nothing cached: compute and set (with the lease, if one came).
     MISS = 4
-    #: Nothing cached and another caller is filling it (cold-miss protection): retry shortly.
+    #: Nothing cached and another caller is filling it (cold-miss protection): read again,
+    #: asking the server to hold the read until the fill lands (``get(..., wait=...)``).
     PENDING = 5
 
     @property
@@ -126,7 +127,7 @@ class Lookup:
 @dataclass(frozen=True, slots=True)
 class SetItem:
     """One value of ``set_many``. ``ttl``/``grace`` as in ``set``: ``0`` is the server's default,
-    ``None`` means never expires / no grace period."""
+    ``None`` means never expires / no grace period. ``recompute_ms`` as in ``set``."""
 
     key: Key
     value: Value
@@ -135,6 +136,7 @@ class SetItem:
     flags: int = 0
     lease: bytes | None = None
     counter: bool = False
+    recompute_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +163,11 @@ class Backoff:
     NONE: ClassVar[Backoff]
     #: The default for ``UNAVAILABLE``: 4 attempts, waits from 50 ms up to 1 s.
     UNAVAILABLE: ClassVar[Backoff]
-    #: The default for ``PENDING`` in ``get_or_compute``: 20 reads, waits from 25 ms up to
-    #: 250 ms (about 2.5 to 4.5 s in all, within the server's default fill timeout of 5 s),
-    #: then the caller computes the value itself.
+    #: The default for ``PENDING`` in ``get_or_compute``: at most 20 reads, each sent no sooner
+    #: than 25 ms, 50 ms, ... up to 250 ms after the one before. Reads the server holds for the
+    #: fill (``wait``) take longer than that by themselves; against a server that answers
+    #: ``PENDING`` at once (``wait`` 0), this is polling for about 2.5 to 4.5 s, then the
+    #: caller computes the value itself.
     PENDING: ClassVar[Backoff]
 
     def delay(self, failed: int) -> float:

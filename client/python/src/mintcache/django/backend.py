@@ -56,7 +56,18 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from .. import _transport
 from .._breaker import Breaker
-from .._core import Cached, CallDefaults, Compute, MintReads, Wait, label, monotonic
+from .._core import (
+    DEFAULT_WAIT,
+    Cached,
+    CallDefaults,
+    Compute,
+    MintReads,
+    Wait,
+    checked_beta,
+    label,
+    monotonic,
+    recompute_ms,
+)
 from ..aio import AsyncClient
 from ..client import Client
 from ..codecs import Codec, CodecError
@@ -124,6 +135,7 @@ _OPTIONS = {
     "BREAKER_COOL_OFF",
     "BREAKER_MAX_COOL_OFF",
     "TRANSPORT",
+    "EARLY_REFRESH_BETA",
 }
 # The original package's names, with what they are here.
 _RENAMED = {
@@ -319,7 +331,8 @@ class MintCache(BaseCache):
     (``zlib``, ``zstd``, ``lz4``), ``COMPRESS_MIN_BYTES`` (default 1024), ``COMPRESS_LEVEL``,
     ``IGNORE_EXCEPTIONS`` (default False), ``BREAKER_FAILURES`` (3), ``BREAKER_COOL_OFF``
     (1 s), ``BREAKER_MAX_COOL_OFF`` (30 s), ``TRANSPORT`` (``auto``, ``native``, ``grpcio``;
-    see :mod:`mintcache._transport`). See the README's Django section.
+    see :mod:`mintcache._transport`), ``EARLY_REFRESH_BETA`` (β of early refresh for every
+    read; default: the server's). See the README's Django section.
 
     Beyond Django's API (as django-redis offers them): :meth:`ttl`, :meth:`expire`,
     :meth:`persist`, :meth:`lock`, and their async forms.
@@ -408,6 +421,13 @@ class MintCache(BaseCache):
         namespace = options.get("NAMESPACE")
         admin_token = options.get("ADMIN_TOKEN")
         try:
+            beta = checked_beta(options.get("EARLY_REFRESH_BETA"))
+        except ValueError:
+            raise ImproperlyConfigured(
+                "MintCache: OPTIONS['EARLY_REFRESH_BETA'] must be a number in 0..=1000 "
+                "(0: no early refresh) or None (the server's)"
+            ) from None
+        try:
             # Checked as the server checks them: a bad one would fail every call.
             if app_version is not None:
                 label("OPTIONS['APP_VERSION']", str(app_version), empty=False)
@@ -418,6 +438,7 @@ class MintCache(BaseCache):
                 namespace=None if namespace is None else str(namespace),
                 token=options.get("TOKEN"),
                 timeout=call_timeout,
+                early_refresh_beta=beta,
             )
             if admin_token is not None:
                 CallDefaults().merged(token=admin_token)
@@ -440,6 +461,7 @@ class MintCache(BaseCache):
             "namespace": self._defaults.namespace,
             "token": self._defaults.token,
             "timeout": self._defaults.timeout,
+            "early_refresh_beta": self._defaults.early_refresh_beta,
         }
 
     def _mode_now(self) -> Any:
@@ -520,12 +542,15 @@ class MintCache(BaseCache):
         client = client or self._client()
         send: Callable[[Any], Any] = steps.send
         value: Any = None
+        callers: BaseException | None = None
         while True:
             try:
                 step = send(value)
             except StopIteration as stop:
                 return stop.value
             except CacheError as error:
+                if error is callers:
+                    raise
                 return self._failed(operation, error, fallback)
             send = steps.send
             kind = type(step)
@@ -538,7 +563,12 @@ class MintCache(BaseCache):
                 time.sleep(step.seconds)
                 value = None
             else:
-                value = step.function()  # the caller's code: its errors are the caller's
+                try:
+                    value = step.function()
+                except BaseException as error:
+                    # The caller's code: its errors are the caller's. The steps see it (to
+                    # clean up) and must raise it again; IGNORE_EXCEPTIONS never hides it.
+                    send, value, callers = steps.throw, error, error
 
     async def _arun(
         self, operation: str, steps: _Steps, fallback: _Fallback, client: Any = None
@@ -547,12 +577,15 @@ class MintCache(BaseCache):
         client = client or self._aclient()
         send: Callable[[Any], Any] = steps.send
         value: Any = None
+        callers: BaseException | None = None
         while True:
             try:
                 step = send(value)
             except StopIteration as stop:
                 return stop.value
             except CacheError as error:
+                if error is callers:
+                    raise
                 return self._failed(operation, error, fallback)
             send = steps.send
             kind = type(step)
@@ -565,9 +598,12 @@ class MintCache(BaseCache):
                 await asyncio.sleep(step.seconds)
                 value = None
             else:
-                value = step.function()
-                if inspect.isawaitable(value):
-                    value = await value
+                try:
+                    value = step.function()
+                    if inspect.isawaitable(value):
+                        value = await value
+                except BaseException as error:  # see _run
+                    send, value, callers = steps.throw, error, error
 
     def _ignores(self, operation: str, answer: str, error: CacheError) -> bool:
         """Whether IGNORE_EXCEPTIONS turns this failure into ``answer`` (and logs it)."""
@@ -833,10 +869,10 @@ class MintCache(BaseCache):
         self, key: Any, default: Any, timeout: Any, version: int | None
     ) -> _Steps:
         k = self._key(key, version)
-        reads = MintReads(self._pending)
+        reads = MintReads(self._pending, DEFAULT_WAIT)
         while True:
             try:
-                lookup = yield _call("get", k, lease_on_miss=True)
+                lookup = yield _call("get", k, lease_on_miss=True, wait=reads.next_wait())
             except CacheError as error:
                 if not self._ignores("get_or_set", "the default", error):
                     raise
@@ -850,8 +886,21 @@ class MintCache(BaseCache):
                 continue
             break
         assert isinstance(decision, Compute)
+        took = 0
         if callable(default):
-            default = yield _Compute(default)
+            started = monotonic()
+            try:
+                default = yield _Compute(default)
+            except BaseException:
+                # A failed fill is never a value: give the lease back, so that one waiting
+                # caller is elected to fill instead, and raise the caller's error.
+                if decision.fill:
+                    try:
+                        yield _call("delete", k, lease=decision.lease)
+                    except CacheError as error:
+                        log.warning("MintCache: releasing a failed fill's lease failed: %s", error)
+                raise
+            took = recompute_ms(monotonic() - started)
         if not decision.write_back:
             return default
         self._forget_leases([k])
@@ -859,7 +908,8 @@ class MintCache(BaseCache):
         try:
             if ttl is False:
                 if decision.lease is not None:
-                    yield _call("delete", k)  # release the cold-miss placeholder: nothing is coming
+                    # Release the cold-miss placeholder (or the stale value): nothing is coming.
+                    yield _call("delete", k, lease=decision.lease)
                 return default
             data, flags, counter = self._encode(default)
             stored = yield _call(
@@ -871,6 +921,7 @@ class MintCache(BaseCache):
                 flags=flags,
                 lease=None if counter else decision.lease,
                 counter=counter,
+                recompute_ms=took,
             )
             if not stored:
                 # Someone stored the key since our read: theirs is the value now.
@@ -955,7 +1006,10 @@ class MintCache(BaseCache):
         self, key: Any, default: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> Any:
         """The mint protocol with cold-miss protection: one caller computes (``default()``)
-        while concurrent callers wait for its value (``PENDING``) or keep the stale one."""
+        while concurrent callers keep the stale value, or wait for its value (``PENDING``: the
+        server holds their read until the value lands, for up to 10 s in all). If
+        ``default()`` raises, another waiting caller is elected to compute at once, and the
+        error propagates."""
         return self._run(
             "get_or_set", self._get_or_set_steps(key, default, timeout, version), _NONE
         )
