@@ -167,6 +167,49 @@ async fn stampede_over_two_replicas_elects_one_refresher_per_stale_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fill_over_two_replicas_computes_once_per_round_without_polls() {
+    let mc = Memcached::start();
+    let a = TestServer::start(config(&[&mc])).await;
+    let b = TestServer::start(config(&[&mc])).await;
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let (exit, report) = bench(&[
+        "-e",
+        &a_addr,
+        "-e",
+        &b_addr,
+        "-w",
+        "fill",
+        "-c",
+        "4",
+        "-s",
+        "5",
+        "-n",
+        "3",
+        "--recompute",
+        "50ms",
+    ])
+    .await;
+    assert_eq!(exit, Exit::Success, "{report:#}");
+    let fill = &report["fill"];
+    assert_eq!(fill["readers"], 20, "{report:#}");
+    assert_eq!(fill["rounds"], 3, "{report:#}");
+    assert_eq!(fill["exactly_one_compute_per_round"], true, "{report:#}");
+    assert_eq!(fill["without_value"], 0, "{report:#}");
+    // Every waiter was held by the server until the fill landed: no read came back PENDING.
+    assert_eq!(fill["polls"], 0, "{report:#}");
+    assert_eq!(outcome(&report, "PENDING"), 0, "{report:#}");
+    let waiters = n(&fill["same_replica"], "waiters") + n(&fill["other_replica"], "waiters");
+    assert_eq!(waiters, 3 * 19, "{report:#}");
+    // A waiter is answered once the value is stored, after the 50 ms compute.
+    assert!(
+        fill["same_replica"]["p50_ms"].as_f64() >= Some(50.0),
+        "{report:#}"
+    );
+    assert_eq!(outcome(&report, "MISS"), 3, "{report:#}");
+    assert_eq!(outcome(&report, "STORED"), 3, "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_mode_with_both_protocols() {
     let mc = Memcached::start();
     let addr = mc.addr();

@@ -268,7 +268,9 @@ async fn waiting_callers_get_the_fill_without_polling() {
             .expect("build")
     };
     let (a, b) = (waiting(s1.addr), waiting(s2.addr));
-    let gets = |metrics: &str| harness::sample_sum(metrics, "mintcache_rpc_requests_total{", "rpc=\"Get\"");
+    let gets = |metrics: &str| {
+        harness::sample_sum(metrics, "mintcache_rpc_requests_total{", "rpc=\"Get\"")
+    };
     let before = gets(&s1.admin_get("/metrics").await.1) + gets(&s2.admin_get("/metrics").await.1);
     let computed = Arc::new(AtomicUsize::new(0));
     let values = stampede([&a, &b], "cold-wait", "filled", &computed).await;
@@ -307,12 +309,19 @@ async fn a_failed_fill_is_handed_to_one_waiter() {
         })
     });
     let results = join_all(calls).await;
-    assert_eq!(attempts.load(Ordering::SeqCst), 2, "the failed fill and one more");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "the failed fill and one more"
+    );
     let failed = results.iter().filter(|r| r.is_err()).count();
     assert_eq!(failed, 1);
     for r in results.iter().filter_map(|r| r.as_ref().ok()) {
         assert_eq!(r, b"recovered");
     }
     let stored = c.get("flaky").await.expect("get");
-    assert_eq!((stored.outcome, stored.value), (Outcome::Hit, b"recovered".to_vec()));
+    assert_eq!(
+        (stored.outcome, stored.value),
+        (Outcome::Hit, b"recovered".to_vec())
+    );
 }

@@ -26,6 +26,9 @@ Examples:
   # 200 readers of one expiring key over two replicas: expect exactly 1 REFRESH per stale period
   mintcache-bench -e 10.0.0.1:50051 -e 10.0.0.2:50051 --workload stampede -c 8 -s 25 -d 20s
 
+  # 200 readers of a cold key at once, 50 rounds: expect 1 compute per round, no polls
+  mintcache-bench -e 10.0.0.1:50051 -e 10.0.0.2:50051 --workload fill -c 8 -s 25 -n 50
+
 Exit status: 0 every call succeeded, 1 the run completed but some calls failed,
 2 bad usage, 3 the run could not be done (server unreachable, protocol error).";
 
@@ -38,6 +41,8 @@ pub(crate) enum WorkloadKind {
     Batch,
     /// Readers of one expiring hot key; each REFRESH winner recomputes and sets it.
     Stampede,
+    /// Rounds of readers of one cold key at once, held by the server for the one fill.
+    Fill,
 }
 
 /// The memcached protocol of `--memcached` mode.
@@ -128,7 +133,8 @@ pub(crate) struct Cli {
     /// Stampede: seconds the hot value stays servable as STALE [default: 30].
     #[arg(long, value_name = "SECONDS", help_heading = "Stampede")]
     pub(crate) grace: Option<u32>,
-    /// Stampede: how long the REFRESH winner takes to recompute [default: 50ms].
+    /// Stampede and fill: how long the REFRESH (or MISS) winner takes to compute [default:
+    /// 50ms].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Stampede")]
     pub(crate) recompute: Option<Duration>,
 

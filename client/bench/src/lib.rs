@@ -11,7 +11,7 @@
 //! `keys` (key names and distribution), `control` (phases and bounds), `record` (outcomes,
 //! errors, HDR latency histograms), `grpc` (the workloads over gRPC), `memcached` (the same
 //! workloads sent directly to memcached, meta or text protocol), `stampede` (the stampede
-//! scenario), `wire` (the lean gRPC client the workloads use), `report` (table, JSON,
+//! scenario), `fill` (the cold-fill scenario), `wire` (the lean gRPC client the workloads use), `report` (table, JSON,
 //! progress), `error` (why a run could not be done). Dependencies point one way: `args`,
 //! `error` and `keys` use nothing, `control` only `error`, `record` `control` and `error`,
 //! `options` `args`, `control`, `keys` and `record`; the workloads and `report` use those;
@@ -20,6 +20,7 @@
 mod args;
 mod control;
 mod error;
+mod fill;
 mod grpc;
 mod keys;
 mod memcached;
@@ -39,7 +40,7 @@ use self::control::{Limiter, Live};
 use self::error::BenchError;
 use self::options::{Plan, Target, Workload};
 use self::record::{Recorder, Summary};
-use self::report::{Progress, Report, StampedeReport};
+use self::report::{FillReport, Progress, Report, StampedeReport};
 
 /// How often the progress line is updated.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -169,6 +170,7 @@ where
 struct Ran {
     recorders: Vec<Recorder>,
     stampede: Option<StampedeReport>,
+    fill: Option<FillReport>,
 }
 
 /// Connects, prepares, runs (with the progress line and the interrupt), and builds the report.
@@ -224,6 +226,7 @@ async fn bench(
     let ran = ran?;
     let summary = Summary::merge(ran.recorders, limiter.measure_start())?;
     let mut report = Report::new(plan, &summary, limiter.stopped(), ran.stampede);
+    report.fill = ran.fill;
     report.client_cpu_cores = client_cpu_cores;
     Ok(report)
 }
@@ -238,6 +241,10 @@ enum Prepared {
         conns: Vec<(wire::Conn, wire::Driver)>,
         job: Arc<stampede::Job>,
         endpoints: usize,
+    },
+    Fill {
+        conns: Vec<(wire::Conn, wire::Driver)>,
+        job: Arc<fill::Job>,
     },
     Memcached {
         streams: Vec<tokio::net::TcpStream>,
@@ -279,6 +286,21 @@ async fn prepare(plan: &Plan) -> Result<Prepared, BenchError> {
                 endpoints: target.endpoints.len().min(plan.connections),
             })
         }
+        (Target::Grpc(target), Workload::Fill(settings)) => {
+            let conns = grpc::connect(target, plan.connections, plan.timeout).await?;
+            let job = fill::Job {
+                key_prefix: settings.key_prefix.clone(),
+                value: keys::value(64),
+                recompute: settings.recompute,
+                wait_ms: settings.wait_ms,
+                streams: plan.streams,
+                endpoints: target.endpoints.len().min(plan.connections),
+            };
+            Ok(Prepared::Fill {
+                conns,
+                job: Arc::new(job),
+            })
+        }
         (Target::Memcached { addr, protocol }, Workload::Mix(mix)) => {
             let mut streams = memcached::connect(addr, plan.connections, plan.timeout).await?;
             let job = memcached::Job {
@@ -298,9 +320,9 @@ async fn prepare(plan: &Plan) -> Result<Prepared, BenchError> {
             })
         }
         // Refused when the command line is validated.
-        (Target::Memcached { .. }, Workload::Stampede(_)) => Err(BenchError::Internal(
-            "the stampede scenario needs mintcache servers".into(),
-        )),
+        (Target::Memcached { .. }, Workload::Stampede(_) | Workload::Fill(_)) => Err(
+            BenchError::Internal("the stampede and fill scenarios need mintcache servers".into()),
+        ),
     }
 }
 
@@ -315,10 +337,12 @@ impl Prepared {
             Self::Grpc { conns, job } => Ok(Ran {
                 recorders: grpc::run(&job, conns, limiter, live).await?,
                 stampede: None,
+                fill: None,
             }),
             Self::Memcached { streams, job } => Ok(Ran {
                 recorders: memcached::run(job, streams, limiter, live, plan.seed).await?,
                 stampede: None,
+                fill: None,
             }),
             Self::Stampede {
                 conns,
@@ -335,6 +359,23 @@ impl Prepared {
                         ttl_seconds: job.ttl,
                         grace_seconds: job.grace,
                         recompute_ms: job.recompute.as_secs_f64() * 1000.0,
+                        verdict,
+                        reads: 0,
+                        stale_percent: 0.0,
+                    }),
+                    fill: None,
+                })
+            }
+            Self::Fill { conns, job } => {
+                let (recorders, verdict) = fill::run(job.clone(), conns, limiter, live).await?;
+                Ok(Ran {
+                    recorders,
+                    stampede: None,
+                    fill: Some(FillReport {
+                        readers: plan.in_flight(),
+                        endpoints: job.endpoints,
+                        recompute_ms: job.recompute.as_secs_f64() * 1000.0,
+                        wait_ms: job.wait_ms,
                         verdict,
                     }),
                 })

@@ -29,6 +29,8 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 const DEFAULT_STAMPEDE_TTL: u32 = 1;
 const DEFAULT_GRACE: u32 = 30;
 const DEFAULT_RECOMPUTE: Duration = Duration::from_millis(50);
+/// The longest a fill round's read is held: the server's default `cache.max_wait_ms`.
+const MAX_FILL_WAIT: Duration = Duration::from_secs(10);
 const DEFAULT_VERSION: &str = "bench";
 /// A fixed default seed makes two runs draw the same key sequence.
 const DEFAULT_SEED: u64 = 1;
@@ -116,6 +118,7 @@ impl std::fmt::Debug for GrpcTarget {
 pub(crate) enum Workload {
     Mix(Mix),
     Stampede(Stampede),
+    Fill(Fill),
 }
 
 /// Reads and writes of keys drawn from a key space.
@@ -165,6 +168,16 @@ pub(crate) struct Stampede {
     pub(crate) recompute: Duration,
 }
 
+/// The cold-fill scenario's settings.
+#[derive(Debug)]
+pub(crate) struct Fill {
+    pub(crate) key_prefix: String,
+    pub(crate) recompute: Duration,
+    /// `GetRequest.wait_ms` of every read: the call's timeout less 100 ms, at most the
+    /// server's default `cache.max_wait_ms` (10 s).
+    pub(crate) wait_ms: u32,
+}
+
 /// Parses the arguments (the first one is the program name). `Err` carries clap's error,
 /// which also stands for `--help` and `--version`.
 pub(crate) fn parse<I, T>(args: I) -> Result<Result<Plan, UsageError>, clap::Error>
@@ -180,13 +193,14 @@ where
 /// the target, the flags that apply to the workload, concurrency, the bound and the runtime,
 /// then the workload's own settings.
 fn validate(cli: Cli) -> Result<Plan, UsageError> {
-    let stampede = cli.workload == WorkloadKind::Stampede;
+    let stampede = matches!(cli.workload, WorkloadKind::Stampede | WorkloadKind::Fill);
     let target = target(&cli)?;
     if stampede && matches!(target, Target::Memcached { .. }) {
-        return Err(usage(
-            "--workload stampede needs mintcache servers (--endpoint): the refresh election is \
+        return Err(usage(format!(
+            "--workload {} needs mintcache servers (--endpoint): the refresh election is \
              mintcache's",
-        ));
+            workload_name(cli.workload)
+        )));
     }
     check_workload_flags(&cli, stampede)?;
     check_concurrency(&cli)?;
@@ -204,7 +218,19 @@ fn validate(cli: Cli) -> Result<Plan, UsageError> {
         }
         None => format!("bench:{:08x}:", run_id()),
     };
-    let workload = if stampede {
+    let workload = if cli.workload == WorkloadKind::Fill {
+        Workload::Fill(Fill {
+            key_prefix,
+            recompute: cli.recompute.unwrap_or(DEFAULT_RECOMPUTE),
+            wait_ms: u32::try_from(
+                cli.timeout
+                    .saturating_sub(Duration::from_millis(100))
+                    .min(MAX_FILL_WAIT)
+                    .as_millis(),
+            )
+            .unwrap_or(u32::MAX),
+        })
+    } else if stampede {
         Workload::Stampede(stampede_settings(&cli, key_prefix)?)
     } else {
         Workload::Mix(mix_settings(&cli, &key_prefix)?)
@@ -250,14 +276,20 @@ fn check_workload_flags(cli: &Cli, stampede: bool) -> Result<(), UsageError> {
         (cli.recompute.is_some(), "--recompute"),
     ];
     if stampede {
+        let name = workload_name(cli.workload);
         for (given, flag) in mix_flags {
-            not_for(given, flag, "--workload stampede")?;
+            not_for(given, flag, &format!("--workload {name}"))?;
         }
         not_for(
             cli.warmup.is_some(),
             "--warmup",
-            "--workload stampede (every stale period counts)",
+            &format!("--workload {name} (every stale period or round counts)"),
         )?;
+        if cli.workload == WorkloadKind::Fill {
+            for (given, flag) in &stampede_flags[..2] {
+                not_for(*given, flag, "--workload fill (only to stampede)")?;
+            }
+        }
     } else {
         for (given, flag) in stampede_flags {
             not_for(given, flag, "--workload unary or batch (only to stampede)")?;
@@ -271,6 +303,15 @@ fn check_workload_flags(cli: &Cli, stampede: bool) -> Result<(), UsageError> {
         }
     }
     Ok(())
+}
+
+fn workload_name(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Unary => "unary",
+        WorkloadKind::Batch => "batch",
+        WorkloadKind::Stampede => "stampede",
+        WorkloadKind::Fill => "fill",
+    }
 }
 
 /// Connections, streams per connection, and the calls in flight they make together.
@@ -652,7 +693,7 @@ mod tests {
     fn the_mix_picks_reads_by_the_get_ratio() {
         let mix = |args: &[&str]| match plan(args).expect("valid").workload {
             Workload::Mix(mix) => mix,
-            Workload::Stampede(_) => panic!("mix expected"),
+            Workload::Stampede(_) | Workload::Fill(_) => panic!("mix expected"),
         };
         let mut rng = fastrand::Rng::with_seed(4);
         let unary = mix(&["--get-ratio", "0.9"]);
@@ -664,6 +705,33 @@ mod tests {
         assert!((0..1000).all(|_| only_reads.pick(&mut rng) == Op::GetMany));
         let only_writes = mix(&["-w", "batch", "--get-ratio", "0"]);
         assert!((0..1000).all(|_| only_writes.pick(&mut rng) == Op::SetMany));
+    }
+
+    #[test]
+    fn fill_takes_only_the_compute_time() {
+        let given = plan(&[
+            "-w",
+            "fill",
+            "-e",
+            "a:1",
+            "--recompute",
+            "100ms",
+            "--timeout",
+            "2s",
+        ])
+        .expect("valid");
+        let Workload::Fill(f) = &given.workload else {
+            panic!("fill expected");
+        };
+        assert_eq!((f.recompute, f.wait_ms), (Duration::from_millis(100), 1900));
+        assert_eq!(given.warmup, Duration::ZERO);
+        let Workload::Fill(f) = &plan(&["-w", "fill"]).expect("valid").workload else {
+            panic!("fill expected");
+        };
+        assert_eq!(f.wait_ms, 9900);
+        assert!(refused(&["-w", "fill", "--grace", "5"]).contains("--grace"));
+        assert!(refused(&["-w", "fill", "--keys", "5"]).contains("--keys"));
+        assert!(refused(&["--memcached", "h:1", "-w", "fill"]).contains("fill"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::fill;
 use super::options::{Plan, Target, Workload};
 use super::record::{Latency, OpStats, Outcome, Summary};
 use super::stampede::Verdict;
@@ -37,6 +38,8 @@ pub(crate) struct Report {
     pub(crate) by_op: Vec<OpReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) stampede: Option<StampedeReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) fill: Option<FillReport>,
 }
 
 /// Where the calls went.
@@ -130,6 +133,21 @@ pub(crate) struct StampedeReport {
     pub(crate) recompute_ms: f64,
     #[serde(flatten)]
     pub(crate) verdict: Verdict,
+    /// Reads measured (every outcome).
+    pub(crate) reads: u64,
+    /// STALE answers as a share of the reads, in percent.
+    pub(crate) stale_percent: f64,
+}
+
+/// The cold-fill scenario's verdict and settings.
+#[derive(Debug, Serialize)]
+pub(crate) struct FillReport {
+    pub(crate) readers: usize,
+    pub(crate) endpoints: usize,
+    pub(crate) recompute_ms: f64,
+    pub(crate) wait_ms: u32,
+    #[serde(flatten)]
+    pub(crate) verdict: fill::Verdict,
 }
 
 impl Report {
@@ -163,8 +181,12 @@ impl Report {
                 prefilled: Some(mix.keys.filled()),
                 ttl_seconds: Some(mix.ttl),
             },
-            Workload::Stampede(_) => WorkloadReport {
-                kind: "stampede",
+            Workload::Stampede(_) | Workload::Fill(_) => WorkloadReport {
+                kind: if matches!(plan.workload, Workload::Fill(_)) {
+                    "fill"
+                } else {
+                    "stampede"
+                },
                 get_ratio: None,
                 batch: None,
                 value_size: None,
@@ -174,6 +196,25 @@ impl Report {
                 ttl_seconds: None,
             },
         };
+        let mut stampede = stampede;
+        if let Some(stampede) = &mut stampede {
+            let reads: u64 = [
+                Outcome::Hit,
+                Outcome::Stale,
+                Outcome::Refresh,
+                Outcome::Miss,
+                Outcome::Pending,
+            ]
+            .into_iter()
+            .map(|o| summary.total.outcome(o))
+            .sum();
+            stampede.reads = reads;
+            stampede.stale_percent = if reads == 0 {
+                0.0
+            } else {
+                summary.total.outcome(Outcome::Stale) as f64 * 100.0 / reads as f64
+            };
+        }
         Self {
             tool: "mintcache-bench",
             version: env!("CARGO_PKG_VERSION"),
@@ -193,6 +234,7 @@ impl Report {
                 .map(|(op, stats)| OpReport::of(op.name(), stats, summary))
                 .collect(),
             stampede,
+            fill: None,
         }
     }
 
@@ -279,6 +321,9 @@ impl Report {
         if let Some(stampede) = &self.stampede {
             stampede.write_table(out)?;
         }
+        if let Some(fill) = &self.fill {
+            fill.write_table(out)?;
+        }
         Ok(())
     }
 }
@@ -300,6 +345,7 @@ impl WorkloadReport {
                 format!("batch, {k} keys per call: {}", mix("GetMany", "SetMany"))
             }
             ("stampede", _) => "stampede: readers of one expiring hot key".to_owned(),
+            ("fill", _) => "fill: rounds of readers of one cold key at once".to_owned(),
             _ => format!("unary: {}", mix("Get", "Set")),
         }
     }
@@ -341,6 +387,11 @@ impl StampedeReport {
         )?;
         writeln!(
             out,
+            "stale share  {:.2}% of {} reads answered STALE",
+            self.stale_percent, self.reads
+        )?;
+        writeln!(
+            out,
             "verdict      {}",
             if v.exactly_one_recompute_per_period {
                 "exactly one recompute in every stale period"
@@ -367,6 +418,58 @@ impl StampedeReport {
             )?;
         }
         Ok(())
+    }
+}
+
+impl FillReport {
+    fn write_table(&self, out: &mut impl Write) -> io::Result<()> {
+        let v = &self.verdict;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "fill         {} readers over {} endpoint(s) per round, compute {:.0} ms, reads held \
+             up to {} ms",
+            self.readers, self.endpoints, self.recompute_ms, self.wait_ms
+        )?;
+        let distribution: Vec<String> = v
+            .computes_per_round
+            .iter()
+            .map(|(n, rounds)| format!("{n} in {rounds}"))
+            .collect();
+        writeln!(
+            out,
+            "rounds       {}: computes per round: {}; readers without the value {}; client \
+             polls (PENDING answers) {}",
+            v.rounds,
+            if distribution.is_empty() {
+                "-".to_owned()
+            } else {
+                distribution.join(", ")
+            },
+            v.without_value,
+            v.polls
+        )?;
+        for (name, l) in [
+            ("same replica", &v.same_replica),
+            ("other       ", &v.other_replica),
+        ] {
+            writeln!(
+                out,
+                "{name} {} waiters from the round's start: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.waiters, l.p50_ms, l.p99_ms, l.max_ms
+            )?;
+        }
+        writeln!(
+            out,
+            "verdict      {}",
+            if v.exactly_one_compute_per_round && v.without_value == 0 {
+                "exactly one compute in every round, every reader got the value"
+            } else if v.rounds == 0 {
+                "no round ran"
+            } else {
+                "NOT exactly one compute per round with the value for everyone"
+            }
+        )
     }
 }
 
@@ -546,6 +649,8 @@ mod tests {
             grace_seconds: 30,
             recompute_ms: 50.0,
             verdict,
+            reads: 0,
+            stale_percent: 0.0,
         };
         let report = Report::new(&plan, &summary(), false, Some(stampede));
         let mut out = Vec::new();
@@ -556,6 +661,9 @@ mod tests {
         assert_eq!(json["stampede"]["refreshes"], 3);
         assert_eq!(json["stampede"]["recomputes_per_period"]["1"], 3);
         assert_eq!(json["stampede"]["exactly_one_recompute_per_period"], true);
+        // The reads and the stale share come from the measured outcomes: 9 HITs.
+        assert_eq!(json["stampede"]["reads"], 9);
+        assert_eq!(json["stampede"]["stale_percent"], 0.0);
         let mut out = Vec::new();
         report.write_table(&mut out).expect("table");
         let text = String::from_utf8(out).expect("utf-8");
@@ -564,6 +672,51 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("64 readers over 2 endpoint(s)"), "{text}");
+        assert!(text.contains("0.00% of 9 reads answered STALE"), "{text}");
+    }
+
+    #[test]
+    fn fill_reports_its_rounds_and_waiters() {
+        use super::super::fill::{Answer, Verdict};
+        let plan = plan(&["-w", "fill", "-e", "a:1", "-e", "b:2"]);
+        let answer = |endpoint, ms, computed| Answer {
+            endpoint,
+            latency: Duration::from_millis(ms),
+            polls: 0,
+            computed,
+            got_value: true,
+        };
+        let rounds = BTreeMap::from([(
+            0,
+            vec![
+                answer(0, 100, true),
+                answer(0, 101, false),
+                answer(1, 112, false),
+            ],
+        )]);
+        let mut report = Report::new(&plan, &summary(), false, None);
+        report.fill = Some(FillReport {
+            readers: 3,
+            endpoints: 2,
+            recompute_ms: 100.0,
+            wait_ms: 9900,
+            verdict: Verdict::of(&rounds),
+        });
+        let mut out = Vec::new();
+        report.write_json(&mut out).expect("json");
+        let json: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(json["workload"]["kind"], "fill");
+        assert_eq!(json["fill"]["rounds"], 1);
+        assert_eq!(json["fill"]["exactly_one_compute_per_round"], true);
+        assert_eq!(json["fill"]["other_replica"]["p99_ms"], 112.0);
+        let mut out = Vec::new();
+        report.write_table(&mut out).expect("table");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.contains("exactly one compute in every round, every reader got the value"),
+            "{text}"
+        );
+        assert!(text.contains("client polls (PENDING answers) 0"), "{text}");
     }
 
     #[test]

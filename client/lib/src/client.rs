@@ -61,7 +61,10 @@ impl CallDefaults {
             headers.push((DEBUG_HEADER, AsciiMetadataValue::from_static(mode.as_str())));
         }
         if self.strong {
-            headers.push((CONSISTENCY_HEADER, AsciiMetadataValue::from_static("strong")));
+            headers.push((
+                CONSISTENCY_HEADER,
+                AsciiMetadataValue::from_static("strong"),
+            ));
         }
         if let Some(token) = &self.token {
             let mut bearer = value(AUTHORIZATION_HEADER, &format!("Bearer {token}"))?;
@@ -175,9 +178,9 @@ impl fmt::Debug for Client {
 
 /// The recomputation time a store reports, in milliseconds (0: not said).
 fn recompute_ms(options: &SetOptions) -> u32 {
-    options
-        .recompute
-        .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1))
+    options.recompute.map_or(0, |d| {
+        u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+    })
 }
 
 /// Takes the response metadata's degraded flag.

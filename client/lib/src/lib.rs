@@ -61,8 +61,8 @@ pub use builder::ClientBuilder;
 pub use client::Client;
 pub use error::{BoxError, Error, code_name};
 pub use headers::{
-    AUTHORIZATION_HEADER, CONSISTENCY_HEADER, DEBUG_APPLIED_HEADER, DEBUG_HEADER, DEGRADED_HEADER, NAMESPACE_HEADER,
-    VERSION_HEADER,
+    AUTHORIZATION_HEADER, CONSISTENCY_HEADER, DEBUG_APPLIED_HEADER, DEBUG_HEADER, DEGRADED_HEADER,
+    NAMESPACE_HEADER, VERSION_HEADER,
 };
 pub use proto::cache_client::CacheClient;
 pub use tonic_health::pb::health_check_response::ServingStatus;
