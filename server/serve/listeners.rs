@@ -15,7 +15,7 @@ pub struct BindError {
     pub key: &'static str,
     /// The address.
     pub addr: SocketAddr,
-    /// Why.
+    /// The operating system's refusal (address in use, not an address of this host, ...).
     pub source: std::io::Error,
 }
 

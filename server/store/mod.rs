@@ -31,7 +31,7 @@ pub(crate) enum StoreError {
     Connect {
         /// The node's address.
         node: String,
-        /// Why.
+        /// What failed: refused, timed out, the handshake's error.
         reason: String,
     },
     /// The operation did not complete in time.
@@ -48,7 +48,7 @@ pub(crate) enum StoreError {
     Protocol {
         /// The node's address.
         node: String,
-        /// Why.
+        /// What was wrong with the reply, or how the connection broke.
         reason: String,
     },
     /// The node is ejected after consecutive failures.
@@ -62,7 +62,7 @@ pub(crate) enum StoreError {
     Broken {
         /// The node's address.
         node: String,
-        /// Why.
+        /// How the connection broke (reset, closed by the peer, stalled).
         reason: String,
     },
     /// The node's connections have as many commands waiting as they take: nothing was sent.
