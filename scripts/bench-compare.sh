@@ -49,19 +49,8 @@ if [ "$CROSS_CHECK" = 1 ]; then
 fi
 
 mkdir -p "$OUT"
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# free_port, start, start_mintcache, MC_USER; every process started is stopped on exit.
+source "$ROOT/scripts/bench-lib.sh"
 
 if [ "$SKIP_BUILD" != 1 ]; then
     say "building release binaries"
@@ -74,48 +63,6 @@ NOOP="$ROOT/target/release/examples/noop_server"
 for bin in "$BENCH" "$SERVER" "$NOOP"; do
     [ -x "$bin" ] || die "$bin is missing (run without SKIP_BUILD=1)"
 done
-
-# A free loopback port (bound, then released; the process started next takes it).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_port PORT PID NAME: until something listens on PORT, failing if PID exits.
-wait_port() {
-    local port="$1" pid="$2" name="$3" i
-    for i in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || die "$name exited during startup (log: $OUT/$name.log)"
-        sleep 0.05
-    done
-    die "$name did not listen on port $port within 10 s (log: $OUT/$name.log)"
-}
-
-# start NAME PORT COMMAND...: runs COMMAND in the background, logs to $OUT/NAME.log.
-LAST_PID=""
-start() {
-    local name="$1" port="$2"
-    shift 2
-    "$@" >"$OUT/$name.log" 2>&1 &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-    wait_port "$port" "$LAST_PID" "$name"
-}
-
-# start_mintcache NAME PORT [MEMCACHED_ADDR]: the default configuration, plus memcached.
-start_mintcache() {
-    local name="$1" port="$2" servers="${3:-}"
-    start "$name" "$port" env \
-        MINTCACHE_SERVER__LISTEN="127.0.0.1:$port" \
-        MINTCACHE_ADMIN__LISTEN="127.0.0.1:$(free_port)" \
-        MINTCACHE_MEMCACHED__SERVERS="$servers" \
-        "$SERVER"
-}
-
-MC_USER=()
-[ "$(id -u)" = 0 ] && MC_USER=(-u root)
 
 say "starting memcached, twemproxy, mintcache (memcached), mintcache (embedded), no-op server"
 MC_PORT="$(free_port)"
@@ -153,7 +100,7 @@ NOOP_PID="$LAST_PID"
 # Targets: id | label | mintcache-bench target flags | PID of the serving process. The run's
 # connections x streams apply to every target, except memcached-meta-1: the same number of
 # requests in flight, but each on a connection of its own (C x S connections of one request,
-# as memaslap loads memcached), the reference the targets were first measured against.
+# as memaslap loads memcached), the reference the throughput targets were first measured against.
 TARGETS=(
     "memcached-meta|memcached direct (meta protocol)|--memcached 127.0.0.1:$MC_PORT --memcached-protocol meta|$MC_PID"
     "memcached-meta-1|memcached direct (meta), one request per connection|--memcached 127.0.0.1:$MC_PORT --memcached-protocol meta|$MC_PID"

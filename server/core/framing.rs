@@ -6,7 +6,7 @@
 /// Bytes of a message's prefix: the compression flag and the length.
 pub(crate) const PREFIX_BYTES: usize = 5;
 
-/// Where a body is in its framing. See the module documentation.
+/// Where a body is in its gRPC framing (the 5-byte prefix, then the message).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Framing {
     prefix: [u8; PREFIX_BYTES],

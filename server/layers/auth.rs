@@ -49,7 +49,7 @@ impl<S> Layer<S> for AuthLayer {
     }
 }
 
-/// See the module documentation.
+/// Authenticates each call and attaches its [`Grant`]; reports the applied debug mode.
 #[derive(Clone, Debug)]
 pub(crate) struct AuthService<S> {
     inner: S,

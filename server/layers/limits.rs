@@ -34,7 +34,7 @@ use crate::core::deadline::{budget, parse_grpc_timeout};
 use crate::grpc::status;
 use crate::metrics::Metrics;
 
-/// See the module documentation.
+/// Load shedding: a call beyond `server.max_concurrent_calls` is refused at once.
 #[derive(Clone, Debug)]
 pub(crate) struct ConcurrencyLayer {
     permits: Arc<Semaphore>,
@@ -103,7 +103,7 @@ where
     }
 }
 
-/// See the module documentation.
+/// Abandons a call when its `grpc-timeout` runs out (`DEADLINE_EXCEEDED`).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct DeadlineLayer;
 
@@ -132,7 +132,8 @@ impl ReceivedAt {
     }
 }
 
-/// Stamps every request with [`ReceivedAt`]; nothing else. See the module documentation.
+/// Stamps every request with [`ReceivedAt`], the instant its call arrived, from which the
+/// request layer's read timeout and the call's deadline are counted.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ReceivedAtLayer;
 

@@ -50,7 +50,8 @@ struct Limits {
     read_timeout: Duration,
 }
 
-/// See the module documentation.
+/// Reads each call's whole request, within its read timeout and the request-bytes budget,
+/// before the call is served.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestLayer {
     limits: Arc<Limits>,

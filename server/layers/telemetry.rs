@@ -48,7 +48,7 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// See the module documentation.
+/// One span and one set of request metrics per call.
 #[derive(Clone, Debug)]
 pub(crate) struct TelemetryLayer {
     metrics: Metrics,

@@ -36,7 +36,8 @@ const FRAME_BYTES: usize = 16 * 1024;
 const MAX_BLOCK_FRAMES: usize = 8;
 const MAX_BLOCK_BYTES: usize = MAX_BLOCK_FRAMES * (FRAME_HEAD + FRAME_BYTES);
 
-/// A connection's reading side, guarded. See the module documentation.
+/// A connection's reading side, guarded: a malformed header block fails its own stream, not
+/// the connection.
 pub(crate) struct HeaderGuard<IO> {
     io: IO,
     frames: Frames,

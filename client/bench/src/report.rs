@@ -196,25 +196,7 @@ impl Report {
                 ttl_seconds: None,
             },
         };
-        let mut stampede = stampede;
-        if let Some(stampede) = &mut stampede {
-            let reads: u64 = [
-                Outcome::Hit,
-                Outcome::Stale,
-                Outcome::Refresh,
-                Outcome::Miss,
-                Outcome::Pending,
-            ]
-            .into_iter()
-            .map(|o| summary.total.outcome(o))
-            .sum();
-            stampede.reads = reads;
-            stampede.stale_percent = if reads == 0 {
-                0.0
-            } else {
-                summary.total.outcome(Outcome::Stale) as f64 * 100.0 / reads as f64
-            };
-        }
+        let stampede = stampede.map(|s| s.with_reads(summary));
         Self {
             tool: "mintcache-bench",
             version: env!("CARGO_PKG_VERSION"),
@@ -352,6 +334,27 @@ impl WorkloadReport {
 }
 
 impl StampedeReport {
+    /// The reads measured and the share of them answered STALE.
+    fn with_reads(mut self, summary: &Summary) -> Self {
+        let reads: u64 = [
+            Outcome::Hit,
+            Outcome::Stale,
+            Outcome::Refresh,
+            Outcome::Miss,
+            Outcome::Pending,
+        ]
+        .into_iter()
+        .map(|o| summary.total.outcome(o))
+        .sum();
+        self.reads = reads;
+        self.stale_percent = if reads == 0 {
+            0.0
+        } else {
+            summary.total.outcome(Outcome::Stale) as f64 * 100.0 / reads as f64
+        };
+        self
+    }
+
     fn write_table(&self, out: &mut impl Write) -> io::Result<()> {
         let v = &self.verdict;
         writeln!(out)?;

@@ -25,8 +25,8 @@ How Django's cache API maps onto the service:
   failure logged (rate-limited) on the ``mintcache.django`` logger. Off by default: the
   errors (:class:`mintcache.Unavailable`, ...) reach the caller.
 
-Each operation is written once, as a generator of steps (``_Call`` a client method, ``_Sleep``,
-``_Compute`` the caller's default) with no I/O of its own; ``_run`` drives it over the sync
+Each operation is written once, as a generator of steps (``Call`` a client method, ``Sleep``,
+``CallDefault`` the caller's default) with no I/O of its own; ``_run`` drives it over the sync
 client and ``_arun`` over the asyncio one, so the sync and async APIs cannot drift apart.
 """
 
@@ -36,14 +36,10 @@ import asyncio
 import inspect
 import logging
 import math
-import os
-import pickle
 import re
 import threading
 import time
-import weakref
-from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable
+from typing import Any, Callable, Iterable
 
 import grpc
 from django.core.cache.backends.base import (
@@ -51,30 +47,39 @@ from django.core.cache.backends.base import (
     MEMCACHE_MAX_KEY_LENGTH,
     BaseCache,
 )
-from django.core.exceptions import ImproperlyConfigured
-from django.core.serializers.json import DjangoJSONEncoder
 
-from .. import _transport
 from .._breaker import Breaker
 from .._core import (
     DEFAULT_WAIT,
     Cached,
-    CallDefaults,
     Compute,
     MintReads,
     Wait,
-    checked_beta,
-    label,
     monotonic,
     recompute_ms,
 )
 from ..aio import AsyncClient
 from ..client import Client
-from ..codecs import Codec, CodecError
+from ..codecs import CodecError
 from ..errors import CacheError, FailedPrecondition, InvalidArgument, NotFound
 from ..lock import Lock
-from ..types import TLS, Backoff, Lookup, Outcome, SetItem
+from ..types import Backoff, Lookup, Outcome, SetItem
+from . import connections
 from .debug import current_debug_mode, note_debug
+from .steps import (
+    FALSE,
+    NONE,
+    ZERO,
+    Call,
+    CallDefault,
+    Fallback,
+    Sleep,
+    Steps,
+    call,
+    raise_not_found,
+    remaining,
+)
+from .options import Settings
 
 __all__ = ["MintCache", "PICKLE_FLAG", "MAX_TIMEOUT"]
 
@@ -112,106 +117,6 @@ _SERVICE_FAILURES = frozenset(
         grpc.StatusCode.ABORTED,
     }
 )
-
-_OPTIONS = {
-    "APP_VERSION",
-    "NAMESPACE",
-    "TOKEN",
-    "ADMIN_TOKEN",
-    "GRACE",
-    "CALL_TIMEOUT",
-    "TLS",
-    "TLS_CA",
-    "TLS_CERT",
-    "TLS_KEY",
-    "TLS_SERVER_NAME",
-    "PICKLE_PROTOCOL",
-    "SERIALIZER",
-    "COMPRESSOR",
-    "COMPRESS_MIN_BYTES",
-    "COMPRESS_LEVEL",
-    "IGNORE_EXCEPTIONS",
-    "BREAKER_FAILURES",
-    "BREAKER_COOL_OFF",
-    "BREAKER_MAX_COOL_OFF",
-    "TRANSPORT",
-    "EARLY_REFRESH_BETA",
-}
-# The original package's names, with what they are here.
-_RENAMED = {
-    "MINT_DELAY": "OPTIONS['GRACE']",
-    "VERSION": "OPTIONS['APP_VERSION'] (the top-level VERSION stays Django's per-key version)",
-}
-
-# Clients are shared by every backend instance with the same connection settings (Django makes
-# one instance per thread and per async context), per process (a forked worker must not use
-# its parent's channels) and, for asyncio, per event loop (a grpc.aio channel belongs to one).
-# The circuit breaker of those settings is shared by the sync client and every loop's client.
-_clients: dict[tuple[Any, ...], Client] = {}
-_breakers: dict[tuple[Any, ...], Breaker] = {}
-_clients_lock = threading.Lock()
-_aio_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[Any, ...], AsyncClient]
-]
-_aio_clients = weakref.WeakKeyDictionary()
-
-# Bumped in a forked child: backend instances drop the clients they kept (the parent's).
-_generation = 0
-
-
-def _forked() -> None:
-    global _generation
-    _generation += 1
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
-def _shared_breaker(settings: tuple[Any, ...], make: Callable[[], Breaker]) -> Breaker:
-    # Called with _clients_lock held.
-    key = (os.getpid(), settings)
-    breaker = _breakers.get(key)
-    if breaker is None:
-        breaker = _breakers[key] = make()
-    return breaker
-
-
-def _shared_client(
-    settings: tuple[Any, ...], make: Callable[[Breaker], Client], make_breaker: Any
-) -> Client:
-    key = (os.getpid(), settings)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = make(_shared_breaker(settings, make_breaker))
-        return client
-
-
-def _shared_aio_client(
-    settings: tuple[Any, ...], make: Callable[[Breaker], AsyncClient], make_breaker: Any
-) -> AsyncClient:
-    loop = asyncio.get_running_loop()
-    with _clients_lock:
-        per_loop = _aio_clients.get(loop)
-        if per_loop is None:
-            # A loop that ended cannot run its channels' cleanup any more; drop them.
-            for old in [old for old in list(_aio_clients.keys()) if old.is_closed()]:
-                del _aio_clients[old]
-            per_loop = _aio_clients[loop] = {}
-        client = per_loop.get(settings)
-        if client is None:
-            client = per_loop[settings] = make(_shared_breaker(settings, make_breaker))
-        return client
-
-
-def _core_targets(endpoints: tuple[str, ...], tls: bool) -> list[str]:
-    from .._core import channel_targets
-
-    try:
-        return channel_targets(list(endpoints), tls)[0]
-    except ValueError:
-        return list(endpoints)  # refused with its own message when the client is made
-
 
 def _too_large(error: Exception) -> bool:
     return isinstance(error, InvalidArgument) and "max_value_bytes" in error.details
@@ -252,74 +157,6 @@ class _IgnoredLog:
 _ignored_log = _IgnoredLog(IGNORED_LOG_INTERVAL)
 
 
-# --- the steps of an operation -----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """Call ``method`` of the client; the step receives its answer, or its CacheError."""
-
-    method: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def _call(method: str, *args: Any, **kwargs: Any) -> _Call:
-    return _Call(method, args, kwargs)
-
-
-@dataclass(frozen=True, slots=True)
-class _Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Compute:
-    """Call the caller's ``default`` (awaited when it returns a coroutine, in async methods)."""
-
-    function: Callable[[], Any]
-
-
-_Steps = Generator[Any, Any, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Fallback:
-    """What an operation answers under IGNORE_EXCEPTIONS when the service failed."""
-
-    answer: str  # for the log
-    value: Callable[[], Any]
-
-
-def _raise_not_found(key: Any) -> Callable[[], Any]:
-    def fail() -> Any:
-        raise ValueError(f"Key '{key}' not found")
-
-    return fail
-
-
-_NONE = _Fallback("nothing", lambda: None)
-_FALSE = _Fallback("False", lambda: False)
-_ZERO = _Fallback("0", lambda: 0)
-
-
-def _remaining(lookup: Lookup) -> int | None:
-    """``ttl()``: seconds left in the value's timeout, ``None`` for no expiry, 0 when missing
-    or past its timeout (a stale value served during GRACE)."""
-    if not lookup.usable or lookup.outcome != Outcome.HIT:
-        return 0
-    if lookup.no_expiry:
-        return None
-    return max(lookup.ttl_seconds, 1)
-
-
-def _option_seconds(options: dict[str, Any], name: str, default: float) -> float:
-    value = options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ImproperlyConfigured(f"MintCache: OPTIONS[{name!r}] must be seconds > 0")
-    return float(value)
-
-
 class MintCache(BaseCache):
     """Django cache backend over a mintcache server.
 
@@ -339,111 +176,19 @@ class MintCache(BaseCache):
     """
 
     def __init__(self, server: str | list[str], params: dict[str, Any]) -> None:
-        options = dict(params.get("OPTIONS") or {})
-        for name in options:
-            if name in _RENAMED:
-                raise ImproperlyConfigured(f"MintCache: OPTIONS[{name!r}] is {_RENAMED[name]} here")
-            if name not in _OPTIONS:
-                raise ImproperlyConfigured(
-                    f"MintCache: unknown OPTIONS key {name!r} "
-                    f"(known: {', '.join(sorted(_OPTIONS))})"
-                )
+        settings = Settings.of(server, params)
         # BaseCache would read MAX_ENTRIES / CULL_FREQUENCY from OPTIONS; they do not apply.
         super().__init__({**params, "OPTIONS": {}})
-
-        if isinstance(server, str):
-            endpoints = [e.strip() for e in server.replace(";", ",").split(",") if e.strip()]
-        else:
-            endpoints = [str(e).strip() for e in server]
-        if not endpoints:
-            raise ImproperlyConfigured("MintCache: LOCATION needs at least one host:port")
-
-        grace = options.get("GRACE", 0)
-        if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
-            raise ImproperlyConfigured("MintCache: OPTIONS['GRACE'] must be whole seconds >= 0")
-        self._grace = grace
-        call_timeout = options.get("CALL_TIMEOUT", 5.0)
-        if call_timeout is not None:
-            call_timeout = _option_seconds(options, "CALL_TIMEOUT", 5.0)
-        ignore = options.get("IGNORE_EXCEPTIONS", False)
-        if not isinstance(ignore, bool):
-            raise ImproperlyConfigured(
-                "MintCache: OPTIONS['IGNORE_EXCEPTIONS'] must be True or False"
-            )
-        self._ignore_exceptions = ignore
-        failures = options.get("BREAKER_FAILURES", 3)
-        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
-            raise ImproperlyConfigured(
-                "MintCache: OPTIONS['BREAKER_FAILURES'] must be a whole number >= 1"
-            )
-        cool_off = _option_seconds(options, "BREAKER_COOL_OFF", 1.0)
-        max_cool_off = _option_seconds(options, "BREAKER_MAX_COOL_OFF", 30.0)
-        try:
-            Breaker(failures, cool_off, max_cool_off)
-        except ValueError as error:
-            raise ImproperlyConfigured(f"MintCache: OPTIONS: {error}") from None
-        self._breaker_settings = (failures, cool_off, max_cool_off)
-
-        try:
-            self._codec = Codec(
-                serializer=options.get("SERIALIZER", "pickle"),
-                compressor=options.get("COMPRESSOR"),
-                min_bytes=options.get("COMPRESS_MIN_BYTES", 1024),
-                level=options.get("COMPRESS_LEVEL"),
-                pickle_protocol=options.get("PICKLE_PROTOCOL", pickle.HIGHEST_PROTOCOL),
-                json_encoder=DjangoJSONEncoder,
-            )
-        except CodecError as error:
-            raise ImproperlyConfigured(f"MintCache: OPTIONS: {error}") from None
-
-        tls_files = tuple(
-            options.get(name) for name in ("TLS_CA", "TLS_CERT", "TLS_KEY", "TLS_SERVER_NAME")
-        )
-        use_tls = bool(options.get("TLS")) or any(f is not None for f in tls_files)
-        self._tls = TLS(*tls_files) if use_tls else None
-        self._endpoints = tuple(endpoints)
-        try:
-            self._transport = _transport.choose(
-                options.get("TRANSPORT"), _core_targets(self._endpoints, use_tls)
-            )
-        except ValueError as error:
-            raise ImproperlyConfigured(f"MintCache: OPTIONS['TRANSPORT']: {error}") from None
-        # What identifies the shared connections and their circuits (tokens are call metadata,
-        # not connection settings, so they are not part of it).
-        self._connection = (
-            self._endpoints,
-            tls_files if use_tls else None,
-            self._breaker_settings,
-            self._transport,
-        )
-
-        app_version = options.get("APP_VERSION")
-        namespace = options.get("NAMESPACE")
-        admin_token = options.get("ADMIN_TOKEN")
-        try:
-            beta = checked_beta(options.get("EARLY_REFRESH_BETA"))
-        except ValueError:
-            raise ImproperlyConfigured(
-                "MintCache: OPTIONS['EARLY_REFRESH_BETA'] must be a number in 0..=1000 "
-                "(0: no early refresh) or None (the server's)"
-            ) from None
-        try:
-            # Checked as the server checks them: a bad one would fail every call.
-            if app_version is not None:
-                label("OPTIONS['APP_VERSION']", str(app_version), empty=False)
-            if namespace is not None:
-                label("OPTIONS['NAMESPACE']", str(namespace), empty=True)
-            self._defaults = CallDefaults().merged(
-                version=None if app_version is None else str(app_version),
-                namespace=None if namespace is None else str(namespace),
-                token=options.get("TOKEN"),
-                timeout=call_timeout,
-                early_refresh_beta=beta,
-            )
-            if admin_token is not None:
-                CallDefaults().merged(token=admin_token)
-        except ValueError as error:
-            raise ImproperlyConfigured(f"MintCache: {error}") from None
+        self._grace = settings.grace
+        self._ignore_exceptions = settings.ignore_exceptions
+        self._breaker_settings = settings.breaker
+        self._codec = settings.codec
+        self._tls = settings.tls
+        self._endpoints = settings.endpoints
+        self._transport = settings.transport
+        self._connection = settings.connection
+        self._defaults = settings.defaults
+        admin_token = settings.admin_token
         self._admin_token: str | None = admin_token
         self._warned_no_admin = False
         self._pending = Backoff.PENDING
@@ -489,7 +234,7 @@ class MintCache(BaseCache):
         return Breaker(*self._breaker_settings)
 
     def _base(self) -> Client:
-        return _shared_client(
+        return connections.shared_client(
             self._connection,
             lambda breaker: Client(
                 list(self._endpoints),
@@ -502,7 +247,7 @@ class MintCache(BaseCache):
         )
 
     def _abase(self) -> AsyncClient:
-        return _shared_aio_client(
+        return connections.shared_aio_client(
             self._connection,
             lambda breaker: AsyncClient(
                 list(self._endpoints),
@@ -517,9 +262,9 @@ class MintCache(BaseCache):
     def _client(self) -> Client:
         mode = self._mode_now()
         generation, made = self._made
-        if generation != _generation:
+        if generation != connections.generation():
             made = {}
-            self._made = (_generation, made)
+            self._made = (connections.generation(), made)
         client = made.get(mode)
         if client is None:
             client = made[mode] = self._base().with_options(**self._options_for(mode))
@@ -537,7 +282,7 @@ class MintCache(BaseCache):
 
     # --- driving the steps ---------------------------------------------------------------------
 
-    def _run(self, operation: str, steps: _Steps, fallback: _Fallback, client: Any = None) -> Any:
+    def _run(self, operation: str, steps: Steps, fallback: Fallback, client: Any = None) -> Any:
         """Runs an operation's steps over the sync client."""
         client = client or self._client()
         send: Callable[[Any], Any] = steps.send
@@ -554,12 +299,12 @@ class MintCache(BaseCache):
                 return self._failed(operation, error, fallback)
             send = steps.send
             kind = type(step)
-            if kind is _Call:
+            if kind is Call:
                 try:
                     value = getattr(client, step.method)(*step.args, **step.kwargs)
                 except CacheError as error:
                     send, value = steps.throw, error
-            elif kind is _Sleep:
+            elif kind is Sleep:
                 time.sleep(step.seconds)
                 value = None
             else:
@@ -571,7 +316,7 @@ class MintCache(BaseCache):
                     send, value, callers = steps.throw, error, error
 
     async def _arun(
-        self, operation: str, steps: _Steps, fallback: _Fallback, client: Any = None
+        self, operation: str, steps: Steps, fallback: Fallback, client: Any = None
     ) -> Any:
         """Runs an operation's steps over the asyncio client of the running loop."""
         client = client or self._aclient()
@@ -589,12 +334,12 @@ class MintCache(BaseCache):
                 return self._failed(operation, error, fallback)
             send = steps.send
             kind = type(step)
-            if kind is _Call:
+            if kind is Call:
                 try:
                     value = await getattr(client, step.method)(*step.args, **step.kwargs)
                 except CacheError as error:
                     send, value = steps.throw, error
-            elif kind is _Sleep:
+            elif kind is Sleep:
                 await asyncio.sleep(step.seconds)
                 value = None
             else:
@@ -612,7 +357,7 @@ class MintCache(BaseCache):
         _ignored_log.note(self._endpoints, operation, answer, error)
         return True
 
-    def _failed(self, operation: str, error: CacheError, fallback: _Fallback) -> Any:
+    def _failed(self, operation: str, error: CacheError, fallback: Fallback) -> Any:
         if not self._ignores(operation, fallback.answer, error):
             raise error
         return fallback.value()
@@ -702,21 +447,21 @@ class MintCache(BaseCache):
 
     # --- the operations, once ------------------------------------------------------------------
 
-    def _get_steps(self, key: Any, default: Any, version: int | None) -> _Steps:
+    def _get_steps(self, key: Any, default: Any, version: int | None) -> Steps:
         k = self._key(key, version)
-        lookup = yield _call("get", k, lease_on_miss=False)
+        lookup = yield call("get", k, lease_on_miss=False)
         return self._read(k, lookup, default)
 
-    def _set_steps(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Steps:
+    def _set_steps(self, key: Any, value: Any, timeout: Any, version: int | None) -> Steps:
         k = self._key(key, version)
         data, flags, counter = self._encode(value)
         ttl = self._ttl(timeout)
         lease = self._take_lease(k)
         if ttl is False:
-            yield _call("delete", k)
+            yield call("delete", k)
             return None
         try:
-            yield _call(
+            yield call(
                 "set",
                 k,
                 data,
@@ -731,21 +476,21 @@ class MintCache(BaseCache):
                 raise
             # As Django's memcached backends do: the key must not keep its old value.
             log.warning("MintCache: value of %d bytes not stored: %s", len(data), error.details)
-            yield _call("delete", k)
+            yield call("delete", k)
         return None
 
-    def _add_steps(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Steps:
+    def _add_steps(self, key: Any, value: Any, timeout: Any, version: int | None) -> Steps:
         k = self._key(key, version)
         data, flags, counter = self._encode(value)
         ttl = self._ttl(timeout)
         self._forget_leases([k])
         if ttl is False:
             # Stored and expired at once: it "stores" exactly when the key holds nothing.
-            lookup = yield _call("get", k, peek=True)
+            lookup = yield call("get", k, peek=True)
             return not lookup.usable
         try:
             return (
-                yield _call(
+                yield call(
                     "add",
                     k,
                     data,
@@ -761,30 +506,30 @@ class MintCache(BaseCache):
             log.warning("MintCache: value of %d bytes not added: %s", len(data), error.details)
             return False
 
-    def _touch_steps(self, key: Any, timeout: Any, version: int | None) -> _Steps:
+    def _touch_steps(self, key: Any, timeout: Any, version: int | None) -> Steps:
         k = self._key(key, version)
         ttl = self._ttl(timeout)
         if ttl is False:
             self._forget_leases([k])
-            return (yield _call("delete", k))
-        return (yield _call("touch", k, ttl))
+            return (yield call("delete", k))
+        return (yield call("touch", k, ttl))
 
-    def _delete_steps(self, key: Any, version: int | None) -> _Steps:
+    def _delete_steps(self, key: Any, version: int | None) -> Steps:
         k = self._key(key, version)
         self._forget_leases([k])
-        return (yield _call("delete", k))
+        return (yield call("delete", k))
 
-    def _has_key_steps(self, key: Any, version: int | None) -> _Steps:
+    def _has_key_steps(self, key: Any, version: int | None) -> Steps:
         # peek: looking must not take part in (or win) a refresh election.
-        lookup = yield _call("get", self._key(key, version), peek=True)
+        lookup = yield call("get", self._key(key, version), peek=True)
         return lookup.usable
 
-    def _get_many_steps(self, keys: Iterable[Any], version: int | None) -> _Steps:
+    def _get_many_steps(self, keys: Iterable[Any], version: int | None) -> Steps:
         key_map = {self._key(key, version): key for key in keys}
         if not key_map:
             return {}
         found = {}
-        for lookup in (yield _call("get_many", list(key_map), lease_on_miss=False)):
+        for lookup in (yield call("get_many", list(key_map), lease_on_miss=False)):
             if lookup.error is not None:
                 raise lookup.error.as_exception()
             if lookup.usable:
@@ -793,7 +538,7 @@ class MintCache(BaseCache):
                 self._note(lookup.key, lookup)
         return found
 
-    def _set_many_steps(self, data: dict[Any, Any], timeout: Any, version: int | None) -> _Steps:
+    def _set_many_steps(self, data: dict[Any, Any], timeout: Any, version: int | None) -> Steps:
         if not data:
             return []
         originals = {}
@@ -805,37 +550,37 @@ class MintCache(BaseCache):
         self._forget_leases(originals)
         ttl = self._ttl(timeout)
         if ttl is False:
-            yield _call("delete_many", list(originals))
+            yield call("delete_many", list(originals))
             return []
         items = [
             SetItem(k, v, ttl, grace=self._grace_arg(counter), flags=flags, counter=counter)
             for k, (v, flags, counter) in encoded
         ]
         failed, too_large = [], []
-        for result in (yield _call("set_many", items)):
+        for result in (yield call("set_many", items)):
             if result.error is not None or not result.ok:
                 failed.append(originals[result.key])
                 if result.error is not None and _too_large(result.error.as_exception()):
                     too_large.append(result.key)
         if too_large:
-            yield _call("delete_many", too_large)
+            yield call("delete_many", too_large)
         return failed
 
-    def _delete_many_steps(self, keys: Iterable[Any], version: int | None) -> _Steps:
+    def _delete_many_steps(self, keys: Iterable[Any], version: int | None) -> Steps:
         made = [self._key(key, version) for key in keys]
         if not made:
             return None
         self._forget_leases(made)
-        for result in (yield _call("delete_many", made)):
+        for result in (yield call("delete_many", made)):
             if result.error is not None:
                 raise result.error.as_exception()
         return None
 
-    def _incr_steps(self, key: Any, delta: int, version: int | None) -> _Steps:
+    def _incr_steps(self, key: Any, delta: int, version: int | None) -> Steps:
         k = self._key(key, version)
         self._forget_leases([k])
         try:
-            return (yield _call("increment", k, delta))
+            return (yield call("increment", k, delta))
         except NotFound:
             raise ValueError(f"Key '{key}' not found") from None
         except FailedPrecondition:
@@ -843,22 +588,22 @@ class MintCache(BaseCache):
         # Not a counter (a value of the serializer, e.g. a negative int or a bool), or the
         # debug mode `off`: Django's generic read-modify-write, with its errors (TypeError for
         # values that do not add up). Not atomic, as in Django's non-memcached backends.
-        lookup = yield _call("get", k, peek=True)
+        lookup = yield call("get", k, peek=True)
         if not lookup.usable:
             raise ValueError(f"Key '{key}' not found")
         new_value = self._decode(lookup) + delta
         yield from self._set_steps(key, new_value, DEFAULT_TIMEOUT, version)
         return new_value
 
-    def _clear_steps(self) -> _Steps:
+    def _clear_steps(self) -> Steps:
         self._forget_leases()
-        yield _call("flush")
+        yield call("flush")
         return None
 
-    def _incr_version_steps(self, key: Any, delta: int, version: int | None) -> _Steps:
+    def _incr_version_steps(self, key: Any, delta: int, version: int | None) -> Steps:
         if version is None:
             version = self.version
-        lookup = yield _call("get", self._key(key, version), peek=True)
+        lookup = yield call("get", self._key(key, version), peek=True)
         if not lookup.usable:
             raise ValueError(f"Key '{key}' not found")
         yield from self._set_steps(key, self._decode(lookup), DEFAULT_TIMEOUT, version + delta)
@@ -867,12 +612,12 @@ class MintCache(BaseCache):
 
     def _get_or_set_steps(
         self, key: Any, default: Any, timeout: Any, version: int | None
-    ) -> _Steps:
+    ) -> Steps:
         k = self._key(key, version)
         reads = MintReads(self._pending, DEFAULT_WAIT)
         while True:
             try:
-                lookup = yield _call("get", k, lease_on_miss=True, wait=reads.next_wait())
+                lookup = yield call("get", k, lease_on_miss=True, wait=reads.next_wait())
             except CacheError as error:
                 if not self._ignores("get_or_set", "the default", error):
                     raise
@@ -882,7 +627,7 @@ class MintCache(BaseCache):
             if isinstance(decision, Cached):
                 return self._decode(decision.lookup)
             if isinstance(decision, Wait):
-                yield _Sleep(decision.seconds)
+                yield Sleep(decision.seconds)
                 continue
             break
         assert isinstance(decision, Compute)
@@ -890,13 +635,13 @@ class MintCache(BaseCache):
         if callable(default):
             started = monotonic()
             try:
-                default = yield _Compute(default)
+                default = yield CallDefault(default)
             except BaseException:
                 # A failed fill is never a value: give the lease back, so that one waiting
                 # caller is elected to fill instead, and raise the caller's error.
                 if decision.fill:
                     try:
-                        yield _call("delete", k, lease=decision.lease)
+                        yield call("delete", k, lease=decision.lease)
                     except CacheError as error:
                         log.warning("MintCache: releasing a failed fill's lease failed: %s", error)
                 raise
@@ -909,10 +654,10 @@ class MintCache(BaseCache):
             if ttl is False:
                 if decision.lease is not None:
                     # Release the cold-miss placeholder (or the stale value): nothing is coming.
-                    yield _call("delete", k, lease=decision.lease)
+                    yield call("delete", k, lease=decision.lease)
                 return default
             data, flags, counter = self._encode(default)
-            stored = yield _call(
+            stored = yield call(
                 "set",
                 k,
                 data,
@@ -925,7 +670,7 @@ class MintCache(BaseCache):
             )
             if not stored:
                 # Someone stored the key since our read: theirs is the value now.
-                current = yield _call("get", k, peek=True)
+                current = yield call("get", k, peek=True)
                 if current.usable:
                     return self._decode(current)
         except CacheError as error:
@@ -933,38 +678,38 @@ class MintCache(BaseCache):
                 raise
         return default
 
-    def _ttl_steps(self, key: Any, version: int | None) -> _Steps:
-        lookup = yield _call("get", self._key(key, version), peek=True)
-        return _remaining(lookup)
+    def _ttl_steps(self, key: Any, version: int | None) -> Steps:
+        lookup = yield call("get", self._key(key, version), peek=True)
+        return remaining(lookup)
 
     # --- the cache API (sync) ------------------------------------------------------------------
 
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         return self._run(
-            "get", self._get_steps(key, default, version), _Fallback("a miss", lambda: default)
+            "get", self._get_steps(key, default, version), Fallback("a miss", lambda: default)
         )
 
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
-        self._run("set", self._set_steps(key, value, timeout, version), _NONE)
+        self._run("set", self._set_steps(key, value, timeout, version), NONE)
 
     def add(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
-        return self._run("add", self._add_steps(key, value, timeout, version), _FALSE)
+        return self._run("add", self._add_steps(key, value, timeout, version), FALSE)
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        return self._run("touch", self._touch_steps(key, timeout, version), _FALSE)
+        return self._run("touch", self._touch_steps(key, timeout, version), FALSE)
 
     def delete(self, key: Any, version: int | None = None) -> bool:
-        return self._run("delete", self._delete_steps(key, version), _FALSE)
+        return self._run("delete", self._delete_steps(key, version), FALSE)
 
     def has_key(self, key: Any, version: int | None = None) -> bool:
-        return self._run("has_key", self._has_key_steps(key, version), _FALSE)
+        return self._run("has_key", self._has_key_steps(key, version), FALSE)
 
     def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        return self._run("get_many", self._get_many_steps(keys, version), _Fallback("{}", dict))
+        return self._run("get_many", self._get_many_steps(keys, version), Fallback("{}", dict))
 
     def set_many(
         self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
@@ -972,24 +717,24 @@ class MintCache(BaseCache):
         return self._run(
             "set_many",
             self._set_many_steps(data, timeout, version),
-            _Fallback("every key as failed", lambda: list(data)),
+            Fallback("every key as failed", lambda: list(data)),
         )
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        self._run("delete_many", self._delete_many_steps(keys, version), _NONE)
+        self._run("delete_many", self._delete_many_steps(keys, version), NONE)
 
     def incr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         return self._run(
             "incr",
             self._incr_steps(key, delta, version),
-            _Fallback("ValueError", _raise_not_found(key)),
+            Fallback("ValueError", raise_not_found(key)),
         )
 
     def clear(self) -> None:
         """Drops every key of this cache's key space (``NAMESPACE`` + ``APP_VERSION``: every
         ``KEY_PREFIX`` and Django ``VERSION`` in it), with the service's ``Flush``; other key
         spaces on the same memcached are untouched."""
-        self._run("clear", self._clear_steps(), _NONE)
+        self._run("clear", self._clear_steps(), NONE)
 
     def close(self, **kwargs: Any) -> None:
         """Keeps the connections: they are shared process-wide and multiplexed (HTTP/2), so
@@ -999,7 +744,7 @@ class MintCache(BaseCache):
         return self._run(
             "incr_version",
             self._incr_version_steps(key, delta, version),
-            _Fallback("ValueError", _raise_not_found(key)),
+            Fallback("ValueError", raise_not_found(key)),
         )
 
     def get_or_set(
@@ -1011,23 +756,23 @@ class MintCache(BaseCache):
         ``default()`` raises, another waiting caller is elected to compute at once, and the
         error propagates."""
         return self._run(
-            "get_or_set", self._get_or_set_steps(key, default, timeout, version), _NONE
+            "get_or_set", self._get_or_set_steps(key, default, timeout, version), NONE
         )
 
     def ttl(self, key: Any, version: int | None = None) -> int | None:
         """Seconds left before the key's timeout (at least 1 while it is fresh), ``None`` if
         it never expires, 0 if it is missing or past its timeout (with ``GRACE``, a stale
         value ``get`` still serves)."""
-        return self._run("ttl", self._ttl_steps(key, version), _ZERO)
+        return self._run("ttl", self._ttl_steps(key, version), ZERO)
 
     def expire(self, key: Any, timeout: Any, version: int | None = None) -> bool:
         """Gives an existing key a new timeout (``None``: never expires; ``0`` or less:
         deletes it); says whether the key existed."""
-        return self._run("expire", self._touch_steps(key, timeout, version), _FALSE)
+        return self._run("expire", self._touch_steps(key, timeout, version), FALSE)
 
     def persist(self, key: Any, version: int | None = None) -> bool:
         """Makes an existing key never expire; says whether it existed."""
-        return self._run("persist", self._touch_steps(key, None, version), _FALSE)
+        return self._run("persist", self._touch_steps(key, None, version), FALSE)
 
     def lock(
         self,
@@ -1057,33 +802,33 @@ class MintCache(BaseCache):
 
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         return await self._arun(
-            "get", self._get_steps(key, default, version), _Fallback("a miss", lambda: default)
+            "get", self._get_steps(key, default, version), Fallback("a miss", lambda: default)
         )
 
     async def aset(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
-        await self._arun("set", self._set_steps(key, value, timeout, version), _NONE)
+        await self._arun("set", self._set_steps(key, value, timeout, version), NONE)
 
     async def aadd(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
-        return await self._arun("add", self._add_steps(key, value, timeout, version), _FALSE)
+        return await self._arun("add", self._add_steps(key, value, timeout, version), FALSE)
 
     async def atouch(
         self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
-        return await self._arun("touch", self._touch_steps(key, timeout, version), _FALSE)
+        return await self._arun("touch", self._touch_steps(key, timeout, version), FALSE)
 
     async def adelete(self, key: Any, version: int | None = None) -> bool:
-        return await self._arun("delete", self._delete_steps(key, version), _FALSE)
+        return await self._arun("delete", self._delete_steps(key, version), FALSE)
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
-        return await self._arun("has_key", self._has_key_steps(key, version), _FALSE)
+        return await self._arun("has_key", self._has_key_steps(key, version), FALSE)
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
         return await self._arun(
-            "get_many", self._get_many_steps(keys, version), _Fallback("{}", dict)
+            "get_many", self._get_many_steps(keys, version), Fallback("{}", dict)
         )
 
     async def aset_many(
@@ -1092,21 +837,21 @@ class MintCache(BaseCache):
         return await self._arun(
             "set_many",
             self._set_many_steps(data, timeout, version),
-            _Fallback("every key as failed", lambda: list(data)),
+            Fallback("every key as failed", lambda: list(data)),
         )
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        await self._arun("delete_many", self._delete_many_steps(keys, version), _NONE)
+        await self._arun("delete_many", self._delete_many_steps(keys, version), NONE)
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> Any:
         return await self._arun(
             "incr",
             self._incr_steps(key, delta, version),
-            _Fallback("ValueError", _raise_not_found(key)),
+            Fallback("ValueError", raise_not_found(key)),
         )
 
     async def aclear(self) -> None:
-        await self._arun("clear", self._clear_steps(), _NONE)
+        await self._arun("clear", self._clear_steps(), NONE)
 
     async def aclose(self, **kwargs: Any) -> None:
         """See :meth:`close`."""
@@ -1115,7 +860,7 @@ class MintCache(BaseCache):
         return await self._arun(
             "incr_version",
             self._incr_version_steps(key, delta, version),
-            _Fallback("ValueError", _raise_not_found(key)),
+            Fallback("ValueError", raise_not_found(key)),
         )
 
     async def aget_or_set(
@@ -1123,17 +868,17 @@ class MintCache(BaseCache):
     ) -> Any:
         """See :meth:`get_or_set`. A callable ``default`` may be a coroutine function."""
         return await self._arun(
-            "get_or_set", self._get_or_set_steps(key, default, timeout, version), _NONE
+            "get_or_set", self._get_or_set_steps(key, default, timeout, version), NONE
         )
 
     async def attl(self, key: Any, version: int | None = None) -> int | None:
         """See :meth:`ttl`."""
-        return await self._arun("ttl", self._ttl_steps(key, version), _ZERO)
+        return await self._arun("ttl", self._ttl_steps(key, version), ZERO)
 
     async def aexpire(self, key: Any, timeout: Any, version: int | None = None) -> bool:
         """See :meth:`expire`."""
-        return await self._arun("expire", self._touch_steps(key, timeout, version), _FALSE)
+        return await self._arun("expire", self._touch_steps(key, timeout, version), FALSE)
 
     async def apersist(self, key: Any, version: int | None = None) -> bool:
         """See :meth:`persist`."""
-        return await self._arun("persist", self._touch_steps(key, None, version), _FALSE)
+        return await self._arun("persist", self._touch_steps(key, None, version), FALSE)
