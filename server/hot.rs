@@ -3,8 +3,12 @@
 //! "probabilistic hot cache" of memcached's meta-protocol documentation; groupcache keeps hot
 //! keys it does not own the same way).
 //!
-//! Only fresh hits go in, and only of items memcached reports read before and read within the
-//! last second (`h1 l0`). A copy is served until the value's soft expiry or
+//! Only fresh hits go in, and only of keys that are hot: memcached reports the item read before
+//! and read within its access-time resolution (`h1`, `l` at most 60: memcached refreshes an
+//! item's access time at most once a minute, so `l0` alone holds only in the first second after
+//! each refresh, and a key read without pause looked cold 59 seconds a minute), and this
+//! replica itself read the key within the last second (the first read marks it, the next one
+//! keeps its copy). A copy is served until the value's soft expiry or
 //! `hot_cache.max_staleness_ms` after it was read, whichever comes first: never stale, never
 //! older than the bound. Elections, leases and every write still go to memcached; a write
 //! through this replica drops its copy at once, a write through another is seen within the
@@ -31,9 +35,16 @@ struct Copy {
     fresh_until: Option<Instant>,
 }
 
+/// How recently this replica must have read a key for its next fresh hit to be kept.
+const SEEN_WINDOW: Duration = Duration::from_secs(1);
+/// The most keys remembered as read within [`SEEN_WINDOW`] (a key and an instant each).
+const MAX_SEEN: u64 = 65_536;
+
 /// The hot-key cache of one replica.
 pub(crate) struct HotCache {
     copies: moka::sync::Cache<Bytes, Arc<Copy>>,
+    /// Keys whose fresh hit this replica read last, and when.
+    seen: moka::sync::Cache<Bytes, Instant>,
     max_staleness: Duration,
 }
 
@@ -50,8 +61,13 @@ impl HotCache {
             })
             .time_to_live(max_staleness)
             .build();
+        let seen = moka::sync::Cache::builder()
+            .max_capacity(MAX_SEEN)
+            .time_to_live(SEEN_WINDOW)
+            .build();
         Self {
             copies,
+            seen,
             max_staleness,
         }
     }
@@ -74,9 +90,16 @@ impl HotCache {
         Some(lookup)
     }
 
-    /// Keeps a copy of a fresh hit of a hot key, read from memcached at `now`.
+    /// Keeps a copy of a fresh hit of a key memcached reports hot, read from memcached at
+    /// `now`, when this replica read it within the last second too (else it only notes the
+    /// read).
     pub(crate) fn keep(&self, key: &Bytes, lookup: &Lookup, now: Instant) {
         if lookup.outcome != MintOutcome::Hit || lookup.lease.is_some() || lookup.counter {
+            return;
+        }
+        let seen = self.seen.get(key);
+        if !seen.is_some_and(|at| now.saturating_duration_since(at) < SEEN_WINDOW) {
+            self.seen.insert(key.clone(), now);
             return;
         }
         let fresh_until = if lookup.no_expiry {
@@ -123,12 +146,31 @@ mod tests {
         }
     }
 
+    /// Two fresh hits read by this replica: the first marks the key, the second keeps it.
+    fn keep(hot: &HotCache, key: &Bytes, lookup: &Lookup, now: Instant) {
+        hot.keep(key, lookup, now);
+        hot.keep(key, lookup, now);
+    }
+
+    #[test]
+    fn a_key_is_kept_once_this_replica_read_it_twice_within_a_second() {
+        let hot = HotCache::new(Duration::from_millis(500), 1 << 20);
+        let key = Bytes::from_static(b"k");
+        let t0 = Instant::now();
+        hot.keep(&key, &hit(60), t0);
+        assert!(hot.get(&key, t0).is_none(), "read once");
+        hot.keep(&key, &hit(60), t0 + Duration::from_millis(1500));
+        assert!(hot.get(&key, t0).is_none(), "read again after the window");
+        hot.keep(&key, &hit(60), t0 + Duration::from_millis(1900));
+        assert!(hot.get(&key, t0 + Duration::from_millis(1900)).is_some());
+    }
+
     #[test]
     fn copies_are_served_within_the_bound_and_before_the_soft_expiry() {
         let hot = HotCache::new(Duration::from_millis(500), 1 << 20);
         let key = Bytes::from_static(b"k");
         let t0 = Instant::now();
-        hot.keep(&key, &hit(60), t0);
+        keep(&hot, &key, &hit(60), t0);
         let served = hot
             .get(&key, t0 + Duration::from_millis(100))
             .expect("a copy");
@@ -140,17 +182,17 @@ mod tests {
         );
         // A value about to go stale is never served past its soft expiry.
         let soon = Bytes::from_static(b"soon");
-        hot.keep(&soon, &hit(2), t0);
+        keep(&hot, &soon, &hit(2), t0);
         assert!(hot.get(&soon, t0 + Duration::from_millis(400)).is_some());
         let short = HotCache::new(Duration::from_secs(10), 1 << 20);
-        short.keep(&soon, &hit(2), t0);
+        keep(&short, &soon, &hit(2), t0);
         assert!(short.get(&soon, t0 + Duration::from_millis(1001)).is_none());
         // Only fresh hits without a lease go in.
         let mut refresh = hit(60);
         refresh.outcome = MintOutcome::Refresh;
-        hot.keep(&Bytes::from_static(b"r"), &refresh, t0);
+        keep(&hot, &Bytes::from_static(b"r"), &refresh, t0);
         assert!(hot.get(&Bytes::from_static(b"r"), t0).is_none());
-        hot.keep(&Bytes::from_static(b"one"), &hit(1), t0);
+        keep(&hot, &Bytes::from_static(b"one"), &hit(1), t0);
         assert!(hot.get(&Bytes::from_static(b"one"), t0).is_none());
     }
 
@@ -159,7 +201,7 @@ mod tests {
         let hot = HotCache::new(Duration::from_secs(1), 1 << 20);
         let key = Bytes::from_static(b"k");
         let t0 = Instant::now();
-        hot.keep(&key, &hit(60), t0);
+        keep(&hot, &key, &hit(60), t0);
         hot.forget(&key);
         assert!(hot.get(&key, t0).is_none());
     }
@@ -171,7 +213,7 @@ mod tests {
         let mut big = hit(60);
         big.value = Bytes::from(vec![0u8; 10_000]);
         for i in 0..1000u32 {
-            hot.keep(&Bytes::from(i.to_string()), &big, t0);
+            keep(&hot, &Bytes::from(i.to_string()), &big, t0);
         }
         let (entries, bytes) = hot.usage();
         assert!(bytes <= 1 << 20, "{bytes}");

@@ -47,6 +47,10 @@ const GENERATION_COPIES: usize = 3;
 const GENERATION_STRAGGLER_WAIT: Duration = Duration::from_millis(50);
 
 /// Ends a command's data block.
+/// The resolution of memcached's item access times (its ITEM_UPDATE_INTERVAL, 60 s): what the
+/// meta protocol's `l` flag reports for an item read all the time.
+const ACCESS_TIME_RESOLUTION_SECS: u64 = 60;
+
 const CRLF: Bytes = Bytes::from_static(b"\r\n");
 
 /// A pool of memcached servers.
@@ -398,7 +402,12 @@ fn view(meta: Meta, value: Bytes, instance: u64) -> ItemView {
         } else {
             None
         },
-        hot: meta.hit_before == Some(true) && meta.last_access == Some(0),
+        // memcached refreshes an item's access time at most once a minute
+        // (ITEM_UPDATE_INTERVAL): `l` is anything up to 60 for a key read without pause.
+        hot: meta.hit_before == Some(true)
+            && meta
+                .last_access
+                .is_some_and(|l| l <= ACCESS_TIME_RESOLUTION_SECS),
     }
 }
 
