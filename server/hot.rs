@@ -98,7 +98,7 @@ impl HotCache {
             return;
         }
         let seen = self.seen.get(key);
-        if !seen.is_some_and(|at| now.saturating_duration_since(at) < SEEN_WINDOW) {
+        if seen.is_none_or(|at| now.saturating_duration_since(at) >= SEEN_WINDOW) {
             self.seen.insert(key.clone(), now);
             return;
         }
