@@ -139,11 +139,14 @@ if exists("stampede-beta1.json"):
 if exists("fill.json"):
     v = load("fill.json")["fill"]
     dist = ", ".join(f"{n} in {r}" for n, r in v["computes_per_round"].items())
-    print("| fill | rounds | computes per round | without the value | client polls | waiters p50 / p99 / max ms |")
+    print("| fill | rounds | computes per round | without the value | client polls | p50 / p99 / max ms |")
     print("|---|---|---|---|---|---|")
-    for group in ("same_replica", "other_replica"):
+    for group, label in (("filler", "the fillers"),
+                         ("same_replica", "waiters, filler's replica"),
+                         ("other_replica", "waiters, other replica"),
+                         ("same_replica_after_fill", "waiters, filler's replica, from the filler's Set answered")):
         l = v[group]
-        print(f"| {group.replace('_', ' ')} ({l['waiters']} waiters) | {v['rounds']} | {dist} "
+        print(f"| {label} ({l['waiters']}) | {v['rounds']} | {dist} "
               f"| {v['without_value']} | {v['polls']} | {l['p50_ms']:.1f} / {l['p99_ms']:.1f} / {l['max_ms']:.1f} |")
     print()
 if exists("hot-noop.json"):

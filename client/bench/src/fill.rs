@@ -106,21 +106,31 @@ pub(crate) struct Verdict {
     pub(crate) same_replica: WaitLatency,
     /// Waiters on the other replicas.
     pub(crate) other_replica: WaitLatency,
+    /// The fillers, from the round's start to their `Set` answered: the compute, and the
+    /// `MISS` answer among all the round's reads arriving at once.
+    pub(crate) filler: WaitLatency,
+    /// Waiters on the filler's replica, counted from their filler's `Set` answered (0 when
+    /// answered before it): what holding them costs beyond the fill itself.
+    pub(crate) same_replica_after_fill: WaitLatency,
 }
 
 impl Verdict {
     pub(crate) fn of(rounds: &BTreeMap<u64, Vec<Answer>>) -> Self {
         let mut computes_per_round = BTreeMap::new();
         let (mut same, mut other) = (Vec::new(), Vec::new());
+        let (mut fillers, mut after_fill) = (Vec::new(), Vec::new());
         for answers in rounds.values() {
             let computed: Vec<&Answer> = answers.iter().filter(|a| a.computed).collect();
             *computes_per_round.entry(computed.len()).or_default() += 1;
-            let filler = computed.first().map(|a| a.endpoint);
+            let filler = computed.first();
+            fillers.extend(filler.map(|f| f.latency));
             for answer in answers.iter().filter(|a| !a.computed && a.got_value) {
-                if Some(answer.endpoint) == filler {
-                    same.push(answer.latency);
-                } else {
-                    other.push(answer.latency);
+                match filler {
+                    Some(f) if f.endpoint == answer.endpoint => {
+                        same.push(answer.latency);
+                        after_fill.push(answer.latency.saturating_sub(f.latency));
+                    }
+                    _ => other.push(answer.latency),
                 }
             }
         }
@@ -134,6 +144,8 @@ impl Verdict {
             polls: all().map(|a| u64::from(a.polls)).sum(),
             same_replica: WaitLatency::of(same),
             other_replica: WaitLatency::of(other),
+            filler: WaitLatency::of(fillers),
+            same_replica_after_fill: WaitLatency::of(after_fill),
         }
     }
 }
@@ -367,6 +379,12 @@ mod tests {
         assert_eq!(verdict.other_replica.p50_ms, 115.0);
         assert_eq!(verdict.other_replica.max_ms, 120.0);
         assert_eq!((verdict.polls, verdict.without_value), (0, 0));
+        assert_eq!(verdict.filler.waiters, 2);
+        assert_eq!(verdict.filler.max_ms, 101.0);
+        // Round 0: 102 - 101; round 1: 103 - 100.
+        assert_eq!(verdict.same_replica_after_fill.waiters, 2);
+        assert_eq!(verdict.same_replica_after_fill.max_ms, 3.0);
+        assert_eq!(verdict.same_replica_after_fill.p50_ms, 1.0);
     }
 
     #[test]

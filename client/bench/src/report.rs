@@ -453,15 +453,23 @@ impl FillReport {
             v.polls
         )?;
         for (name, l) in [
+            ("filler      ", &v.filler),
             ("same replica", &v.same_replica),
             ("other       ", &v.other_replica),
         ] {
             writeln!(
                 out,
-                "{name} {} waiters from the round's start: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                "{name} {} from the round's start: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
                 l.waiters, l.p50_ms, l.p99_ms, l.max_ms
             )?;
         }
+        let l = &v.same_replica_after_fill;
+        writeln!(
+            out,
+            "same replica {} from their filler's Set answered: p50 {:.1} ms, p99 {:.1} ms, max \
+             {:.1} ms",
+            l.waiters, l.p50_ms, l.p99_ms, l.max_ms
+        )?;
         writeln!(
             out,
             "verdict      {}",
