@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from harness import raw_client
-from mintcache.django import backend as backend_module
+from mintcache.django import connections
 
 
 def run(coro):
@@ -68,7 +68,7 @@ def test_async_methods(cache):
             await cache.aset("bad", Unpicklable())
         await cache.aclose()
         # Natively on grpc.aio: this loop has its own client.
-        assert asyncio.get_running_loop() in backend_module._aio_clients
+        assert asyncio.get_running_loop() in connections._aio_clients
         await cache.aclear()
         assert await cache.aget("key") is None
 

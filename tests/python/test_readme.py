@@ -13,7 +13,7 @@ import pytest
 from harness import ROOT
 from mintcache import Client
 from mintcache.django import MintCache
-from mintcache.django import backend as backend_module
+from mintcache.django.options import OPTION_NAMES
 
 README = (ROOT / "README.md").read_text()
 ENVIRONMENT = ("MINTCACHE_TOKEN", "MINTCACHE_ADMIN_TOKEN", "RELEASE")
@@ -77,7 +77,7 @@ def test_options_table_names_every_option():
     for first, rest in rows:
         documented.add(first)
         documented.update(name.strip(" `") for name in rest.split(",") if name.strip(" `"))
-    assert documented == backend_module._OPTIONS
+    assert documented == OPTION_NAMES
 
 
 def test_method_table_names_every_public_client_method():

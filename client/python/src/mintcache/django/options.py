@@ -18,30 +18,33 @@ from .._core import CallDefaults, channel_targets, checked_beta, label
 from ..codecs import Codec, CodecError
 from ..types import TLS
 
-_OPTIONS = {
-    "APP_VERSION",
-    "NAMESPACE",
-    "TOKEN",
-    "ADMIN_TOKEN",
-    "GRACE",
-    "CALL_TIMEOUT",
-    "TLS",
-    "TLS_CA",
-    "TLS_CERT",
-    "TLS_KEY",
-    "TLS_SERVER_NAME",
-    "PICKLE_PROTOCOL",
-    "SERIALIZER",
-    "COMPRESSOR",
-    "COMPRESS_MIN_BYTES",
-    "COMPRESS_LEVEL",
-    "IGNORE_EXCEPTIONS",
-    "BREAKER_FAILURES",
-    "BREAKER_COOL_OFF",
-    "BREAKER_MAX_COOL_OFF",
-    "TRANSPORT",
-    "EARLY_REFRESH_BETA",
-}
+#: Every ``OPTIONS`` key the backend takes.
+OPTION_NAMES = frozenset(
+    {
+        "APP_VERSION",
+        "NAMESPACE",
+        "TOKEN",
+        "ADMIN_TOKEN",
+        "GRACE",
+        "CALL_TIMEOUT",
+        "TLS",
+        "TLS_CA",
+        "TLS_CERT",
+        "TLS_KEY",
+        "TLS_SERVER_NAME",
+        "PICKLE_PROTOCOL",
+        "SERIALIZER",
+        "COMPRESSOR",
+        "COMPRESS_MIN_BYTES",
+        "COMPRESS_LEVEL",
+        "IGNORE_EXCEPTIONS",
+        "BREAKER_FAILURES",
+        "BREAKER_COOL_OFF",
+        "BREAKER_MAX_COOL_OFF",
+        "TRANSPORT",
+        "EARLY_REFRESH_BETA",
+    }
+)
 # The original package's names, with what they are here.
 _RENAMED = {
     "MINT_DELAY": "OPTIONS['GRACE']",
@@ -105,9 +108,10 @@ def _check_names(options: dict[str, Any]) -> None:
     for name in options:
         if name in _RENAMED:
             raise ImproperlyConfigured(f"MintCache: OPTIONS[{name!r}] is {_RENAMED[name]} here")
-        if name not in _OPTIONS:
+        if name not in OPTION_NAMES:
             raise ImproperlyConfigured(
-                f"MintCache: unknown OPTIONS key {name!r} (known: {', '.join(sorted(_OPTIONS))})"
+                f"MintCache: unknown OPTIONS key {name!r} "
+                f"(known: {', '.join(sorted(OPTION_NAMES))})"
             )
 
 
