@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mintcache_client::code_name;
 use mintcache_client::proto::{GetRequest, GetResponse, SetRequest, SetResponse};
 use serde::Serialize;
 use tokio::sync::Barrier;
@@ -23,7 +22,7 @@ use tokio::sync::Barrier;
 use super::control::{Limiter, Live, Phase, join_tasks};
 use super::error::BenchError;
 use super::grpc::{drive, outcome};
-use super::record::{Op, Outcome, Recorder, Tally, unwrap_recorders};
+use super::record::{Op, Outcome, Recorder, Tally, record_call, unwrap_recorders};
 use super::wire::{Conn, Driver};
 
 /// Seconds the filled values stay fresh: long enough for a round, short enough to go away.
@@ -324,14 +323,7 @@ impl Reader {
         done: Instant,
         result: Result<&Tally, &tonic::Status>,
     ) -> Result<(), BenchError> {
-        let mut recorder = self
-            .recorder
-            .lock()
-            .map_err(|_| BenchError::Internal("recorder lock poisoned".into()))?;
-        match result {
-            Ok(tally) => recorder.success(op, done - started, done, tally),
-            Err(status) => recorder.failure(op, code_name(status.code()), done),
-        }
+        record_call(&self.recorder, op, started, done, result)
     }
 }
 

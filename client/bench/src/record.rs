@@ -335,6 +335,24 @@ impl Latency {
     }
 }
 
+/// Records one gRPC call into a recorder shared by a connection's streams: its outcomes, or
+/// its failure by status code.
+pub(crate) fn record_call(
+    recorder: &Mutex<Recorder>,
+    op: Op,
+    started: Instant,
+    done: Instant,
+    result: Result<&Tally, &tonic::Status>,
+) -> Result<(), BenchError> {
+    let mut recorder = recorder
+        .lock()
+        .map_err(|_| BenchError::Internal("recorder lock poisoned".into()))?;
+    match result {
+        Ok(tally) => recorder.success(op, done - started, done, tally),
+        Err(status) => recorder.failure(op, mintcache_client::code_name(status.code()), done),
+    }
+}
+
 /// The recorders shared by the streams of each connection, once every stream has finished.
 pub(crate) fn unwrap_recorders(
     shared: Vec<Arc<Mutex<Recorder>>>,

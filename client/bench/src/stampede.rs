@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mintcache_client::code_name;
 use mintcache_client::proto::{GetRequest, GetResponse, SetRequest, SetResponse};
 use serde::Serialize;
 
@@ -23,7 +22,7 @@ use super::control::{Limiter, Live, Phase, join_tasks};
 use super::error::BenchError;
 use super::grpc::{drive, outcome, status_text};
 use super::options::GrpcTarget;
-use super::record::{Op, Outcome, Recorder, Tally, unwrap_recorders};
+use super::record::{Op, Outcome, Recorder, Tally, record_call, unwrap_recorders};
 use super::wire::{Conn, Driver};
 
 /// What every reader shares.
@@ -300,14 +299,7 @@ impl Reader {
         if !measured {
             return Ok(());
         }
-        let mut recorder = self
-            .recorder
-            .lock()
-            .map_err(|_| BenchError::Internal("recorder lock poisoned".into()))?;
-        match result {
-            Ok(tally) => recorder.success(op, done - started, done, tally),
-            Err(status) => recorder.failure(op, code_name(status.code()), done),
-        }
+        record_call(&self.recorder, op, started, done, result)
     }
 }
 
