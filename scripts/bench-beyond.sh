@@ -39,14 +39,7 @@ done
 mkdir -p "$OUT"
 source "$ROOT/scripts/bench-lib.sh"
 
-if [ "$SKIP_BUILD" != 1 ]; then
-    say "building release binaries"
-    cargo build --release -p mintcache-bench
-    cargo build --release --bin mintcache-server --example noop_server
-fi
-BENCH="$ROOT/target/release/mintcache-bench"
-SERVER="$ROOT/target/release/mintcache-server"
-NOOP="$ROOT/target/release/examples/noop_server"
+release_binaries
 
 MC_PORT="$(free_port)"
 start memcached "$MC_PORT" memcached -l 127.0.0.1 -p "$MC_PORT" -U 0 -m 1024 "${MC_USER[@]}"

@@ -49,17 +49,11 @@ if [ "$CROSS_CHECK" = 1 ]; then
 fi
 
 mkdir -p "$OUT"
-# free_port, start, start_mintcache, MC_USER; every process started is stopped on exit.
+# release_binaries, free_port, start, start_mintcache, MC_USER; every process started is
+# stopped on exit.
 source "$ROOT/scripts/bench-lib.sh"
 
-if [ "$SKIP_BUILD" != 1 ]; then
-    say "building release binaries"
-    cargo build --release -p mintcache-bench
-    cargo build --release --bin mintcache-server --example noop_server
-fi
-BENCH="$ROOT/target/release/mintcache-bench"
-SERVER="$ROOT/target/release/mintcache-server"
-NOOP="$ROOT/target/release/examples/noop_server"
+release_binaries
 for bin in "$BENCH" "$SERVER" "$NOOP"; do
     [ -x "$bin" ] || die "$bin is missing (run without SKIP_BUILD=1)"
 done

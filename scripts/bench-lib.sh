@@ -1,6 +1,7 @@
-# Helpers of the benchmark scripts (sourced, not run): start processes on free loopback ports,
-# log each to $OUT/NAME.log, and stop them all when the script exits. The sourcing script sets
-# OUT (an existing directory) and defines `die`.
+# Helpers of the benchmark scripts (sourced, not run): build the release binaries, start
+# processes on free loopback ports, log each to $OUT/NAME.log, and stop them all when the script
+# exits. The sourcing script sets ROOT, OUT (an existing directory) and SKIP_BUILD, and defines
+# `say` and `die`.
 
 TMP="$(mktemp -d)"
 PIDS=()
@@ -15,6 +16,19 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+
+# release_binaries: builds mintcache-bench, the server and the no-op server (unless
+# SKIP_BUILD=1) and sets BENCH, SERVER and NOOP to them.
+release_binaries() {
+    if [ "$SKIP_BUILD" != 1 ]; then
+        say "building release binaries"
+        cargo build --release -p mintcache-bench
+        cargo build --release --bin mintcache-server --example noop_server
+    fi
+    BENCH="$ROOT/target/release/mintcache-bench"
+    SERVER="$ROOT/target/release/mintcache-server"
+    NOOP="$ROOT/target/release/examples/noop_server"
+}
 
 # A free loopback port (bound, then released; the process started next takes it).
 free_port() {
