@@ -1,14 +1,13 @@
 //! One multiplexed connection to a memcached server.
 //!
-//! Many callers share a connection at once, and the callers drive it. A caller queues its
-//! commands, then whoever holds the connection's I/O (one at a time) writes every command
-//! queued so far in one write and reads replies, handing each waiting caller its own as they
-//! arrive, until its own are in. So on an idle connection a call costs its write, one wait for
-//! memcached, and its read — no hand-off to another task — and under load the commands of many
-//! callers still leave in one write (the coalescing that twemproxy and mcrouter do). When the
-//! caller driving the connection has its replies while others still wait for theirs, a task
-//! takes the I/O over as it is and drives on until no caller waits: under load one driver stays
-//! on the connection (docs/BENCHMARKS.md, "What the caller-driven connections moved").
+//! Many callers share a connection at once, and there is no task of its own: the callers drive
+//! it. A caller queues its commands, then whoever holds the connection's I/O (one caller at a
+//! time) writes every command queued so far in one write and reads replies, handing each
+//! waiting caller its own as they arrive, until its own are in. So on an idle connection a call
+//! costs its write, one wait for memcached, and its read — no hand-off to another task — and
+//! under load the commands of many callers still leave in one write (the coalescing that
+//! twemproxy and mcrouter do). When the caller driving the connection has its replies, the
+//! next caller waiting takes over.
 //!
 //! memcached answers the commands of a connection in order, so replies are matched to commands
 //! in FIFO order, and each match is checked against the opaque (`O<n>`) the command carried: a
@@ -187,7 +186,7 @@ struct Io {
 /// State shared by the handles.
 struct Shared {
     queue: Mutex<Queue>,
-    io: Arc<tokio::sync::Mutex<Io>>,
+    io: tokio::sync::Mutex<Io>,
     /// Wakes the caller driving the connection when commands are queued, so that they leave
     /// without waiting for its replies.
     queued: Notify,
@@ -208,17 +207,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     fn queue(&self) -> MutexGuard<'_, Queue> {
         lock(&self.queue)
-    }
-
-    /// Whether a caller still waits for replies (its batch queued or written).
-    fn has_waiters(&self) -> bool {
-        let queue = self.queue();
-        queue
-            .waiting
-            .iter()
-            .chain(queue.pending.iter())
-            .filter_map(|entry| entry.slot.as_ref())
-            .any(|slot| !slot.is_gone() && !slot.is_set())
     }
 
     fn is_closed(&self) -> bool {
@@ -423,11 +411,11 @@ impl Conn {
         Self {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
-                io: Arc::new(tokio::sync::Mutex::new(Io {
+                io: tokio::sync::Mutex::new(Io {
                     stream,
                     reader: ReplyReader::new(),
                     out: VecDeque::new(),
-                })),
+                }),
                 queued: Notify::new(),
                 closed: AtomicBool::new(false),
                 bytes_read: AtomicU64::new(0),
@@ -499,41 +487,18 @@ impl Conn {
             tokio::select! {
                 biased;
                 () = slot.ready.notified() => {}
-                mut io = self.shared.io.clone().lock_owned() => {
-                    self.drive(&mut io, Some(&slot)).await;
-                    self.drive_on(io);
-                }
+                mut io = self.shared.io.lock() => self.drive(&mut io, &slot).await,
             }
         }
     }
 
-    /// After a caller drove the connection until its own replies were in: if other callers
-    /// still wait for theirs, a task takes the I/O over, as it is, and drives on until no
-    /// caller waits. Under load one driver thus stays on the connection, instead of the I/O
-    /// going back to the lock, whose queue hands it in turn to callers that already have their
-    /// replies, each a wake-up while nobody drives. On an idle connection, calls keep driving
-    /// it themselves.
-    fn drive_on(&self, mut io: tokio::sync::OwnedMutexGuard<Io>) {
-        if self.shared.is_closed() || !self.shared.has_waiters() {
-            return;
-        }
-        let conn = self.clone();
-        tokio::spawn(async move {
-            conn.drive(&mut io, None).await;
-        });
-    }
-
-    /// Drives the connection until `mine` has its result (`None`: until no caller waits for
-    /// replies): writes what is queued, reads and hands out replies.
-    async fn drive(&self, io: &mut Io, mine: Option<&Slot>) {
+    /// Drives the connection until `mine` has its result: writes what is queued, reads and
+    /// hands out replies.
+    async fn drive(&self, io: &mut Io, mine: &Slot) {
         let shared = &*self.shared;
-        let done = || match mine {
-            Some(slot) => slot.is_set(),
-            None => !shared.has_waiters(),
-        };
         let mut idle_checked = false;
         loop {
-            if shared.is_closed() || done() {
+            if shared.is_closed() || mine.is_set() {
                 // Leave nothing unwritten that can go now (an election given back).
                 shared.take_pending(&mut io.out);
                 if !shared.is_closed()
@@ -558,7 +523,7 @@ impl Conn {
                 shared.fail(&ConnError::Broken(e.to_string()));
                 return;
             }
-            if done() {
+            if mine.is_set() {
                 continue;
             }
             let interest = if io.out.is_empty() {
