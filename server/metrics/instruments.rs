@@ -3,10 +3,11 @@
 //! would watch exist from the start, at zero.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, UpDownCounter};
 
 use super::labels::{
     PEEK_OUTCOMES, READ_ELECT, READ_PEEK, RPCS, WATCHED_CODES, call_labels, code_name,
@@ -42,12 +43,55 @@ pub(crate) struct Instruments {
     rpc_duration: Histogram<f64>,
     rpc_in_flight: UpDownCounter<i64>,
     rpc_shed: Counter<u64>,
-    mint_outcomes: Counter<u64>,
+    /// Read outcomes, counted per key (a `GetMany` of 100 keys counts 100): plain atomic
+    /// counters, read by `mint_outcomes` when metrics are collected. Recording one through the
+    /// SDK (a hash of its labels, a map lookup) cost more than the rest of a key's answer.
+    outcome_counts: Arc<OutcomeCounts>,
+    _mint_outcomes: ObservableCounter<u64>,
     degraded_reads: Counter<u64>,
     backend_duration: Histogram<f64>,
     backend_errors: Counter<u64>,
     backend_ejections: Counter<u64>,
     hot_cache_hits: Counter<u64>,
+}
+
+/// The kind of read an outcome belongs to (the `read` label).
+#[derive(Clone, Copy)]
+enum Read {
+    /// A read that takes part in the refresh election.
+    Elect,
+    /// A peek: only looks.
+    Peek,
+}
+
+/// Read outcomes counted by read and outcome (see [`Instruments::outcome_counts`]).
+#[derive(Debug, Default)]
+struct OutcomeCounts {
+    elect: [AtomicU64; MintOutcome::ALL.len()],
+    peek: [AtomicU64; MintOutcome::ALL.len()],
+}
+
+impl OutcomeCounts {
+    fn add(&self, read: Read, outcome: MintOutcome) {
+        let counts = match read {
+            Read::Elect => &self.elect,
+            Read::Peek => &self.peek,
+        };
+        counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every series an outcome can have, zeros included (a peek never refreshes).
+    fn report(&self, observer: &dyn opentelemetry::metrics::AsyncInstrument<u64>) {
+        for (read, counts, outcomes) in [
+            (READ_ELECT, &self.elect, &MintOutcome::ALL[..]),
+            (READ_PEEK, &self.peek, &PEEK_OUTCOMES[..]),
+        ] {
+            for &outcome in outcomes {
+                let count = counts[outcome as usize].load(Ordering::Relaxed);
+                observer.observe(count, &outcome_labels(outcome, read));
+            }
+        }
+    }
 }
 
 impl Metrics {
@@ -59,7 +103,10 @@ impl Metrics {
     }
 
     fn instruments(meter: &Meter) -> Instruments {
+        let outcome_counts = Arc::new(OutcomeCounts::default());
+        let counts = outcome_counts.clone();
         Instruments {
+            outcome_counts,
             rpc_requests: meter
                 .u64_counter(names::RPC_REQUESTS)
                 .with_description("Calls, by rpc, gRPC status code and read outcome")
@@ -78,12 +125,13 @@ impl Metrics {
                 .u64_counter(names::RPC_SHED)
                 .with_description("Calls refused with RESOURCE_EXHAUSTED because the server was at its concurrency limit")
                 .build(),
-            mint_outcomes: meter
-                .u64_counter(names::MINT_OUTCOMES)
+            _mint_outcomes: meter
+                .u64_observable_counter(names::MINT_OUTCOMES)
                 .with_description(
                     "Read outcomes per key, by outcome and read (elect: takes part in the \
                      refresh election; peek: only looks)",
                 )
+                .with_callback(move |observer| counts.report(observer))
                 .build(),
             degraded_reads: meter
                 .u64_counter(names::DEGRADED_READS)
@@ -111,8 +159,9 @@ impl Metrics {
     }
 
     /// Adds 0 to each series an alert watches, so that it exists before its first event:
-    /// calls by RPC and watched code (`Get` answered `OK` by outcome), read outcomes, degraded
-    /// reads, sheds, and the calls in flight.
+    /// calls by RPC and watched code (`Get` answered `OK` by outcome), degraded reads, sheds,
+    /// and the calls in flight. (Read outcomes are reported from their counters, zeros
+    /// included.)
     fn start_at_zero(&self) {
         for rpc in RPCS {
             for code in WATCHED_CODES {
@@ -125,14 +174,6 @@ impl Metrics {
                 } else {
                     self.rpc_requests.add(0, &call_labels(rpc, name, "none"));
                 }
-            }
-        }
-        for (read, outcomes) in [
-            (READ_ELECT, &MintOutcome::ALL[..]),
-            (READ_PEEK, &PEEK_OUTCOMES[..]),
-        ] {
-            for outcome in outcomes {
-                self.mint_outcomes.add(0, &outcome_labels(*outcome, read));
             }
         }
         self.degraded_reads.add(0, &[]);
@@ -191,14 +232,12 @@ impl Metrics {
 
     /// One read outcome of a read that took part in the refresh election.
     pub(crate) fn mint_outcome(&self, outcome: MintOutcome) {
-        self.mint_outcomes
-            .add(1, &outcome_labels(outcome, READ_ELECT));
+        self.outcome_counts.add(Read::Elect, outcome);
     }
 
     /// One read outcome of a peek (a look that never takes part in the election).
     pub(crate) fn peek_outcome(&self, outcome: MintOutcome) {
-        self.mint_outcomes
-            .add(1, &outcome_labels(outcome, READ_PEEK));
+        self.outcome_counts.add(Read::Peek, outcome);
     }
 
     /// One read answered as a miss because the backend failed.
@@ -206,14 +245,19 @@ impl Metrics {
         self.degraded_reads.add(1, &[]);
     }
 
-    /// One memcached operation.
-    pub(crate) fn backend(&self, node: &str, elapsed: Duration, error: Option<&'static str>) {
-        let node = KeyValue::new("node", node.to_owned());
+    /// The `node` label of a memcached server, made once per server: a clone shares the
+    /// name instead of copying it for every operation.
+    pub(crate) fn node_label(node: &str) -> KeyValue {
+        KeyValue::new("node", Arc::<str>::from(node))
+    }
+
+    /// One memcached operation on the server labelled `node` ([`Self::node_label`]).
+    pub(crate) fn backend(&self, node: &KeyValue, elapsed: Duration, error: Option<&'static str>) {
         self.backend_duration
-            .record(elapsed.as_secs_f64(), std::slice::from_ref(&node));
+            .record(elapsed.as_secs_f64(), std::slice::from_ref(node));
         if let Some(kind) = error {
             self.backend_errors
-                .add(1, &[node, KeyValue::new("kind", kind)]);
+                .add(1, &[node.clone(), KeyValue::new("kind", kind)]);
         }
     }
 
@@ -255,7 +299,11 @@ mod tests {
         metrics.mint_outcome(MintOutcome::Stale);
         metrics.peek_outcome(MintOutcome::Hit);
         metrics.peek_outcome(MintOutcome::Hit);
-        metrics.backend("10.0.0.1:11211", Duration::from_micros(80), Some("timeout"));
+        metrics.backend(
+            &Metrics::node_label("10.0.0.1:11211"),
+            Duration::from_micros(80),
+            Some("timeout"),
+        );
         metrics.shed();
         let text = registry.render();
         for expected in [
@@ -306,6 +354,10 @@ mod tests {
         );
         // Every outcome of an elected read, every outcome a peek can have.
         let outcomes = samples(&text, "mintcache_mint_outcomes_total");
+        // Counted by position in `MintOutcome::ALL`.
+        for (i, outcome) in MintOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i);
+        }
         assert_eq!(outcomes.len(), MintOutcome::ALL.len() + PEEK_OUTCOMES.len());
         assert!(
             !text.contains("outcome=\"refresh\",read=\"peek\""),

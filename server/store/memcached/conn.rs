@@ -285,7 +285,7 @@ impl Shared {
             return Admit::Keep(None);
         }
         match self.limits.reply_budget.take(size) {
-            Some(guard) => Admit::Keep(Some(Box::new(guard))),
+            Some(guard) => Admit::Keep(Some(guard)),
             None => {
                 if let Some(budget) = &budget {
                     budget.give_back(size);

@@ -199,7 +199,7 @@ impl MemcachedStore {
             };
         }
         let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut index: HashMap<usize, usize> = HashMap::new();
+        let mut index: HashMap<usize, usize, foldhash::fast::RandomState> = HashMap::default();
         let ring = self.placement();
         for (pos, key) in keys.enumerate() {
             let node = owner(&ring, key);

@@ -116,6 +116,8 @@ pub(crate) struct Answer {
 /// One memcached server.
 pub(crate) struct Node {
     addr: String,
+    /// `addr` as the `node` label of its metrics.
+    label: opentelemetry::KeyValue,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
     /// Opaques of this server's commands, shared with its connections.
@@ -171,6 +173,7 @@ impl Node {
         );
         Self {
             addr: addr.to_owned(),
+            label: Metrics::node_label(addr),
             slots,
             next_slot: AtomicUsize::new(0),
             next_opaque: Arc::new(AtomicU32::new(first_opaque)),
@@ -253,7 +256,7 @@ impl Node {
     ) -> Result<Option<Answer>, StoreError> {
         if self.is_ejected() {
             self.metrics
-                .backend(&self.addr, Duration::ZERO, Some("ejected"));
+                .backend(&self.label, Duration::ZERO, Some("ejected"));
             return Err(StoreError::Ejected {
                 node: self.addr.clone(),
             });
@@ -290,7 +293,7 @@ impl Node {
         let started = Instant::now();
         let result = self.send(batch, instance).await;
         self.metrics.backend(
-            &self.addr,
+            &self.label,
             started.elapsed(),
             result.as_ref().err().map(StoreError::kind),
         );

@@ -240,7 +240,7 @@ pub(crate) enum Admit {
 
 /// What a kept value holds of a memory budget, given back when the last reference to the
 /// value's bytes is dropped.
-pub(crate) type BudgetGuard = Box<dyn Send + 'static>;
+pub(crate) type BudgetGuard = crate::store::budget::ReplyShare;
 
 /// A value's bytes, and the budget share that pays for them.
 struct Owned {

@@ -168,24 +168,22 @@ fn a_kept_value_does_not_pin_the_read_buffer() {
 
 #[test]
 fn a_budget_guard_lives_as_long_as_the_value() {
-    let held = std::sync::Arc::new(());
+    let budget = crate::store::budget::ReplyBudget::new(100);
     let mut reader = ReplyReader::new();
     feed(&mut reader, b"VA 2 O1\r\nhi\r\n");
-    let guard = held.clone();
     let reply = reader
-        .next(&mut |_, _| Admit::Keep(Some(Box::new(guard.clone()))))
+        .next(&mut |_, size| Admit::Keep(budget.take(size)))
         .expect("valid")
         .expect("whole");
-    drop(guard);
-    assert_eq!(std::sync::Arc::strong_count(&held), 2);
+    assert_eq!(budget.held(), 2);
     let copy = match &reply {
         Reply::Value(_, v) => v.clone(),
         other => panic!("{other:?}"),
     };
     drop(reply);
-    assert_eq!(std::sync::Arc::strong_count(&held), 2, "a clone keeps it");
+    assert_eq!(budget.held(), 2, "a clone keeps it");
     drop(copy);
-    assert_eq!(std::sync::Arc::strong_count(&held), 1);
+    assert_eq!(budget.held(), 0);
 }
 
 #[test]
