@@ -160,7 +160,7 @@ pub(crate) trait Store: Send + Sync + 'static {
         0
     }
 
-    /// Meta get (`mg <key> v f t c [R] [N]`).
+    /// Meta get (`mg <key> v f t c h [R] [N]`; see the memcached store for why `h`).
     fn get(
         &self,
         key: &StoreKey,

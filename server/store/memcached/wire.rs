@@ -435,7 +435,15 @@ fn put_end(buf: &mut BytesMut, b64: bool, opaque: u32) {
     buf.put_slice(b"\r\n");
 }
 
-/// `mg <key> f t c [v] [h l] [R<n>] [N<exp>] [T<exp>] [b] O<opaque>`
+/// `mg <key> f t c [v] h [l] [R<n>] [N<exp>] [T<exp>] [b] O<opaque>`
+///
+/// Every read carries `h`, whether or not it wants to know if the item was read before:
+/// memcached (1.6.18 and since) holds the item's lock for the whole command only when a read
+/// has one of `N`, `R`, `T`, `h` or `l`, and hands the win (`W`) of an invalidated item to the
+/// first read that finds no win handed out yet. Without the lock, two reads of an invalidated
+/// item on two of memcached's threads can both find none, and both win: two refreshes where
+/// there must be one. `h` is the flag without side effects (it only adds `h0`/`h1` to the
+/// reply).
 pub(crate) fn get(buf: &mut BytesMut, key: &StoreKey, opts: GetOpts, now: u64, opaque: u32) {
     buf.put_slice(b"mg ");
     let b64 = put_key(buf, key);
@@ -443,8 +451,9 @@ pub(crate) fn get(buf: &mut BytesMut, key: &StoreKey, opts: GetOpts, now: u64, o
     if !opts.no_value {
         buf.put_slice(b" v");
     }
+    buf.put_slice(b" h");
     if opts.hot {
-        buf.put_slice(b" h l");
+        buf.put_slice(b" l");
     }
     if let Some(n) = opts.recache_below {
         put_flag(buf, b'R', n);

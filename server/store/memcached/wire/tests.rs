@@ -211,6 +211,38 @@ fn other_protocols_are_refused() {
     );
 }
 
+/// memcached decides the win of an invalidated item under the item's lock only for a read with
+/// `N`, `R`, `T`, `h` or `l` (proto_text.c, `process_mget_command`, 1.6.18): a read with none of
+/// them, racing another on another memcached thread, can win too. Every read this store sends
+/// carries one.
+#[test]
+fn every_read_makes_memcached_lock_the_item() {
+    let space = KeySpace::new("ns", "v1").expect("valid");
+    let key = space.store_key(b"user:42");
+    for bits in 0u8..32 {
+        let opts = GetOpts {
+            recache_below: (bits & 1 != 0).then_some(31),
+            vivify_for: (bits & 2 != 0).then_some(5),
+            touch: (bits & 4 != 0).then_some(Expiry::Never),
+            no_value: bits & 8 != 0,
+            hot: bits & 16 != 0,
+        };
+        let mut buf = BytesMut::new();
+        get(&mut buf, &key, opts, 1_800_000_000, 7);
+        let command = String::from_utf8(buf.to_vec()).expect("text");
+        let flags = command.trim_end().trim_start_matches("mg ns:v1:user:42");
+        assert!(
+            flags.contains(" h"),
+            "{command:?} does not make memcached lock the item"
+        );
+        assert_eq!(
+            flags.contains(" l"),
+            opts.hot,
+            "{command:?}: the access time only for the hot-key cache"
+        );
+    }
+}
+
 #[test]
 fn commands_as_memcached_reads_them() {
     let space = KeySpace::new("ns", "v1").expect("valid");
@@ -230,10 +262,10 @@ fn commands_as_memcached_reads_them() {
         1_800_000_000,
         7,
     );
-    assert_eq!(&buf[..], b"mg ns:v1:user:42 f t c v R31 N5 T0 O7\r\n");
+    assert_eq!(&buf[..], b"mg ns:v1:user:42 f t c v h R31 N5 T0 O7\r\n");
     buf.clear();
     get(&mut buf, &spaced, GetOpts::default(), 0, 8);
-    assert_eq!(&buf[..], b"mg bnM6djE6YSBiDQo= f t c v b O8\r\n");
+    assert_eq!(&buf[..], b"mg bnM6djE6YSBiDQo= f t c v h b O8\r\n");
     buf.clear();
     let write = Write {
         value: Bytes::from_static(b"abc"),
