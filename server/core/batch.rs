@@ -3,9 +3,8 @@
 
 use std::collections::HashMap;
 
-use foldhash::fast::RandomState;
-
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 
 /// Bytes a batched result takes besides its key and value, at most: field tags and lengths,
 /// outcome, flags, ttl, grace and a lease token (about 60), or an error's code and message (at

@@ -55,28 +55,21 @@ pub(crate) struct Instruments {
     hot_cache_hits: Counter<u64>,
 }
 
-/// The kind of read an outcome belongs to (the `read` label).
-#[derive(Clone, Copy)]
-enum Read {
-    /// A read that takes part in the refresh election.
-    Elect,
-    /// A peek: only looks.
-    Peek,
-}
+/// One count per outcome, by its position in [`MintOutcome::ALL`].
+type PerOutcome = [AtomicU64; MintOutcome::ALL.len()];
 
-/// Read outcomes counted by read and outcome (see [`Instruments::outcome_counts`]).
+/// Read outcomes counted by read (the `read` label) and outcome (see
+/// [`Instruments::outcome_counts`]).
 #[derive(Debug, Default)]
 struct OutcomeCounts {
-    elect: [AtomicU64; MintOutcome::ALL.len()],
-    peek: [AtomicU64; MintOutcome::ALL.len()],
+    /// Reads that take part in the refresh election.
+    elect: PerOutcome,
+    /// Peeks: they only look.
+    peek: PerOutcome,
 }
 
 impl OutcomeCounts {
-    fn add(&self, read: Read, outcome: MintOutcome) {
-        let counts = match read {
-            Read::Elect => &self.elect,
-            Read::Peek => &self.peek,
-        };
+    fn add(counts: &PerOutcome, outcome: MintOutcome) {
         counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -232,12 +225,12 @@ impl Metrics {
 
     /// One read outcome of a read that took part in the refresh election.
     pub(crate) fn mint_outcome(&self, outcome: MintOutcome) {
-        self.outcome_counts.add(Read::Elect, outcome);
+        OutcomeCounts::add(&self.outcome_counts.elect, outcome);
     }
 
     /// One read outcome of a peek (a look that never takes part in the election).
     pub(crate) fn peek_outcome(&self, outcome: MintOutcome) {
-        self.outcome_counts.add(Read::Peek, outcome);
+        OutcomeCounts::add(&self.outcome_counts.peek, outcome);
     }
 
     /// One read answered as a miss because the backend failed.
