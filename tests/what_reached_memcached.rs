@@ -83,16 +83,21 @@ async fn dump(client: &mut Client) -> Vec<(String, i64)> {
     keys
 }
 
-/// The names of every key memcached holds, from three metadumps: memcached's LRU crawler can
-/// miss an item that its LRU maintainer moves between segments during the crawl (an item just
-/// read is moved), so one dump may leave out a key that is there; a key that is not there is in
-/// none of them.
-async fn names(client: &mut Client) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
+/// Every item memcached holds, with its expiry, from three metadumps: memcached's LRU crawler
+/// can miss an item that its LRU maintainer moves between segments during the crawl (an item
+/// just read is moved), so one dump may leave out a key that is there; a key that is not there
+/// is in none of them.
+async fn dumps(client: &mut Client) -> Vec<(String, i64)> {
+    let mut items = Vec::new();
     for _ in 0..3 {
-        names.extend(dump(client).await.into_iter().map(|(k, _)| k));
+        items.extend(dump(client).await);
     }
-    names
+    items
+}
+
+/// The names of every key memcached holds (see [`dumps`]).
+async fn names(client: &mut Client) -> BTreeSet<String> {
+    dumps(client).await.into_iter().map(|(k, _)| k).collect()
 }
 
 /// A key as memcached's metadump writes it: bytes other than `[A-Za-z0-9._~-]` as `%XX`.
@@ -403,19 +408,12 @@ async fn memcached_holds_ttl_plus_grace_and_long_ttls_as_a_date() {
         (forty_days + 30 - 5..=forty_days + 30 + 2).contains(&t),
         "40 days + 30 s of grace, memcached holds it for {t} s"
     );
-    // As in `names`: one metadump may miss an item the LRU maintainer is moving.
-    let mut expiry = None;
-    for _ in 0..3 {
-        expiry = dump(&mut m)
-            .await
-            .into_iter()
-            .find(|(k, _)| k == "%3A1%3Aforty-days")
-            .map(|(_, exp)| exp);
-        if expiry.is_some() {
-            break;
-        }
-    }
-    let expiry = expiry.expect("the item is in the metadump");
+    let expiry = dumps(&mut m)
+        .await
+        .into_iter()
+        .find(|(k, _)| k == "%3A1%3Aforty-days")
+        .map(|(_, exp)| exp)
+        .expect("the item is in the metadump");
     assert!(
         (before + forty_days + 30 - 2..=after + forty_days + 30 + 2).contains(&expiry),
         "absolute expiry {expiry}, stored between {before} and {after}"
