@@ -156,6 +156,10 @@ impl LossyProxy {
                     let swallowing = swallowing.clone();
                     let mut cuts = cuts.clone();
                     cuts.mark_unchanged();
+                    // What the server sends after this connection's cut is lost too, even
+                    // when it arrives before the connection is closed.
+                    let born = *cuts.borrow();
+                    let alive = cuts.clone();
                     tokio::spawn(async move {
                         let (mut client_read, mut client_write) = client.into_split();
                         let (mut server_read, mut server_write) = server.into_split();
@@ -169,6 +173,9 @@ impl LossyProxy {
                                     Ok(0) | Err(_) => return,
                                     Ok(n) => n,
                                 };
+                                if *alive.borrow() != born {
+                                    return;
+                                }
                                 if swallowing.load(Ordering::SeqCst) {
                                     continue;
                                 }
@@ -200,11 +207,12 @@ impl LossyProxy {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Closes every connection carried so far; later ones pass everything.
+    /// Closes every connection carried so far, losing what their server still sends; later
+    /// ones pass everything.
     fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
         self.swallowing
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
     }
 }
 
