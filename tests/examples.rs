@@ -132,7 +132,10 @@ fn alive(pid: u32) -> bool {
 async fn the_local_cluster_serves_through_both_replicas_and_stops_cleanly() {
     let memcached_port = free_ports(3);
     let mintcache_port = free_ports(4);
-    let mut script = Command::new("bash")
+    // As from a terminal, SIGINT is not ignored: a test run in the background (`nohup`, `&`)
+    // inherits it ignored, and a shell cannot trap a signal that was ignored when it started.
+    let mut script = Command::new("env")
+        .args(["--default-signal=INT", "bash"])
         .arg(root().join("examples/local-cluster.sh"))
         .env("MEMCACHED_PORT", memcached_port.to_string())
         .env("MINTCACHE_PORT", mintcache_port.to_string())
