@@ -6,8 +6,9 @@
 //! waiting caller its own as they arrive, until its own are in. So on an idle connection a call
 //! costs its write, one wait for memcached, and its read — no hand-off to another task — and
 //! under load the commands of many callers still leave in one write (the coalescing that
-//! twemproxy and mcrouter do). When the caller driving the connection has its replies, the
-//! next caller waiting takes over.
+//! twemproxy and mcrouter do): a caller that finds commands already waiting for replies lets
+//! the other calls of the same turn of the scheduler queue theirs before it asks for a write.
+//! When the caller driving the connection has its replies, the next caller waiting takes over.
 //!
 //! memcached answers the commands of a connection in order, so replies are matched to commands
 //! in FIFO order, and each match is checked against the opaque (`O<n>`) the command carried: a
@@ -115,6 +116,8 @@ struct Slot {
     ready: Notify,
     /// The caller left: its commands are not written, its replies are dropped.
     gone: AtomicBool,
+    /// The commands were handed to the socket.
+    written: AtomicBool,
 }
 
 impl Slot {
@@ -133,6 +136,10 @@ impl Slot {
 
     fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Relaxed)
+    }
+
+    fn is_written(&self) -> bool {
+        self.written.load(Ordering::Relaxed)
     }
 }
 
@@ -181,6 +188,9 @@ struct Io {
     reader: ReplyReader,
     /// Bytes handed to the socket, not all written yet.
     out: VecDeque<Bytes>,
+    /// Writes made (system calls), for the tests of coalescing.
+    #[cfg(test)]
+    writes: usize,
 }
 
 /// State shared by the handles.
@@ -256,6 +266,9 @@ impl Shared {
                     continue;
                 }
                 out.extend(entry.bytes.drain(..).filter(|b| !b.is_empty()));
+                if let Some(slot) = &entry.slot {
+                    slot.written.store(true, Ordering::Relaxed);
+                }
                 queue.waiting.push_back(entry);
             }
         }
@@ -415,6 +428,8 @@ impl Conn {
                     stream,
                     reader: ReplyReader::new(),
                     out: VecDeque::new(),
+                    #[cfg(test)]
+                    writes: 0,
                 }),
                 queued: Notify::new(),
                 closed: AtomicBool::new(false),
@@ -456,7 +471,7 @@ impl Conn {
             return Ok(Vec::new());
         }
         let slot = Arc::new(Slot::default());
-        {
+        let busy = {
             let mut queue = self.shared.queue();
             if self.is_closed() {
                 return Err(ConnError::NotSent);
@@ -476,10 +491,19 @@ impl Conn {
                 budget: batch.budget,
                 abandon: batch.abandon,
             });
-        }
-        // Wakes the caller driving the connection, if any, to write this batch now.
-        self.shared.queued.notify_one();
+            !queue.waiting.is_empty()
+        };
         let _leave = Leave { slot: &slot };
+        if busy {
+            // Under load, the calls that run in this turn of the scheduler queue their
+            // commands first, and they leave in one write: fewer system calls here, and fewer
+            // reads and wake-ups in memcached.
+            tokio::task::yield_now().await;
+        }
+        if !slot.is_written() {
+            // Wakes the caller driving the connection, if any, to write this batch now.
+            self.shared.queued.notify_one();
+        }
         loop {
             if let Some(result) = slot.take() {
                 return result;
@@ -502,7 +526,7 @@ impl Conn {
                 // Leave nothing unwritten that can go now (an election given back).
                 shared.take_pending(&mut io.out);
                 if !shared.is_closed()
-                    && let Err(e) = write_now(&io.stream, &mut io.out)
+                    && let Err(e) = io.write_now()
                 {
                     shared.fail(&ConnError::Broken(e.to_string()));
                 }
@@ -519,7 +543,7 @@ impl Conn {
                 }
             }
             shared.take_pending(&mut io.out);
-            if let Err(e) = write_now(&io.stream, &mut io.out) {
+            if let Err(e) = io.write_now() {
                 shared.fail(&ConnError::Broken(e.to_string()));
                 return;
             }
@@ -585,36 +609,43 @@ impl Conn {
     }
 }
 
-/// Writes as much of `out` as the socket takes now, without waiting.
-fn write_now(stream: &TcpStream, out: &mut VecDeque<Bytes>) -> std::io::Result<()> {
-    while !out.is_empty() {
-        let slices: Vec<IoSlice<'_>> = out
-            .iter()
-            .take(MAX_IOVECS)
-            .map(|b| IoSlice::new(b))
-            .collect();
-        let written = match stream.try_write_vectored(&slices) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        drop(slices);
-        let mut left = written;
-        while left > 0 {
-            let Some(front) = out.front_mut() else {
-                break;
+impl Io {
+    /// Writes as much of `out` as the socket takes now, without waiting.
+    fn write_now(&mut self) -> std::io::Result<()> {
+        while !self.out.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self
+                .out
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let written = match self.stream.try_write_vectored(&slices) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
             };
-            if front.len() <= left {
-                left -= front.len();
-                out.pop_front();
-            } else {
-                front.advance(left);
-                left = 0;
+            drop(slices);
+            #[cfg(test)]
+            {
+                self.writes += 1;
+            }
+            let mut left = written;
+            while left > 0 {
+                let Some(front) = self.out.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.out.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A short description of a reply for errors (never a value).

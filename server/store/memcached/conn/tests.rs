@@ -126,6 +126,51 @@ async fn callers_on_many_tasks_each_get_their_own_reply() {
     assert_eq!(conn.in_flight(), 0);
 }
 
+/// While a caller drives the connection (it waits for a reply), the calls that run in the
+/// same turn of the scheduler leave in one write, however many: each waits a turn before it
+/// asks the driver to write, instead of waking it for its own command alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_calls_of_one_turn_leave_in_one_write() {
+    let (stream, mut seen) = peer_seeing(holding_slow()).await;
+    let conn = start(stream);
+    let driver = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.call(get("slow", 1)).await }
+    });
+    assert_eq!(seen.recv().await.as_deref(), Some("mg slow v O1"));
+    let writes_before = conn.shared.io.try_lock().map(|io| io.writes);
+    assert!(
+        writes_before.is_err(),
+        "the first caller drives the connection"
+    );
+    // Spawned from the runtime's one worker, the calls run one after the other in one turn.
+    let calls = tokio::spawn({
+        let conn = conn.clone();
+        async move {
+            (0..50u32)
+                .map(|i| {
+                    let conn = conn.clone();
+                    tokio::spawn(async move { (i, conn.call(get(&format!("k{i}"), i + 2)).await) })
+                })
+                .collect::<Vec<_>>()
+        }
+    })
+    .await
+    .expect("spawned");
+    for call in calls {
+        let (i, replies) = call.await.expect("task");
+        let replies = replies.expect("answered");
+        assert!(
+            matches!(&replies[..], [Reply::Value(m, _)] if m.opaque == Some(i + 2)),
+            "{replies:?}"
+        );
+    }
+    driver.await.expect("task").expect("answered");
+    // The slow command's write, then one for the 50.
+    assert_eq!(conn.shared.io.lock().await.writes, 2);
+    assert_eq!(conn.in_flight(), 0);
+}
+
 #[tokio::test]
 async fn a_caller_that_gives_up_leaves_the_connection_in_step() {
     let conn = start(peer(holding_slow()).await);
@@ -152,7 +197,7 @@ async fn a_command_whose_caller_left_before_it_was_written_is_never_written() {
     });
     assert_eq!(seen.recv().await.as_deref(), Some("mg slow v O1"));
     // A second caller queues behind it and gives up before it is written: polled once (it
-    // queues its command and wakes the driver), then dropped before the driver runs.
+    // queues its command), then dropped before the driver runs.
     let second = futures_util::FutureExt::now_or_never(conn.call(get("left", 2)));
     assert!(second.is_none(), "{second:?}");
     // A third goes through, and frees the first.
