@@ -48,26 +48,11 @@ command -v memcached >/dev/null || die "memcached is needed (apt-get install mem
 mkdir -p "$OUT"
 ROWS="$OUT/rows.jsonl"
 : >"$ROWS"
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
 
-BENCH="$ROOT/target/release/mintcache-bench"
-SERVER="$ROOT/target/release/mintcache-server"
-NOOP="$ROOT/target/release/examples/noop_server"
-if [ "$SKIP_BUILD" != 1 ]; then
-    say "building release binaries"
-    cargo build --quiet --release --bin mintcache-server --example noop_server
-    cargo build --quiet --release -p mintcache-bench
-fi
+# release_binaries, free_port, start, start_mintcache, MC_USER; every process started is
+# stopped on exit.
+source "$ROOT/scripts/bench-lib.sh"
+release_binaries
 for bin in "$BENCH" "$SERVER" "$NOOP"; do
     [ -x "$bin" ] || die "$bin is missing (run without SKIP_BUILD=1)"
 done
@@ -93,42 +78,15 @@ if [ -n "$BEFORE" ]; then
     venv "$WORK/before" "$WORK/before-src/client/python"
 fi
 
-free_port() {
-    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    local port="$1" pid="$2" what="$3" i
-    for i in $(seq 1 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || die "$what exited during startup"
-        sleep 0.05
-    done
-    die "$what did not listen on port $port"
-}
-
 MEMCACHED_PORT="$(free_port)"
-user=()
-[ "$(id -u)" = 0 ] && user=(-u root)
-memcached "${user[@]}" -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 256 -t 4 &
-PIDS+=($!)
-wait_port "$MEMCACHED_PORT" "$!" memcached
+start memcached "$MEMCACHED_PORT" \
+    memcached "${MC_USER[@]}" -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -m 256 -t 4
 
 MINTCACHE_PORT="$(free_port)"
-ADMIN_PORT="$(free_port)"
-MINTCACHE_SERVER__LISTEN="127.0.0.1:$MINTCACHE_PORT" \
-    MINTCACHE_ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
-    MINTCACHE_MEMCACHED__SERVERS="127.0.0.1:$MEMCACHED_PORT" \
-    MINTCACHE_LOG__LEVEL=warn \
-    "$SERVER" >"$OUT/server.log" 2>&1 &
-PIDS+=($!)
-wait_port "$MINTCACHE_PORT" "$!" mintcache-server
+start_mintcache mintcache "$MINTCACHE_PORT" "127.0.0.1:$MEMCACHED_PORT" MINTCACHE_LOG__LEVEL=warn
 
 NOOP_PORT="$(free_port)"
-"$NOOP" --listen "127.0.0.1:$NOOP_PORT" >"$OUT/noop.log" 2>&1 &
-PIDS+=($!)
-wait_port "$NOOP_PORT" "$!" noop_server
+start noop "$NOOP_PORT" "$NOOP" --listen "127.0.0.1:$NOOP_PORT"
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 LOAD_START="$(load)"
