@@ -83,6 +83,27 @@ fn holding_slow() -> impl Fn(&str) -> Option<String> + Send + 'static {
     }
 }
 
+/// A connection whose first caller drives it, waiting for `slow` (its reply is held until the
+/// next command arrives); the lines its peer reads after that one.
+async fn driven_by_slow() -> (
+    Conn,
+    tokio::task::JoinHandle<Result<Vec<Reply>, ConnError>>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (stream, mut seen) = peer_seeing(holding_slow()).await;
+    let conn = start(stream);
+    let first = tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.call(get("slow", 1)).await }
+    });
+    assert_eq!(seen.recv().await.as_deref(), Some("mg slow v O1"));
+    assert!(
+        conn.shared.io.try_lock().is_err(),
+        "the first caller drives the connection"
+    );
+    (conn, first, seen)
+}
+
 #[tokio::test]
 async fn concurrent_callers_each_get_their_own_reply() {
     let conn = start(peer(echo).await);
@@ -131,18 +152,7 @@ async fn callers_on_many_tasks_each_get_their_own_reply() {
 /// asks the driver to write, instead of waking it for its own command alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn the_calls_of_one_turn_leave_in_one_write() {
-    let (stream, mut seen) = peer_seeing(holding_slow()).await;
-    let conn = start(stream);
-    let driver = tokio::spawn({
-        let conn = conn.clone();
-        async move { conn.call(get("slow", 1)).await }
-    });
-    assert_eq!(seen.recv().await.as_deref(), Some("mg slow v O1"));
-    let writes_before = conn.shared.io.try_lock().map(|io| io.writes);
-    assert!(
-        writes_before.is_err(),
-        "the first caller drives the connection"
-    );
+    let (conn, driver, _) = driven_by_slow().await;
     // Spawned from the runtime's one worker, the calls run one after the other in one turn.
     let calls = tokio::spawn({
         let conn = conn.clone();
@@ -188,14 +198,7 @@ async fn a_caller_that_gives_up_leaves_the_connection_in_step() {
 
 #[tokio::test]
 async fn a_command_whose_caller_left_before_it_was_written_is_never_written() {
-    let (stream, mut seen) = peer_seeing(holding_slow()).await;
-    let conn = start(stream);
-    // The first caller drives the connection, waiting for `slow`.
-    let first = tokio::spawn({
-        let conn = conn.clone();
-        async move { conn.call(get("slow", 1)).await }
-    });
-    assert_eq!(seen.recv().await.as_deref(), Some("mg slow v O1"));
+    let (conn, first, mut seen) = driven_by_slow().await;
     // A second caller queues behind it and gives up before it is written: polled once (it
     // queues its command), then dropped before the driver runs.
     let second = futures_util::FutureExt::now_or_never(conn.call(get("left", 2)));
