@@ -66,7 +66,7 @@ fn peer_subject<B>(request: &http::Request<B>) -> Option<String> {
 
 impl<S, B, R> Service<http::Request<B>> for AuthService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<R>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -81,9 +81,6 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // The clone is the one that was not polled ready; keep the ready one for this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let headers = request.headers();
         let authorization: Vec<&[u8]> = headers
             .get_all(AUTHORIZATION_HEADER)
@@ -109,7 +106,7 @@ where
             }
         };
         request.extensions_mut().insert(grant);
-        let future = inner.call(request);
+        let future = self.inner.call(request);
         Box::pin(async move {
             let mut response = future.await?;
             if let Some(mode) = grant.debug {

@@ -47,7 +47,7 @@ pub(crate) struct CallMetaService<S> {
 
 impl<S, B, R> Service<http::Request<B>> for CallMetaService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<R>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -62,9 +62,6 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // The clone is the one that was not polled ready; keep the ready one for this call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let headers = request.headers();
         let all = |name| -> Vec<&[u8]> {
             headers
@@ -79,7 +76,7 @@ where
             Ok((space, consistency)) => {
                 request.extensions_mut().insert(space);
                 request.extensions_mut().insert(consistency);
-                Box::pin(inner.call(request))
+                Box::pin(self.inner.call(request))
             }
             Err(e) => answer_now(e.into()),
         }

@@ -73,7 +73,7 @@ pub(crate) struct ConcurrencyService<S> {
 
 impl<S, B, R> Service<http::Request<B>> for ConcurrencyService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<R>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -88,13 +88,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             self.metrics.shed();
             return answer_now(status::shed());
         };
-        let future = inner.call(request);
+        let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await;
             drop(permit);
@@ -171,7 +169,7 @@ where
 
 impl<S, B, R> Service<http::Request<B>> for DeadlineService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<R>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -186,8 +184,6 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let timeout = request
             .headers()
             .get("grpc-timeout")
@@ -196,7 +192,7 @@ where
             .extensions()
             .get::<ReceivedAt>()
             .map_or_else(Instant::now, |r| r.instant());
-        let future = inner.call(request);
+        let future = self.inner.call(request);
         match timeout {
             None => Box::pin(future),
             Some(timeout) => Box::pin(async move {

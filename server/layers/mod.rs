@@ -14,6 +14,10 @@
 //! arrived, so calls whose requests trickle in (or never finish) cannot take the slots of calls
 //! being served; what they hold meanwhile is bounded by [`request`].
 //!
+//! Each layer calls the service it wraps from its own `call`, the service it polled ready.
+//! Only the request layer calls it later, once the request has arrived, and so calls a clone
+//! (the services under it are a few reference counts each).
+//!
 //! The layers wrap the Cache service, not the server: health and reflection are added beside
 //! it, so no layer ever sees them. An overloaded server still answers its probes, and they
 //! need no token. The one exception is a timestamp: [`limits::ReceivedAtLayer`] notes when

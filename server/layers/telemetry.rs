@@ -123,7 +123,7 @@ impl Drop for CallRecord {
 
 impl<S, B, R> Service<http::Request<B>> for TelemetryService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<R>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -138,8 +138,6 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let rpc = rpc_name(request.uri().path());
         let span = tracing::info_span!(
             "grpc.request",
@@ -162,7 +160,7 @@ where
             let _ = span.set_parent(parent);
         }
         let mut record = CallRecord::start(self.metrics.clone(), rpc, span.clone());
-        let future = inner.call(request).instrument(span);
+        let future = self.inner.call(request).instrument(span);
         Box::pin(async move {
             let response = future.await?;
             // A failed unary call is a trailers-only response: its status is in the headers.
