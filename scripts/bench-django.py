@@ -4,7 +4,12 @@ calls under it. Run by scripts/bench-django.sh (which starts the servers); print
 object per row on stdout.
 
     python scripts/bench-django.py --memcached 127.0.0.1:P --mintcache 127.0.0.1:Q \
-        [--noop 127.0.0.1:R] [--label after] [--calls 3000] [--warmup 200] [--rounds 3]
+        [--noop 127.0.0.1:R] [--proxy 127.0.0.1:S] [--label after] [--calls 3000] \
+        [--warmup 200] [--rounds 3]
+
+With ``--proxy`` (a twemproxy in front of the same memcached), PyMemcacheCache through it is
+measured too: what a proxy between Django and memcached costs on the same machine, with no
+gRPC in the way.
 
 Each row: ``warmup`` calls, then ``calls`` timed calls (perf_counter_ns around each), split into
 ``rounds`` that alternate with the other rows of the same operation, so that a change of load on
@@ -95,28 +100,38 @@ def row(label: str, what: str, target: str, took: list[int], **extra: object) ->
     }
 
 
-def setup_django(memcached: str, mintcache: str, transport: str | None) -> None:
+#: The name of PyMemcacheCache through twemproxy in the rows.
+THROUGH_PROXY = "PyMemcacheCache through twemproxy"
+
+
+def setup_django(
+    memcached: str, mintcache: str, transport: str | None, proxy: str | None
+) -> None:
     import django
     from django.conf import settings
 
     options = {"APP_VERSION": "bench-" + uuid.uuid4().hex[:8]}
     if transport is not None:
         options["TRANSPORT"] = transport
-    settings.configure(
-        CACHES={
-            "pymemcache": {
-                "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
-                "LOCATION": memcached,
-                "KEY_PREFIX": "bench-" + uuid.uuid4().hex[:8],
-            },
-            "mintcache": {
-                "BACKEND": "mintcache.django.MintCache",
-                "LOCATION": mintcache,
-                "OPTIONS": options,
-            },
+    caches = {
+        "pymemcache": {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": memcached,
+            "KEY_PREFIX": "bench-" + uuid.uuid4().hex[:8],
         },
-        USE_TZ=True,
-    )
+        "mintcache": {
+            "BACKEND": "mintcache.django.MintCache",
+            "LOCATION": mintcache,
+            "OPTIONS": options,
+        },
+    }
+    if proxy is not None:
+        caches["proxy"] = {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": proxy,
+            "KEY_PREFIX": "bench-" + uuid.uuid4().hex[:8],
+        }
+    settings.configure(CACHES=caches, USE_TZ=True)
     django.setup()
 
 
@@ -127,6 +142,8 @@ def django_rows(label: str, args: argparse.Namespace) -> list[dict]:
         "PyMemcacheCache": caches["pymemcache"],
         "MintCache": caches["mintcache"],
     }
+    if args.proxy is not None:
+        backends[THROUGH_PROXY] = caches["proxy"]
     keys10 = [f"many:{i}" for i in range(10)]
     for cache in backends.values():
         cache.set("hit", VALUE, 3600)
@@ -355,6 +372,9 @@ def main() -> None:
     parser.add_argument("--memcached", required=True)
     parser.add_argument("--mintcache", required=True)
     parser.add_argument("--noop")
+    parser.add_argument(
+        "--proxy", help="a twemproxy in front of the same memcached (PyMemcacheCache through it)"
+    )
     parser.add_argument("--label", default="after")
     parser.add_argument(
         "--transport", help="MintCache OPTIONS['TRANSPORT'] (new package only)"
@@ -369,7 +389,7 @@ def main() -> None:
 
     import mintcache
 
-    setup_django(args.memcached, args.mintcache, args.transport)
+    setup_django(args.memcached, args.mintcache, args.transport, args.proxy)
     info = {
         "label": args.label,
         "what": "package",

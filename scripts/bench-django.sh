@@ -6,11 +6,13 @@
 # of this tree (with its native transport) into target/bench-django/after, and, with BEFORE=REF,
 # the package as it was at git REF into target/bench-django/before; starts on free loopback
 # ports one memcached, a mintcache server over it (default configuration: telemetry on) and the
-# no-op gRPC server; then, in one run:
+# no-op gRPC server, and (when nutcracker is installed) a twemproxy in front of the memcached;
+# then, in one run:
 #   - scripts/bench-django.py for each package (and each transport of this one): Django get
 #     (hit, miss), set, get_many(10), get_or_set (hit), incr on both backends, 3,000 calls after
 #     200 of warm-up, a small pickled dict as the value; bare Get calls over grpcio and over the
-#     native transport, to mintcache and to the no-op server;
+#     native transport, to mintcache and to the no-op server; with the native transport, also
+#     PyMemcacheCache through twemproxy (what a proxy in C costs on the same machine);
 #   - mintcache-bench --connections 1 --streams 1 (the Rust client, one call in flight) against
 #     mintcache, the no-op server, and memcached directly (meta protocol);
 # and prints the markdown tables. Every process it starts is stopped on exit.
@@ -22,9 +24,11 @@
 #   CALLS=3000 WARMUP=200 ROUNDS=3    per row (rounds alternate the rows of one operation)
 #   RUST_DURATION=5s                  per mintcache-bench row
 #   SKIP_BUILD=1    use the release binaries and venvs already built
+#   TWEMPROXY=0     leave twemproxy out (default: measured when nutcracker is installed)
 #   OUT=DIR         where the raw rows (JSON lines) and the tables go
 #                   (default: target/bench-django/<UTC time>)
-# Needs: cargo, memcached, python3 (3.10+); PyPI for Django 5.2 and pymemcache.
+# Needs: cargo, memcached, python3 (3.10+); PyPI for Django 5.2 and pymemcache; nutcracker
+# (apt-get install nutcracker) for the twemproxy column.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,6 +92,22 @@ start_mintcache mintcache "$MINTCACHE_PORT" "127.0.0.1:$MEMCACHED_PORT" MINTCACH
 NOOP_PORT="$(free_port)"
 start noop "$NOOP_PORT" "$NOOP" --listen "127.0.0.1:$NOOP_PORT"
 
+proxy=()
+if [ "${TWEMPROXY:-1}" != 0 ] && command -v nutcracker >/dev/null; then
+    PROXY_PORT="$(free_port)"
+    cat >"$OUT/nutcracker.yml" <<EOF
+bench:
+  listen: 127.0.0.1:$PROXY_PORT
+  hash: fnv1a_64
+  distribution: ketama
+  timeout: 1000
+  servers:
+    - 127.0.0.1:$MEMCACHED_PORT:1
+EOF
+    start twemproxy "$PROXY_PORT" nutcracker -c "$OUT/nutcracker.yml" -s "$(free_port)"
+    proxy=(--proxy "127.0.0.1:$PROXY_PORT")
+fi
+
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 LOAD_START="$(load)"
 say "load average before the run: $LOAD_START"
@@ -101,7 +121,7 @@ if [ -n "$BEFORE" ]; then
 fi
 say "Django on this package, native transport (and the bare calls)"
 "$WORK/after/bin/python" scripts/bench-django.py "${common[@]}" --label "after, native" \
-    --transport native --bare >>"$ROWS"
+    --transport native --bare "${proxy[@]}" >>"$ROWS"
 say "Django on this package, grpcio transport"
 "$WORK/after/bin/python" scripts/bench-django.py "${common[@]}" --label "after, grpcio" \
     --transport grpcio >>"$ROWS"
@@ -145,16 +165,26 @@ labels = []
 for r in rows:
     if "op" in r and r["label"] not in labels:
         labels.append(r["label"])
+PROXY = "PyMemcacheCache through twemproxy"
+proxied = [r for r in rows if r.get("op") and r["target"] == PROXY]
 header = "| Django call | PyMemcacheCache p50 / p99 µs |"
+if proxied:
+    header += " through twemproxy p50 / p99 µs | ratio p50 |"
 for label in labels:
     header += f" MintCache {label} p50 / p99 µs | ratio p50 |"
 out.append(header)
-out.append("|---|---:|" + "---:|---:|" * len(labels))
+out.append("|---|---:|" + "---:|---:|" * (len(labels) + bool(proxied)))
 for op in ops:
     base = [r for r in rows if r.get("op") == op and r["target"] == "PyMemcacheCache"]
     # PyMemcacheCache is measured next to each package: the first run's figures head the row,
     # each ratio is to the PyMemcacheCache of its own run.
     line = f"| `{op}` | {base[0]['p50_us']:,.0f} / {base[0]['p99_us']:,.0f} |"
+    if proxied:
+        # To PyMemcacheCache of the same run (the run that measured twemproxy).
+        p = [r for r in proxied if r["op"] == op][0]
+        b = [r for r in rows if r.get("op") == op and r["label"] == p["label"]
+             and r["target"] == "PyMemcacheCache"][0]
+        line += f" {p['p50_us']:,.0f} / {p['p99_us']:,.0f} | {p['p50_us'] / b['p50_us']:.2f}x |"
     for label in labels:
         mint = [r for r in rows if r.get("op") == op and r["label"] == label and r["target"] == "MintCache"]
         own = [r for r in rows if r.get("op") == op and r["label"] == label and r["target"] == "PyMemcacheCache"]
