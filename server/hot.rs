@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 
 use crate::core::mint::{Lookup, MintOutcome};
 
@@ -42,9 +43,9 @@ const MAX_SEEN: u64 = 65_536;
 
 /// The hot-key cache of one replica.
 pub(crate) struct HotCache {
-    copies: moka::sync::Cache<Bytes, Arc<Copy>>,
+    copies: moka::sync::Cache<Bytes, Arc<Copy>, RandomState>,
     /// Keys whose fresh hit this replica read last, and when.
-    seen: moka::sync::Cache<Bytes, Instant>,
+    seen: moka::sync::Cache<Bytes, Instant, RandomState>,
     max_staleness: Duration,
 }
 
@@ -60,11 +61,13 @@ impl HotCache {
                     .saturating_add(ENTRY_OVERHEAD)
             })
             .time_to_live(max_staleness)
-            .build();
+            // foldhash, seeded per process (keys come from clients, so not a hash they can aim
+            // collisions at), rather than SipHash: every read of the cache hashes its key.
+            .build_with_hasher(RandomState::default());
         let seen = moka::sync::Cache::builder()
             .max_capacity(MAX_SEEN)
             .time_to_live(SEEN_WINDOW)
-            .build();
+            .build_with_hasher(RandomState::default());
         Self {
             copies,
             seen,
