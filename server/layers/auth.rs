@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tower::{Layer, Service};
 
@@ -17,6 +17,10 @@ use super::{BoxFuture, answer_now};
 use crate::core::auth::{
     AUTHORIZATION_HEADER, AuthPolicy, DEBUG_APPLIED_HEADER, DEBUG_HEADER, Grant, Presented,
 };
+
+// The headers' names parsed once (a lookup by string parses the name on every call).
+static AUTHORIZATION: HeaderName = HeaderName::from_static(AUTHORIZATION_HEADER);
+static DEBUG: HeaderName = HeaderName::from_static(DEBUG_HEADER);
 
 /// The TLS client certificates a connection was verified with (none without mutual TLS), in
 /// each request's extensions: the gRPC port's connections put them there.
@@ -83,12 +87,12 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let headers = request.headers();
         let authorization: Vec<&[u8]> = headers
-            .get_all(AUTHORIZATION_HEADER)
+            .get_all(&AUTHORIZATION)
             .iter()
             .map(HeaderValue::as_bytes)
             .collect();
         let debug: Vec<&[u8]> = headers
-            .get_all(DEBUG_HEADER)
+            .get_all(&DEBUG)
             .iter()
             .map(HeaderValue::as_bytes)
             .collect();

@@ -8,11 +8,17 @@
 
 use std::task::{Context, Poll};
 
+use http::HeaderName;
 use tower::{Layer, Service};
 
 use super::{BoxFuture, answer_now};
 use crate::core::key::KeySpace;
 use crate::core::meta::{self, CONSISTENCY_HEADER, NAMESPACE_HEADER, VERSION_HEADER};
+
+// The headers' names parsed once (a lookup by string parses the name on every call).
+static VERSION: HeaderName = HeaderName::from_static(VERSION_HEADER);
+static NAMESPACE: HeaderName = HeaderName::from_static(NAMESPACE_HEADER);
+static CONSISTENCY: HeaderName = HeaderName::from_static(CONSISTENCY_HEADER);
 
 /// Adds [`CallMetaService`] around a service.
 #[derive(Clone, Debug)]
@@ -63,15 +69,15 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let headers = request.headers();
-        let all = |name| -> Vec<&[u8]> {
+        let all = |name: &HeaderName| -> Vec<&[u8]> {
             headers
                 .get_all(name)
                 .iter()
                 .map(http::HeaderValue::as_bytes)
                 .collect()
         };
-        let space = meta::key_space(&all(VERSION_HEADER), &all(NAMESPACE_HEADER), &self.defaults);
-        let consistency = meta::consistency(&all(CONSISTENCY_HEADER));
+        let space = meta::key_space(&all(&VERSION), &all(&NAMESPACE), &self.defaults);
+        let consistency = meta::consistency(&all(&CONSISTENCY));
         match space.and_then(|space| Ok((space, consistency?))) {
             Ok((space, consistency)) => {
                 request.extensions_mut().insert(space);

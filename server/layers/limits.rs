@@ -25,6 +25,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::HeaderName;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -33,6 +34,9 @@ use super::{BoxFuture, answer_now};
 use crate::core::deadline::{budget, parse_grpc_timeout};
 use crate::grpc::status;
 use crate::metrics::Metrics;
+
+/// gRPC's deadline header, parsed once (a lookup by string parses the name on every call).
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Load shedding: a call beyond `server.max_concurrent_calls` is refused at once.
 #[derive(Clone, Debug)]
@@ -186,7 +190,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let timeout = request
             .headers()
-            .get("grpc-timeout")
+            .get(&GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
         let received = request
             .extensions()

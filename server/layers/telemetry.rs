@@ -12,6 +12,7 @@
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use http::HeaderName;
 use opentelemetry::propagation::Extractor;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
@@ -21,6 +22,10 @@ use super::BoxFuture;
 use crate::core::mint::MintOutcome;
 use crate::grpc::proto::cache_server::SERVICE_NAME;
 use crate::metrics::{Metrics, RPCS, code_name};
+
+/// The status of a trailers-only answer, parsed once (a lookup by string parses the name on
+/// every call).
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The RPC of a Cache call's path (`/mintcache.v1.Cache/Get`), or `unknown`.
 fn rpc_name(path: &str) -> &'static str {
@@ -166,7 +171,7 @@ where
             // A failed unary call is a trailers-only response: its status is in the headers.
             let code = response
                 .headers()
-                .get("grpc-status")
+                .get(&GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .map_or(tonic::Code::Ok, tonic::Code::from_i32);
