@@ -8,6 +8,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
 use crate::client::{CallDefaults, Client};
+use crate::coalesce::CoalescingConnector;
 use crate::error::Error;
 
 /// Most endpoints one client balances over (tonic's balancer takes them through a bounded
@@ -191,7 +192,7 @@ impl ClientBuilder {
         self.check_metadata()?;
         let endpoints = self.tonic_endpoints()?;
         let channel = match endpoints.as_slice() {
-            [single] => single.connect_lazy(),
+            [single] => lazy(single),
             _ => Channel::balance_list(endpoints.into_iter()),
         };
         Ok(self.client(channel))
@@ -204,7 +205,7 @@ impl ClientBuilder {
         self.check_metadata()?;
         let endpoints = self.tonic_endpoints()?;
         if let [single] = endpoints.as_slice() {
-            let channel = single.connect().await.map_err(|source| Error::Connect {
+            let channel = connect(single).await.map_err(|source| Error::Connect {
                 endpoint: single.uri().to_string(),
                 source,
             })?;
@@ -306,5 +307,31 @@ impl ClientBuilder {
     #[cfg(not(feature = "tls"))]
     fn with_tls(&self, endpoint: Endpoint) -> Result<Endpoint, tonic::transport::Error> {
         Ok(endpoint)
+    }
+}
+
+/// Whether `endpoint` is reached over TCP (`http`, `https`), where its connections send each
+/// call's frames in one write ([`crate::coalesce`]); tonic's own connector takes the rest.
+fn over_tcp(endpoint: &Endpoint) -> bool {
+    matches!(endpoint.uri().scheme_str(), Some("http" | "https"))
+}
+
+/// A channel to one endpoint that connects on its first call.
+fn lazy(endpoint: &Endpoint) -> Channel {
+    if over_tcp(endpoint) {
+        endpoint.connect_with_connector_lazy(CoalescingConnector::new(true))
+    } else {
+        endpoint.connect_lazy()
+    }
+}
+
+/// A channel to one endpoint, connected.
+async fn connect(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+    if over_tcp(endpoint) {
+        endpoint
+            .connect_with_connector(CoalescingConnector::new(true))
+            .await
+    } else {
+        endpoint.connect().await
     }
 }

@@ -47,6 +47,7 @@
 mod backoff;
 mod builder;
 mod client;
+mod coalesce;
 mod error;
 mod headers;
 mod many;
