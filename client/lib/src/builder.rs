@@ -319,7 +319,7 @@ fn over_tcp(endpoint: &Endpoint) -> bool {
 /// A channel to one endpoint that connects on its first call.
 fn lazy(endpoint: &Endpoint) -> Channel {
     if over_tcp(endpoint) {
-        endpoint.connect_with_connector_lazy(CoalescingConnector::new(true))
+        endpoint.connect_with_connector_lazy(CoalescingConnector::new())
     } else {
         endpoint.connect_lazy()
     }
@@ -329,7 +329,7 @@ fn lazy(endpoint: &Endpoint) -> Channel {
 async fn connect(endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
     if over_tcp(endpoint) {
         endpoint
-            .connect_with_connector(CoalescingConnector::new(true))
+            .connect_with_connector(CoalescingConnector::new())
             .await
     } else {
         endpoint.connect().await

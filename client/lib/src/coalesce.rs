@@ -86,15 +86,11 @@ impl<IO: Read + Unpin> Read for Coalesced<IO> {
 
 impl<IO: Write + Unpin> Write for Coalesced<IO> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.pending.len() >= HOLD_BYTES {
-            ready!(self.poll_send(cx))?;
-        }
-        self.pending.extend_from_slice(buf);
-        Poll::Ready(Ok(buf.len()))
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -139,18 +135,18 @@ impl<IO: Write + Unpin> Write for Coalesced<IO> {
     }
 }
 
-/// Connects over TCP like tonic's own connector (`TCP_NODELAY` as the endpoint says, any
-/// scheme), and hands out [`Coalesced`] connections.
+/// Connects over TCP like tonic's own connector with the builder's settings (`TCP_NODELAY`,
+/// any scheme), and hands out [`Coalesced`] connections.
 #[derive(Clone, Debug)]
 pub(crate) struct CoalescingConnector {
     http: HttpConnector,
 }
 
 impl CoalescingConnector {
-    pub(crate) fn new(nodelay: bool) -> Self {
+    pub(crate) fn new() -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
-        http.set_nodelay(nodelay);
+        http.set_nodelay(true);
         Self { http }
     }
 }
